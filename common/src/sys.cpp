@@ -1,0 +1,72 @@
+// errno translation and fd helpers: the only place errno becomes an Error.
+#include "dragon/common/sys.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace dragon::sys {
+
+Errc errc_from_errno(int err) noexcept {
+    switch (err) {
+        case ENOENT: case ESRCH: case ENXIO: return Errc::not_found;
+        case EACCES: case EPERM: return Errc::permission_denied;
+        case EEXIST: case EADDRINUSE: return Errc::already_exists;
+        case ETIMEDOUT: return Errc::timeout;
+        case EAGAIN: return Errc::would_block;
+        case ENOSPC: case ENOMEM: case EMFILE: case ENFILE: return Errc::no_space;
+        case EPIPE: case ECONNRESET: case ECONNREFUSED: case ENOTCONN: return Errc::closed;
+        case EINVAL: case ENAMETOOLONG: case ENOTDIR: case EISDIR: return Errc::invalid_argument;
+        case E2BIG: case EFBIG: return Errc::too_large;
+        case ENOSYS: case EOPNOTSUPP: return Errc::unsupported;
+        default: return Errc::system;
+    }
+}
+
+Error error_from_errno(std::string_view what, int err) {
+    return Error(errc_from_errno(err), fmt::format("{}: {}", what, std::strerror(err)), err);
+}
+
+void UniqueFd::reset(int fd) noexcept {
+    if (fd_ >= 0 && fd_ != fd) ::close(fd_);
+    fd_ = fd;
+}
+
+Status write_all(int fd, const void* data, std::size_t len) {
+    const auto* p = static_cast<const char*>(data);
+    while (len > 0) {
+        ssize_t n = ::write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return error_from_errno("write");
+        }
+        p += n;
+        len -= static_cast<std::size_t>(n);
+    }
+    return ok();
+}
+
+Status read_exact(int fd, void* data, std::size_t len) {
+    auto* p = static_cast<char*>(data);
+    while (len > 0) {
+        ssize_t n = ::read(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return error_from_errno("read");
+        }
+        if (n == 0) return Error(Errc::closed, "read: end of file");
+        p += n;
+        len -= static_cast<std::size_t>(n);
+    }
+    return ok();
+}
+
+Status set_nonblocking(int fd, bool on) {
+    int flags = DRAGON_TRY(call("fcntl(F_GETFL)", [&] { return ::fcntl(fd, F_GETFL); }));
+    flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    DRAGON_CHECK(call("fcntl(F_SETFL)", [&] { return ::fcntl(fd, F_SETFL, flags); }));
+    return ok();
+}
+
+}  // namespace dragon::sys
