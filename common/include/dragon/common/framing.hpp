@@ -1,0 +1,74 @@
+// Frames on a byte stream: an 8-byte header (magic, version, type, length)
+// and a body. Specified in docs/protocol.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dragon/common/codec.hpp"
+#include "dragon/common/result.hpp"
+
+namespace dragon::wire {
+
+inline constexpr std::uint8_t kFrameMagic = 0xD6;
+inline constexpr std::uint8_t kFrameVersion = 1;
+inline constexpr std::size_t kFrameHeaderSize = 8;
+/// Default bound on a frame body; larger frames are refused before buffering.
+inline constexpr std::size_t kDefaultMaxFrameBody = 64U << 20;
+
+/// One decoded frame: its type number and its (still encoded) body.
+struct Frame {
+    std::uint16_t type = 0;
+    std::string body;
+};
+
+/// Appends a frame header for a body of `body_len` bytes to `out`.
+void append_frame_header(std::string& out, std::uint16_t type, std::size_t body_len);
+
+/// Appends `msg` as one complete frame to `out` (message types carry `kType`).
+template <class M>
+void append_frame(std::string& out, const M& msg) {
+    const std::size_t start = out.size();
+    append_frame_header(out, static_cast<std::uint16_t>(M::kType), 0);
+    Writer w(out);
+    encode(w, msg);
+    const std::size_t len = out.size() - start - kFrameHeaderSize;
+    for (std::size_t i = 0; i < 4; ++i) out[start + 4 + i] = static_cast<char>((len >> (8 * i)) & 0xffU);
+}
+
+template <class M>
+std::string frame_of(const M& msg) {
+    std::string out;
+    append_frame(out, msg);
+    return out;
+}
+
+/// Splits a byte stream into frames. Feed it bytes as they arrive; take frames
+/// with next(). A bad header (magic, version, over-long body) is an Error and
+/// the stream is unusable afterwards: drop the connection.
+class FrameDecoder {
+public:
+    explicit FrameDecoder(std::size_t max_body = kDefaultMaxFrameBody) : max_body_(max_body) {}
+
+    /// Space for at least `n` more bytes; write into it, then commit().
+    char* prepare(std::size_t n);
+    void commit(std::size_t n) { end_ += n; }
+    void feed(std::string_view bytes);
+
+    /// The next complete frame, std::nullopt when more bytes are needed.
+    Result<std::optional<Frame>> next();
+
+    /// Bytes received but not yet returned as frames.
+    [[nodiscard]] std::size_t buffered() const { return end_ - begin_; }
+
+private:
+    std::vector<char> buf_;
+    std::size_t begin_ = 0;
+    std::size_t end_ = 0;
+    std::size_t max_body_;
+};
+
+}  // namespace dragon::wire

@@ -1,0 +1,110 @@
+// The configuration table and its validators.
+#include "dragon/common/config.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+
+namespace dragon {
+
+Result<LogLevel> parse_log_level(std::string_view s) {
+    if (s == "trace") return LogLevel::trace;
+    if (s == "debug") return LogLevel::debug;
+    if (s == "info") return LogLevel::info;
+    if (s == "warn") return LogLevel::warn;
+    if (s == "error") return LogLevel::error;
+    if (s == "off") return LogLevel::off;
+    return make_error(Errc::invalid_argument,
+                      "bad log level '{}' (expected error, warn, info, debug, trace or off)", s);
+}
+
+std::string_view to_string(LogLevel level) {
+    switch (level) {
+        case LogLevel::trace: return "trace";
+        case LogLevel::debug: return "debug";
+        case LogLevel::info: return "info";
+        case LogLevel::warn: return "warn";
+        case LogLevel::error: return "error";
+        case LogLevel::off: return "off";
+    }
+    return "?";
+}
+
+namespace {
+
+Result<double> parse_seconds(std::string_view s) {
+    double v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size() || !std::isfinite(v) || v < 0 || v > 3600)
+        return make_error(Errc::invalid_argument, "bad duration '{}' (expected seconds from 0 to 3600)", s);
+    return v;
+}
+
+Status validate_log_level(std::string_view s) {
+    DRAGON_CHECK(parse_log_level(s));
+    return ok();
+}
+Status validate_any(std::string_view) { return ok(); }
+Status validate_seconds(std::string_view s) {
+    DRAGON_CHECK(parse_seconds(s));
+    return ok();
+}
+
+constexpr ConfigOption kTable[] = {
+    {"log-level", "DRAGON_LOG_LEVEL", "warn",
+     "log level of the launcher and agents: error, warn, info, debug, trace, off", validate_log_level},
+    {"log-dir", "DRAGON_LOG_DIR", "",
+     "write per-component log files (frontend.log, agent-n<N>.log) into this folder instead of stderr",
+     validate_any},
+    {"patience", "DRAGON_PATIENCE", "2",
+     "seconds between SIGINT, SIGTERM and SIGKILL when stopping processes", validate_seconds},
+};
+
+}  // namespace
+
+std::span<const ConfigOption> config_table() { return kTable; }
+
+Result<Config> Config::from_env(const std::function<const char*(const char*)>& getenv_fn) {
+    Config c;
+    for (const auto& opt : kTable) c.values_[std::string(opt.name)] = std::string(opt.default_value);
+    for (const auto& opt : kTable) {
+        const std::string env(opt.env);
+        const char* v = getenv_fn ? getenv_fn(env.c_str()) : std::getenv(env.c_str());
+        if (v == nullptr) continue;
+        if (auto st = c.set(opt.name, v); !st) return std::move(st).error().context(fmt::format("{}", env));
+    }
+    return c;
+}
+
+Status Config::set(std::string_view name, std::string_view value) {
+    for (const auto& opt : kTable) {
+        if (opt.name != name) continue;
+        DRAGON_CHECK(opt.validate(value));
+        values_[std::string(name)] = std::string(value);
+        return ok();
+    }
+    return make_error(Errc::invalid_argument, "unknown option '{}'", name);
+}
+
+const std::string& Config::get(std::string_view name) const {
+    auto it = values_.find(name);
+    if (it == values_.end()) {
+        static const std::string empty;
+        return empty;
+    }
+    return it->second;
+}
+
+LogLevel Config::log_level() const { return parse_log_level(get("log-level")).value_or(LogLevel::warn); }
+
+std::uint32_t Config::patience_ms() const {
+    return static_cast<std::uint32_t>(std::lround(parse_seconds(get("patience")).value_or(2.0) * 1000.0));
+}
+
+std::vector<std::string> Config::to_env() const {
+    std::vector<std::string> out;
+    for (const auto& opt : kTable) out.push_back(fmt::format("{}={}", opt.env, get(opt.name)));
+    return out;
+}
+
+}  // namespace dragon

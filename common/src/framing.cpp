@@ -1,0 +1,56 @@
+// Frame header encoding and the streaming frame splitter.
+#include "dragon/common/framing.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace dragon::wire {
+
+void append_frame_header(std::string& out, std::uint16_t type, std::size_t body_len) {
+    out.push_back(static_cast<char>(kFrameMagic));
+    out.push_back(static_cast<char>(kFrameVersion));
+    Writer w(out);
+    w.scalar(type);
+    w.scalar(static_cast<std::uint32_t>(body_len));
+}
+
+char* FrameDecoder::prepare(std::size_t n) {
+    if (begin_ > 0 && (begin_ == end_ || buf_.size() - end_ < n)) {
+        // Reclaim consumed space before growing.
+        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+    }
+    if (buf_.size() - end_ < n) buf_.resize(std::max(end_ + n, buf_.size() * 2));
+    return buf_.data() + end_;
+}
+
+void FrameDecoder::feed(std::string_view bytes) {
+    std::memcpy(prepare(bytes.size()), bytes.data(), bytes.size());
+    commit(bytes.size());
+}
+
+Result<std::optional<Frame>> FrameDecoder::next() {
+    if (end_ - begin_ < kFrameHeaderSize) return std::optional<Frame>{};
+    const char* h = buf_.data() + begin_;
+    const auto magic = static_cast<std::uint8_t>(h[0]);
+    const auto version = static_cast<std::uint8_t>(h[1]);
+    if (magic != kFrameMagic) return make_error(Errc::protocol, "bad frame magic 0x{:02x}", magic);
+    if (version != kFrameVersion)
+        return make_error(Errc::protocol, "unsupported frame version {} (this side speaks {})", version,
+                          kFrameVersion);
+    Reader r(h + 2, 6);
+    const auto type = r.scalar<std::uint16_t>();
+    const auto len = r.scalar<std::uint32_t>();
+    if (len > max_body_)
+        return make_error(Errc::too_large, "frame body of {} bytes exceeds the limit of {}", len, max_body_);
+    if (end_ - begin_ < kFrameHeaderSize + len) return std::optional<Frame>{};
+    Frame f;
+    f.type = type;
+    f.body.assign(h + kFrameHeaderSize, len);
+    begin_ += kFrameHeaderSize + len;
+    if (begin_ == end_) begin_ = end_ = 0;
+    return std::optional<Frame>(std::move(f));
+}
+
+}  // namespace dragon::wire

@@ -1,0 +1,60 @@
+// Message helpers: names, validation, exit-status conversion.
+#include "dragon/common/messages.hpp"
+
+#include <sys/wait.h>
+
+namespace dragon::msg {
+
+ExitStatus ExitStatus::from_wait_status(int wstatus) {
+    ExitStatus s;
+    if (WIFSIGNALED(wstatus)) s.signal = WTERMSIG(wstatus);
+    else s.exit_code = WEXITSTATUS(wstatus);
+    return s;
+}
+
+namespace {
+template <class M>
+constexpr std::string_view name_of() {
+    switch (M::kType) {
+        case Type::agent_hello: return "agent_hello";
+        case Type::spawn: return "spawn";
+        case Type::spawn_reply: return "spawn_reply";
+        case Type::stdin_data: return "stdin_data";
+        case Type::output: return "output";
+        case Type::proc_exit: return "proc_exit";
+        case Type::shutdown: return "shutdown";
+        case Type::shutdown_done: return "shutdown_done";
+        case Type::client_hello: return "client_hello";
+        case Type::client_welcome: return "client_welcome";
+        case Type::proc_query: return "proc_query";
+        case Type::proc_table: return "proc_table";
+        case Type::error_reply: return "error_reply";
+    }
+    return "unknown";
+}
+}  // namespace
+
+std::string_view type_name(std::uint16_t type) {
+    std::string_view name = "unknown";
+    std::apply([&](auto... m) {
+        ((static_cast<std::uint16_t>(decltype(m)::kType) == type ? (name = name_of<decltype(m)>(), 0) : 0), ...);
+    }, AllMessages{});
+    return name;
+}
+
+Status validate(const wire::Frame& f) {
+    Status st = make_error(Errc::protocol, "unknown message type {}", f.type);
+    std::apply([&](auto... m) {
+        ((static_cast<std::uint16_t>(decltype(m)::kType) == f.type
+              ? (void)(st = [&]() -> Status {
+                    auto r = decode_as<decltype(m)>(f);
+                    if (!r) return std::move(r).error();
+                    return ok();
+                }())
+              : void()),
+         ...);
+    }, AllMessages{});
+    return st;
+}
+
+}  // namespace dragon::msg
