@@ -24,6 +24,7 @@ constexpr std::string_view name_of() {
         case Type::proc_exit: return "proc_exit";
         case Type::shutdown: return "shutdown";
         case Type::shutdown_done: return "shutdown_done";
+        case Type::stdin_ack: return "stdin_ack";
         case Type::client_hello: return "client_hello";
         case Type::client_welcome: return "client_welcome";
         case Type::proc_query: return "proc_query";

@@ -24,6 +24,7 @@ enum class Type : std::uint16_t {
     proc_exit = 6,
     shutdown = 7,
     shutdown_done = 8,
+    stdin_ack = 9,
     // local client <-> agent
     client_hello = 32,
     client_welcome = 33,
@@ -108,6 +109,18 @@ struct StdinData {
     bool eof = false;
     DRAGON_WIRE_FIELDS(puid, data, eof)
 };
+
+/// Agent -> front end: `consumed` more bytes of a process's stdin were written
+/// into it (or dropped because it closed its stdin). The front end keeps at
+/// most kStdinWindow bytes unacknowledged, so a slow reader cannot make the
+/// agent buffer without bound.
+struct StdinAck {
+    static constexpr Type kType = Type::stdin_ack;
+    std::uint64_t puid = 0;
+    std::uint64_t consumed = 0;
+    DRAGON_WIRE_FIELDS(puid, consumed)
+};
+inline constexpr std::uint64_t kStdinWindow = 1U << 20;
 
 /// Agent -> front end: bytes a process wrote, in order per (puid, stream).
 struct Output {
@@ -200,7 +213,7 @@ struct ErrorReply {
 
 /// Every message type, for dispatch and fuzzing.
 using AllMessages = std::tuple<AgentHello, Spawn, SpawnReply, StdinData, Output, ProcExit, Shutdown,
-                               ShutdownDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, ErrorReply>;
+                               ShutdownDone, StdinAck, ClientHello, ClientWelcome, ProcQuery, ProcTable, ErrorReply>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

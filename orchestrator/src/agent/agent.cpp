@@ -1,0 +1,600 @@
+// The node agent's event loop and handlers.
+#include "agent.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "dragon/common/names.hpp"
+#include "../runtime/spawn.hpp"
+
+extern char** environ;
+
+namespace dragon::agent {
+using rt::ChildSpec;
+using rt::merge_env;
+using rt::resolve_program;
+using rt::spawn_child;
+
+namespace {
+
+// Output waiting for the front end beyond this pauses reading children's pipes.
+constexpr std::size_t kOutputHighWater = 8U << 20;
+// How long to wait for a reaped process's pipes to reach EOF before reporting
+// its exit anyway (a background grandchild may hold them open).
+constexpr auto kOutputGrace = std::chrono::milliseconds(200);
+// After SIGKILL, how long to wait for the last processes before giving up.
+constexpr auto kKillWait = std::chrono::seconds(5);
+constexpr std::size_t kClientMaxFrame = 1U << 20;
+
+const char* phase_name(Agent::Phase p) {
+    switch (p) {
+        case Agent::Phase::running: return "running";
+        case Agent::Phase::stopping_int: return "stopping_int";
+        case Agent::Phase::stopping_term: return "stopping_term";
+        case Agent::Phase::stopping_kill: return "stopping_kill";
+        case Agent::Phase::finishing: return "finishing";
+        case Agent::Phase::done: return "done";
+    }
+    return "?";
+}
+
+Result<std::array<sys::UniqueFd, 2>> make_pipe() {
+    int fds[2];
+    DRAGON_CHECK(sys::call("pipe2", [&] { return ::pipe2(fds, O_CLOEXEC); }));
+    return std::array<sys::UniqueFd, 2>{sys::UniqueFd(fds[0]), sys::UniqueFd(fds[1])};
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions opts, rt::NodeLock lock)
+    : opts_(std::move(opts)),
+      lock_(std::move(lock)),
+      client_acceptor_(io_),
+      signals_(io_),
+      escalation_(io_),
+      puids_(puid_allocator(opts_.node_id)) {
+    for (char** e = environ; *e != nullptr; ++e) {
+        std::string_view kv(*e);
+        if (kv.starts_with("PATH=")) path_env_ = std::string(kv.substr(5));
+        base_env_.emplace_back(kv);
+    }
+    base_env_ = merge_env(std::move(base_env_),
+                          {fmt::format("{}={}", names::kEnvRunId, opts_.run.str()),
+                           fmt::format("{}={}", names::kEnvNodeId, opts_.node_id),
+                           fmt::format("{}=@{}", names::kEnvAgentSocket,
+                                       names::agent_socket_name(opts_.run, opts_.node_id))});
+}
+
+Agent::~Agent() = default;
+
+Result<std::unique_ptr<Agent>> Agent::create(AgentOptions opts) {
+    // Raise the fd limit: two pipes per process add up at thousands of processes.
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    // Orphaned grandchildren become ours, so teardown can find and stop them.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    auto lock = DRAGON_TRY(rt::NodeLock::acquire(opts.run, opts.node_id));
+    sys::UniqueFd control(opts.control_fd);
+    std::unique_ptr<Agent> a(new Agent(std::move(opts), std::move(lock)));
+    if (auto st = a->open_client_socket(); !st) {
+        (void)a->lock_.remove_node_segments();
+        return std::move(st).error();
+    }
+    asio::local::stream_protocol::socket sock(a->io_);
+    asio::error_code ec;
+    sock.assign(asio::local::stream_protocol(), control.release(), ec);
+    if (ec) return make_error(Errc::system, "control socket: {}", ec.message());
+    a->frontend_ = std::make_shared<rt::UnixConnection>(std::move(sock), "front end connection");
+    a->signals_.add(SIGCHLD);
+    a->signals_.add(SIGINT);
+    a->signals_.add(SIGTERM);
+    a->signals_.add(SIGHUP);
+    return a;
+}
+
+Status Agent::open_client_socket() {
+    const std::string name = names::agent_socket_name(opts_.run, opts_.node_id);
+    asio::local::stream_protocol::endpoint ep(std::string(1, '\0') + name);
+    asio::error_code ec;
+    client_acceptor_.open(ep.protocol(), ec);
+    if (!ec) client_acceptor_.bind(ep, ec);
+    if (!ec) client_acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return make_error(Errc::system, "client socket @{}: {}", name, ec.message());
+    return ok();
+}
+
+int Agent::run() {
+    frontend_->start([this](wire::Frame&& f) { on_frontend_frame(std::move(f)); },
+                     [this](const Error* e) { on_frontend_closed(e); });
+    frontend_->on_drained([this] { resume_parked_output(); });
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    frontend_->send(msg::AgentHello{msg::kProtocolVersion, opts_.run.str(), opts_.node_id,
+                                    static_cast<std::int32_t>(::getpid()), host});
+    accept_clients();
+    wait_signals();
+    spdlog::info("agent n{} of run {} up, pid {}", opts_.node_id, opts_.run.str(), ::getpid());
+    io_.run();
+    return exit_code_;
+}
+
+// ---- front end ------------------------------------------------------------
+
+void Agent::on_frontend_frame(wire::Frame&& f) {
+    switch (static_cast<msg::Type>(f.type)) {
+        case msg::Type::spawn:
+            if (auto m = msg::decode_as<msg::Spawn>(f)) return handle_spawn(*m);
+            else return spdlog::error("bad spawn frame: {}", m.error().message());
+        case msg::Type::stdin_data:
+            if (auto m = msg::decode_as<msg::StdinData>(f)) return handle_stdin(std::move(*m));
+            else return spdlog::error("bad stdin frame: {}", m.error().message());
+        case msg::Type::shutdown:
+            if (auto m = msg::decode_as<msg::Shutdown>(f)) {
+                return begin_stop(m->force, m->patience_ms, m->force ? "forced shutdown" : "shutdown");
+            } else {
+                spdlog::error("bad shutdown frame: {}", m.error().message());
+                return begin_stop(false, opts_.config.patience_ms(), "bad shutdown frame");
+            }
+        default:
+            spdlog::error("unexpected message '{}' ({}) from the front end", msg::type_name(f.type), f.type);
+    }
+}
+
+void Agent::on_frontend_closed(const Error* e) {
+    frontend_lost_ = true;
+    parked_output_.clear();
+    if (phase_ == Phase::finishing || phase_ == Phase::done) return;
+    if (e != nullptr) spdlog::warn("lost the front end: {}; stopping", e->message());
+    else spdlog::warn("the front end went away; stopping");
+    begin_stop(false, opts_.config.patience_ms(), "front end lost");
+}
+
+void Agent::handle_spawn(const msg::Spawn& req) {
+    msg::SpawnReply reply;
+    reply.request_id = req.request_id;
+    reply.results.reserve(req.procs.size());
+    for (const auto& spec : req.procs) reply.results.push_back(spawn_one(spec));
+    frontend_->send(reply);
+}
+
+msg::SpawnResult Agent::spawn_one(const msg::ProcSpec& spec) {
+    msg::SpawnResult res;
+    auto fail = [&](const Error& e) {
+        res.sys_errno = e.sys_errno() != 0 ? e.sys_errno() : (e.code() == Errc::not_found ? ENOENT : EACCES);
+        res.error = e.message();
+        spdlog::info("spawn failed: {}", e.message());
+        return res;
+    };
+    if (phase_ != Phase::running) return fail(Error(Errc::closed, "the agent is shutting down"));
+    if (spec.argv.empty()) return fail(Error(Errc::invalid_argument, "empty argv"));
+    auto puid = puids_.next();
+    if (!puid) return fail(puid.error());
+
+    auto env = merge_env(base_env_, spec.env);
+    env = merge_env(std::move(env), {fmt::format("{}={}", names::kEnvPuid, *puid)});
+    std::string path_env = path_env_;
+    for (const auto& kv : spec.env)
+        if (kv.starts_with("PATH=")) path_env = kv.substr(5);
+    auto path = resolve_program(spec.argv[0], path_env);
+    if (!path) return fail(path.error());
+
+    std::array<sys::UniqueFd, 2> in_p, out_p, err_p;
+    if (spec.stdin_mode == msg::StdinMode::forward) {
+        auto p = make_pipe();
+        if (!p) return fail(p.error());
+        in_p = std::move(*p);
+    }
+    if (spec.stdout_mode == msg::OutputMode::forward) {
+        auto p = make_pipe();
+        if (!p) return fail(p.error());
+        out_p = std::move(*p);
+    }
+    if (spec.stderr_mode == msg::OutputMode::forward) {
+        auto p = make_pipe();
+        if (!p) return fail(p.error());
+        err_p = std::move(*p);
+    }
+    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_p[0].get(), out_p[1].get(), err_p[1].get()};
+    auto pid = spawn_child(cs);
+    if (!pid) return fail(pid.error());
+
+    auto p = std::make_unique<Process>();
+    p->puid = *puid;
+    p->pid = *pid;
+    p->argv = spec.argv;
+    asio::error_code ec;
+    auto wrap = [&](sys::UniqueFd& fd) -> std::unique_ptr<asio::posix::stream_descriptor> {
+        if (!fd) return nullptr;
+        (void)sys::set_nonblocking(fd.get(), true);
+        auto sd = std::make_unique<asio::posix::stream_descriptor>(io_);
+        sd->assign(fd.release(), ec);
+        return sd;
+    };
+    p->in = wrap(in_p[1]);
+    p->out = wrap(out_p[0]);
+    p->err = wrap(err_p[0]);
+    const bool has_out = p->out != nullptr, has_err = p->err != nullptr;
+    by_pid_[*pid] = *puid;
+    procs_.emplace(*puid, std::move(p));
+    if (has_out) watch_output(*puid, msg::Stream::out);
+    if (has_err) watch_output(*puid, msg::Stream::err);
+    spdlog::debug("started puid {} pid {}: {}", *puid, *pid, fmt::join(spec.argv, " "));
+    res.puid = *puid;
+    res.pid = *pid;
+    return res;
+}
+
+void Agent::handle_stdin(msg::StdinData&& d) {
+    Process* p = find(d.puid);
+    if (p == nullptr || !p->in) {
+        // Gone or not forwarding: consume it so the front end's window moves on.
+        if (!d.data.empty()) frontend_->send(msg::StdinAck{d.puid, d.data.size()});
+        return;
+    }
+    if (!d.data.empty()) p->stdin_queue.push_back(std::move(d.data));
+    if (d.eof) p->stdin_eof = true;
+    write_stdin(*p);
+}
+
+void Agent::write_stdin(Process& p) {
+    if (p.stdin_writing || !p.in) return;
+    if (p.stdin_queue.empty()) {
+        if (p.stdin_eof) close_stdin(p);
+        return;
+    }
+    p.stdin_writing = true;
+    asio::async_write(*p.in, asio::buffer(p.stdin_queue.front()),
+                      [this, puid = p.puid](const asio::error_code& ec, std::size_t) {
+                          Process* q = find(puid);
+                          if (q == nullptr) return;
+                          q->stdin_writing = false;
+                          if (ec == asio::error::operation_aborted) return;
+                          const auto n = q->stdin_queue.front().size();
+                          q->stdin_queue.pop_front();
+                          if (!frontend_lost_) frontend_->send(msg::StdinAck{puid, n});
+                          if (ec) {  // the process closed its stdin: drop the rest, acknowledged
+                              close_stdin(*q);
+                              return;
+                          }
+                          write_stdin(*q);
+                      });
+}
+
+void Agent::close_stdin(Process& p) {
+    std::uint64_t dropped = 0;
+    for (const auto& s : p.stdin_queue) dropped += s.size();
+    p.stdin_queue.clear();
+    if (dropped > 0 && !frontend_lost_) frontend_->send(msg::StdinAck{p.puid, dropped});
+    p.in.reset();
+}
+
+// ---- clients --------------------------------------------------------------
+
+void Agent::accept_clients() {
+    client_acceptor_.async_accept([this](const asio::error_code& ec, asio::local::stream_protocol::socket sock) {
+        if (ec == asio::error::operation_aborted || !client_acceptor_.is_open()) return;
+        if (!ec) serve_client(std::move(sock));
+        else spdlog::warn("accepting a client: {}", ec.message());
+        accept_clients();
+    });
+}
+
+void Agent::serve_client(asio::local::stream_protocol::socket sock) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != ::geteuid() && cred.uid != 0)) {
+        spdlog::warn("refused a client connection from uid {} pid {} (not this run's user)", cred.uid, cred.pid);
+        return;
+    }
+    auto conn = std::make_shared<rt::UnixConnection>(std::move(sock), fmt::format("client pid {}", cred.pid),
+                                                     kClientMaxFrame);
+    auto greeted = std::make_shared<bool>(false);
+    std::weak_ptr<rt::UnixConnection> weak = conn;
+    conn->start(
+        [this, weak, greeted](wire::Frame&& f) {
+            auto c = weak.lock();
+            if (!c) return;
+            auto refuse = [&](Errc code, std::string why) {
+                spdlog::warn("{}: {}", c->name(), why);
+                c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
+                c->close_after_flush(nullptr);
+            };
+            if (!*greeted) {
+                auto hello = msg::decode_as<msg::ClientHello>(f);
+                if (!hello) return refuse(Errc::protocol, "expected client_hello: " + hello.error().message());
+                if (hello->version != msg::kProtocolVersion)
+                    return refuse(Errc::unsupported, fmt::format("protocol version {} not supported (agent speaks {})",
+                                                                 hello->version, msg::kProtocolVersion));
+                *greeted = true;
+                c->send(msg::ClientWelcome{msg::kProtocolVersion, opts_.run.str(), opts_.node_id,
+                                           static_cast<std::int32_t>(::getpid())});
+                return;
+            }
+            if (f.type == static_cast<std::uint16_t>(msg::Type::proc_query)) {
+                if (auto q = msg::decode_as<msg::ProcQuery>(f); !q) return refuse(Errc::protocol, q.error().message());
+                msg::ProcTable t;
+                for (const auto& [puid, p] : procs_) t.procs.push_back({puid, p->pid, p->state, p->status, p->argv});
+                c->send(t);
+                return;
+            }
+            refuse(Errc::protocol, fmt::format("unexpected message '{}' ({})", msg::type_name(f.type), f.type));
+        },
+        [conn_name = conn->name()](const Error* e) {
+            if (e != nullptr) spdlog::warn("{} dropped: {}", conn_name, e->message());
+        });
+}
+
+// ---- output and exits ----------------------------------------------------
+
+void Agent::watch_output(Puid puid, msg::Stream stream) {
+    Process* p = find(puid);
+    if (p == nullptr) return;
+    auto& sd = stream == msg::Stream::out ? p->out : p->err;
+    if (!sd) return;
+    sd->async_wait(asio::posix::descriptor_base::wait_read, [this, puid, stream](const asio::error_code& ec) {
+        if (ec == asio::error::operation_aborted) return;
+        on_output_ready(puid, stream);
+    });
+}
+
+void Agent::on_output_ready(Puid puid, msg::Stream stream) {
+    Process* p = find(puid);
+    if (p == nullptr) return;
+    auto& sd = stream == msg::Stream::out ? p->out : p->err;
+    if (!sd) return;
+    static std::array<char, 64 * 1024> scratch;  // one loop thread: one buffer serves every pipe
+    ssize_t n = ::read(sd->native_handle(), scratch.data(), scratch.size());
+    if (n > 0) {
+        if (!frontend_lost_) frontend_->send(msg::Output{puid, stream, std::string(scratch.data(), static_cast<std::size_t>(n))});
+        if (!frontend_lost_ && frontend_->queued_bytes() > kOutputHighWater) {
+            parked_output_.emplace_back(puid, stream);  // resumes when the front end drains
+            return;
+        }
+        watch_output(puid, stream);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        watch_output(puid, stream);
+        return;
+    }
+    sd.reset();  // EOF (or a read error): this stream is done
+    maybe_report_exit(*p);
+}
+
+void Agent::drain_output(Process& p) {
+    // Whatever is still in the pipes goes out before ShutdownDone. Bounded:
+    // strays are dead by now, so the pipes are at EOF or close to it.
+    for (auto stream : {msg::Stream::out, msg::Stream::err}) {
+        auto& sd = stream == msg::Stream::out ? p.out : p.err;
+        for (unsigned i = 0; sd && i < 64; ++i) {
+            std::array<char, 64 * 1024> buf;
+            ssize_t n = ::read(sd->native_handle(), buf.data(), buf.size());
+            if (n <= 0) break;
+            if (!frontend_lost_) frontend_->send(msg::Output{p.puid, stream, std::string(buf.data(), static_cast<std::size_t>(n))});
+        }
+        sd.reset();
+    }
+}
+
+void Agent::resume_parked_output() {
+    auto parked = std::move(parked_output_);
+    parked_output_.clear();
+    for (auto [puid, stream] : parked) watch_output(puid, stream);
+}
+
+void Agent::reap_children() {
+    for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) break;
+        auto it = by_pid_.find(pid);
+        if (it == by_pid_.end()) {
+            spdlog::debug("reaped stray descendant pid {}", pid);
+            continue;
+        }
+        Process* p = find(it->second);
+        by_pid_.erase(it);
+        if (p == nullptr) continue;
+        p->state = msg::ProcState::exited;
+        p->status = msg::ExitStatus::from_wait_status(status);
+        close_stdin(*p);
+        spdlog::debug("puid {} pid {} ended: code {} signal {}", p->puid, pid, p->status.exit_code, p->status.signal);
+        if (p->out || p->err) {
+            // Let the pipes drain first so the exit follows all of its output.
+            p->output_grace = std::make_unique<asio::steady_timer>(io_, kOutputGrace);
+            p->output_grace->async_wait([this, puid = p->puid](const asio::error_code& ec) {
+                if (ec) return;
+                if (Process* q = find(puid)) queue_exit_report(*q);
+            });
+        }
+        maybe_report_exit(*p);
+    }
+    maybe_finish();
+}
+
+void Agent::maybe_report_exit(Process& p) {
+    if (p.state != msg::ProcState::exited || p.exit_reported) return;
+    if (p.out || p.err) return;  // output still draining (or the grace timer will report)
+    queue_exit_report(p);
+}
+
+void Agent::queue_exit_report(Process& p) {
+    if (p.exit_reported) return;
+    p.exit_reported = true;
+    if (p.output_grace) p.output_grace->cancel();
+    exit_reports_.push_back({p.puid, p.pid, p.status});
+    if (!exit_flush_posted_) {
+        exit_flush_posted_ = true;  // one ProcExit per loop turn, however many exits
+        asio::post(io_, [this] { flush_exit_reports(); });
+    }
+}
+
+void Agent::flush_exit_reports() {
+    exit_flush_posted_ = false;
+    if (exit_reports_.empty()) return;
+    if (!frontend_lost_) frontend_->send(msg::ProcExit{std::move(exit_reports_)});
+    exit_reports_.clear();
+    maybe_finish();
+}
+
+// ---- teardown ----------------------------------------------------------------
+
+void Agent::wait_signals() {
+    signals_.async_wait([this](const asio::error_code& ec, int sig) {
+        if (ec) return;
+        if (sig == SIGCHLD) {
+            reap_children();
+        } else {
+            const bool again = phase_ != Phase::running;
+            spdlog::warn("agent got signal {}{}", ::strsignal(sig), again ? " again: killing everything" : "");
+            begin_stop(again, opts_.config.patience_ms(), "signal");
+        }
+        if (phase_ != Phase::done) wait_signals();
+    });
+}
+
+std::size_t Agent::running_count() const {
+    std::size_t n = 0;
+    for (const auto& [puid, p] : procs_) n += p->state == msg::ProcState::running ? 1U : 0U;
+    return n;
+}
+
+void Agent::signal_running(int sig) {
+    for (auto& [puid, p] : procs_) {
+        if (p->state != msg::ProcState::running) continue;
+        // The whole process group, so a shell's children hear it too.
+        if (::kill(-p->pid, sig) != 0) ::kill(p->pid, sig);
+    }
+}
+
+void Agent::begin_stop(bool force, std::uint32_t patience_ms, const char* why) {
+    if (phase_ == Phase::finishing || phase_ == Phase::done) return;
+    if (phase_ == Phase::running) {
+        patience_ms_ = patience_ms;
+        signalled_ = static_cast<std::uint32_t>(running_count());
+        spdlog::info("stopping ({}): {} processes running", why, signalled_);
+        phase_ = Phase::stopping_int;
+        if (!force) {
+            signal_running(SIGINT);
+            escalation_.expires_after(std::chrono::milliseconds(patience_ms_));
+            escalation_.async_wait([this](const asio::error_code& ec) { if (!ec) escalate(); });
+        }
+    }
+    if (force && phase_ != Phase::stopping_kill) {
+        phase_ = Phase::stopping_term;  // escalate() moves it to stopping_kill
+        escalate();
+    }
+    spdlog::debug("agent phase: {}", phase_name(phase_));
+    maybe_finish();
+}
+
+void Agent::escalate() {
+    if (phase_ == Phase::stopping_int) {
+        spdlog::info("{} processes outlived SIGINT: SIGTERM", running_count());
+        phase_ = Phase::stopping_term;
+        signal_running(SIGTERM);
+        escalation_.expires_after(std::chrono::milliseconds(patience_ms_));
+        escalation_.async_wait([this](const asio::error_code& ec) { if (!ec) escalate(); });
+    } else if (phase_ == Phase::stopping_term) {
+        killed_ = static_cast<std::uint32_t>(running_count());
+        if (killed_ > 0) spdlog::info("{} processes outlived SIGTERM: SIGKILL", killed_);
+        phase_ = Phase::stopping_kill;
+        signal_running(SIGKILL);
+        escalation_.expires_after(kKillWait);
+        escalation_.async_wait([this](const asio::error_code& ec) { if (!ec) escalate(); });
+    } else if (phase_ == Phase::stopping_kill) {
+        spdlog::error("{} processes did not die after SIGKILL; giving up on them", running_count());
+        finish();
+    }
+}
+
+void Agent::maybe_finish() {
+    if (phase_ != Phase::stopping_int && phase_ != Phase::stopping_term && phase_ != Phase::stopping_kill) return;
+    if (running_count() > 0) return;
+    for (auto& [puid, p] : procs_) queue_exit_report(*p);  // report now, do not wait for grace timers
+    if (exit_flush_posted_) return;  // flush_exit_reports() calls back here
+    finish();
+}
+
+void Agent::kill_strays() {
+    // As subreaper we inherit orphaned descendants that left their process group.
+    const pid_t me = ::getpid();
+    for (int round = 0; round < 3; ++round) {
+        std::vector<pid_t> strays;
+        if (DIR* d = ::opendir("/proc")) {
+            while (dirent* e = ::readdir(d)) {
+                char* end = nullptr;
+                long pid = std::strtol(e->d_name, &end, 10);
+                if (end == e->d_name || *end != '\0') continue;
+                std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+                std::string line;
+                std::getline(stat, line);
+                auto rp = line.rfind(')');
+                if (rp == std::string::npos) continue;
+                char state = 0;
+                long ppid = 0;
+                if (std::sscanf(line.c_str() + rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == me)
+                    strays.push_back(static_cast<pid_t>(pid));
+            }
+            ::closedir(d);
+        }
+        if (strays.empty()) return;
+        for (pid_t pid : strays) {
+            spdlog::info("killing stray descendant pid {}", pid);
+            ::kill(pid, SIGKILL);
+        }
+        for (pid_t pid : strays) ::waitpid(pid, nullptr, 0);
+    }
+}
+
+void Agent::finish() {
+    if (phase_ == Phase::finishing || phase_ == Phase::done) return;
+    phase_ = Phase::finishing;
+    escalation_.cancel();
+    kill_strays();
+    asio::error_code ec;
+    client_acceptor_.close(ec);
+    for (auto& [puid, p] : procs_) {
+        drain_output(*p);
+        p->in.reset();
+        if (p->output_grace) p->output_grace->cancel();
+    }
+    if (auto removed = lock_.remove_node_segments(); !removed) {
+        spdlog::error("removing shared memory: {}", removed.error().message());
+        exit_code_ = 1;
+    }
+    spdlog::info("agent n{} done ({} signalled, {} needed SIGKILL)", opts_.node_id, signalled_, killed_);
+    auto done = [this] {
+        phase_ = Phase::done;
+        signals_.cancel();
+        io_.stop();
+    };
+    if (frontend_lost_) return done();
+    frontend_->send(msg::ShutdownDone{signalled_, killed_});
+    frontend_->close_after_flush(done);
+}
+
+Process* Agent::find(Puid puid) {
+    auto it = procs_.find(puid);
+    return it == procs_.end() ? nullptr : it->second.get();
+}
+
+}  // namespace dragon::agent

@@ -1,0 +1,132 @@
+// The node agent: one event loop that owns the node's part of a run (the
+// node lock and shared memory, the client socket, the processes it started)
+// and talks to the front end over one control connection.
+//
+// Lifecycle (docs/runtime.md has the full table):
+//   running -> stopping_int -> stopping_term -> stopping_kill -> finishing -> done
+// Shutdown from the front end, loss of the front end, or SIGINT/SIGTERM/SIGHUP
+// to the agent start stopping; a forced shutdown (or a second signal) jumps
+// to stopping_kill. finishing removes strays and shared memory, reports
+// ShutdownDone and exits.
+#pragma once
+
+#include <sys/types.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <asio.hpp>
+
+#include "../runtime/connection.hpp"
+#include "../runtime/node_lock.hpp"
+#include "dragon/common/config.hpp"
+#include "dragon/common/ids.hpp"
+#include "dragon/common/messages.hpp"
+
+namespace dragon::agent {
+
+struct AgentOptions {
+    RunId run;
+    std::uint32_t node_id = 0;
+    int control_fd = -1;  // connected stream socket to the front end (owned by the agent)
+    Config config;
+};
+
+/// A process the agent started, as long as the run lasts.
+struct Process {
+    Puid puid = 0;
+    pid_t pid = 0;
+    std::vector<std::string> argv;
+    msg::ProcState state = msg::ProcState::running;
+    msg::ExitStatus status;
+    std::unique_ptr<asio::posix::stream_descriptor> out, err;  // read ends while open
+    std::unique_ptr<asio::posix::stream_descriptor> in;        // write end while open
+    std::deque<std::string> stdin_queue;
+    bool stdin_writing = false;
+    bool stdin_eof = false;
+    bool exit_reported = false;
+    std::unique_ptr<asio::steady_timer> output_grace;  // after reaping, how long to wait for EOF
+};
+
+class Agent {
+public:
+    enum class Phase { running, stopping_int, stopping_term, stopping_kill, finishing, done };
+
+    /// Takes the node lock, opens the client socket, wraps the control fd.
+    static Result<std::unique_ptr<Agent>> create(AgentOptions opts);
+
+    /// Runs the event loop until the agent is done; returns the process exit code.
+    int run();
+
+    Agent(const Agent&) = delete;
+    Agent& operator=(const Agent&) = delete;
+    ~Agent();
+
+private:
+    explicit Agent(AgentOptions opts, rt::NodeLock lock);
+    Status open_client_socket();
+
+    // front end
+    void on_frontend_frame(wire::Frame&& f);
+    void on_frontend_closed(const Error* e);
+    void handle_spawn(const msg::Spawn& req);
+    msg::SpawnResult spawn_one(const msg::ProcSpec& spec);
+    void handle_stdin(msg::StdinData&& d);
+    void write_stdin(Process& p);
+    void close_stdin(Process& p);
+
+    // clients
+    void accept_clients();
+    void serve_client(asio::local::stream_protocol::socket sock);
+
+    // output and exits
+    void watch_output(Puid puid, msg::Stream stream);
+    void on_output_ready(Puid puid, msg::Stream stream);
+    void resume_parked_output();
+    void drain_output(Process& p);
+    void reap_children();
+    void maybe_report_exit(Process& p);
+    void queue_exit_report(Process& p);
+    void flush_exit_reports();
+
+    // teardown
+    void wait_signals();
+    void begin_stop(bool force, std::uint32_t patience_ms, const char* why);
+    void escalate();
+    void signal_running(int sig);
+    void maybe_finish();
+    void finish();
+    void kill_strays();
+    [[nodiscard]] std::size_t running_count() const;
+
+    Process* find(Puid puid);
+
+    asio::io_context io_;
+    AgentOptions opts_;
+    rt::NodeLock lock_;
+    std::shared_ptr<rt::UnixConnection> frontend_;
+    bool frontend_lost_ = false;
+    asio::local::stream_protocol::acceptor client_acceptor_;
+    asio::signal_set signals_;
+    asio::steady_timer escalation_;
+    IdAllocator puids_;
+    std::map<Puid, std::unique_ptr<Process>> procs_;
+    std::unordered_map<pid_t, Puid> by_pid_;
+    std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for the front end to drain
+    std::vector<msg::ExitInfo> exit_reports_;
+    bool exit_flush_posted_ = false;
+    std::vector<std::string> base_env_;
+    std::string path_env_;
+    Phase phase_ = Phase::running;
+    std::uint32_t patience_ms_ = 2000;
+    std::uint32_t signalled_ = 0;
+    std::uint32_t killed_ = 0;
+    int exit_code_ = 0;
+};
+
+}  // namespace dragon::agent

@@ -1,0 +1,111 @@
+// dragon-orchestrate: the command line front end of the Dragon runtime.
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "../runtime/node_lock.hpp"
+#include "dragon/common/config.hpp"
+#include "dragon/common/log.hpp"
+#include "frontend.hpp"
+
+namespace {
+
+int cmd_cleanup(bool dry_run) {
+    auto r = dragon::rt::cleanup_stale(dry_run);
+    if (!r) {
+        std::fprintf(stderr, "dragon-orchestrate: error: %s\n", r.error().message().c_str());
+        return dragon::cli::kExitRuntimeFailure;
+    }
+    for (const auto& name : r->removed) std::printf("%s /dev/shm/%s\n", dry_run ? "would remove" : "removed", name.c_str());
+    for (const auto& live : r->live_runs) std::printf("kept %s (its agent is running)\n", live.c_str());
+    if (r->removed.empty()) std::printf("nothing to remove\n");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"dragon-orchestrate: start a Dragon runtime and run a program in it"};
+    app.set_version_flag("--version", "dragon-orchestrate " DRAGON_VERSION);
+    app.require_subcommand(1);
+
+    // Options from the configuration table: flag, environment variable, default.
+    auto config = dragon::Config::from_env();
+    if (!config) {
+        std::fprintf(stderr, "dragon-orchestrate: error: %s\n", config.error().message().c_str());
+        return dragon::cli::kExitUsage;
+    }
+    // Given before or after the subcommand; applied in command-line order.
+    std::vector<std::pair<std::string, std::string>> given;
+    auto add_config_options = [&given](CLI::App* to) {
+        for (const auto& opt : dragon::config_table()) {
+            auto name = std::string(opt.name);
+            to->add_option_function<std::string>(
+                   "--" + name, [&given, name](const std::string& v) { given.emplace_back(name, v); },
+                   fmt::format("{} [env {}, default '{}']", opt.help, opt.env, opt.default_value))
+                ->type_name("VALUE");
+        }
+    };
+    add_config_options(&app);
+
+    auto* run = app.add_subcommand("run", "start a runtime, run PROGRAM in it as the head process, tear down");
+    std::string launcher = "local";
+    bool no_stdin = false;
+    run->add_option("--launcher", launcher, "how to start agents: local (one node, this machine)")
+        ->capture_default_str();
+    run->add_flag("--no-stdin", no_stdin, "give the head /dev/null as stdin instead of forwarding ours");
+    run->prefix_command();  // everything from PROGRAM on belongs to PROGRAM
+    add_config_options(run);
+    run->footer("Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...]");
+
+    auto* cleanup = app.add_subcommand("cleanup", "remove shared memory left behind by runs whose agents died");
+    bool dry_run = false;
+    cleanup->add_flag("--dry-run", dry_run, "only list what would be removed");
+    add_config_options(cleanup);
+
+    // `--` ends our options: what follows is PROGRAM and its arguments, untouched.
+    std::vector<std::string> args(argv + 1, argv + argc);
+    std::vector<std::string> program;
+    if (auto dd = std::find(args.begin(), args.end(), "--"); dd != args.end()) {
+        program.assign(dd + 1, args.end());
+        args.erase(dd, args.end());
+    }
+    std::reverse(args.begin(), args.end());  // CLI11 takes the arguments in reverse order
+    try {
+        app.parse(args);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+        std::fprintf(stderr, "dragon-orchestrate: error: %s\nRun 'dragon-orchestrate --help' for usage.\n", e.what());
+        return dragon::cli::kExitUsage;
+    }
+    for (const auto& [name, value] : given) {
+        if (auto st = config->set(name, value); !st) {
+            std::fprintf(stderr, "dragon-orchestrate: error: --%s: %s\n", name.c_str(), st.error().message().c_str());
+            return dragon::cli::kExitUsage;
+        }
+    }
+    if (auto st = dragon::log::init("frontend", config->log_level(), config->log_dir()); !st) {
+        std::fprintf(stderr, "dragon-orchestrate: error: %s\n", st.error().message().c_str());
+        return dragon::cli::kExitUsage;
+    }
+
+    if (*cleanup) return cmd_cleanup(dry_run);
+
+    const auto before_dd = run->remaining();
+    if (!before_dd.empty() && (!program.empty() || before_dd.front().starts_with("-"))) {
+        std::fprintf(stderr, "dragon-orchestrate: error: run: %s '%s'\nRun 'dragon-orchestrate run --help' for usage.\n",
+                     before_dd.front().starts_with("-") ? "unknown option" : "unexpected argument",
+                     before_dd.front().c_str());
+        return dragon::cli::kExitUsage;
+    }
+    if (program.empty()) program = before_dd;
+    if (program.empty()) {
+        std::fprintf(stderr, "dragon-orchestrate: error: run: no PROGRAM given\n"
+                             "Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...]\n");
+        return dragon::cli::kExitUsage;
+    }
+    return dragon::cli::run_program({std::move(program), std::move(*config), launcher, !no_stdin});
+}

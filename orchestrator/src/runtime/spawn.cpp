@@ -1,0 +1,190 @@
+// vfork/exec of managed processes.
+#include "spawn.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <optional>
+#include <string_view>
+
+namespace dragon::rt {
+
+namespace {
+
+// Sanitizers cannot follow a vfork child that shares their memory; use fork there.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kUseVfork = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kUseVfork = false;
+#else
+constexpr bool kUseVfork = true;
+#endif
+#else
+constexpr bool kUseVfork = true;
+#endif
+
+// What the child reports through the error pipe when it cannot exec.
+struct ChildFailure {
+    int step;  // which step failed (kStep*)
+    int err;   // errno
+};
+constexpr int kStepDup = 1, kStepChdir = 2, kStepExec = 3, kStepParent = 4;
+
+[[noreturn]] void child_fail(int pipe_fd, int step) {
+    ChildFailure f{step, errno};
+    // Best effort: if this write fails the parent still sees exit 127.
+    [[maybe_unused]] auto n = ::write(pipe_fd, &f, sizeof f);
+    ::_exit(127);
+}
+
+int install_fd(int from, int to, int devnull) {
+    int src = from >= 0 ? from : devnull;
+    if (src == to) return ::fcntl(to, F_SETFD, 0);  // keep it across exec
+    return ::dup2(src, to);
+}
+
+// What the child needs, prepared by the parent (the child may not allocate).
+struct ChildArgs {
+    const char* path;
+    char* const* argv;
+    char* const* envp;
+    const char* cwd;
+    int in, out, err;
+    int devnull;
+    int errpipe;
+    pid_t parent;
+};
+
+// The child between vfork and exec: async-signal-safe calls only.
+[[noreturn]] void run_child(const ChildArgs* a) {
+    for (int sig = 1; sig < NSIG; ++sig) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        ::signal(sig, SIG_DFL);
+    }
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != a->parent) child_fail(a->errpipe, kStepParent);  // the agent died already
+    if (install_fd(a->in, 0, a->devnull) < 0 || install_fd(a->out, 1, a->devnull) < 0 ||
+        install_fd(a->err, 2, a->devnull) < 0)
+        child_fail(a->errpipe, kStepDup);
+    if (a->cwd != nullptr && ::chdir(a->cwd) != 0) child_fail(a->errpipe, kStepChdir);
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(a->path, a->argv, a->envp);
+    child_fail(a->errpipe, kStepExec);
+}
+
+}  // namespace
+
+Result<std::string> resolve_program(const std::string& program, const std::string& path_env) {
+    auto check = [&](const std::string& p) -> Status {
+        struct stat st {};
+        if (::stat(p.c_str(), &st) != 0) return sys::error_from_errno(p);
+        if (S_ISDIR(st.st_mode)) return make_error(Errc::permission_denied, "{} is a directory", p);
+        if (::access(p.c_str(), X_OK) != 0) return make_error(Errc::permission_denied, "{} is not executable", p);
+        return ok();
+    };
+    if (program.empty()) return Error(Errc::invalid_argument, "empty program name");
+    if (program.find('/') != std::string::npos) {
+        if (auto st = check(program); !st) {
+            if (st.error().code() == Errc::not_found)
+                return make_error(Errc::not_found, "program '{}' does not exist", program);
+            return std::move(st).error();
+        }
+        return program;
+    }
+    std::string_view rest = path_env.empty() ? std::string_view("/usr/local/bin:/usr/bin:/bin") : path_env;
+    std::optional<Error> first_denied;
+    for (;;) {
+        auto colon = rest.find(':');
+        std::string_view dir = rest.substr(0, colon);
+        std::string candidate = fmt::format("{}/{}", dir.empty() ? "." : dir, program);
+        auto st = check(candidate);
+        if (st) return candidate;
+        if (st.error().code() == Errc::permission_denied && !first_denied) first_denied = std::move(st).error();
+        if (colon == std::string_view::npos) break;
+        rest.remove_prefix(colon + 1);
+    }
+    if (first_denied) return std::move(*first_denied);
+    return make_error(Errc::not_found, "program '{}' not found in PATH", program);
+}
+
+std::vector<std::string> merge_env(std::vector<std::string> base, const std::vector<std::string>& additions) {
+    for (const auto& kv : additions) {
+        auto eq = kv.find('=');
+        std::string_view key(kv.data(), eq == std::string::npos ? kv.size() : eq + 1);
+        bool replaced = false;
+        for (auto& b : base) {
+            if (std::string_view(b).substr(0, key.size()) == key) {
+                b = kv;
+                replaced = true;
+                break;
+            }
+        }
+        if (!replaced) base.push_back(kv);
+    }
+    return base;
+}
+
+Result<pid_t> spawn_child(const ChildSpec& spec) {
+    // Everything the child needs is prepared here: after vfork it may not allocate.
+    std::vector<char*> argv;
+    argv.reserve(spec.argv.size() + 1);
+    for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::vector<char*> envp;
+    envp.reserve(spec.envp.size() + 1);
+    for (const auto& e : spec.envp) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+
+    int errpipe[2];
+    DRAGON_CHECK(sys::call("pipe2", [&] { return ::pipe2(errpipe, O_CLOEXEC); }));
+    sys::UniqueFd err_r(errpipe[0]), err_w(errpipe[1]);
+    sys::UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!devnull) return sys::error_from_errno("opening /dev/null");
+
+    // Block every signal so no handler of ours runs in the child before exec.
+    sigset_t all, old;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    const ChildArgs args{spec.path.c_str(), argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
+                         spec.stdin_fd, spec.stdout_fd, spec.stderr_fd, devnull.get(), err_w.get(), ::getpid()};
+    pid_t pid = kUseVfork ? ::vfork() : ::fork();
+    if (pid == 0) run_child(&args);
+    const int fork_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (pid < 0) return sys::error_from_errno(kUseVfork ? "vfork" : "fork", fork_errno);
+
+    err_w.reset();
+    ChildFailure f{};
+    ssize_t n;
+    do {
+        n = ::read(err_r.get(), &f, sizeof f);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0) return pid;  // exec closed the pipe: running
+
+    int status = 0;
+    ::waitpid(pid, &status, 0);  // reap the failed child now, before the SIGCHLD reaper sees it
+    if (n != static_cast<ssize_t>(sizeof f)) return make_error(Errc::system, "{}: child failed before exec", spec.path);
+    switch (f.step) {
+        case kStepChdir:
+            return Error(sys::errc_from_errno(f.err),
+                         fmt::format("cannot change directory to {}: {}", spec.cwd, std::strerror(f.err)), f.err);
+        case kStepDup:
+            return Error(Errc::system, fmt::format("setting up stdio of {}: {}", spec.path, std::strerror(f.err)), f.err);
+        case kStepParent:
+            return Error(Errc::closed, "the agent is exiting", 0);
+        default:
+            return Error(sys::errc_from_errno(f.err), fmt::format("cannot execute {}: {}", spec.path, std::strerror(f.err)),
+                         f.err);
+    }
+}
+
+}  // namespace dragon::rt
