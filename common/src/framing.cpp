@@ -15,14 +15,20 @@ void append_frame_header(std::string& out, std::uint16_t type, std::size_t body_
 }
 
 char* FrameDecoder::prepare(std::size_t n) {
-    if (begin_ > 0 && (begin_ == end_ || buf_.size() - end_ < n)) {
+    if (begin_ > 0 && (begin_ == end_ || cap_ - end_ < n)) {
         // Reclaim consumed space before growing.
-        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+        std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
         end_ -= begin_;
         begin_ = 0;
     }
-    if (buf_.size() - end_ < n) buf_.resize(std::max(end_ + n, buf_.size() * 2));
-    return buf_.data() + end_;
+    if (cap_ - end_ < n) {
+        const std::size_t cap = std::max(end_ + n, cap_ * 2);
+        auto bigger = std::make_unique_for_overwrite<char[]>(cap);
+        if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
+        buf_ = std::move(bigger);
+        cap_ = cap;
+    }
+    return buf_.get() + end_;
 }
 
 void FrameDecoder::feed(std::string_view bytes) {
@@ -32,7 +38,7 @@ void FrameDecoder::feed(std::string_view bytes) {
 
 Result<std::optional<Frame>> FrameDecoder::next() {
     if (end_ - begin_ < kFrameHeaderSize) return std::optional<Frame>{};
-    const char* h = buf_.data() + begin_;
+    const char* h = buf_.get() + begin_;
     const auto magic = static_cast<std::uint8_t>(h[0]);
     const auto version = static_cast<std::uint8_t>(h[1]);
     if (magic != kFrameMagic) return make_error(Errc::protocol, "bad frame magic 0x{:02x}", magic);

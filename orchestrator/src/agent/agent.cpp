@@ -1,7 +1,6 @@
 // The node agent's event loop and handlers.
 #include "agent.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -535,27 +534,18 @@ void Agent::maybe_finish() {
 }
 
 void Agent::kill_strays() {
-    // As subreaper we inherit orphaned descendants that left their process group.
-    const pid_t me = ::getpid();
+    // As subreaper we inherit orphaned descendants that left their process
+    // group; the kernel lists our children in /proc/self/task/<tid>/children
+    // (one thread: the loop's), which is far cheaper than scanning /proc.
+    const std::string path = fmt::format("/proc/self/task/{}/children", ::getpid());
     for (int round = 0; round < 3; ++round) {
-        std::vector<pid_t> strays;
-        if (DIR* d = ::opendir("/proc")) {
-            while (dirent* e = ::readdir(d)) {
-                char* end = nullptr;
-                long pid = std::strtol(e->d_name, &end, 10);
-                if (end == e->d_name || *end != '\0') continue;
-                std::ifstream stat(fmt::format("/proc/{}/stat", pid));
-                std::string line;
-                std::getline(stat, line);
-                auto rp = line.rfind(')');
-                if (rp == std::string::npos) continue;
-                char state = 0;
-                long ppid = 0;
-                if (std::sscanf(line.c_str() + rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == me)
-                    strays.push_back(static_cast<pid_t>(pid));
-            }
-            ::closedir(d);
+        std::ifstream in(path);
+        if (!in) {
+            spdlog::warn("{} is missing (kernel without CONFIG_PROC_CHILDREN): strays are not looked for", path);
+            return;
         }
+        std::vector<pid_t> strays;
+        for (long pid = 0; in >> pid;) strays.push_back(static_cast<pid_t>(pid));
         if (strays.empty()) return;
         for (pid_t pid : strays) {
             spdlog::info("killing stray descendant pid {}", pid);

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
+#include <memory>
 
 #include "dragon/common/codec.hpp"
 #include "dragon/common/result.hpp"
@@ -65,7 +65,8 @@ public:
     [[nodiscard]] std::size_t buffered() const { return end_ - begin_; }
 
 private:
-    std::vector<char> buf_;
+    std::unique_ptr<char[]> buf_;  // not zero-filled: every byte is written before it is read
+    std::size_t cap_ = 0;
     std::size_t begin_ = 0;
     std::size_t end_ = 0;
     std::size_t max_body_;
