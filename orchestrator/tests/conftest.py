@@ -1,0 +1,89 @@
+"""Fixtures for integration tests that run the real dragon-orchestrate and dragon-agent."""
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+BUILD = pathlib.Path(os.environ.get("DRAGON_BUILD_DIR", pathlib.Path(__file__).resolve().parents[2] / "build"))
+BIN = BUILD / "bin"
+ORCH = str(BIN / "dragon-orchestrate")
+PY = "/usr/bin/python3"
+
+
+def shm_entries():
+    return {e for e in os.listdir("/dev/shm") if e.startswith("dragon-")}
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.fixture(autouse=True)
+def no_residue():
+    """Every test must leave /dev/shm as it found it (for entries of our runs)."""
+    before = shm_entries()
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and shm_entries() - before:
+        time.sleep(0.05)
+    left = shm_entries() - before
+    assert not left, f"shared memory left behind: {sorted(left)}"
+
+
+def run(args, input=None, timeout=60, env=None, **kw):
+    """Runs dragon-orchestrate with args; returns CompletedProcess (bytes)."""
+    full_env = dict(os.environ)
+    full_env.pop("DRAGON_LOG_LEVEL", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([ORCH, *args], input=input, capture_output=True, timeout=timeout, env=full_env, **kw)
+
+
+def start(args, env=None, **kw):
+    """Starts dragon-orchestrate in the background (its own session, like a terminal job)."""
+    full_env = dict(os.environ)
+    full_env.pop("DRAGON_LOG_LEVEL", None)
+    if env:
+        full_env.update(env)
+    return subprocess.Popen([ORCH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                            start_new_session=True, **kw)
+
+
+def read_line_with_timeout(stream, timeout=20):
+    """Reads one line from a pipe; fails the test instead of hanging."""
+    import select
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line within {timeout}s (got {buf!r})"
+        r, _, _ = select.select([stream], [], [], left)
+        if r:
+            ch = os.read(stream.fileno(), 1)
+            assert ch, f"stream closed (got {buf!r})"
+            buf += ch
+    return buf.decode()
