@@ -16,7 +16,18 @@ namespace {
 
 constexpr std::size_t kMaxReply = 64U << 20;
 
-Status send_frame(int fd, const std::string& frame) { return sys::write_all(fd, frame.data(), frame.size()); }
+// send(MSG_NOSIGNAL), not write: an agent that hangs up must give an error,
+// never a SIGPIPE that kills the process this library lives in.
+Status send_frame(int fd, const std::string& frame) {
+    const char* p = frame.data();
+    std::size_t left = frame.size();
+    while (left > 0) {
+        auto n = DRAGON_TRY(sys::call("sending to the agent", [&] { return ::send(fd, p, left, MSG_NOSIGNAL); }));
+        p += n;
+        left -= static_cast<std::size_t>(n);
+    }
+    return ok();
+}
 
 Result<wire::Frame> recv_frame(int fd) {
     char header[wire::kFrameHeaderSize];
