@@ -32,6 +32,7 @@ char* FrameDecoder::prepare(std::size_t n) {
 }
 
 void FrameDecoder::feed(std::string_view bytes) {
+    if (bytes.empty()) return;  // data() may be null: memcpy from null is undefined even for 0 bytes
     std::memcpy(prepare(bytes.size()), bytes.data(), bytes.size());
     commit(bytes.size());
 }
