@@ -1,0 +1,63 @@
+# The front door. `make demo` and `make test` work on a fresh Debian 12
+# machine as root: they install what is missing first.
+#
+#   make            build (preset dev: optimised, debug info, in build/)
+#   make demo       install deps, build, run the demo
+#   make test       install deps, build, run unit + integration tests and a fuzz smoke run
+#   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/)
+#   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
+#   make bench      start-up benchmark against mpiexec.hydra (and srun if a cluster is up)
+#   make lint       clang-tidy over the sources
+#   make clean
+
+# CI builds with warnings as errors (the `ci` preset shares build/ with `dev`).
+PRESET ?= $(if $(CI),ci,dev)
+JOBS   ?= $(shell nproc)
+CTEST  := ctest --output-on-failure -j1
+
+.PHONY: all build deps-build deps-test deps-bench demo test test-unit test-integration test-fuzz \
+        test-asan test-tsan bench lint clean
+
+all: build
+
+deps-build:
+	@scripts/install-deps.sh build
+deps-test:
+	@scripts/install-deps.sh test
+deps-bench:
+	@scripts/install-deps.sh bench
+
+build: deps-build
+	cmake --preset $(PRESET) >/dev/null
+	cmake --build build -j $(JOBS)
+
+demo: deps-bench build
+	@scripts/demo.sh
+
+test: deps-test build
+	$(CTEST) --test-dir build -L 'unit|integration'
+	$(MAKE) --no-print-directory test-fuzz
+
+test-fuzz: deps-test
+	cmake --preset fuzz >/dev/null
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec
+	$(CTEST) --test-dir build-fuzz -L fuzz
+
+test-asan: deps-test
+	cmake --preset asan >/dev/null
+	cmake --build build-asan -j $(JOBS)
+	$(CTEST) --test-dir build-asan -L 'unit|integration'
+
+test-tsan: deps-test
+	cmake --preset tsan >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+	$(CTEST) --test-dir build-tsan -L 'unit|integration'
+
+bench: deps-bench build
+	/usr/bin/python3 bench/startup.py
+
+lint: build
+	run-clang-tidy -p build -quiet $(shell git ls-files '*.cpp' | grep -v '^tests/fuzz/')
+
+clean:
+	rm -rf build build-release build-asan build-tsan build-fuzz

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The main job, narrated: what dragon-orchestrate does on one node today.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ORCH=build/bin/dragon-orchestrate
+step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "$2"; }
+
+step "Run a program as the head of a runtime; its exit code is ours" \
+     "$ORCH run -- sh -c 'echo hello from \$(hostname), puid \$DRAGON_PUID; exit 3'"
+set +e
+$ORCH run -- sh -c 'echo hello from $(hostname), puid $DRAGON_PUID; exit 3'
+echo "exit code: $?"
+set -e
+
+step "stdin is forwarded to the head, stdout and stderr come back unmangled" \
+     "seq 1 100000 | $ORCH run -- sh -c 'wc -l; echo to-stderr >&2'"
+seq 1 100000 | $ORCH run -- sh -c 'wc -l; echo to-stderr >&2'
+
+step "The head talks to its node agent over the local socket" \
+     "$ORCH run -- build/bin/client_probe"
+$ORCH run -- build/bin/client_probe
+
+step "Ctrl-C: SIGINT, then SIGTERM, then SIGKILL after --patience (here a head that ignores SIGINT)" \
+     "$ORCH --log-level info run --patience 0.5 -- python3 -c '<ignore SIGINT, sleep>'  # then SIGINT"
+before=$(ls /dev/shm | grep '^dragon-' | sort || true)
+set +e
+$ORCH --log-level info run --patience 0.5 -- /usr/bin/python3 -c \
+  'import signal,time; signal.signal(signal.SIGINT, signal.SIG_IGN); print("head: ignoring SIGINT", flush=True); time.sleep(60)' &
+pid=$!
+sleep 0.5
+kill -INT $pid
+wait $pid
+echo "exit code: $? (128 + SIGTERM)"
+set -e
+after=$(ls /dev/shm | grep '^dragon-' | sort || true)
+echo "new entries left in /dev/shm: $(comm -13 <(echo "$before") <(echo "$after") | grep -c . || true)"
+
+step "Start-up + teardown against mpiexec.hydra (median of 20)" "bench/startup.py --runs 20"
+/usr/bin/python3 bench/startup.py --runs 20
