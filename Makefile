@@ -15,7 +15,8 @@ PRESET ?= $(if $(CI),ci,dev)
 JOBS   ?= $(shell nproc)
 CTEST  := ctest --output-on-failure -j1
 
-.PHONY: all build deps-build deps-test deps-bench demo test test-unit test-integration test-fuzz \
+
+.PHONY: all build deps-build deps-test deps-bench deps-lint demo test test-fuzz \
         test-asan test-tsan bench lint clean
 
 all: build
@@ -26,6 +27,8 @@ deps-test:
 	@scripts/install-deps.sh test
 deps-bench:
 	@scripts/install-deps.sh bench
+deps-lint:
+	@scripts/install-deps.sh lint
 
 build: deps-build
 	cmake --preset $(PRESET) >/dev/null
@@ -56,7 +59,7 @@ test-tsan: deps-test
 bench: deps-bench build
 	/usr/bin/python3 bench/startup.py
 
-lint: build
+lint: deps-lint build
 	run-clang-tidy -p build -quiet $(shell git ls-files '*.cpp' | grep -v '^tests/fuzz/')
 
 clean:

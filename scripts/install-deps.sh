@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages Dragon needs, idempotently: only what is
 # missing is installed, and `apt-get update` runs only when something is.
 #
-#   scripts/install-deps.sh [build|test|bench|all]...   (default: all)
+#   scripts/install-deps.sh [build|test|bench|lint|all]...   (default: all)
 #
 # Profiles are cumulative in practice (test and bench need build).
 set -euo pipefail
@@ -19,6 +19,9 @@ test_pkgs=(
 bench_pkgs=(
   python3 mpich hyperfine
 )
+lint_pkgs=(
+  clang-tidy clang-format
+)
 
 want=()
 [ $# -eq 0 ] && set -- all
@@ -27,8 +30,9 @@ for profile in "$@"; do
     build) want+=("${build_pkgs[@]}") ;;
     test)  want+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
-    all)   want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-    *) echo "install-deps: unknown profile '$profile' (build|test|bench|all)" >&2; exit 2 ;;
+    lint)  want+=("${build_pkgs[@]}" "${lint_pkgs[@]}") ;;
+    all)   want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" "${lint_pkgs[@]}") ;;
+    *) echo "install-deps: unknown profile '$profile' (build|test|bench|lint|all)" >&2; exit 2 ;;
   esac
 done
 

@@ -2,6 +2,7 @@
 #include "dragon/common/sys.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -39,6 +40,11 @@ Status write_all(int fd, const void* data, std::size_t len) {
         ssize_t n = ::write(fd, p, len);
         if (n < 0) {
             if (errno == EINTR) continue;
+            if (errno == EAGAIN) {  // someone made the fd non-blocking: wait instead of failing
+                pollfd pfd{fd, POLLOUT, 0};
+                if (::poll(&pfd, 1, -1) < 0 && errno != EINTR) return error_from_errno("poll");
+                continue;
+            }
             return error_from_errno("write");
         }
         p += n;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
+#include <thread>
 
 #include "dragon/common/result.hpp"
 #include "dragon/common/sys.hpp"
@@ -80,6 +82,26 @@ TEST(Sys, UniqueFdClosesAndMoves) {
     EXPECT_EQ(::fcntl(raw, F_GETFD), -1);  // closed by b's destructor
     EXPECT_EQ(errno, EBADF);
     ::close(fds[1]);
+}
+
+TEST(Sys, WriteAllWaitsOnANonBlockingFd) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    sys::UniqueFd r(fds[0]), w(fds[1]);
+    ASSERT_TRUE(sys::set_nonblocking(w.get(), true));
+    const std::string big(1 << 20, 'x');  // far more than a pipe holds
+    std::thread reader([&] {
+        std::string got;
+        char buf[65536];
+        while (got.size() < big.size()) {
+            ssize_t n = ::read(r.get(), buf, sizeof buf);
+            if (n <= 0) break;
+            got.append(buf, static_cast<std::size_t>(n));
+        }
+        EXPECT_EQ(got.size(), big.size());
+    });
+    EXPECT_TRUE(sys::write_all(w.get(), big.data(), big.size()));
+    reader.join();
 }
 
 TEST(Sys, ReadExactReportsEarlyEof) {

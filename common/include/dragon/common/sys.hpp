@@ -51,7 +51,8 @@ private:
     int fd_ = -1;
 };
 
-/// Writes all of [data, data+len) to a blocking fd (retries short writes and EINTR).
+/// Writes all of [data, data+len) to fd, blocking until done (retries short
+/// writes and EINTR; waits with poll if the fd turns out to be non-blocking).
 Status write_all(int fd, const void* data, std::size_t len);
 
 /// Reads exactly len bytes from a blocking fd; Errc::closed on EOF before len.
