@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,11 +62,24 @@ struct ChildArgs {
     pid_t parent;
 };
 
+// Resets a signal to SIG_DFL with the raw system call: glibc's wrappers
+// refuse its reserved signals (32, 33), which must not stay ignored in the
+// programs we start either.
+void reset_signal(int sig) {
+    struct {
+        void* handler;
+        unsigned long flags;
+        void* restorer;
+        unsigned long mask;
+    } kact{nullptr /* SIG_DFL */, 0, nullptr, 0};
+    ::syscall(SYS_rt_sigaction, sig, &kact, nullptr, sizeof kact.mask);
+}
+
 // The child between vfork and exec: async-signal-safe calls only.
 [[noreturn]] void run_child(const ChildArgs* a) {
     for (int sig = 1; sig < NSIG; ++sig) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        ::signal(sig, SIG_DFL);
+        reset_signal(sig);
     }
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
