@@ -30,6 +30,25 @@ std::string_view to_string(LogLevel level) {
     return "?";
 }
 
+Result<std::uint64_t> parse_size(std::string_view s) {
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    std::string_view unit(p, static_cast<std::size_t>(s.data() + s.size() - p));
+    const auto bad = [&] {
+        return make_error(Errc::invalid_argument, "bad size '{}' (expected bytes, or a number with K, M, G or T)", s);
+    };
+    if (ec != std::errc{} || p == s.data()) return bad();
+    unsigned shift = 0;
+    if (unit.empty() || unit == "B") shift = 0;
+    else if (unit == "K" || unit == "KiB") shift = 10;
+    else if (unit == "M" || unit == "MiB") shift = 20;
+    else if (unit == "G" || unit == "GiB") shift = 30;
+    else if (unit == "T" || unit == "TiB") shift = 40;
+    else return bad();
+    if (v > (std::uint64_t{1} << (63 - shift))) return bad();
+    return v << shift;
+}
+
 namespace {
 
 Result<double> parse_seconds(std::string_view s) {
@@ -38,6 +57,11 @@ Result<double> parse_seconds(std::string_view s) {
     if (ec != std::errc{} || p != s.data() + s.size() || !std::isfinite(v) || v < 0 || v > 3600)
         return make_error(Errc::invalid_argument, "bad duration '{}' (expected seconds from 0 to 3600)", s);
     return v;
+}
+
+Status validate_size(std::string_view s) {
+    DRAGON_CHECK(parse_size(s));
+    return ok();
 }
 
 Status validate_log_level(std::string_view s) {
@@ -58,6 +82,8 @@ constexpr ConfigOption kTable[] = {
      validate_any},
     {"patience", "DRAGON_PATIENCE", "2",
      "seconds between SIGINT, SIGTERM and SIGKILL when stopping processes", validate_seconds},
+    {"pool-size", "DRAGON_POOL_SIZE", "256M",
+     "size of each node's shared-memory pool (channels live in it): bytes, or with K, M, G, T", validate_size},
 };
 
 }  // namespace
@@ -100,6 +126,8 @@ LogLevel Config::log_level() const { return parse_log_level(get("log-level")).va
 std::uint32_t Config::patience_ms() const {
     return static_cast<std::uint32_t>(std::lround(parse_seconds(get("patience")).value_or(2.0) * 1000.0));
 }
+
+std::uint64_t Config::pool_size() const { return parse_size(get("pool-size")).value_or(256U << 20); }
 
 std::vector<std::string> Config::to_env() const {
     std::vector<std::string> out;

@@ -65,6 +65,22 @@ TEST(Config, ToEnvRoundTrips) {
     EXPECT_EQ(m.size(), config_table().size());
 }
 
+TEST(Config, SizesTakeBinaryUnits) {
+    EXPECT_EQ(*parse_size("65536"), 65536U);
+    EXPECT_EQ(*parse_size("4K"), 4096U);
+    EXPECT_EQ(*parse_size("256M"), 256U << 20);
+    EXPECT_EQ(*parse_size("2GiB"), 2ULL << 30);
+    EXPECT_EQ(*parse_size("1T"), 1ULL << 40);
+    for (const char* bad : {"", "M", "-1", "1.5G", "12Q", "99999999999T"}) {
+        auto r = parse_size(bad);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_NE(r.error().message().find("bad size"), std::string::npos);
+    }
+    auto c = Config::from_env(env_of({{"DRAGON_POOL_SIZE", "64M"}}));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->pool_size(), 64U << 20);
+}
+
 TEST(LogLevel, ParsesEveryNameAndOnlyThose) {
     for (auto l : {LogLevel::trace, LogLevel::debug, LogLevel::info, LogLevel::warn, LogLevel::error,
                    LogLevel::off}) {

@@ -1,4 +1,5 @@
 // spawn_child, resolve_program and merge_env against the real OS.
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,7 +25,7 @@ TEST(Spawn, RunsAProgramWithArgsEnvAndCwd) {
     int fds[2];
     ASSERT_EQ(::pipe(fds), 0);
     sys::UniqueFd r(fds[0]), w(fds[1]);
-    ChildSpec spec{"/bin/sh", {"sh", "-c", "echo $X; pwd"}, {"X=42"}, "/tmp", -1, w.get(), -1};
+    ChildSpec spec{"/bin/sh", {"sh", "-c", "echo $X; pwd"}, {"X=42"}, "/tmp", -1, w.get(), -1, {}};
     auto pid = spawn_child(spec);
     ASSERT_TRUE(pid) << pid.error().message();
     w.reset();
@@ -36,7 +37,7 @@ TEST(Spawn, RunsAProgramWithArgsEnvAndCwd) {
 }
 
 TEST(Spawn, ChildIsItsOwnProcessGroup) {
-    ChildSpec spec{"/bin/sleep", {"sleep", "5"}, {}, "", -1, -1, -1};
+    ChildSpec spec{"/bin/sleep", {"sleep", "5"}, {}, "", -1, -1, -1, {}};
     auto pid = spawn_child(spec);
     ASSERT_TRUE(pid);
     EXPECT_EQ(::getpgid(*pid), *pid);
@@ -45,7 +46,7 @@ TEST(Spawn, ChildIsItsOwnProcessGroup) {
 }
 
 TEST(Spawn, BadWorkingDirectoryIsANamedError) {
-    ChildSpec spec{"/bin/true", {"true"}, {}, "/nonexistent/dir", -1, -1, -1};
+    ChildSpec spec{"/bin/true", {"true"}, {}, "/nonexistent/dir", -1, -1, -1, {}};
     auto pid = spawn_child(spec);
     ASSERT_FALSE(pid);
     EXPECT_EQ(pid.error().code(), Errc::not_found);
@@ -66,7 +67,7 @@ struct PlainFile {
 
 TEST(Spawn, ExecFailureIsAnErrorNotExitCode127) {
     PlainFile plain;
-    ChildSpec spec{plain.path, {"plain"}, {}, "", -1, -1, -1};
+    ChildSpec spec{plain.path, {"plain"}, {}, "", -1, -1, -1, {}};
     auto pid = spawn_child(spec);
     ASSERT_FALSE(pid);
     EXPECT_EQ(pid.error().sys_errno(), EACCES);
@@ -80,7 +81,7 @@ TEST(Spawn, SignalsAreDefaultInTheChildEvenIfIgnoredHere) {
     int fds[2];
     ASSERT_EQ(::pipe(fds), 0);
     sys::UniqueFd r(fds[0]), w(fds[1]);
-    ChildSpec spec{"/bin/sh", {"sh", "-c", "grep SigIgn /proc/self/status"}, {}, "", -1, w.get(), -1};
+    ChildSpec spec{"/bin/sh", {"sh", "-c", "grep SigIgn /proc/self/status"}, {}, "", -1, w.get(), -1, {}};
     auto pid = spawn_child(spec);
     ASSERT_TRUE(pid);
     w.reset();
@@ -89,6 +90,32 @@ TEST(Spawn, SignalsAreDefaultInTheChildEvenIfIgnoredHere) {
     EXPECT_STREQ(buf, "SigIgn:\t0000000000000000\n");
     EXPECT_EQ(wait_exit(*pid), 0);
     ::signal(SIGPIPE, SIG_DFL);
+}
+
+TEST(Spawn, BindsTheChildToTheGivenCpus) {
+    cpu_set_t mine;
+    ASSERT_EQ(::sched_getaffinity(0, sizeof mine, &mine), 0);
+    unsigned last = 0;
+    for (unsigned c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &mine)) last = c;
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    sys::UniqueFd r(fds[0]), w(fds[1]);
+    ChildSpec spec{"/bin/grep", {"grep", "Cpus_allowed_list", "/proc/self/status"}, {}, "", -1, w.get(), -1, {last}};
+    auto pid = spawn_child(spec);
+    ASSERT_TRUE(pid) << pid.error().message();
+    w.reset();
+    char buf[128] = {};
+    ASSERT_GT(::read(r.get(), buf, sizeof buf - 1), 0);
+    EXPECT_EQ(std::string(buf), "Cpus_allowed_list:\t" + std::to_string(last) + "\n");
+    EXPECT_EQ(wait_exit(*pid), 0);
+}
+
+TEST(Spawn, BindingToACpuOutsideTheAllowedSetIsANamedError) {
+    ChildSpec spec{"/bin/true", {"true"}, {}, "", -1, -1, -1, {4000}};
+    auto pid = spawn_child(spec);
+    ASSERT_FALSE(pid);
+    EXPECT_NE(pid.error().message().find("binding /bin/true to cpus 4000"), std::string::npos) << pid.error().message();
 }
 
 TEST(ResolveProgram, SearchesPathLikeExecvp) {

@@ -210,7 +210,7 @@ msg::SpawnResult Agent::spawn_one(const msg::ProcSpec& spec) {
         if (!p) return fail(p.error());
         err_p = std::move(*p);
     }
-    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_p[0].get(), out_p[1].get(), err_p[1].get()};
+    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_p[0].get(), out_p[1].get(), err_p[1].get(), {}};
     auto pid = spawn_child(cs);
     if (!pid) return fail(pid.error());
 

@@ -1,7 +1,10 @@
 // vfork/exec of managed processes.
 #include "spawn.hpp"
 
+#include <fmt/ranges.h>
+
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -9,7 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string_view>
 
@@ -35,7 +40,7 @@ struct ChildFailure {
     int step;  // which step failed (kStep*)
     int err;   // errno
 };
-constexpr int kStepDup = 1, kStepChdir = 2, kStepExec = 3, kStepParent = 4;
+constexpr int kStepDup = 1, kStepChdir = 2, kStepExec = 3, kStepParent = 4, kStepAffinity = 5;
 
 [[noreturn]] void child_fail(int pipe_fd, int step) {
     ChildFailure f{step, errno};
@@ -60,6 +65,8 @@ struct ChildArgs {
     int devnull;
     int errpipe;
     pid_t parent;
+    const cpu_set_t* cpus;  // null: inherit
+    std::size_t cpus_size;
 };
 
 // Resets a signal to SIG_DFL with the raw system call: glibc's wrappers
@@ -88,6 +95,7 @@ void reset_signal(int sig) {
         install_fd(a->err, 2, a->devnull) < 0)
         child_fail(a->errpipe, kStepDup);
     if (a->cwd != nullptr && ::chdir(a->cwd) != 0) child_fail(a->errpipe, kStepChdir);
+    if (a->cpus != nullptr && ::sched_setaffinity(0, a->cpus_size, a->cpus) != 0) child_fail(a->errpipe, kStepAffinity);
     sigset_t none;
     ::sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -168,8 +176,19 @@ Result<pid_t> spawn_child(const ChildSpec& spec) {
     sigset_t all, old;
     ::sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    // The affinity mask, sized for the highest cpu asked for (hosts may have > 1024 cpus).
+    const unsigned ncpus = spec.cpus.empty() ? 0 : *std::max_element(spec.cpus.begin(), spec.cpus.end()) + 1;
+    const std::size_t mask_size = ncpus == 0 ? 0 : CPU_ALLOC_SIZE(ncpus);
+    std::unique_ptr<cpu_set_t, void (*)(cpu_set_t*)> mask(ncpus == 0 ? nullptr : CPU_ALLOC(ncpus),
+                                                           [](cpu_set_t* m) { if (m != nullptr) CPU_FREE(m); });
+    if (ncpus > 0) {
+        if (!mask) return Error(Errc::no_space, "allocating a cpu mask");
+        CPU_ZERO_S(mask_size, mask.get());
+        for (unsigned c : spec.cpus) CPU_SET_S(c, mask_size, mask.get());
+    }
     const ChildArgs args{spec.path.c_str(), argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-                         spec.stdin_fd, spec.stdout_fd, spec.stderr_fd, devnull.get(), err_w.get(), ::getpid()};
+                         spec.stdin_fd, spec.stdout_fd, spec.stderr_fd, devnull.get(), err_w.get(), ::getpid(),
+                         mask.get(), mask_size};
     pid_t pid = kUseVfork ? ::vfork() : ::fork();
     if (pid == 0) run_child(&args);
     const int fork_errno = errno;
@@ -195,6 +214,10 @@ Result<pid_t> spawn_child(const ChildSpec& spec) {
             return Error(Errc::system, fmt::format("setting up stdio of {}: {}", spec.path, std::strerror(f.err)), f.err);
         case kStepParent:
             return Error(Errc::closed, "the agent is exiting", 0);
+        case kStepAffinity:
+            return Error(sys::errc_from_errno(f.err),
+                         fmt::format("binding {} to cpus {}: {}", spec.path, fmt::join(spec.cpus, ","), std::strerror(f.err)),
+                         f.err);
         default:
             return Error(sys::errc_from_errno(f.err), fmt::format("cannot execute {}: {}", spec.path, std::strerror(f.err)),
                          f.err);

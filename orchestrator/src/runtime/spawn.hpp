@@ -22,6 +22,7 @@ struct ChildSpec {
     int stdin_fd = -1;              // fds to install as 0, 1, 2 in the child (-1: /dev/null)
     int stdout_fd = -1;
     int stderr_fd = -1;
+    std::vector<unsigned> cpus;     // OS cpu (PU) indices to bind to before exec; empty: inherit
 };
 
 /// Starts the child; returns its pid once it has exec'd. The fds in `spec` stay

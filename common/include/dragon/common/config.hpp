@@ -19,6 +19,9 @@ enum class LogLevel { trace, debug, info, warn, error, off };
 Result<LogLevel> parse_log_level(std::string_view s);
 std::string_view to_string(LogLevel level);
 
+/// Parses a byte size: "65536", "256M", "1G" (K/M/G/T are powers of 1024).
+Result<std::uint64_t> parse_size(std::string_view s);
+
 struct ConfigOption {
     std::string_view name;           // "log-level": the CLI spells it --log-level
     std::string_view env;            // "DRAGON_LOG_LEVEL"
@@ -44,6 +47,8 @@ public:
     [[nodiscard]] const std::string& log_dir() const { return get("log-dir"); }
     /// Patience between teardown signals, in milliseconds.
     [[nodiscard]] std::uint32_t patience_ms() const;
+    /// Bytes of each node's shared-memory pool.
+    [[nodiscard]] std::uint64_t pool_size() const;
 
     /// "DRAGON_X=value" for every option, to hand the resolved config to a child.
     [[nodiscard]] std::vector<std::string> to_env() const;
