@@ -17,14 +17,15 @@ template <class M>
 constexpr std::string_view name_of() {
     switch (M::kType) {
         case Type::agent_hello: return "agent_hello";
-        case Type::spawn: return "spawn";
-        case Type::spawn_reply: return "spawn_reply";
         case Type::stdin_data: return "stdin_data";
         case Type::output: return "output";
         case Type::proc_exit: return "proc_exit";
         case Type::shutdown: return "shutdown";
         case Type::shutdown_done: return "shutdown_done";
         case Type::stdin_ack: return "stdin_ack";
+        case Type::group_start: return "group_start";
+        case Type::group_started: return "group_started";
+        case Type::group_done: return "group_done";
         case Type::client_hello: return "client_hello";
         case Type::client_welcome: return "client_welcome";
         case Type::proc_query: return "proc_query";

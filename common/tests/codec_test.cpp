@@ -9,34 +9,42 @@
 namespace dragon {
 namespace {
 
-msg::Spawn sample_spawn() {
-    msg::Spawn s;
+msg::GroupStart sample_group() {
+    msg::GroupStart s;
     s.request_id = 42;
+    s.spec.placement = "cyclic";
+    s.spec.restart = true;
+    s.spec.max_restarts = 7;
     msg::ProcSpec p;
     p.argv = {"/bin/echo", "hello", std::string("with\0nul", 8)};
     p.env = {"A=1", "B="};
     p.cwd = "/tmp";
     p.stdin_mode = msg::StdinMode::forward;
     p.stderr_mode = msg::OutputMode::discard;
-    s.procs = {p, msg::ProcSpec{}};
+    s.spec.entries = {{p, 3}, {msg::ProcSpec{}, 0}};
     return s;
 }
 
 TEST(Codec, RoundTripsEveryFieldKind) {
-    auto s = sample_spawn();
+    auto s = sample_group();
     std::string body;
     wire::Writer w(body);
     wire::encode(w, s);
-    auto back = wire::decode_exact<msg::Spawn>(body);
+    auto back = wire::decode_exact<msg::GroupStart>(body);
     ASSERT_TRUE(back) << back.error().message();
     EXPECT_EQ(back->request_id, 42U);
-    ASSERT_EQ(back->procs.size(), 2U);
-    EXPECT_EQ(back->procs[0].argv, s.procs[0].argv);
-    EXPECT_EQ(back->procs[0].env, s.procs[0].env);
-    EXPECT_EQ(back->procs[0].cwd, "/tmp");
-    EXPECT_EQ(back->procs[0].stdin_mode, msg::StdinMode::forward);
-    EXPECT_EQ(back->procs[0].stderr_mode, msg::OutputMode::discard);
-    EXPECT_TRUE(back->procs[1].argv.empty());
+    EXPECT_EQ(back->spec.placement, "cyclic");
+    EXPECT_TRUE(back->spec.restart);
+    EXPECT_EQ(back->spec.max_restarts, 7U);
+    ASSERT_EQ(back->spec.entries.size(), 2U);
+    const auto& p = back->spec.entries[0].proc;
+    EXPECT_EQ(back->spec.entries[0].count, 3U);
+    EXPECT_EQ(p.argv, s.spec.entries[0].proc.argv);
+    EXPECT_EQ(p.env, s.spec.entries[0].proc.env);
+    EXPECT_EQ(p.cwd, "/tmp");
+    EXPECT_EQ(p.stdin_mode, msg::StdinMode::forward);
+    EXPECT_EQ(p.stderr_mode, msg::OutputMode::discard);
+    EXPECT_TRUE(back->spec.entries[1].proc.argv.empty());
 }
 
 TEST(Codec, ScalarsAreLittleEndianOnTheWire) {
@@ -50,9 +58,9 @@ TEST(Codec, ScalarsAreLittleEndianOnTheWire) {
 TEST(Codec, EveryTruncationIsAnErrorNotACrash) {
     std::string body;
     wire::Writer w(body);
-    wire::encode(w, sample_spawn());
+    wire::encode(w, sample_group());
     for (std::size_t len = 0; len < body.size(); ++len) {
-        auto r = wire::decode_exact<msg::Spawn>(std::string_view(body).substr(0, len));
+        auto r = wire::decode_exact<msg::GroupStart>(std::string_view(body).substr(0, len));
         ASSERT_FALSE(r) << "prefix of " << len << " bytes decoded";
         EXPECT_EQ(r.error().code(), Errc::protocol);
     }
@@ -72,8 +80,8 @@ TEST(Codec, HugeListCountIsRefusedBeforeAllocating) {
     std::string body;
     wire::Writer w(body);
     w.scalar<std::uint64_t>(1);            // request_id
-    w.scalar<std::uint32_t>(0xFFFFFFFF);   // procs: four billion of them
-    auto r = wire::decode_exact<msg::Spawn>(body);
+    w.scalar<std::uint32_t>(0xFFFFFFFF);   // entries: four billion of them
+    auto r = wire::decode_exact<msg::GroupStart>(body);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message().find("does not fit"), std::string::npos);
 }

@@ -139,7 +139,7 @@ def test_log_dir_gets_one_file_per_component(tmp_path):
     r = run(["run", "--log-level", "debug", "--log-dir", str(logs), "--", "/bin/echo", "x"])
     assert r.returncode == 0
     assert r.stdout == b"x\n" and r.stderr == b""
-    assert "head started" in (logs / "frontend.log").read_text()
+    assert "group 1 started" in (logs / "frontend.log").read_text()
     agent_log = (logs / "agent-n0.log").read_text()
     assert "started puid 1" in agent_log and "agent n0 done" in agent_log
 
@@ -147,7 +147,7 @@ def test_log_dir_gets_one_file_per_component(tmp_path):
 def test_log_level_from_environment():
     r = run(["run", "--", "/bin/true"], env={"DRAGON_LOG_LEVEL": "info"})
     assert r.returncode == 0
-    assert b"head started" in r.stderr
+    assert b"group 1 started" in r.stderr
 
 
 def test_help_and_version():

@@ -29,9 +29,9 @@ void GroupTracker::started(std::uint32_t rank, Puid puid, std::int32_t pid) {
     m.history.push_back(puid);
 }
 
-Action GroupTracker::start_failed(std::uint32_t rank, std::string error) {
+Action GroupTracker::start_failed(std::uint32_t rank, std::string error, int sys_errno) {
     if (rank < members_.size()) members_[rank].state = MemberState::exited;
-    if (!failure_) failure_ = Failure{rank, 0, {}, std::move(error)};
+    if (!failure_) failure_ = Failure{rank, 0, {}, std::move(error), sys_errno};
     if (state_ == GroupState::running) state_ = GroupState::stopping;
     return after_exit();
 }
@@ -59,10 +59,10 @@ Action GroupTracker::exited(Puid puid, msg::ExitStatus status) {
             return {Action::respawn, m->rank};
         }
         // Out of restarts: the group has failed, but members still running may finish their work.
-        if (!failure_) failure_ = Failure{m->rank, puid, status, {}};
+        if (!failure_) failure_ = Failure{m->rank, puid, status, {}, 0};
         return after_exit();
     }
-    if (!failure_) failure_ = Failure{m->rank, puid, status, {}};
+    if (!failure_) failure_ = Failure{m->rank, puid, status, {}, 0};
     state_ = GroupState::stopping;
     return running_ > 0 ? Action{Action::stop_all, 0} : after_exit();
 }

@@ -1,6 +1,8 @@
 // GroupTracker: restart policy, failure and stop decisions.
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 #include "dragon/procgroup/group.hpp"
 
 namespace dragon::pg {
@@ -94,10 +96,11 @@ TEST(GroupTracker, StopFromOutsideEndsStopped) {
 TEST(GroupTracker, AStartFailureFailsTheGroup) {
     GroupTracker g(1, 3, {});
     g.started(0, 100, 1000);
-    auto a = g.start_failed(1, "program 'x' not found in PATH");
+    auto a = g.start_failed(1, "program 'x' not found in PATH", ENOENT);
     EXPECT_EQ(a.kind, Action::stop_all);
     ASSERT_TRUE(g.first_failure());
     EXPECT_EQ(g.first_failure()->error, "program 'x' not found in PATH");
+    EXPECT_EQ(g.first_failure()->sys_errno, ENOENT);
     EXPECT_EQ(g.start_failed(2, "also").kind, Action::stop_all);
     EXPECT_EQ(g.first_failure()->rank, 1U);
     EXPECT_EQ(g.exited(100, {0, 2}).kind, Action::done);

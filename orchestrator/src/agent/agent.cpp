@@ -138,9 +138,9 @@ int Agent::run() {
 
 void Agent::on_frontend_frame(wire::Frame&& f) {
     switch (static_cast<msg::Type>(f.type)) {
-        case msg::Type::spawn:
-            if (auto m = msg::decode_as<msg::Spawn>(f)) return handle_spawn(*m);
-            else return spdlog::error("bad spawn frame: {}", m.error().message());
+        case msg::Type::group_start:
+            if (auto m = msg::decode_as<msg::GroupStart>(f)) return handle_group_start(*m);
+            else return spdlog::error("bad group_start frame: {}", m.error().message());
         case msg::Type::stdin_data:
             if (auto m = msg::decode_as<msg::StdinData>(f)) return handle_stdin(std::move(*m));
             else return spdlog::error("bad stdin frame: {}", m.error().message());
@@ -165,16 +165,9 @@ void Agent::on_frontend_closed(const Error* e) {
     begin_stop(false, opts_.config.patience_ms(), "front end lost");
 }
 
-void Agent::handle_spawn(const msg::Spawn& req) {
-    msg::SpawnReply reply;
-    reply.request_id = req.request_id;
-    reply.results.reserve(req.procs.size());
-    for (const auto& spec : req.procs) reply.results.push_back(spawn_one(spec));
-    frontend_->send(reply);
-}
-
-msg::SpawnResult Agent::spawn_one(const msg::ProcSpec& spec) {
-    msg::SpawnResult res;
+SpawnOutcome Agent::spawn_one(const msg::ProcSpec& spec, const std::vector<std::string>& extra_env,
+                                  const std::vector<std::uint32_t>& cpus) {
+    SpawnOutcome res;
     auto fail = [&](const Error& e) {
         res.sys_errno = e.sys_errno() != 0 ? e.sys_errno() : (e.code() == Errc::not_found ? ENOENT : EACCES);
         res.error = e.message();
@@ -187,6 +180,7 @@ msg::SpawnResult Agent::spawn_one(const msg::ProcSpec& spec) {
     if (!puid) return fail(puid.error());
 
     auto env = merge_env(base_env_, spec.env);
+    env = merge_env(std::move(env), extra_env);
     env = merge_env(std::move(env), {fmt::format("{}={}", names::kEnvPuid, *puid)});
     std::string path_env = path_env_;
     for (const auto& kv : spec.env)
@@ -210,7 +204,8 @@ msg::SpawnResult Agent::spawn_one(const msg::ProcSpec& spec) {
         if (!p) return fail(p.error());
         err_p = std::move(*p);
     }
-    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_p[0].get(), out_p[1].get(), err_p[1].get(), {}};
+    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_p[0].get(), out_p[1].get(), err_p[1].get(),
+                 {cpus.begin(), cpus.end()}};
     auto pid = spawn_child(cs);
     if (!pid) return fail(pid.error());
 
@@ -416,6 +411,9 @@ void Agent::reap_children() {
         p->status = msg::ExitStatus::from_wait_status(status);
         close_stdin(*p);
         spdlog::debug("puid {} pid {} ended: code {} signal {}", p->puid, pid, p->status.exit_code, p->status.signal);
+        if (auto gid = group_of_.find(p->puid); gid != group_of_.end()) {
+            if (auto g = groups_.find(gid->second); g != groups_.end()) on_group_exit(*g->second, p->puid, p->status);
+        }
         if (p->out || p->err) {
             // Let the pipes drain first so the exit follows all of its output.
             p->output_grace = std::make_unique<asio::steady_timer>(io_, kOutputGrace);
@@ -454,6 +452,146 @@ void Agent::flush_exit_reports() {
     maybe_finish();
 }
 
+// ---- groups ------------------------------------------------------------------
+
+Result<std::vector<msg::GroupMember>> Agent::plan_group(const msg::GroupSpec& spec, std::uint32_t nranks) {
+    // Single-node stand-in until hwloc placement lands: every rank here, unbound.
+    if (spec.placement != "block" && spec.placement != "cyclic" && spec.placement != "spread")
+        return make_error(Errc::invalid_argument, "unknown placement '{}' (expected block, cyclic or spread)",
+                          spec.placement);
+    if (spec.binding != "none")
+        return make_error(Errc::unsupported, "binding '{}' is not available yet (only none)", spec.binding);
+    std::vector<msg::GroupMember> plan(nranks);
+    for (std::uint32_t r = 0; r < nranks; ++r) plan[r] = {r, 0, 0, opts_.node_id, r, {}};
+    return plan;
+}
+
+void Agent::handle_group_start(const msg::GroupStart& req) {
+    msg::GroupStarted reply;
+    reply.request_id = req.request_id;
+    std::uint64_t total = 0;
+    for (const auto& e : req.spec.entries) total += e.count;
+    auto refuse = [&](std::string why) {
+        reply.error = std::move(why);
+        frontend_->send(reply);
+    };
+    if (phase_ != Phase::running) return refuse("the agent is shutting down");
+    if (total == 0) return refuse("a group needs at least one process");
+    if (total > 1'000'000) return refuse(fmt::format("a group of {} processes is too large", total));
+    for (const auto& e : req.spec.entries)
+        if (e.count > 0 && e.proc.argv.empty()) return refuse("a group entry has an empty argv");
+    auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total));
+    if (!plan) return refuse(plan.error().message());
+    if (req.dry_run) {
+        reply.members = std::move(*plan);
+        frontend_->send(reply);
+        return;
+    }
+    const std::uint64_t id = next_group_id_++;
+    auto g = std::make_unique<Group>(id, req.spec, std::move(*plan));
+    for (std::uint32_t e = 0; e < g->spec.entries.size(); ++e)
+        for (std::uint32_t i = 0; i < g->spec.entries[e].count; ++i) g->entry_of_rank.push_back(e);
+    Group& group = *g;
+    groups_.emplace(id, std::move(g));
+    reply.group_id = id;
+    // Start every rank first, then answer once: one batched reply per node.
+    for (std::uint32_t r = 0; r < group.members.size(); ++r) {
+        if (group.tracker.state() == pg::GroupState::running) start_member(group, r);
+        else apply(group, group.tracker.start_failed(r, "not started: the group failed"));
+    }
+    group.starting = false;
+    reply.members = group.members;
+    frontend_->send(reply);
+    spdlog::info("group {} started: {} processes", id, group.members.size());
+    if (group.tracker.finished()) finish_group(group);
+}
+
+void Agent::start_member(Group& g, std::uint32_t rank) {
+    auto& m = g.members[rank];
+    msg::ProcSpec spec = g.spec.entries[g.entry_of_rank[rank]].proc;
+    if (rank != 0) spec.stdin_mode = msg::StdinMode::null;  // stdin goes to rank 0, as with mpiexec
+    std::uint32_t local_size = 0;
+    for (const auto& x : g.members) local_size += x.node_id == opts_.node_id ? 1U : 0U;
+    const std::vector<std::string> env = {
+        fmt::format("DRAGON_RANK={}", rank),
+        fmt::format("DRAGON_NRANKS={}", g.members.size()),
+        fmt::format("DRAGON_LOCAL_RANK={}", m.local_rank),
+        fmt::format("DRAGON_LOCAL_SIZE={}", local_size),
+        fmt::format("DRAGON_GROUP_ID={}", g.tracker.id()),
+    };
+    auto res = spawn_one(spec, env, m.cpus);
+    if (res.puid == 0) {
+        apply(g, g.tracker.start_failed(rank, res.error, res.sys_errno));
+        return;
+    }
+    m.puid = res.puid;
+    m.pid = res.pid;
+    group_of_[res.puid] = g.tracker.id();
+    g.tracker.started(rank, res.puid, res.pid);
+}
+
+void Agent::on_group_exit(Group& g, Puid puid, const msg::ExitStatus& status) {
+    apply(g, g.tracker.exited(puid, status));
+}
+
+void Agent::apply(Group& g, pg::Action a) {
+    switch (a.kind) {
+        case pg::Action::none: return;
+        case pg::Action::respawn:
+            spdlog::info("group {}: restarting rank {} ({} of {} restarts)", g.tracker.id(), a.rank, g.tracker.restarts(),
+                         g.spec.max_restarts);
+            if (phase_ == Phase::running) start_member(g, a.rank);
+            else apply(g, g.tracker.start_failed(a.rank, "the agent is shutting down"));
+            return;
+        case pg::Action::stop_all: return stop_group(g);
+        case pg::Action::done:
+            if (!g.starting) finish_group(g);  // else handle_group_start finishes it after its reply
+            return;
+    }
+}
+
+void Agent::stop_group(Group& g) {
+    if (g.stop_timer || phase_ != Phase::running) return;  // already stopping (or the agent stops everything)
+    g.stop_timer = std::make_unique<asio::steady_timer>(io_);
+    g.stop_signal = 0;
+    escalate_group(g.tracker.id());
+}
+
+void Agent::escalate_group(std::uint64_t group_id) {
+    auto it = groups_.find(group_id);
+    if (it == groups_.end() || it->second->tracker.finished()) return;
+    Group& g = *it->second;
+    g.stop_signal = g.stop_signal == 0 ? SIGINT : g.stop_signal == SIGINT ? SIGTERM : SIGKILL;
+    spdlog::info("group {}: {} to {} running members", group_id, ::sigabbrev_np(g.stop_signal), g.tracker.running());
+    for (const auto& m : g.tracker.members()) {
+        if (m.state != pg::MemberState::running) continue;
+        if (::kill(-m.pid, g.stop_signal) != 0) ::kill(m.pid, g.stop_signal);
+    }
+    if (g.stop_signal == SIGKILL) return;
+    g.stop_timer->expires_after(std::chrono::milliseconds(opts_.config.patience_ms()));
+    g.stop_timer->async_wait([this, group_id](const asio::error_code& ec) { if (!ec) escalate_group(group_id); });
+}
+
+void Agent::finish_group(Group& g) {
+    if (g.stop_timer) g.stop_timer->cancel();
+    msg::GroupDone done;
+    done.group_id = g.tracker.id();
+    done.outcome = g.tracker.state() == pg::GroupState::succeeded ? msg::GroupOutcome::succeeded
+                   : g.tracker.state() == pg::GroupState::failed  ? msg::GroupOutcome::failed
+                                                                  : msg::GroupOutcome::stopped;
+    if (const auto& f = g.tracker.first_failure()) {
+        done.fail_rank = f->rank;
+        done.fail_puid = f->puid;
+        done.fail_status = f->status;
+        done.fail_error = f->error;
+        done.fail_errno = f->sys_errno;
+    }
+    if (!g.tracker.members().empty()) done.rank0_status = g.tracker.members().front().status;
+    done.restarts = g.tracker.restarts();
+    spdlog::info("group {} {}", done.group_id, pg::to_string(g.tracker.state()));
+    if (!frontend_lost_) frontend_->send(done);
+}
+
 // ---- teardown ----------------------------------------------------------------
 
 void Agent::wait_signals() {
@@ -487,6 +625,8 @@ void Agent::signal_running(int sig) {
 void Agent::begin_stop(bool force, std::uint32_t patience_ms, const char* why) {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     if (phase_ == Phase::running) {
+        for (auto& [id, g] : groups_)
+            if (!g->tracker.finished()) (void)g->tracker.stop();  // the agent's own signals follow
         patience_ms_ = patience_ms;
         signalled_ = static_cast<std::uint32_t>(running_count());
         spdlog::info("stopping ({}): {} processes running", why, signalled_);

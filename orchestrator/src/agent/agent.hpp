@@ -27,6 +27,7 @@
 #include "dragon/common/config.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
+#include "dragon/procgroup/group.hpp"
 
 namespace dragon::agent {
 
@@ -53,6 +54,29 @@ struct Process {
     std::unique_ptr<asio::steady_timer> output_grace;  // after reaping, how long to wait for EOF
 };
 
+/// How starting one process went: a puid and pid, or why not.
+struct SpawnOutcome {
+    Puid puid = 0;  // 0: not started
+    std::int32_t pid = 0;
+    int sys_errno = 0;
+    std::string error;  // names the program and the reason
+};
+
+/// A group the agent runs: its spec, its placement and its state machine.
+struct Group {
+    Group(std::uint64_t id, msg::GroupSpec s, std::vector<msg::GroupMember> plan)
+        : tracker(id, static_cast<std::uint32_t>(plan.size()), pg::RestartPolicy{s.restart, s.max_restarts}),
+          spec(std::move(s)),
+          members(std::move(plan)) {}
+    pg::GroupTracker tracker;
+    msg::GroupSpec spec;
+    std::vector<msg::GroupMember> members;  // placement and current puid/pid, by rank
+    std::vector<std::uint32_t> entry_of_rank;
+    std::unique_ptr<asio::steady_timer> stop_timer;
+    int stop_signal = 0;  // last signal sent while stopping
+    bool starting = true; // group_done waits until group_started has been sent
+};
+
 class Agent {
 public:
     enum class Phase { running, stopping_int, stopping_term, stopping_kill, finishing, done };
@@ -74,8 +98,18 @@ private:
     // front end
     void on_frontend_frame(wire::Frame&& f);
     void on_frontend_closed(const Error* e);
-    void handle_spawn(const msg::Spawn& req);
-    msg::SpawnResult spawn_one(const msg::ProcSpec& spec);
+    SpawnOutcome spawn_one(const msg::ProcSpec& spec, const std::vector<std::string>& extra_env = {},
+                               const std::vector<std::uint32_t>& cpus = {});
+
+    // groups
+    void handle_group_start(const msg::GroupStart& req);
+    Result<std::vector<msg::GroupMember>> plan_group(const msg::GroupSpec& spec, std::uint32_t nranks);
+    void start_member(Group& g, std::uint32_t rank);
+    void on_group_exit(Group& g, Puid puid, const msg::ExitStatus& status);
+    void apply(Group& g, pg::Action a);
+    void stop_group(Group& g);
+    void escalate_group(std::uint64_t group_id);
+    void finish_group(Group& g);
     void handle_stdin(msg::StdinData&& d);
     void write_stdin(Process& p);
     void close_stdin(Process& p);
@@ -116,6 +150,9 @@ private:
     asio::steady_timer escalation_;
     IdAllocator puids_;
     std::map<Puid, std::unique_ptr<Process>> procs_;
+    std::map<std::uint64_t, std::unique_ptr<Group>> groups_;
+    std::unordered_map<Puid, std::uint64_t> group_of_;
+    std::uint64_t next_group_id_ = 1;
     std::unordered_map<pid_t, Puid> by_pid_;
     std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for the front end to drain
     std::vector<msg::ExitInfo> exit_reports_;

@@ -6,7 +6,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <map>
+#include <unordered_map>
 #include <cstring>
 #include <optional>
 
@@ -78,18 +81,13 @@ private:
             case msg::Type::output: {
                 auto m = msg::decode_as<msg::Output>(f);
                 if (!m) return fail(std::move(m).error());
-                return write_output(m->stream, m->data);
+                return write_output(m->puid, m->stream, m->data);
             }
             case msg::Type::proc_exit: {
                 auto m = msg::decode_as<msg::ProcExit>(f);
                 if (!m) return fail(std::move(m).error());
-                for (const auto& e : m->exits) {
-                    if (e.puid != head_puid_) continue;
-                    head_status_ = e.status;
-                    spdlog::info("head puid {} ended: exit code {}, signal {}", e.puid, e.status.exit_code,
-                                 e.status.signal);
-                    stop(false);
-                }
+                for (const auto& e : m->exits)
+                    spdlog::debug("puid {} ended: exit code {}, signal {}", e.puid, e.status.exit_code, e.status.signal);
                 return;
             }
             case msg::Type::stdin_ack: {
@@ -110,12 +108,18 @@ private:
                                            m->version, msg::kProtocolVersion));
                 return on_hello(*m);
             }
-            case msg::Type::spawn_reply: {
-                auto m = msg::decode_as<msg::SpawnReply>(f);
+            case msg::Type::group_started: {
+                auto m = msg::decode_as<msg::GroupStarted>(f);
                 if (!m) return fail(std::move(m).error());
-                return on_spawned(*m);
+                return on_group_started(*m);
+            }
+            case msg::Type::group_done: {
+                auto m = msg::decode_as<msg::GroupDone>(f);
+                if (!m) return fail(std::move(m).error());
+                return on_group_done(*m);
             }
             case msg::Type::shutdown_done:
+                flush_partial_lines();
                 state_ = State::done;
                 spdlog::info("agent n0 stopped");
                 return;
@@ -130,25 +134,105 @@ private:
         spdlog::info("agent n{} up: pid {} on {}", h.node_id, h.pid, h.hostname);
         if (state_ != State::starting) return;  // interrupted while starting: stop() already sent
         state_ = State::running;
-        msg::ProcSpec head;
-        head.argv = opts_.argv;
-        head.stdin_mode = opts_.forward_stdin ? msg::StdinMode::forward : msg::StdinMode::null;
+        msg::GroupStart req;
+        msg::ProcSpec proc;
+        proc.argv = opts_.argv;
+        proc.stdin_mode = opts_.forward_stdin ? msg::StdinMode::forward : msg::StdinMode::null;
         char cwd[4096];
-        if (::getcwd(cwd, sizeof cwd) != nullptr) head.cwd = cwd;
-        agent_->send(msg::Spawn{1, {head}});
+        if (::getcwd(cwd, sizeof cwd) != nullptr) proc.cwd = cwd;
+        req.spec.entries.push_back({std::move(proc), opts_.nprocs});
+        req.spec.placement = opts_.placement;
+        req.spec.binding = opts_.binding;
+        req.spec.cpus_per_proc = opts_.cpus_per_proc;
+        req.spec.allow_oversubscribe = opts_.allow_oversubscribe;
+        req.spec.restart = opts_.restart;
+        req.spec.max_restarts = opts_.max_restarts;
+        if (opts_.display_map || opts_.dry_run) {
+            req.request_id = kPlanRequest;
+            req.dry_run = true;
+            agent_->send(req);
+        }
+        if (!opts_.dry_run) {
+            req.request_id = kStartRequest;
+            req.dry_run = false;
+            agent_->send(req);
+        }
     }
 
-    void on_spawned(const msg::SpawnReply& r) {
-        if (r.results.size() != 1) return fail(make_error(Errc::protocol, "spawn reply with {} results", r.results.size()));
-        const auto& res = r.results.front();
-        if (res.puid == 0) {
-            std::fprintf(stderr, "dragon-orchestrate: error: %s\n", res.error.c_str());
-            spawn_failure_code_ = res.sys_errno == ENOENT ? kExitNotFound : kExitNotExecutable;
+    void on_group_started(const msg::GroupStarted& r) {
+        for (const auto& w : r.warnings) std::fprintf(stderr, "dragon-orchestrate: warning: %s\n", w.c_str());
+        if (!r.error.empty()) {
+            std::fprintf(stderr, "dragon-orchestrate: error: %s\n", r.error.c_str());
+            group_exit_code_ = kExitUsage;
             return stop(false);
         }
-        head_puid_ = res.puid;
-        spdlog::info("head started: puid {} pid {}", res.puid, res.pid);
-        if (opts_.forward_stdin) start_stdin();
+        if (r.request_id == kPlanRequest) {
+            print_map(r.members);
+            if (opts_.dry_run) {
+                group_exit_code_ = 0;
+                stop(false);
+            }
+            return;
+        }
+        for (const auto& m : r.members) rank_of_[m.puid] = m.rank;
+        if (!r.members.empty() && r.members.front().puid != 0) {
+            stdin_puid_ = r.members.front().puid;
+            spdlog::info("group {} started: {} processes, rank 0 is puid {}", r.group_id, r.members.size(), stdin_puid_);
+            if (opts_.forward_stdin) start_stdin();
+        }
+    }
+
+    void on_group_done(const msg::GroupDone& d) {
+        flush_partial_lines();
+        switch (d.outcome) {
+            case msg::GroupOutcome::succeeded:
+                group_exit_code_ = 0;
+                break;
+            case msg::GroupOutcome::stopped:
+                group_exit_code_ = d.rank0_status.shell_code();
+                break;
+            case msg::GroupOutcome::failed:
+                if (!d.fail_error.empty()) {
+                    std::fprintf(stderr, "dragon-orchestrate: error: %s%s\n",
+                                 opts_.nprocs > 1 ? fmt::format("rank {}: ", d.fail_rank).c_str() : "",
+                                 d.fail_error.c_str());
+                    group_exit_code_ = d.fail_errno == ENOENT ? kExitNotFound : kExitNotExecutable;
+                } else {
+                    group_exit_code_ = d.fail_status.shell_code();
+                    if (opts_.nprocs > 1) {
+                        const auto how = d.fail_status.signal != 0
+                                             ? fmt::format("was killed by signal {} ({})", d.fail_status.signal,
+                                                           ::strsignal(d.fail_status.signal))
+                                             : fmt::format("exited with code {}", d.fail_status.exit_code);
+                        std::fprintf(stderr, "dragon-orchestrate: rank %u (puid %llu) %s\n", d.fail_rank,
+                                     static_cast<unsigned long long>(d.fail_puid), how.c_str());
+                    }
+                }
+                break;
+        }
+        spdlog::info("group {} done: exit code {}, {} restarts", d.group_id, *group_exit_code_, d.restarts);
+        stop(false);
+    }
+
+    void print_map(const std::vector<msg::GroupMember>& members) {
+        std::string out = fmt::format("{:>6}  {:>5}  {:>11}  {}\n", "rank", "node", "local rank", "cpus");
+        for (const auto& m : members)
+            out += fmt::format("{:>6}  {:>5}  {:>11}  {}\n", m.rank, m.node_id, m.local_rank,
+                               m.cpus.empty() ? std::string("(not bound)") : cpu_list(m.cpus));
+        (void)sys::write_all(STDOUT_FILENO, out.data(), out.size());
+    }
+
+    static std::string cpu_list(std::vector<std::uint32_t> cpus) {
+        std::sort(cpus.begin(), cpus.end());
+        std::string out;
+        for (std::size_t i = 0; i < cpus.size();) {
+            std::size_t j = i;
+            while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+            if (!out.empty()) out += ',';
+            out += j == i ? fmt::format("{}", cpus[i]) : fmt::format("{}-{}", cpus[i], cpus[j]);
+            i = j + 1;
+        }
+        return out;
     }
 
     void on_agent_closed(const Error* e) {
@@ -169,7 +253,34 @@ private:
 
     // ---- the head's stdio ---------------------------------------------------------
 
-    void write_output(msg::Stream stream, const std::string& data) {
+    void write_output(Puid puid, msg::Stream stream, const std::string& data) {
+        if (!opts_.label) return write_stream(stream, data);
+        // Whole lines only, each prefixed with its rank; a partial line waits for its end.
+        auto& partial = partial_[{puid, stream}];
+        const auto it = rank_of_.find(puid);
+        const std::string prefix = it != rank_of_.end() ? fmt::format("[{}] ", it->second) : fmt::format("[p{}] ", puid);
+        std::string out;
+        std::size_t start = 0;
+        for (std::size_t nl; (nl = data.find('\n', start)) != std::string::npos; start = nl + 1) {
+            out += prefix;
+            out += partial;
+            partial.clear();
+            out.append(data, start, nl + 1 - start);
+        }
+        partial.append(data, start);
+        if (!out.empty()) write_stream(stream, out);
+    }
+
+    void flush_partial_lines() {
+        for (auto& [key, partial] : partial_) {
+            if (partial.empty()) continue;
+            const auto it = rank_of_.find(key.first);
+            write_stream(key.second, fmt::format("[{}] {}\n", it != rank_of_.end() ? it->second : 0, partial));
+            partial.clear();
+        }
+    }
+
+    void write_stream(msg::Stream stream, const std::string& data) {
         const int fd = stream == msg::Stream::out ? STDOUT_FILENO : STDERR_FILENO;
         bool& broken = stream == msg::Stream::out ? stdout_broken_ : stderr_broken_;
         if (broken) return;
@@ -202,7 +313,7 @@ private:
         stdin_->async_read_some(asio::buffer(stdin_buf_), [this](const asio::error_code& ec, std::size_t n) {
             if (ec == asio::error::operation_aborted || state_ != State::running) return;
             if (n > 0) {
-                agent_->send(msg::StdinData{head_puid_, std::string(stdin_buf_.data(), n), false});
+                agent_->send(msg::StdinData{stdin_puid_, std::string(stdin_buf_.data(), n), false});
                 stdin_sent_ += n;
             }
             if (ec) {  // EOF, or EIO from a terminal we do not own
@@ -214,7 +325,7 @@ private:
     }
 
     void send_stdin_eof() {
-        if (state_ == State::running && head_puid_ != 0) agent_->send(msg::StdinData{head_puid_, {}, true});
+        if (state_ == State::running && stdin_puid_ != 0) agent_->send(msg::StdinData{stdin_puid_, {}, true});
     }
 
     // ---- teardown -----------------------------------------------------------------
@@ -274,10 +385,9 @@ private:
         }
         if (failure_) {
             std::fprintf(stderr, "dragon-orchestrate: error: %s\n", failure_->message().c_str());
-            if (!head_status_) return kExitRuntimeFailure;
+            if (!group_exit_code_) return kExitRuntimeFailure;
         }
-        if (head_status_) return head_status_->shell_code();
-        if (spawn_failure_code_ != 0) return spawn_failure_code_;
+        if (group_exit_code_) return *group_exit_code_;
         if (interrupted_by_ != 0) return 128 + interrupted_by_;
         return kExitRuntimeFailure;
     }
@@ -299,10 +409,12 @@ private:
     std::shared_ptr<rt::UnixConnection> agent_;
     pid_t agent_pid_ = 0;
     State state_ = State::starting;
-    Puid head_puid_ = 0;
-    std::optional<msg::ExitStatus> head_status_;
+    static constexpr std::uint64_t kPlanRequest = 1, kStartRequest = 2;
+    Puid stdin_puid_ = 0;                        // rank 0 of the group
+    std::optional<int> group_exit_code_;         // known once the group is done (or refused)
+    std::unordered_map<Puid, std::uint32_t> rank_of_;
+    std::map<std::pair<Puid, msg::Stream>, std::string> partial_;  // unfinished lines, with --label
     std::optional<Error> failure_;
-    int spawn_failure_code_ = 0;
     int interrupts_ = 0;
     int interrupted_by_ = 0;
     std::unique_ptr<asio::posix::stream_descriptor> stdin_;

@@ -11,10 +11,20 @@
 namespace dragon::cli {
 
 struct RunOptions {
-    std::vector<std::string> argv;  // the head program and its arguments
+    std::vector<std::string> argv;  // the program and its arguments
     Config config;
     std::string launcher = "local";
-    bool forward_stdin = true;
+    bool forward_stdin = true;      // to rank 0
+    std::uint32_t nprocs = 1;       // copies of the program, as one group
+    std::string placement = "block";
+    std::string binding = "none";
+    std::uint32_t cpus_per_proc = 1;
+    bool allow_oversubscribe = true;
+    bool restart = false;
+    std::uint32_t max_restarts = 0;
+    bool display_map = false;       // print the placement before starting
+    bool dry_run = false;           // print the placement, start nothing
+    bool label = false;             // prefix output lines with [rank]
 };
 
 // Exit codes of dragon-orchestrate other than the head's own (docs/runtime.md).

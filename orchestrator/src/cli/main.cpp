@@ -52,11 +52,26 @@ int main(int argc, char** argv) {
     add_config_options(&app);
 
     auto* run = app.add_subcommand("run", "start a runtime, run PROGRAM in it as the head process, tear down");
-    std::string launcher = "local";
-    bool no_stdin = false;
-    run->add_option("--launcher", launcher, "how to start agents: local (one node, this machine)")
+    dragon::cli::RunOptions ro;
+    bool no_stdin = false, no_oversubscribe = false;
+    run->add_option("--launcher", ro.launcher, "how to start agents: local (one node, this machine)")
         ->capture_default_str();
-    run->add_flag("--no-stdin", no_stdin, "give the head /dev/null as stdin instead of forwarding ours");
+    run->add_option("-n,--nprocs", ro.nprocs, "run N copies of PROGRAM as one group (ranks 0..N-1)")
+        ->capture_default_str()
+        ->check(CLI::Range(1U, 1000000U));
+    run->add_option("--placement", ro.placement, "where ranks go: block, cyclic or spread")->capture_default_str();
+    run->add_option("--bind", ro.binding, "bind each rank to: none, core, pu, numa or socket")->capture_default_str();
+    run->add_option("--cpus-per-proc", ro.cpus_per_proc, "cpus (of the --bind kind) per rank")
+        ->capture_default_str()
+        ->check(CLI::Range(1U, 1U << 20));
+    run->add_flag("--no-oversubscribe", no_oversubscribe, "refuse more ranks than cpus instead of warning");
+    run->add_flag("--restart", ro.restart, "replace a rank that fails instead of failing the group");
+    run->add_option("--max-restarts", ro.max_restarts, "with --restart: replacements allowed in all")
+        ->capture_default_str();
+    run->add_flag("--display-map", ro.display_map, "print rank -> node -> cpus before starting");
+    run->add_flag("--dry-run", ro.dry_run, "print the placement and start nothing");
+    run->add_flag("--label", ro.label, "prefix every output line with [rank]");
+    run->add_flag("--no-stdin", no_stdin, "give rank 0 /dev/null as stdin instead of forwarding ours");
     run->prefix_command();  // everything from PROGRAM on belongs to PROGRAM
     add_config_options(run);
     run->footer("Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...]");
@@ -107,5 +122,10 @@ int main(int argc, char** argv) {
                              "Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...]\n");
         return dragon::cli::kExitUsage;
     }
-    return dragon::cli::run_program({std::move(program), std::move(*config), launcher, !no_stdin});
+    ro.argv = std::move(program);
+    ro.config = std::move(*config);
+    ro.forward_stdin = !no_stdin;
+    ro.allow_oversubscribe = !no_oversubscribe;
+    if (ro.restart && ro.max_restarts == 0) ro.max_restarts = 1U << 20;  // --restart alone: keep replacing
+    return dragon::cli::run_program(std::move(ro));
 }

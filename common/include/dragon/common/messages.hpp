@@ -17,14 +17,15 @@ inline constexpr std::uint32_t kProtocolVersion = 1;
 enum class Type : std::uint16_t {
     // front end <-> agent
     agent_hello = 1,
-    spawn = 2,
-    spawn_reply = 3,
     stdin_data = 4,
     output = 5,
     proc_exit = 6,
     shutdown = 7,
     shutdown_done = 8,
     stdin_ack = 9,
+    group_start = 10,
+    group_started = 11,
+    group_done = 12,
     // local client <-> agent
     client_hello = 32,
     client_welcome = 33,
@@ -75,30 +76,6 @@ struct ProcSpec {
     OutputMode stdout_mode = OutputMode::forward;
     OutputMode stderr_mode = OutputMode::forward;
     DRAGON_WIRE_FIELDS(argv, env, cwd, stdin_mode, stdout_mode, stderr_mode)
-};
-
-/// Front end -> agent: start these processes (one batch per node).
-struct Spawn {
-    static constexpr Type kType = Type::spawn;
-    std::uint64_t request_id = 0;
-    std::vector<ProcSpec> procs;
-    DRAGON_WIRE_FIELDS(request_id, procs)
-};
-
-struct SpawnResult {
-    std::uint64_t puid = 0;  // 0 when the process could not be started
-    std::int32_t pid = 0;
-    std::int32_t sys_errno = 0;  // why exec failed, 0 on success
-    std::string error;           // a one-line message naming the program, empty on success
-    DRAGON_WIRE_FIELDS(puid, pid, sys_errno, error)
-};
-
-/// Agent -> front end: one result per ProcSpec, in order.
-struct SpawnReply {
-    static constexpr Type kType = Type::spawn_reply;
-    std::uint64_t request_id = 0;
-    std::vector<SpawnResult> results;
-    DRAGON_WIRE_FIELDS(request_id, results)
 };
 
 /// Front end -> agent: bytes for a process's stdin; eof closes it.
@@ -164,6 +141,80 @@ struct ShutdownDone {
     DRAGON_WIRE_FIELDS(signalled, killed)
 };
 
+/// One (template, count) entry of a group.
+struct GroupEntry {
+    ProcSpec proc;
+    std::uint32_t count = 1;
+    DRAGON_WIRE_FIELDS(proc, count)
+};
+
+/// A ProcessGroup: its entries (ranks are numbered across entries, in order),
+/// where they go and what happens when a member fails.
+struct GroupSpec {
+    std::vector<GroupEntry> entries;
+    std::string placement = "block";  // block | cyclic | spread
+    std::string binding = "none";     // none | core | pu | numa | socket
+    std::uint32_t cpus_per_proc = 1;
+    bool allow_oversubscribe = true;  // false: refuse more ranks than cpus
+    bool restart = false;             // true: replace failed members (Pool-like)
+    std::uint32_t max_restarts = 0;
+    DRAGON_WIRE_FIELDS(entries, placement, binding, cpus_per_proc, allow_oversubscribe, restart, max_restarts)
+};
+
+/// Front end -> agent: place and start a group (or, with dry_run, only place it).
+struct GroupStart {
+    static constexpr Type kType = Type::group_start;
+    std::uint64_t request_id = 0;
+    GroupSpec spec;
+    bool dry_run = false;
+    DRAGON_WIRE_FIELDS(request_id, spec, dry_run)
+};
+
+struct GroupMember {
+    std::uint32_t rank = 0;
+    std::uint64_t puid = 0;  // 0 in a dry run
+    std::int32_t pid = 0;
+    std::uint32_t node_id = 0;
+    std::uint32_t local_rank = 0;
+    std::vector<std::uint32_t> cpus;  // bound to these OS cpus; empty: not bound
+    DRAGON_WIRE_FIELDS(rank, puid, pid, node_id, local_rank, cpus)
+};
+
+/// Agent -> front end: the group's placement and (unless a dry run) its
+/// members' puids. `error` is set, and members empty, when it could not be
+/// placed; start failures of single members arrive as group_done.
+struct GroupStarted {
+    static constexpr Type kType = Type::group_started;
+    std::uint64_t request_id = 0;
+    std::uint64_t group_id = 0;
+    std::string error;
+    std::vector<std::string> warnings;
+    std::vector<GroupMember> members;
+    DRAGON_WIRE_FIELDS(request_id, group_id, error, warnings, members)
+};
+
+enum class GroupOutcome : std::uint8_t { succeeded = 1, failed = 2, stopped = 3 };
+inline bool wire_valid(GroupOutcome v) {
+    return v == GroupOutcome::succeeded || v == GroupOutcome::failed || v == GroupOutcome::stopped;
+}
+
+/// Agent -> front end: every member of the group has ended.
+struct GroupDone {
+    static constexpr Type kType = Type::group_done;
+    std::uint64_t group_id = 0;
+    GroupOutcome outcome = GroupOutcome::succeeded;
+    // The first failure (outcome failed): which rank, how it ended, or why it could not start.
+    std::uint32_t fail_rank = 0;
+    std::uint64_t fail_puid = 0;
+    ExitStatus fail_status;
+    std::int32_t fail_errno = 0;
+    std::string fail_error;
+    ExitStatus rank0_status;  // how rank 0 last ended (the exit code of a stopped group)
+    std::uint32_t restarts = 0;
+    DRAGON_WIRE_FIELDS(group_id, outcome, fail_rank, fail_puid, fail_status, fail_errno, fail_error, rank0_status,
+                       restarts)
+};
+
 // ---- local client <-> agent ---------------------------------------------------
 
 struct ClientHello {
@@ -212,8 +263,8 @@ struct ErrorReply {
 };
 
 /// Every message type, for dispatch and fuzzing.
-using AllMessages = std::tuple<AgentHello, Spawn, SpawnReply, StdinData, Output, ProcExit, Shutdown,
-                               ShutdownDone, StdinAck, ClientHello, ClientWelcome, ProcQuery, ProcTable, ErrorReply>;
+using AllMessages = std::tuple<AgentHello, StdinData, Output, ProcExit, Shutdown,
+                               ShutdownDone, StdinAck, GroupStart, GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, ErrorReply>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

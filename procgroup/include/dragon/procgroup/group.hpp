@@ -48,6 +48,7 @@ struct Failure {
     Puid puid = 0;
     msg::ExitStatus status;  // exit_code/signal of that member
     std::string error;       // set when the member could not be started at all
+    int sys_errno = 0;       // and the errno behind that, if any
 };
 
 /// What the executor must do after an event.
@@ -63,7 +64,7 @@ public:
     /// Rank `rank` now runs as `puid`/`pid`.
     void started(std::uint32_t rank, Puid puid, std::int32_t pid);
     /// Rank `rank` could not be started; the group fails (and the rest must stop).
-    Action start_failed(std::uint32_t rank, std::string error);
+    Action start_failed(std::uint32_t rank, std::string error, int sys_errno = 0);
     /// The process `puid` ended. Unknown puids (not current members) are ignored.
     Action exited(Puid puid, msg::ExitStatus status);
     /// Asked to stop from outside (signal, front end): Action::stop_all or done.

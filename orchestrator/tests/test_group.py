@@ -1,0 +1,147 @@
+"""dragon-orchestrate run -n N: groups, rank environment, failure, restart, placement output."""
+import os
+import re
+import signal
+
+from conftest import PY, pid_alive, run, wait_gone
+
+
+def test_ranks_get_their_environment():
+    r = run(["run", "-n", "4", "--", "sh", "-c",
+             'echo "$DRAGON_RANK $DRAGON_NRANKS $DRAGON_LOCAL_RANK $DRAGON_LOCAL_SIZE $DRAGON_NODE_ID"'])
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.decode().splitlines()) == [f"{i} 4 {i} 4 0" for i in range(4)]
+
+
+def test_every_rank_has_its_own_puid():
+    r = run(["run", "-n", "8", "--", "sh", "-c", "echo $DRAGON_PUID"])
+    puids = r.stdout.split()
+    assert len(set(puids)) == 8
+
+
+def test_first_failure_gives_the_exit_code_and_names_the_rank(tmp_path):
+    # Rank 2 fails at once; the others would sleep for 5 minutes and must be stopped.
+    d = tmp_path
+    script = (f'echo $$ > {d}/pid.$DRAGON_RANK; if [ "$DRAGON_RANK" = 2 ]; then '
+              f'while [ ! -e {d}/pid.0 ] || [ ! -e {d}/pid.1 ] || [ ! -e {d}/pid.3 ]; do sleep 0.01; done; exit 7; fi; '
+              'exec sleep 300')
+    r = run(["run", "-n", "4", "--patience", "0.2", "--", "sh", "-c", script], timeout=60)
+    assert r.returncode == 7
+    assert re.search(rb"rank 2 \(puid \d+\) exited with code 7", r.stderr), r.stderr
+    for rank in (0, 1, 3):
+        pid = int((tmp_path / f"pid.{rank}").read_text())
+        assert wait_gone(pid), f"rank {rank} outlived the failed group"
+
+
+def test_a_rank_killed_by_a_signal_fails_the_group():
+    r = run(["run", "-n", "2", "--", "sh", "-c", '[ "$DRAGON_RANK" = 1 ] && kill -KILL $$; exit 0'])
+    assert r.returncode == 128 + 9
+    assert b"rank 1" in r.stderr and b"killed by signal 9" in r.stderr
+
+
+STUBBORN_RANK0 = r"""
+import os, signal, sys, time
+if os.environ["DRAGON_RANK"] == "0":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(sys.argv[1], "w").write(str(os.getpid()))
+    time.sleep(300)
+else:
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.01)
+    sys.exit(5)
+"""
+
+
+def test_stopping_a_failed_group_escalates_to_sigkill(tmp_path):
+    pidfile = tmp_path / "rank0.pid"
+    r = run(["run", "-n", "2", "--patience", "0.2", "--", PY, "-c", STUBBORN_RANK0, str(pidfile)], timeout=60)
+    assert r.returncode == 5  # the first failure, not rank 0's SIGKILL
+    assert b"rank 1" in r.stderr
+    assert not pid_alive(int(pidfile.read_text()))
+
+
+FLAKY = r"""
+import os, sys
+path = os.path.join(sys.argv[1], "tries." + os.environ["DRAGON_RANK"])
+n = int(open(path).read()) + 1 if os.path.exists(path) else 1
+open(path, "w").write(str(n))
+sys.exit(0 if n >= int(sys.argv[2]) else 3)
+"""
+
+
+def test_restart_replaces_failed_ranks_until_they_succeed(tmp_path):
+    r = run(["run", "-n", "2", "--restart", "--max-restarts", "10", "--", PY, "-c", FLAKY, str(tmp_path), "3"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tries.0").read_text() == "3"
+    assert (tmp_path / "tries.1").read_text() == "3"
+
+
+def test_restarts_run_out_and_the_group_fails(tmp_path):
+    r = run(["run", "-n", "1", "--restart", "--max-restarts", "2", "--", PY, "-c", FLAKY, str(tmp_path), "99"])
+    assert r.returncode == 3
+    assert (tmp_path / "tries.0").read_text() == "3"  # the first try and two restarts
+
+
+def test_without_restart_a_failure_is_final(tmp_path):
+    r = run(["run", "-n", "1", "--", PY, "-c", FLAKY, str(tmp_path), "2"])
+    assert r.returncode == 3
+    assert (tmp_path / "tries.0").read_text() == "1"
+
+
+def test_label_prefixes_every_line_with_its_rank():
+    r = run(["run", "-n", "3", "--label", "--", "sh", "-c",
+             'printf "a\\nb" ; sleep 0.1; printf "c\\n"; echo err >&2'])
+    out = r.stdout.decode().splitlines()
+    for rank in range(3):
+        assert out.count(f"[{rank}] a") == 1 and out.count(f"[{rank}] bc") == 1
+    assert sorted(r.stderr.decode().splitlines()) == [f"[{k}] err" for k in range(3)]
+
+
+def test_stdin_goes_to_rank_0_only():
+    r = run(["run", "-n", "3", "--label", "--", "sh", "-c", "wc -c"], input=b"12345")
+    lines = sorted(r.stdout.decode().split("\n")[:-1])
+    assert lines == ["[0] 5", "[1] 0", "[2] 0"]
+
+
+def test_dry_run_prints_the_map_and_starts_nothing():
+    r = run(["run", "-n", "3", "--dry-run", "--", "no-such-program-anywhere"])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[0].split() == ["rank", "node", "local", "rank", "cpus"]
+    assert [l.split()[:3] for l in lines[1:]] == [["0", "0", "0"], ["1", "0", "1"], ["2", "0", "2"]]
+
+
+def test_display_map_prints_the_map_then_runs():
+    r = run(["run", "-n", "2", "--display-map", "--", "sh", "-c", "echo ran $DRAGON_RANK"])
+    assert r.returncode == 0
+    out = r.stdout.decode().splitlines()
+    assert out[0].split()[0] == "rank" and len(out) == 5
+    assert sorted(out[3:]) == ["ran 0", "ran 1"]
+
+
+def test_bad_group_requests_are_usage_errors():
+    r = run(["run", "-n", "2", "--placement", "diagonal", "--", "/bin/true"])
+    assert r.returncode == 2
+    assert b"unknown placement 'diagonal'" in r.stderr
+    r = run(["run", "-n", "0", "--", "/bin/true"])
+    assert r.returncode == 2
+    assert b"--nprocs" in r.stderr
+
+
+def test_a_missing_program_in_a_group_is_127_and_starts_nothing_more():
+    r = run(["run", "-n", "5", "--", "no-such-program-xyz"])
+    assert r.returncode == 127
+    assert r.stderr.decode().count("not found in PATH") == 1
+
+
+def test_ctrl_c_stops_a_whole_group(tmp_path):
+    from conftest import read_line_with_timeout, start
+    p = start(["run", "-n", "4", "--", "sh", "-c", f'echo $$ > {tmp_path}/p.$DRAGON_RANK; echo up; exec sleep 300'])
+    for _ in range(4):
+        read_line_with_timeout(p.stdout)
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGINT
+    for rank in range(4):
+        assert wait_gone(int((tmp_path / f"p.{rank}").read_text()))
