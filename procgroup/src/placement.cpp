@@ -22,29 +22,33 @@ struct Unit {
     std::uint32_t cores = 0;
 };
 
-// Groups a node's PUs into units by `key`, in order of first appearance.
+// Groups a node's PUs into units, in order of first appearance. The node
+// must be valid (dense indices), which bounds the vectors by its PU count.
 std::vector<Unit> units_of(const NodeResources& node, Binding b) {
-    std::uint32_t Pu::*key = &Pu::core;
-    switch (b) {
-        case Binding::pu: key = &Pu::os_index; break;
-        case Binding::none:
-        case Binding::core: key = &Pu::core; break;
-        case Binding::numa: key = &Pu::numa; break;
-        case Binding::socket: key = &Pu::socket; break;
-    }
     std::vector<Unit> units;
-    std::unordered_map<std::uint32_t, std::size_t> index;
-    std::vector<std::unordered_set<std::uint32_t>> unit_cores;
-    for (const auto& p : node.pus) {
-        auto [it, fresh] = index.try_emplace(p.*key, units.size());
-        if (fresh) {
-            units.push_back(Unit{{}, p.socket, p.numa, 0});
-            unit_cores.emplace_back();
-        }
-        units[it->second].pus.push_back(p.os_index);
-        unit_cores[it->second].insert(p.core);
+    if (b == Binding::pu) {
+        units.reserve(node.pus.size());
+        for (const auto& p : node.pus) units.push_back(Unit{{p.os_index}, p.socket, p.numa, 1});
+        return units;
     }
-    for (std::size_t i = 0; i < units.size(); ++i) units[i].cores = static_cast<std::uint32_t>(unit_cores[i].size());
+    std::uint32_t Pu::*key = &Pu::core;
+    if (b == Binding::numa) key = &Pu::numa;
+    if (b == Binding::socket) key = &Pu::socket;
+    constexpr std::size_t kUnset = static_cast<std::size_t>(-1);
+    std::vector<std::size_t> index(node.pus.size(), kUnset);     // key -> unit
+    std::vector<std::size_t> core_unit(node.pus.size(), kUnset);  // core -> unit that counted it
+    for (const auto& p : node.pus) {
+        std::size_t& u = index[p.*key];
+        if (u == kUnset) {
+            u = units.size();
+            units.push_back(Unit{{}, p.socket, p.numa, 0});
+        }
+        units[u].pus.push_back(p.os_index);
+        if (core_unit[p.core] != u) {
+            core_unit[p.core] = u;
+            units[u].cores += 1;
+        }
+    }
     return units;
 }
 
@@ -164,7 +168,7 @@ Result<Policy> parse_policy(std::string_view s) { return parse_enum<Policy>("pla
 Result<Binding> parse_binding(std::string_view s) { return parse_enum<Binding>("binding", s, kBindingNames); }
 
 std::uint32_t capacity(const NodeResources& node, Binding binding, std::uint32_t cpus_per_proc) {
-    if (cpus_per_proc == 0) return 0;
+    if (cpus_per_proc == 0 || !wire_valid(binding) || !node.validate()) return 0;
     auto units = units_of(node, binding);
     if (whole_domain(binding))
         return static_cast<std::uint32_t>(std::count_if(units.begin(), units.end(), [&](const Unit& u) { return u.cores >= cpus_per_proc; }));

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "dragon/procgroup/topology.hpp"
 
@@ -82,19 +81,8 @@ std::uint32_t NodeResources::socket_count() const { return dense_count(pus, &Pu:
 
 Status NodeResources::validate() const {
     if (pus.empty()) return make_error(Errc::invalid_argument, "node {} ({}) has no PU", node_id, hostname);
-    std::unordered_set<std::uint32_t> seen;
-    // core -> the first PU seen on it, to compare numa/socket against.
-    std::unordered_map<std::uint32_t, const Pu*> core_first;
-    for (const auto& p : pus) {
-        if (!seen.insert(p.os_index).second)
-            return make_error(Errc::invalid_argument, "node {} ({}): PU {} is listed twice", node_id, hostname, p.os_index);
-        auto [it, fresh] = core_first.try_emplace(p.core, &p);
-        if (!fresh && (it->second->numa != p.numa || it->second->socket != p.socket))
-            return make_error(Errc::invalid_argument,
-                              "node {} ({}): PU {} of core {} is in numa {} socket {}, but PU {} of that core is in numa {} socket {}",
-                              node_id, hostname, p.os_index, p.core, p.numa, p.socket, it->second->os_index,
-                              it->second->numa, it->second->socket);
-    }
+    // Density first: it bounds every index by pus.size(), so the vectors
+    // below stay small whatever arrived over the wire.
     struct Level { const char* name; std::uint32_t Pu::*field; };
     for (Level l : {Level{"core", &Pu::core}, Level{"numa", &Pu::numa}, Level{"socket", &Pu::socket}}) {
         std::uint32_t n = dense_count(pus, l.field);
@@ -107,6 +95,26 @@ Status NodeResources::validate() const {
         if (gap != used.end())
             return make_error(Errc::invalid_argument, "node {} ({}): {} indices are not dense ({} {} is unused, largest is {})",
                               node_id, hostname, l.name, l.name, gap - used.begin(), n - 1);
+    }
+    std::vector<std::uint32_t> os;
+    os.reserve(pus.size());
+    for (const auto& p : pus) os.push_back(p.os_index);
+    std::sort(os.begin(), os.end());
+    auto dup = std::adjacent_find(os.begin(), os.end());
+    if (dup != os.end())
+        return make_error(Errc::invalid_argument, "node {} ({}): PU {} is listed twice", node_id, hostname, *dup);
+    // core -> the first PU seen on it, to compare numa/socket against.
+    std::vector<const Pu*> core_first(dense_count(pus, &Pu::core), nullptr);
+    for (const auto& p : pus) {
+        const Pu*& first = core_first[p.core];
+        if (first == nullptr) {
+            first = &p;
+        } else if (first->numa != p.numa || first->socket != p.socket) {
+            return make_error(Errc::invalid_argument,
+                              "node {} ({}): PU {} of core {} is in numa {} socket {}, but PU {} of that core is in numa {} socket {}",
+                              node_id, hostname, p.os_index, p.core, p.numa, p.socket, first->os_index, first->numa,
+                              first->socket);
+        }
     }
     return ok();
 }

@@ -70,7 +70,8 @@ struct Plan {
 
 /// How many ranks a node holds without sharing cpus for this binding and
 /// cpus_per_proc (pu: PUs / cpp; core, none: cores / cpp; numa, socket:
-/// domains with at least cpp cores). 0 when cpus_per_proc is 0.
+/// domains with at least cpp cores). 0 when cpus_per_proc is 0 or the node
+/// is invalid (see NodeResources::validate).
 std::uint32_t capacity(const NodeResources& node, Binding binding, std::uint32_t cpus_per_proc);
 
 /// Places req.nprocs ranks over `nodes` (each validated first). Pure and
