@@ -14,73 +14,101 @@ constexpr std::array<std::string_view, 3> kPolicyNames{"block", "cyclic", "sprea
 constexpr std::array<std::string_view, 5> kBindingNames{"none", "core", "pu", "numa", "socket"};
 
 // A unit is what one "cpu" of cpus_per_proc counts (a PU or a core), or for
-// numa/socket binding a whole domain. Units keep topology order.
+// numa/socket binding a whole domain. Units keep topology order, and their
+// PUs lie back to back in one flat array (one allocation per node, not per
+// unit: placing over a thousand nodes is dominated by this).
 struct Unit {
-    std::vector<std::uint32_t> pus;  // OS indices
+    std::uint32_t begin = 0;  // [begin, end) in Units::flat
+    std::uint32_t end = 0;
     std::uint32_t socket = 0;
     std::uint32_t numa = 0;
     std::uint32_t cores = 0;
 };
 
+struct Units {
+    std::vector<std::uint32_t> flat;  // OS indices, grouped by unit
+    std::vector<Unit> units;
+};
+
 // Groups a node's PUs into units, in order of first appearance. The node
 // must be valid (dense indices), which bounds the vectors by its PU count.
-std::vector<Unit> units_of(const NodeResources& node, Binding b) {
-    std::vector<Unit> units;
+Units units_of(const NodeResources& node, Binding b) {
+    Units out;
+    const auto n = static_cast<std::uint32_t>(node.pus.size());
+    out.flat.resize(n);
     if (b == Binding::pu) {
-        units.reserve(node.pus.size());
-        for (const auto& p : node.pus) units.push_back(Unit{{p.os_index}, p.socket, p.numa, 1});
-        return units;
+        out.units.reserve(n);
+        for (std::uint32_t i = 0; i < n; ++i) {
+            const auto& p = node.pus[i];
+            out.flat[i] = p.os_index;
+            out.units.push_back(Unit{i, i + 1, p.socket, p.numa, 1});
+        }
+        return out;
     }
     std::uint32_t Pu::*key = &Pu::core;
     if (b == Binding::numa) key = &Pu::numa;
     if (b == Binding::socket) key = &Pu::socket;
-    constexpr std::size_t kUnset = static_cast<std::size_t>(-1);
-    std::vector<std::size_t> index(node.pus.size(), kUnset);     // key -> unit
-    std::vector<std::size_t> core_unit(node.pus.size(), kUnset);  // core -> unit that counted it
-    for (const auto& p : node.pus) {
-        std::size_t& u = index[p.*key];
+    constexpr std::uint32_t kUnset = static_cast<std::uint32_t>(-1);
+    std::vector<std::uint32_t> index(n, kUnset);      // key -> unit
+    std::vector<std::uint32_t> core_unit(n, kUnset);  // core -> unit that counted it
+    std::vector<std::uint32_t> unit_of(n);            // PU -> unit
+    for (std::uint32_t i = 0; i < n; ++i) {
+        const auto& p = node.pus[i];
+        std::uint32_t& u = index[p.*key];
         if (u == kUnset) {
-            u = units.size();
-            units.push_back(Unit{{}, p.socket, p.numa, 0});
+            u = static_cast<std::uint32_t>(out.units.size());
+            out.units.push_back(Unit{0, 0, p.socket, p.numa, 0});
         }
-        units[u].pus.push_back(p.os_index);
+        unit_of[i] = u;
+        out.units[u].end += 1;  // a count until the offsets are laid out
         if (core_unit[p.core] != u) {
             core_unit[p.core] = u;
-            units[u].cores += 1;
+            out.units[u].cores += 1;
         }
     }
-    return units;
+    std::uint32_t at = 0;
+    for (auto& u : out.units) {
+        u.begin = at;
+        at += u.end;
+        u.end = u.begin;  // advanced while filling
+    }
+    for (std::uint32_t i = 0; i < n; ++i) out.flat[out.units[unit_of[i]].end++] = node.pus[i].os_index;
+    return out;
 }
 
 bool whole_domain(Binding b) { return b == Binding::numa || b == Binding::socket; }
 
 // A place for one rank on a node, before ranks are assigned.
 struct Place {
-    std::vector<std::uint32_t> cpus;  // ascending
+    std::uint32_t begin = 0;  // cpus: [begin, end) of NodePlaces::flat, ascending
+    std::uint32_t end = 0;
     std::uint32_t socket = 0;
     std::uint32_t numa = 0;
 };
 
+struct NodePlaces {
+    std::vector<std::uint32_t> flat;
+    std::vector<Place> places;
+};
+
 // The node's places in topology order: consecutive runs of cpus_per_proc
 // units, or each whole domain with enough cores.
-std::vector<Place> places_of(const NodeResources& node, Binding b, std::uint32_t cpp) {
-    std::vector<Place> out;
+NodePlaces places_of(const NodeResources& node, Binding b, std::uint32_t cpp) {
+    NodePlaces out;
     if (cpp == 0) return out;
-    auto units = units_of(node, b);
+    auto [flat, units] = units_of(node, b);
     if (whole_domain(b)) {
-        for (auto& u : units) {
+        for (const auto& u : units) {
             if (u.cores < cpp) continue;
-            std::sort(u.pus.begin(), u.pus.end());
-            out.push_back(Place{std::move(u.pus), u.socket, u.numa});
+            out.places.push_back(Place{u.begin, u.end, u.socket, u.numa});
         }
-        return out;
+    } else {
+        // Units are laid out in order, so a run of units is one flat range.
+        for (std::size_t i = 0; i + cpp <= units.size(); i += cpp)
+            out.places.push_back(Place{units[i].begin, units[i + cpp - 1].end, units[i].socket, units[i].numa});
     }
-    for (std::size_t i = 0; i + cpp <= units.size(); i += cpp) {
-        Place p{{}, units[i].socket, units[i].numa};
-        for (std::size_t k = i; k < i + cpp; ++k) p.cpus.insert(p.cpus.end(), units[k].pus.begin(), units[k].pus.end());
-        std::sort(p.cpus.begin(), p.cpus.end());
-        out.push_back(std::move(p));
-    }
+    for (const auto& p : out.places) std::sort(flat.begin() + p.begin, flat.begin() + p.end);
+    out.flat = std::move(flat);
     return out;
 }
 
@@ -169,10 +197,7 @@ Result<Binding> parse_binding(std::string_view s) { return parse_enum<Binding>("
 
 std::uint32_t capacity(const NodeResources& node, Binding binding, std::uint32_t cpus_per_proc) {
     if (cpus_per_proc == 0 || !wire_valid(binding) || !node.validate()) return 0;
-    auto units = units_of(node, binding);
-    if (whole_domain(binding))
-        return static_cast<std::uint32_t>(std::count_if(units.begin(), units.end(), [&](const Unit& u) { return u.cores >= cpus_per_proc; }));
-    return static_cast<std::uint32_t>(units.size() / cpus_per_proc);
+    return static_cast<std::uint32_t>(places_of(node, binding, cpus_per_proc).places.size());
 }
 
 Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementRequest& req) {
@@ -197,21 +222,21 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
 
     Plan plan;
     const std::size_t nn = nodes.size();
-    std::vector<std::vector<Place>> places(nn);
+    std::vector<NodePlaces> places(nn);
     std::vector<std::uint32_t> cap(nn);
     std::uint64_t total = 0;
     for (std::size_t i = 0; i < nn; ++i) {
         places[i] = places_of(nodes[i], req.binding, req.cpus_per_proc);
-        cap[i] = static_cast<std::uint32_t>(places[i].size());
+        cap[i] = static_cast<std::uint32_t>(places[i].places.size());
         total += cap[i];
     }
     if (total == 0) {
         // Every node is too small for one rank: say what the biggest offers.
         std::uint32_t best = 0;
         for (const auto& n : nodes) {
-            for (const auto& u : units_of(n, req.binding)) best = std::max(best, whole_domain(req.binding) ? u.cores : 0U);
+            for (const auto& u : units_of(n, req.binding).units) best = std::max(best, whole_domain(req.binding) ? u.cores : 0U);
             if (!whole_domain(req.binding))
-                best = std::max(best, static_cast<std::uint32_t>(units_of(n, req.binding).size()));
+                best = std::max(best, static_cast<std::uint32_t>(units_of(n, req.binding).units.size()));
         }
         if (whole_domain(req.binding))
             return bad(Errc::invalid_argument,
@@ -242,11 +267,11 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
     for (std::size_t i = 0; i < nn; ++i) {
         switch (req.policy) {
             case Policy::block:
-                order[i].resize(places[i].size());
+                order[i].resize(places[i].places.size());
                 std::iota(order[i].begin(), order[i].end(), 0U);
                 break;
-            case Policy::cyclic: order[i] = interleave(places[i], &Place::socket); break;
-            case Policy::spread: order[i] = interleave(places[i], &Place::numa); break;
+            case Policy::cyclic: order[i] = interleave(places[i].places, &Place::socket); break;
+            case Policy::spread: order[i] = interleave(places[i].places, &Place::numa); break;
         }
     }
 
@@ -278,7 +303,7 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
         }
         case Policy::spread: {
             std::vector<std::uint32_t> weight(nn);
-            for (std::size_t i = 0; i < nn; ++i) weight[i] = domains_used(places[i]);
+            for (std::size_t i = 0; i < nn; ++i) weight[i] = domains_used(places[i].places);
             auto share = proportional_shares(want, weight, cap);
             for (std::size_t i = 0; i < nn; ++i)
                 for (std::uint64_t k = 0; k < share[i]; ++k)
@@ -306,7 +331,9 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
             }
             s.cpus = it->second;
         } else {
-            s.cpus = places[ni][pi].cpus;
+            const auto& np = places[ni];
+            const Place& pl = np.places[pi];
+            s.cpus.assign(np.flat.begin() + pl.begin, np.flat.begin() + pl.end);
         }
     }
     return plan;
