@@ -36,15 +36,23 @@ Result<Bitmap> parse_cpulist(std::string_view list) {
     for (;;) {
         unsigned long a = 0;
         unsigned long b = 0;
-        if (!number(a)) return make_error(Errc::invalid_argument, "bad cpu list '{}': expected a cpu number at offset {}", list, i);
+        if (!number(a))
+            return make_error(Errc::invalid_argument, "bad cpu list '{}': expected a cpu number at offset {}",
+                              list, i);
         b = a;
         if (i < s.size() && s[i] == '-') {
             ++i;
-            if (!number(b)) return make_error(Errc::invalid_argument, "bad cpu list '{}': expected a cpu number at offset {}", list, i);
-            if (b < a) return make_error(Errc::invalid_argument, "bad cpu list '{}': range {}-{} is reversed", list, a, b);
+            if (!number(b))
+                return make_error(Errc::invalid_argument,
+                                  "bad cpu list '{}': expected a cpu number at offset {}", list, i);
+            if (b < a)
+                return make_error(Errc::invalid_argument, "bad cpu list '{}': range {}-{} is reversed", list,
+                                  a, b);
         }
         if (i == s.size()) break;
-        if (s[i] != ',') return make_error(Errc::invalid_argument, "bad cpu list '{}': unexpected '{}' at offset {}", list, s[i], i);
+        if (s[i] != ',')
+            return make_error(Errc::invalid_argument, "bad cpu list '{}': unexpected '{}' at offset {}", list,
+                              s[i], i);
         ++i;
     }
     auto bm = DRAGON_TRY(make_bitmap());
@@ -56,7 +64,8 @@ std::string format_cpulist(hwloc_const_bitmap_t set) {
     char* str = nullptr;
     if (hwloc_bitmap_list_asprintf(&str, set) < 0 || str == nullptr) return "?";
     std::string out(str);
-    std::free(str);  // NOLINT(cppcoreguidelines-no-malloc): hwloc allocates with malloc
+    std::free(str);  // NOLINT(cppcoreguidelines-no-malloc,cppcoreguidelines-owning-memory): hwloc allocates
+                     // with malloc
     return out;
 }
 

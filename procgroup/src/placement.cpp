@@ -48,7 +48,7 @@ Units units_of(const NodeResources& node, Binding b) {
     std::uint32_t Pu::*key = &Pu::core;
     if (b == Binding::numa) key = &Pu::numa;
     if (b == Binding::socket) key = &Pu::socket;
-    constexpr std::uint32_t kUnset = static_cast<std::uint32_t>(-1);
+    constexpr auto kUnset = static_cast<std::uint32_t>(-1);
     std::vector<std::uint32_t> index(n, kUnset);      // key -> unit
     std::vector<std::uint32_t> core_unit(n, kUnset);  // core -> unit that counted it
     std::vector<std::uint32_t> unit_of(n);            // PU -> unit
@@ -76,7 +76,9 @@ Units units_of(const NodeResources& node, Binding b) {
     return out;
 }
 
-bool whole_domain(Binding b) { return b == Binding::numa || b == Binding::socket; }
+bool whole_domain(Binding b) {
+    return b == Binding::numa || b == Binding::socket;
+}
 
 // A place for one rank on a node, before ranks are assigned.
 struct Place {
@@ -105,7 +107,8 @@ NodePlaces places_of(const NodeResources& node, Binding b, std::uint32_t cpp) {
     } else {
         // Units are laid out in order, so a run of units is one flat range.
         for (std::size_t i = 0; i + cpp <= units.size(); i += cpp)
-            out.places.push_back(Place{units[i].begin, units[i + cpp - 1].end, units[i].socket, units[i].numa});
+            out.places.push_back(
+                Place{units[i].begin, units[i + cpp - 1].end, units[i].socket, units[i].numa});
     }
     for (const auto& p : out.places) std::sort(flat.begin() + p.begin, flat.begin() + p.end);
     out.flat = std::move(flat);
@@ -178,22 +181,37 @@ std::vector<std::uint64_t> proportional_shares(std::uint64_t total, const std::v
 }
 
 template <class E, std::size_t N>
-Result<E> parse_enum(std::string_view what, std::string_view s, const std::array<std::string_view, N>& names) {
+Result<E> parse_enum(std::string_view what, std::string_view s,
+                     const std::array<std::string_view, N>& names) {
     for (std::size_t i = 0; i < N; ++i)
-        if (names[i] == s) return static_cast<E>(i);
+        if (names.at(i) == s) return static_cast<E>(i);
     return make_error(Errc::invalid_argument, "unknown {} '{}' (valid: {})", what, s, fmt::join(names, ", "));
 }
 
-const char* unit_name(Binding b) { return b == Binding::pu ? "PUs" : "cores"; }
+const char* unit_name(Binding b) {
+    return b == Binding::pu ? "PUs" : "cores";
+}
 
 }  // namespace
 
-bool wire_valid(Policy p) { return static_cast<std::size_t>(p) < kPolicyNames.size(); }
-bool wire_valid(Binding b) { return static_cast<std::size_t>(b) < kBindingNames.size(); }
-std::string_view to_string(Policy p) { return wire_valid(p) ? kPolicyNames[static_cast<std::size_t>(p)] : "?"; }
-std::string_view to_string(Binding b) { return wire_valid(b) ? kBindingNames[static_cast<std::size_t>(b)] : "?"; }
-Result<Policy> parse_policy(std::string_view s) { return parse_enum<Policy>("placement policy", s, kPolicyNames); }
-Result<Binding> parse_binding(std::string_view s) { return parse_enum<Binding>("binding", s, kBindingNames); }
+bool wire_valid(Policy p) {
+    return static_cast<std::size_t>(p) < kPolicyNames.size();
+}
+bool wire_valid(Binding b) {
+    return static_cast<std::size_t>(b) < kBindingNames.size();
+}
+std::string_view to_string(Policy p) {
+    return wire_valid(p) ? kPolicyNames.at(static_cast<std::size_t>(p)) : "?";
+}
+std::string_view to_string(Binding b) {
+    return wire_valid(b) ? kBindingNames.at(static_cast<std::size_t>(b)) : "?";
+}
+Result<Policy> parse_policy(std::string_view s) {
+    return parse_enum<Policy>("placement policy", s, kPolicyNames);
+}
+Result<Binding> parse_binding(std::string_view s) {
+    return parse_enum<Binding>("binding", s, kBindingNames);
+}
 
 std::uint32_t capacity(const NodeResources& node, Binding binding, std::uint32_t cpus_per_proc) {
     if (cpus_per_proc == 0 || !wire_valid(binding) || !node.validate()) return 0;
@@ -204,11 +222,16 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
     const auto what = fmt::format("placing {} ranks (policy {}, binding {}, cpus_per_proc {})", req.nprocs,
                                   to_string(req.policy), to_string(req.binding), req.cpus_per_proc);
     auto bad = [&](Errc c, std::string msg) { return Error(c, fmt::format("{}: {}", what, msg)); };
-    if (!wire_valid(req.policy)) return bad(Errc::invalid_argument, fmt::format("invalid policy value {}", static_cast<int>(req.policy)));
-    if (!wire_valid(req.binding)) return bad(Errc::invalid_argument, fmt::format("invalid binding value {}", static_cast<int>(req.binding)));
+    if (!wire_valid(req.policy))
+        return bad(Errc::invalid_argument,
+                   fmt::format("invalid policy value {}", static_cast<int>(req.policy)));
+    if (!wire_valid(req.binding))
+        return bad(Errc::invalid_argument,
+                   fmt::format("invalid binding value {}", static_cast<int>(req.binding)));
     if (nodes.empty()) return bad(Errc::invalid_argument, "no nodes to place on");
     if (req.nprocs == 0) return bad(Errc::invalid_argument, "nprocs is 0; need at least 1 rank");
-    if (req.nprocs > kMaxProcs) return bad(Errc::too_large, fmt::format("nprocs {} is over the limit of {}", req.nprocs, kMaxProcs));
+    if (req.nprocs > kMaxProcs)
+        return bad(Errc::too_large, fmt::format("nprocs {} is over the limit of {}", req.nprocs, kMaxProcs));
     if (req.cpus_per_proc == 0) return bad(Errc::invalid_argument, "cpus_per_proc is 0; need at least 1");
     {
         std::unordered_set<std::uint32_t> ids;
@@ -234,32 +257,38 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
         // Every node is too small for one rank: say what the biggest offers.
         std::uint32_t best = 0;
         for (const auto& n : nodes) {
-            for (const auto& u : units_of(n, req.binding).units) best = std::max(best, whole_domain(req.binding) ? u.cores : 0U);
+            for (const auto& u : units_of(n, req.binding).units)
+                best = std::max(best, whole_domain(req.binding) ? u.cores : 0U);
             if (!whole_domain(req.binding))
                 best = std::max(best, static_cast<std::uint32_t>(units_of(n, req.binding).units.size()));
         }
         if (whole_domain(req.binding))
-            return bad(Errc::invalid_argument,
-                       fmt::format("cpus_per_proc {} is larger than any {} domain offers: the largest has {} cores",
-                                   req.cpus_per_proc, to_string(req.binding), best));
-        return bad(Errc::invalid_argument, fmt::format("cpus_per_proc {} is larger than any node offers: the largest has {} {}",
-                                                       req.cpus_per_proc, best, unit_name(req.binding)));
+            return bad(
+                Errc::invalid_argument,
+                fmt::format("cpus_per_proc {} is larger than any {} domain offers: the largest has {} cores",
+                            req.cpus_per_proc, to_string(req.binding), best));
+        return bad(Errc::invalid_argument,
+                   fmt::format("cpus_per_proc {} is larger than any node offers: the largest has {} {}",
+                               req.cpus_per_proc, best, unit_name(req.binding)));
     }
     for (std::size_t i = 0; i < nn; ++i)
         if (cap[i] == 0)
-            plan.warnings.push_back(fmt::format("node {} ({}) cannot hold one rank of {} {}; it gets no ranks",
-                                                nodes[i].node_id, nodes[i].hostname, req.cpus_per_proc,
-                                                whole_domain(req.binding) ? fmt::format("cores in one {}", to_string(req.binding))
-                                                                          : std::string(unit_name(req.binding))));
+            plan.warnings.push_back(
+                fmt::format("node {} ({}) cannot hold one rank of {} {}; it gets no ranks", nodes[i].node_id,
+                            nodes[i].hostname, req.cpus_per_proc,
+                            whole_domain(req.binding) ? fmt::format("cores in one {}", to_string(req.binding))
+                                                      : std::string(unit_name(req.binding))));
     if (req.nprocs > total) {
         if (!req.allow_oversubscribe)
             return bad(Errc::no_space,
-                       fmt::format("only {} ranks fit on the {} node(s) without sharing cpus; allow oversubscription "
-                                   "or ask for fewer ranks",
-                                   total, nn));
+                       fmt::format(
+                           "only {} ranks fit on the {} node(s) without sharing cpus; allow oversubscription "
+                           "or ask for fewer ranks",
+                           total, nn));
         std::uint64_t sharing = req.nprocs >= 2 * total ? req.nprocs : 2 * (req.nprocs - total);
-        plan.warnings.push_back(fmt::format("oversubscribed: {} ranks on {} slots; {} ranks share cpus with another rank",
-                                            req.nprocs, total, sharing));
+        plan.warnings.push_back(
+            fmt::format("oversubscribed: {} ranks on {} slots; {} ranks share cpus with another rank",
+                        req.nprocs, total, sharing));
     }
 
     // Each node's places in the order its ranks take them.
@@ -294,7 +323,8 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
                 std::vector<std::size_t> next;
                 for (auto i : active) {
                     if (seq.size() == want) break;
-                    seq.emplace_back(static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(order[i][round]));
+                    seq.emplace_back(static_cast<std::uint32_t>(i),
+                                     static_cast<std::uint32_t>(order[i][round]));
                     if (round + 1 < cap[i]) next.push_back(i);
                 }
                 active = std::move(next);
@@ -360,10 +390,12 @@ std::string format_map(const Plan& plan, const std::vector<NodeResources>& nodes
         by_id.emplace(n.node_id, &n);
         host_w = std::max(host_w, n.hostname.size());
     }
-    std::string out = fmt::format("{:>6} {:>6}  {:<{}}  {:>6}  {}\n", "rank", "node", "host", host_w, "local", "cpus");
+    std::string out =
+        fmt::format("{:>6} {:>6}  {:<{}}  {:>6}  {}\n", "rank", "node", "host", host_w, "local", "cpus");
     for (const auto& s : plan.slots) {
         auto it = by_id.find(s.node_id);
-        std::string_view host = it != by_id.end() ? std::string_view(it->second->hostname) : std::string_view("?");
+        std::string_view host =
+            it != by_id.end() ? std::string_view(it->second->hostname) : std::string_view("?");
         out += fmt::format("{:>6} {:>6}  {:<{}}  {:>6}  {}\n", s.rank, s.node_id, host, host_w, s.local_rank,
                            format_cpulist(s.cpus));
     }

@@ -14,6 +14,11 @@ namespace {
 
 // Owns a topology during construction so every error path destroys it.
 struct Pending {
+    Pending() = default;
+    Pending(const Pending&) = delete;
+    Pending& operator=(const Pending&) = delete;
+    Pending(Pending&&) = delete;
+    Pending& operator=(Pending&&) = delete;
     hwloc_topology_t t = nullptr;
     ~Pending() {
         if (t != nullptr) hwloc_topology_destroy(t);
@@ -46,8 +51,8 @@ Result<Topology> Topology::discover() {
     DRAGON_CHECK(init(p));
     // The cgroup restriction is hwloc's default; the affinity mask is not.
     DRAGON_CHECK(hw::call("topology_set_flags", [&] {
-        return hwloc_topology_set_flags(p.t, HWLOC_TOPOLOGY_FLAG_IS_THISSYSTEM |
-                                                 HWLOC_TOPOLOGY_FLAG_RESTRICT_TO_CPUBINDING);
+        return hwloc_topology_set_flags(
+            p.t, HWLOC_TOPOLOGY_FLAG_IS_THISSYSTEM | HWLOC_TOPOLOGY_FLAG_RESTRICT_TO_CPUBINDING);
     }));
     DRAGON_CHECK(hw::call("topology_load (this machine)", [&] { return hwloc_topology_load(p.t); }));
     return Topology(p.release());
@@ -57,7 +62,8 @@ Result<Topology> Topology::synthetic(std::string_view description) {
     Pending p;
     DRAGON_CHECK(init(p));
     std::string desc(description);
-    auto set = hw::call("topology_set_synthetic", [&] { return hwloc_topology_set_synthetic(p.t, desc.c_str()); });
+    auto set =
+        hw::call("topology_set_synthetic", [&] { return hwloc_topology_set_synthetic(p.t, desc.c_str()); });
     if (!set)
         return make_error(Errc::invalid_argument,
                           "invalid synthetic topology '{}' (expected e.g. 'pack:2 numa:2 core:16 pu:2'): {}",
@@ -78,9 +84,13 @@ Result<Topology> Topology::from_xml_string(std::string_view xml) {
     auto set = hw::call("topology_set_xmlbuffer", [&] {
         return hwloc_topology_set_xmlbuffer(p.t, buf.c_str(), static_cast<int>(buf.size() + 1));
     });
-    if (!set) return make_error(Errc::invalid_argument, "invalid topology XML ({} bytes): {}", xml.size(), set.error().message());
+    if (!set)
+        return make_error(Errc::invalid_argument, "invalid topology XML ({} bytes): {}", xml.size(),
+                          set.error().message());
     auto load = hw::call("topology_load (XML)", [&] { return hwloc_topology_load(p.t); });
-    if (!load) return make_error(Errc::invalid_argument, "invalid topology XML ({} bytes): {}", xml.size(), load.error().message());
+    if (!load)
+        return make_error(Errc::invalid_argument, "invalid topology XML ({} bytes): {}", xml.size(),
+                          load.error().message());
     return Topology(p.release());
 }
 
@@ -99,9 +109,8 @@ Result<Topology> Topology::from_xml_file(const std::string& path) {
 Result<std::string> Topology::to_xml() const {
     char* buf = nullptr;
     int len = 0;
-    DRAGON_CHECK(hw::call("topology_export_xmlbuffer", [&] {
-        return hwloc_topology_export_xmlbuffer(topo_, &buf, &len, 0);
-    }));
+    DRAGON_CHECK(hw::call("topology_export_xmlbuffer",
+                          [&] { return hwloc_topology_export_xmlbuffer(topo_, &buf, &len, 0); }));
     std::string out(buf, len > 0 ? static_cast<std::size_t>(len - 1) : 0U);  // len counts the NUL
     hwloc_free_xmlbuffer(topo_, buf);
     return out;
@@ -110,11 +119,12 @@ Result<std::string> Topology::to_xml() const {
 Status Topology::restrict_to(std::string_view cpulist) {
     auto want = DRAGON_TRY(hw::parse_cpulist(cpulist));
     hwloc_const_cpuset_t have = hwloc_topology_get_topology_cpuset(topo_);
-    if (!hwloc_bitmap_isincluded(want.get(), have)) {
+    if (hwloc_bitmap_isincluded(want.get(), have) == 0) {
         auto extra = DRAGON_TRY(hw::make_bitmap());
         hwloc_bitmap_andnot(extra.get(), want.get(), have);
-        return make_error(Errc::invalid_argument, "cannot restrict to cpus '{}': the topology has no PUs {} (it has {})",
-                          cpulist, hw::format_cpulist(extra.get()), hw::format_cpulist(have));
+        return make_error(Errc::invalid_argument,
+                          "cannot restrict to cpus '{}': the topology has no PUs {} (it has {})", cpulist,
+                          hw::format_cpulist(extra.get()), hw::format_cpulist(have));
     }
     DRAGON_CHECK(hw::call(fmt::format("topology_restrict to '{}'", cpulist),
                           [&] { return hwloc_topology_restrict(topo_, want.get(), 0); }));

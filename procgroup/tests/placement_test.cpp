@@ -1,12 +1,13 @@
 // Placement: exact cpus per rank for each policy and binding, written out by
 // hand for the synthetic node "pack:2 numa:2 core:16 pu:2" (128 PUs: core c
 // is PUs 2c,2c+1; NUMA d is PUs 32d..32d+31; socket s is PUs 64s..64s+63).
-#include <gtest/gtest.h>
+#include "dragon/procgroup/placement.hpp"
 
 #include <map>
 
+#include <gtest/gtest.h>
+
 #include "dragon/common/codec.hpp"
-#include "dragon/procgroup/placement.hpp"
 #include "dragon/procgroup/topology.hpp"
 
 namespace dragon::procgroup {
@@ -92,11 +93,13 @@ TEST(PlaceOneNode, BlockCoreTwoCoresPerRank) {
 }
 
 TEST(PlaceOneNode, BlockPu) {
-    expect_plan(ok_place({big()}, req(4, Policy::block, Binding::pu)), {{0, 0, {0}}, {0, 1, {1}}, {0, 2, {2}}, {0, 3, {3}}});
+    expect_plan(ok_place({big()}, req(4, Policy::block, Binding::pu)),
+                {{0, 0, {0}}, {0, 1, {1}}, {0, 2, {2}}, {0, 3, {3}}});
 }
 
 TEST(PlaceOneNode, BlockPuThreePerRank) {
-    expect_plan(ok_place({big()}, req(2, Policy::block, Binding::pu, 3)), {{0, 0, {0, 1, 2}}, {0, 1, {3, 4, 5}}});
+    expect_plan(ok_place({big()}, req(2, Policy::block, Binding::pu, 3)),
+                {{0, 0, {0, 1, 2}}, {0, 1, {3, 4, 5}}});
 }
 
 TEST(PlaceOneNode, CyclicCoreAlternatesSockets) {
@@ -105,8 +108,12 @@ TEST(PlaceOneNode, CyclicCoreAlternatesSockets) {
 }
 
 TEST(PlaceOneNode, SpreadCoreGoesRoundTheNumaDomains) {
-    expect_plan(ok_place({big()}, req(6, Policy::spread, Binding::core)),
-                {{0, 0, {0, 1}}, {0, 1, {32, 33}}, {0, 2, {64, 65}}, {0, 3, {96, 97}}, {0, 4, {2, 3}}, {0, 5, {34, 35}}});
+    expect_plan(ok_place({big()}, req(6, Policy::spread, Binding::core)), {{0, 0, {0, 1}},
+                                                                           {0, 1, {32, 33}},
+                                                                           {0, 2, {64, 65}},
+                                                                           {0, 3, {96, 97}},
+                                                                           {0, 4, {2, 3}},
+                                                                           {0, 5, {34, 35}}});
 }
 
 TEST(PlaceOneNode, BlockNuma) {
@@ -120,8 +127,10 @@ TEST(PlaceOneNode, CyclicNumaAlternatesSockets) {
 }
 
 TEST(PlaceOneNode, Socket) {
-    expect_plan(ok_place({big()}, req(2, Policy::block, Binding::socket)), {{0, 0, range(0, 63)}, {0, 1, range(64, 127)}});
-    expect_plan(ok_place({big()}, req(2, Policy::spread, Binding::socket, 32)), {{0, 0, range(0, 63)}, {0, 1, range(64, 127)}});
+    expect_plan(ok_place({big()}, req(2, Policy::block, Binding::socket)),
+                {{0, 0, range(0, 63)}, {0, 1, range(64, 127)}});
+    expect_plan(ok_place({big()}, req(2, Policy::spread, Binding::socket, 32)),
+                {{0, 0, range(0, 63)}, {0, 1, range(64, 127)}});
 }
 
 TEST(PlaceOneNode, NoneGetsTheWholeNode) {
@@ -144,9 +153,14 @@ TEST(PlaceOneNode, Capacities) {
 // ---- four nodes ----
 
 TEST(PlaceCluster, CyclicGoesRoundTheNodesThenTheSockets) {
-    expect_plan(ok_place(cluster(4), req(8, Policy::cyclic, Binding::core)),
-                {{0, 0, {0, 1}}, {1, 0, {0, 1}}, {2, 0, {0, 1}}, {3, 0, {0, 1}},
-                 {0, 1, {64, 65}}, {1, 1, {64, 65}}, {2, 1, {64, 65}}, {3, 1, {64, 65}}});
+    expect_plan(ok_place(cluster(4), req(8, Policy::cyclic, Binding::core)), {{0, 0, {0, 1}},
+                                                                              {1, 0, {0, 1}},
+                                                                              {2, 0, {0, 1}},
+                                                                              {3, 0, {0, 1}},
+                                                                              {0, 1, {64, 65}},
+                                                                              {1, 1, {64, 65}},
+                                                                              {2, 1, {64, 65}},
+                                                                              {3, 1, {64, 65}}});
 }
 
 TEST(PlaceCluster, BlockFillsNodeZeroFirst) {
@@ -163,9 +177,14 @@ TEST(PlaceCluster, BlockFillsNodeZeroFirst) {
 }
 
 TEST(PlaceCluster, SpreadGivesEachNodeItsShareOverItsDomains) {
-    expect_plan(ok_place(cluster(4), req(8, Policy::spread, Binding::core)),
-                {{0, 0, {0, 1}}, {0, 1, {32, 33}}, {1, 0, {0, 1}}, {1, 1, {32, 33}},
-                 {2, 0, {0, 1}}, {2, 1, {32, 33}}, {3, 0, {0, 1}}, {3, 1, {32, 33}}});
+    expect_plan(ok_place(cluster(4), req(8, Policy::spread, Binding::core)), {{0, 0, {0, 1}},
+                                                                              {0, 1, {32, 33}},
+                                                                              {1, 0, {0, 1}},
+                                                                              {1, 1, {32, 33}},
+                                                                              {2, 0, {0, 1}},
+                                                                              {2, 1, {32, 33}},
+                                                                              {3, 0, {0, 1}},
+                                                                              {3, 1, {32, 33}}});
 }
 
 TEST(PlaceCluster, SpreadSixteenRanksOnePerDomain) {
@@ -180,10 +199,16 @@ TEST(PlaceCluster, SpreadIsProportionalToDomainsAndCapped) {
     // Node 0: 4 NUMA domains, 64 cores. Node 1: 1 domain, 4 cores (PUs 0-7).
     std::vector<NodeResources> nodes{big(), node("pack:1 core:4 pu:2", 1)};
     // 10 ranks: shares 10*4/5 = 8 and 10*1/5 = 2.
-    expect_plan(ok_place(nodes, req(10, Policy::spread, Binding::core)),
-                {{0, 0, {0, 1}}, {0, 1, {32, 33}}, {0, 2, {64, 65}}, {0, 3, {96, 97}},
-                 {0, 4, {2, 3}}, {0, 5, {34, 35}}, {0, 6, {66, 67}}, {0, 7, {98, 99}},
-                 {1, 0, {0, 1}}, {1, 1, {2, 3}}});
+    expect_plan(ok_place(nodes, req(10, Policy::spread, Binding::core)), {{0, 0, {0, 1}},
+                                                                          {0, 1, {32, 33}},
+                                                                          {0, 2, {64, 65}},
+                                                                          {0, 3, {96, 97}},
+                                                                          {0, 4, {2, 3}},
+                                                                          {0, 5, {34, 35}},
+                                                                          {0, 6, {66, 67}},
+                                                                          {0, 7, {98, 99}},
+                                                                          {1, 0, {0, 1}},
+                                                                          {1, 1, {2, 3}}});
     // 12 ranks: 9.6 and 2.4; the larger remainder (node 0) gets the extra one.
     auto p12 = ok_place(nodes, req(12, Policy::spread, Binding::core));
     std::map<std::uint32_t, int> per12;
@@ -204,8 +229,10 @@ TEST(PlaceRestricted, CyclicOverTheAllowedCoresOnly) {
                 {{0, 0, {0, 1}}, {0, 1, {64, 65}}, {0, 2, {2, 3}}, {0, 3, {66, 67}}});
     EXPECT_EQ(capacity(n, Binding::core, 1), 8U);
     EXPECT_EQ(capacity(n, Binding::numa, 1), 2U);
-    expect_plan(ok_place({n}, req(2, Policy::block, Binding::numa)), {{0, 0, range(0, 7)}, {0, 1, range(64, 71)}});
-    expect_plan(ok_place({n}, req(1, Policy::block, Binding::none)), {{0, 0, {0, 1, 2, 3, 4, 5, 6, 7, 64, 65, 66, 67, 68, 69, 70, 71}}});
+    expect_plan(ok_place({n}, req(2, Policy::block, Binding::numa)),
+                {{0, 0, range(0, 7)}, {0, 1, range(64, 71)}});
+    expect_plan(ok_place({n}, req(1, Policy::block, Binding::none)),
+                {{0, 0, {0, 1, 2, 3, 4, 5, 6, 7, 64, 65, 66, 67, 68, 69, 70, 71}}});
 }
 
 TEST(PlaceRestricted, HalfACoreIsStillACore) {
@@ -250,9 +277,10 @@ TEST(PlaceOversubscribe, RefusedWithoutTheOption) {
     auto p = place({node("core:2 pu:1")}, req(3, Policy::block, Binding::core));
     ASSERT_FALSE(p);
     EXPECT_EQ(p.error().code(), Errc::no_space);
-    EXPECT_EQ(p.error().message(),
-              "placing 3 ranks (policy block, binding core, cpus_per_proc 1): only 2 ranks fit on the 1 node(s) "
-              "without sharing cpus; allow oversubscription or ask for fewer ranks");
+    EXPECT_EQ(
+        p.error().message(),
+        "placing 3 ranks (policy block, binding core, cpus_per_proc 1): only 2 ranks fit on the 1 node(s) "
+        "without sharing cpus; allow oversubscription or ask for fewer ranks");
 }
 
 // ---- bad requests ----
@@ -260,18 +288,23 @@ TEST(PlaceOversubscribe, RefusedWithoutTheOption) {
 TEST(PlaceErrors, EveryBadRequestIsNamed) {
     EXPECT_EQ(error_of({}, req(1, Policy::block, Binding::core)),
               "placing 1 ranks (policy block, binding core, cpus_per_proc 1): no nodes to place on");
-    EXPECT_EQ(error_of({big()}, req(0, Policy::block, Binding::core)),
-              "placing 0 ranks (policy block, binding core, cpus_per_proc 1): nprocs is 0; need at least 1 rank");
-    EXPECT_EQ(error_of({big()}, req(1, Policy::cyclic, Binding::pu, 0)),
-              "placing 1 ranks (policy cyclic, binding pu, cpus_per_proc 0): cpus_per_proc is 0; need at least 1");
-    EXPECT_EQ(error_of({big()}, req(1, Policy::block, Binding::core, 65)),
-              "placing 1 ranks (policy block, binding core, cpus_per_proc 65): cpus_per_proc 65 is larger than any "
-              "node offers: the largest has 64 cores");
-    EXPECT_EQ(error_of({big()}, req(1, Policy::block, Binding::pu, 129)),
-              "placing 1 ranks (policy block, binding pu, cpus_per_proc 129): cpus_per_proc 129 is larger than any "
-              "node offers: the largest has 128 PUs");
+    EXPECT_EQ(
+        error_of({big()}, req(0, Policy::block, Binding::core)),
+        "placing 0 ranks (policy block, binding core, cpus_per_proc 1): nprocs is 0; need at least 1 rank");
+    EXPECT_EQ(
+        error_of({big()}, req(1, Policy::cyclic, Binding::pu, 0)),
+        "placing 1 ranks (policy cyclic, binding pu, cpus_per_proc 0): cpus_per_proc is 0; need at least 1");
+    EXPECT_EQ(
+        error_of({big()}, req(1, Policy::block, Binding::core, 65)),
+        "placing 1 ranks (policy block, binding core, cpus_per_proc 65): cpus_per_proc 65 is larger than any "
+        "node offers: the largest has 64 cores");
+    EXPECT_EQ(
+        error_of({big()}, req(1, Policy::block, Binding::pu, 129)),
+        "placing 1 ranks (policy block, binding pu, cpus_per_proc 129): cpus_per_proc 129 is larger than any "
+        "node offers: the largest has 128 PUs");
     EXPECT_EQ(error_of({big()}, req(1, Policy::spread, Binding::numa, 17)),
-              "placing 1 ranks (policy spread, binding numa, cpus_per_proc 17): cpus_per_proc 17 is larger than any "
+              "placing 1 ranks (policy spread, binding numa, cpus_per_proc 17): cpus_per_proc 17 is larger "
+              "than any "
               "numa domain offers: the largest has 16 cores");
     EXPECT_EQ(error_of({big(), big()}, req(1, Policy::block, Binding::core)),
               "placing 1 ranks (policy block, binding core, cpus_per_proc 1): node_id 0 appears twice");
@@ -308,8 +341,10 @@ TEST(PlaceErrors, ParseListsTheValidValues) {
     EXPECT_EQ(*parse_binding("socket"), Binding::socket);
     EXPECT_EQ(to_string(Policy::spread), "spread");
     EXPECT_EQ(to_string(Binding::pu), "pu");
-    EXPECT_EQ(parse_policy("round").error().message(), "unknown placement policy 'round' (valid: block, cyclic, spread)");
-    EXPECT_EQ(parse_binding("l3").error().message(), "unknown binding 'l3' (valid: none, core, pu, numa, socket)");
+    EXPECT_EQ(parse_policy("round").error().message(),
+              "unknown placement policy 'round' (valid: block, cyclic, spread)");
+    EXPECT_EQ(parse_binding("l3").error().message(),
+              "unknown binding 'l3' (valid: none, core, pu, numa, socket)");
     for (auto b : {Binding::none, Binding::core, Binding::pu, Binding::numa, Binding::socket})
         EXPECT_EQ(*parse_binding(to_string(b)), b);
 }

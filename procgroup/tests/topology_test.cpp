@@ -1,5 +1,5 @@
 // Topology and NodeResources: synthetic, XML, restriction, discovery, wire.
-#include <gtest/gtest.h>
+#include "dragon/procgroup/topology.hpp"
 
 #include <sched.h>
 #include <unistd.h>
@@ -8,9 +8,10 @@
 #include <fstream>
 #include <set>
 
+#include <gtest/gtest.h>
+
 #include "dragon/common/codec.hpp"
 #include "dragon/procgroup/resources.hpp"
-#include "dragon/procgroup/topology.hpp"
 
 namespace dragon::procgroup {
 namespace {
@@ -73,8 +74,9 @@ TEST(Topology, RestrictKeepsOnlyTheListedPus) {
     EXPECT_EQ(t->cpulist(), "0-7,64-71");
     auto r = resources(*t);
     std::vector<Pu> want = {
-        {0, 0, 0, 0}, {1, 0, 0, 0}, {2, 1, 0, 0}, {3, 1, 0, 0}, {4, 2, 0, 0}, {5, 2, 0, 0}, {6, 3, 0, 0}, {7, 3, 0, 0},
-        {64, 4, 1, 1}, {65, 4, 1, 1}, {66, 5, 1, 1}, {67, 5, 1, 1}, {68, 6, 1, 1}, {69, 6, 1, 1}, {70, 7, 1, 1}, {71, 7, 1, 1},
+        {0, 0, 0, 0},  {1, 0, 0, 0},  {2, 1, 0, 0},  {3, 1, 0, 0},  {4, 2, 0, 0},  {5, 2, 0, 0},
+        {6, 3, 0, 0},  {7, 3, 0, 0},  {64, 4, 1, 1}, {65, 4, 1, 1}, {66, 5, 1, 1}, {67, 5, 1, 1},
+        {68, 6, 1, 1}, {69, 6, 1, 1}, {70, 7, 1, 1}, {71, 7, 1, 1},
     };
     EXPECT_EQ(r.pus, want);
     EXPECT_TRUE(r.validate());
@@ -85,7 +87,8 @@ TEST(Topology, RestrictErrorsNameTheProblem) {
     ASSERT_TRUE(t);
     auto bad = t->restrict_to("0-2,9");
     ASSERT_FALSE(bad);
-    EXPECT_EQ(bad.error().message(), "cannot restrict to cpus '0-2,9': the topology has no PUs 9 (it has 0-3)");
+    EXPECT_EQ(bad.error().message(),
+              "cannot restrict to cpus '0-2,9': the topology has no PUs 9 (it has 0-3)");
     auto syntax = t->restrict_to("1-x");
     ASSERT_FALSE(syntax);
     EXPECT_EQ(syntax.error().message(), "bad cpu list '1-x': expected a cpu number at offset 2");
@@ -212,12 +215,15 @@ TEST(Resources, ValidateNamesTheBrokenInvariant) {
     r.pus = {{0, 0, 0, 0}, {0, 1, 0, 0}};
     EXPECT_EQ(r.validate().error().message(), "node 3 (h): PU 0 is listed twice");
     r.pus = {{0, 0, 0, 0}, {1, 0, 1, 0}, {2, 1, 1, 0}};
-    EXPECT_EQ(r.validate().error().message(),
-              "node 3 (h): PU 1 of core 0 is in numa 1 socket 0, but PU 0 of that core is in numa 0 socket 0");
+    EXPECT_EQ(
+        r.validate().error().message(),
+        "node 3 (h): PU 1 of core 0 is in numa 1 socket 0, but PU 0 of that core is in numa 0 socket 0");
     r.pus = {{0, 0, 0, 0}, {1, 0, 0, 0}, {2, 2, 0, 0}};
-    EXPECT_EQ(r.validate().error().message(), "node 3 (h): core indices are not dense (core 1 is unused, largest is 2)");
+    EXPECT_EQ(r.validate().error().message(),
+              "node 3 (h): core indices are not dense (core 1 is unused, largest is 2)");
     r.pus = {{0, 0, 0, 0}, {1, 1, 0, 7}};
-    EXPECT_EQ(r.validate().error().message(), "node 3 (h): socket indices are not dense (largest 7 with 2 PUs)");
+    EXPECT_EQ(r.validate().error().message(),
+              "node 3 (h): socket indices are not dense (largest 7 with 2 PUs)");
     r.pus = {{0, 0, 0, 0}, {1, 1, 0, 0}};
     EXPECT_TRUE(r.validate());
 }

@@ -54,8 +54,8 @@ struct PlacementRequest {
 /// Where one rank runs.
 struct Slot {
     std::uint32_t rank = 0;
-    std::uint32_t node_id = 0;     // NodeResources::node_id of its node
-    std::uint32_t local_rank = 0;  // 0.. among the ranks on that node, in rank order
+    std::uint32_t node_id = 0;        // NodeResources::node_id of its node
+    std::uint32_t local_rank = 0;     // 0.. among the ranks on that node, in rank order
     std::vector<std::uint32_t> cpus;  // OS PU indices it is bound to, ascending
                                       // (binding none: all allowed PUs of the node)
     bool operator==(const Slot&) const = default;
