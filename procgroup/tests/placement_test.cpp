@@ -248,6 +248,23 @@ TEST(PlaceRestricted, ADomainTooSmallForCpusPerProcIsSkipped) {
     expect_plan(ok_place({n}, req(1, Policy::block, Binding::numa, 6)), {{0, 0, range(32, 47)}});
 }
 
+// ---- OS numbering that is not topology order (Intel-style hyperthreads) ----
+
+TEST(PlaceOsNumbering, CpusAreOsIndicesInAscendingOrder) {
+    // Core 0 is PUs 0 and 4, core 1 is 1 and 5 (socket 0); core 2 is 2 and 6, core 3 is 3 and 7 (socket 1).
+    auto ht = node("pack:2 core:2 pu:2(indexes=0,4,1,5,2,6,3,7)");
+    expect_plan(ok_place({ht}, req(3, Policy::block, Binding::pu)), {{0, 0, {0}}, {0, 1, {4}}, {0, 2, {1}}});
+    expect_plan(ok_place({ht}, req(2, Policy::block, Binding::core)), {{0, 0, {0, 4}}, {0, 1, {1, 5}}});
+    expect_plan(ok_place({ht}, req(4, Policy::cyclic, Binding::core)),
+                {{0, 0, {0, 4}}, {0, 1, {2, 6}}, {0, 2, {1, 5}}, {0, 3, {3, 7}}});
+    expect_plan(ok_place({ht}, req(1, Policy::block, Binding::socket)), {{0, 0, {0, 1, 4, 5}}});
+    // Only the first hardware thread of each core allowed.
+    auto first = node("pack:2 core:2 pu:2(indexes=0,4,1,5,2,6,3,7)", 0, "0-3");
+    expect_plan(ok_place({first}, req(2, Policy::cyclic, Binding::core)), {{0, 0, {0}}, {0, 1, {2}}});
+    auto plan = ok_place({ht}, req(1, Policy::block, Binding::core));
+    EXPECT_NE(format_map(plan, {ht}).find("  0,4\n"), std::string::npos) << format_map(plan, {ht});
+}
+
 // ---- oversubscription ----
 
 TEST(PlaceOversubscribe, WrapsAroundWithAWarning) {

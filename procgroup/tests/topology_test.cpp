@@ -175,6 +175,16 @@ TEST(Topology, DiscoverMatchesTheProcessAffinity) {
     EXPECT_TRUE(r.validate());
 }
 
+TEST(Topology, DiscoveredTopologySurvivesAnXmlRoundTrip) {
+    auto t = Topology::discover();
+    ASSERT_TRUE(t) << t.error().message();
+    auto xml = t->to_xml();
+    ASSERT_TRUE(xml) << xml.error().message();
+    auto back = Topology::from_xml_string(*xml);
+    ASSERT_TRUE(back) << back.error().message();
+    EXPECT_EQ(resources(*back), resources(*t));
+}
+
 TEST(Topology, DiscoverFollowsANarrowedAffinity) {
     auto before = affinity();
     if (before.size() < 2) GTEST_SKIP() << "needs at least 2 allowed cpus";
