@@ -11,6 +11,7 @@ build_pkgs=(
   build-essential cmake ninja-build pkg-config git
   libasio-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libhwloc-dev   # topology discovery and binding (procgroup placement)
 )
 test_pkgs=(
   python3 python3-pytest
