@@ -64,6 +64,12 @@ Status validate_size(std::string_view s) {
     return ok();
 }
 
+Status validate_topology(std::string_view s) {
+    if (s.empty() || s.starts_with("synthetic:") || s.starts_with("xml:")) return ok();
+    return make_error(Errc::invalid_argument,
+                      "bad topology '{}' (expected empty, synthetic:<hwloc description> or xml:<file>)", s);
+}
+
 Status validate_log_level(std::string_view s) {
     DRAGON_CHECK(parse_log_level(s));
     return ok();
@@ -84,6 +90,9 @@ constexpr ConfigOption kTable[] = {
      "seconds between SIGINT, SIGTERM and SIGKILL when stopping processes", validate_seconds},
     {"pool-size", "DRAGON_POOL_SIZE", "256M",
      "size of each node's shared-memory pool (channels live in it): bytes, or with K, M, G, T", validate_size},
+    {"topology", "DRAGON_TOPOLOGY", "",
+     "plan with this topology instead of the machine's: synthetic:<hwloc description> or xml:<file>",
+     validate_topology},
 };
 
 }  // namespace

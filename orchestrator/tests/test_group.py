@@ -123,7 +123,7 @@ def test_display_map_prints_the_map_then_runs():
 def test_bad_group_requests_are_usage_errors():
     r = run(["run", "-n", "2", "--placement", "diagonal", "--", "/bin/true"])
     assert r.returncode == 2
-    assert b"unknown placement 'diagonal'" in r.stderr
+    assert b"unknown placement policy 'diagonal' (valid: block, cyclic, spread)" in r.stderr
     r = run(["run", "-n", "0", "--", "/bin/true"])
     assert r.returncode == 2
     assert b"--nprocs" in r.stderr
@@ -145,3 +145,59 @@ def test_ctrl_c_stops_a_whole_group(tmp_path):
     assert p.returncode == 128 + signal.SIGINT
     for rank in range(4):
         assert wait_gone(int((tmp_path / f"p.{rank}").read_text()))
+
+
+def allowed_cpus():
+    return sorted(os.sched_getaffinity(0))
+
+
+def test_binding_is_real_inside_each_rank():
+    r = run(["run", "-n", str(len(allowed_cpus())), "--bind", "pu", "--label", "--", PY, "-c",
+             "import os; print(sorted(os.sched_getaffinity(0)))"])
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for line in r.stdout.decode().splitlines():
+        rank, cpus = line.split(" ", 1)
+        got[int(rank.strip("[]"))] = eval(cpus)
+    # block placement over pus: rank k alone on the k-th allowed cpu
+    assert got == {k: [c] for k, c in enumerate(allowed_cpus())}
+
+
+def test_unbound_ranks_keep_every_allowed_cpu():
+    r = run(["run", "-n", "2", "--", PY, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"])
+    assert r.stdout.decode().splitlines() == [str(allowed_cpus())] * 2
+
+
+def test_oversubscription_warns_or_is_refused():
+    n = str(len(allowed_cpus()) + 1)
+    r = run(["run", "-n", n, "--bind", "pu", "--", "/bin/true"])
+    assert r.returncode == 0
+    assert b"warning: oversubscribed" in r.stderr
+    r = run(["run", "-n", n, "--bind", "pu", "--no-oversubscribe", "--", "/bin/true"])
+    assert r.returncode == 2
+    assert f"placing {n} ranks".encode() in r.stderr
+
+
+SYNTH = {"DRAGON_TOPOLOGY": "synthetic:pack:2 numa:2 core:4 pu:2"}
+
+
+def test_dry_run_on_a_synthetic_topology_shows_exact_cpus():
+    r = run(["run", "-n", "4", "--bind", "core", "--cpus-per-proc", "2", "--placement", "cyclic", "--dry-run",
+             "--", "x"], env=SYNTH)
+    assert r.returncode == 0, r.stderr
+    rows = [l.split() for l in r.stdout.decode().splitlines()[1:]]
+    # cores 0-7 on socket 0 (pus 0-15), 8-15 on socket 1 (pus 16-31); cyclic alternates sockets
+    assert rows == [["0", "0", "0", "0-3"], ["1", "0", "1", "16-19"], ["2", "0", "2", "4-7"], ["3", "0", "3", "20-23"]]
+
+
+def test_spread_over_numa_domains_on_a_synthetic_topology():
+    r = run(["run", "-n", "4", "--bind", "numa", "--placement", "spread", "--dry-run", "--", "x"], env=SYNTH)
+    rows = [l.split()[3] for l in r.stdout.decode().splitlines()[1:]]
+    assert sorted(rows) == ["0-7", "16-23", "24-31", "8-15"]
+
+
+def test_bad_binding_and_topology_are_named():
+    r = run(["run", "--bind", "sideways", "--", "/bin/true"])
+    assert r.returncode == 2 and b"unknown binding 'sideways'" in r.stderr
+    r = run(["run", "--", "/bin/true"], env={"DRAGON_TOPOLOGY": "pack:2"})
+    assert r.returncode == 2 and b"DRAGON_TOPOLOGY: bad topology 'pack:2'" in r.stderr

@@ -1,7 +1,7 @@
 // GroupTracker: the ProcessGroup state machine.
 #include "dragon/procgroup/group.hpp"
 
-namespace dragon::pg {
+namespace dragon::procgroup {
 
 std::string_view to_string(GroupState s) {
     switch (s) {
@@ -85,4 +85,4 @@ bool GroupTracker::finished() const {
     return state_ == GroupState::succeeded || state_ == GroupState::failed || state_ == GroupState::stopped;
 }
 
-}  // namespace dragon::pg
+}  // namespace dragon::procgroup

@@ -5,7 +5,7 @@
 
 #include "dragon/procgroup/group.hpp"
 
-namespace dragon::pg {
+namespace dragon::procgroup {
 namespace {
 
 constexpr msg::ExitStatus kOk{0, 0};
@@ -108,4 +108,4 @@ TEST(GroupTracker, AStartFailureFailsTheGroup) {
 }
 
 }  // namespace
-}  // namespace dragon::pg
+}  // namespace dragon::procgroup

@@ -16,6 +16,8 @@
 #include <spdlog/spdlog.h>
 
 #include "dragon/common/names.hpp"
+#include "dragon/procgroup/placement.hpp"
+#include "dragon/procgroup/topology.hpp"
 #include "../runtime/spawn.hpp"
 
 extern char** environ;
@@ -454,16 +456,47 @@ void Agent::flush_exit_reports() {
 
 // ---- groups ------------------------------------------------------------------
 
-Result<std::vector<msg::GroupMember>> Agent::plan_group(const msg::GroupSpec& spec, std::uint32_t nranks) {
-    // Single-node stand-in until hwloc placement lands: every rank here, unbound.
-    if (spec.placement != "block" && spec.placement != "cyclic" && spec.placement != "spread")
-        return make_error(Errc::invalid_argument, "unknown placement '{}' (expected block, cyclic or spread)",
-                          spec.placement);
-    if (spec.binding != "none")
-        return make_error(Errc::unsupported, "binding '{}' is not available yet (only none)", spec.binding);
-    std::vector<msg::GroupMember> plan(nranks);
-    for (std::uint32_t r = 0; r < nranks; ++r) plan[r] = {r, 0, 0, opts_.node_id, r, {}};
-    return plan;
+Result<const pg::NodeResources*> Agent::node_resources() {
+    if (resources_) return &*resources_;
+    const std::string& spec = opts_.config.get("topology");
+    Result<pg::Topology> topo = Error(Errc::internal, "no topology");
+    if (spec.starts_with("synthetic:")) topo = pg::Topology::synthetic(spec.substr(10));
+    else if (spec.starts_with("xml:")) topo = pg::Topology::from_xml_file(spec.substr(4));
+    else topo = pg::Topology::discover();
+    if (!topo) return std::move(topo).error().context("topology");
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, host));
+    spdlog::info("topology of node {}: {} cpus, {} cores, {} NUMA domains, {} sockets", opts_.node_id, res.pus.size(),
+                 res.core_count(), res.numa_count(), res.socket_count());
+    resources_ = std::move(res);
+    return &*resources_;
+}
+
+Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus) {
+    pg::PlacementRequest req;
+    req.nprocs = nranks;
+    req.cpus_per_proc = spec.cpus_per_proc;
+    req.policy = DRAGON_TRY(pg::parse_policy(spec.placement));
+    req.binding = DRAGON_TRY(pg::parse_binding(spec.binding));
+    req.allow_oversubscribe = spec.allow_oversubscribe;
+    GroupPlan out;
+    if (req.binding == pg::Binding::none && req.allow_oversubscribe && !want_cpus) {
+        // Unbound ranks on one node need no topology: rank r is local rank r here.
+        out.members.resize(nranks);
+        for (std::uint32_t r = 0; r < nranks; ++r) out.members[r] = {r, 0, 0, opts_.node_id, r, {}};
+        return out;
+    }
+    const pg::NodeResources* res = DRAGON_TRY(node_resources());
+    auto plan = DRAGON_TRY(pg::place({*res}, req));
+    out.warnings = std::move(plan.warnings);
+    out.members.reserve(plan.slots.size());
+    for (auto& s : plan.slots) {
+        // Unbound ranks are not pinned, whatever the map says they may use.
+        auto cpus = req.binding == pg::Binding::none ? std::vector<std::uint32_t>{} : std::move(s.cpus);
+        out.members.push_back({s.rank, 0, 0, s.node_id, s.local_rank, std::move(cpus)});
+    }
+    return out;
 }
 
 void Agent::handle_group_start(const msg::GroupStart& req) {
@@ -480,15 +513,16 @@ void Agent::handle_group_start(const msg::GroupStart& req) {
     if (total > 1'000'000) return refuse(fmt::format("a group of {} processes is too large", total));
     for (const auto& e : req.spec.entries)
         if (e.count > 0 && e.proc.argv.empty()) return refuse("a group entry has an empty argv");
-    auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total));
+    auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total), req.dry_run);
     if (!plan) return refuse(plan.error().message());
+    reply.warnings = std::move(plan->warnings);
     if (req.dry_run) {
-        reply.members = std::move(*plan);
+        reply.members = std::move(plan->members);
         frontend_->send(reply);
         return;
     }
     const std::uint64_t id = next_group_id_++;
-    auto g = std::make_unique<Group>(id, req.spec, std::move(*plan));
+    auto g = std::make_unique<Group>(id, req.spec, std::move(plan->members));
     for (std::uint32_t e = 0; e < g->spec.entries.size(); ++e)
         for (std::uint32_t i = 0; i < g->spec.entries[e].count; ++i) g->entry_of_rank.push_back(e);
     Group& group = *g;

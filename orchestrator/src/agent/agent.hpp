@@ -28,8 +28,10 @@
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
 #include "dragon/procgroup/group.hpp"
+#include "dragon/procgroup/resources.hpp"
 
 namespace dragon::agent {
+namespace pg = dragon::procgroup;
 
 struct AgentOptions {
     RunId run;
@@ -103,7 +105,12 @@ private:
 
     // groups
     void handle_group_start(const msg::GroupStart& req);
-    Result<std::vector<msg::GroupMember>> plan_group(const msg::GroupSpec& spec, std::uint32_t nranks);
+    struct GroupPlan {
+        std::vector<msg::GroupMember> members;
+        std::vector<std::string> warnings;
+    };
+    Result<GroupPlan> plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus);
+    Result<const pg::NodeResources*> node_resources();
     void start_member(Group& g, std::uint32_t rank);
     void on_group_exit(Group& g, Puid puid, const msg::ExitStatus& status);
     void apply(Group& g, pg::Action a);
@@ -153,6 +160,7 @@ private:
     std::map<std::uint64_t, std::unique_ptr<Group>> groups_;
     std::unordered_map<Puid, std::uint64_t> group_of_;
     std::uint64_t next_group_id_ = 1;
+    std::optional<pg::NodeResources> resources_;  // discovered on first need (hwloc costs ~2 ms)
     std::unordered_map<pid_t, Puid> by_pid_;
     std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for the front end to drain
     std::vector<msg::ExitInfo> exit_reports_;

@@ -13,7 +13,7 @@
 #include "dragon/common/messages.hpp"
 #include "dragon/common/result.hpp"
 
-namespace dragon::pg {
+namespace dragon::procgroup {
 
 /// Group states:
 ///   running   -> stopping   (restart=false: a member failed; or stop() was asked)
@@ -91,4 +91,4 @@ private:
     std::uint32_t running_ = 0;
 };
 
-}  // namespace dragon::pg
+}  // namespace dragon::procgroup
