@@ -94,6 +94,7 @@ Result<Channel> Channel::create(const Pool& pool, const ChannelAttrs& attrs, Tim
     h->block_size = attrs.block_size;
     h->slot_size = static_cast<std::uint32_t>(slot_size);
     h->slots_offset = hdr_bytes;
+    h->max_queued_bytes = attrs.max_queued_bytes;
     auto st = detail::init_robust_mutex(&h->send_lock);
     if (st) st = detail::init_robust_mutex(&h->recv_lock);
     if (!st) {
@@ -146,10 +147,15 @@ namespace {
 
 // Lock repair for both sides: every ring mutation commits with one store, so
 // a dead owner can only have left an unpublished slot; check the indices.
-Status check_ring(const ChannelHeader* h) {
+enum class Side { send, recv };
+
+Status check_ring(ChannelHeader* h, Side side) {
     std::uint64_t head = h->head.load(), tail = h->tail.load();
     if (tail - head > h->capacity)
         return make_error(Errc::internal, "channel {} ring indices corrupt (head {}, tail {})", h->id, head, tail);
+    // The dead owner may have been refreshing this side's cached index.
+    if (side == Side::send) h->send_cached_head = head;
+    else h->recv_cached_tail = tail;
     return ok();
 }
 
@@ -192,8 +198,8 @@ void notify(std::atomic<std::uint32_t>& seq, const std::atomic<std::uint32_t>& w
 Status Channel::destroy() {
     if (h_ == nullptr) return closed_error();
     {
-        auto rg = DRAGON_TRY(RobustGuard::lock(&h_->recv_lock, [this] { return check_ring(h_); }));
-        auto sg = DRAGON_TRY(RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_); }));
+        auto sg = DRAGON_TRY(RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_, Side::send); }));
+        auto rg = DRAGON_TRY(RobustGuard::lock(&h_->recv_lock, [this] { return check_ring(h_, Side::recv); }));
         h_->magic.store(0, std::memory_order_release);
         for (std::uint64_t i = h_->head.load(); i != h_->tail.load(); ++i) {
             SlotHeader sh;
@@ -224,19 +230,26 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
         if (block != 0) (void)pool_->free(block);
     };
     const std::uint64_t cap = h_->capacity;
+    auto budget_allows = [this](std::uint64_t n, std::uint64_t t) {
+        std::uint64_t limit = h_->max_queued_bytes;
+        return limit == 0 || t == h_->head.load(std::memory_order_acquire) ||
+               h_->queued_bytes.load(std::memory_order_relaxed) + n <= limit;
+    };
     for (;;) {
         {
-            auto g = RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_); });
+            auto g = RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_, Side::send); });
             if (!g) {
                 give_back();
                 return std::move(g).error();
             }
             std::uint64_t t = h_->tail.load(std::memory_order_relaxed);
-            if (t - h_->head.load(std::memory_order_acquire) < cap) {
+            if (t - h_->send_cached_head >= cap) h_->send_cached_head = h_->head.load(std::memory_order_acquire);
+            if (t - h_->send_cached_head < cap && (!big || budget_allows(msg.size(), t))) {
                 std::byte* s = slot(slots_, h_, t);
                 SlotHeader sh{msg.size(), block};
                 std::memcpy(s, &sh, sizeof sh);
                 if (!big && !msg.empty()) std::memcpy(s + kSlotHeader, msg.data(), msg.size());
+                if (big) h_->queued_bytes.fetch_add(msg.size());
                 h_->tail.store(t + 1);  // the commit (seq_cst: also orders the waiter check below)
                 g->unlock();
                 notify(h_->data_seq, h_->recv_waiters);
@@ -247,8 +260,9 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
             give_back();
             return make_error(Errc::would_block, "channel {} is full", h_->id);
         }
-        auto space = [this, cap] {
-            return h_->tail.load(std::memory_order_relaxed) - h_->head.load(std::memory_order_acquire) < cap;
+        auto space = [this, cap, big, &budget_allows, n = msg.size()] {
+            std::uint64_t t = h_->tail.load(std::memory_order_relaxed);
+            return t - h_->head.load(std::memory_order_acquire) < cap && (!big || budget_allows(n, t));
         };
         if (wait_until(space, h_->space_seq, h_->send_waiters, dl, *spin_) == WaitResult::timed_out) {
             give_back();
@@ -265,9 +279,10 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
         std::uint64_t block = 0, size = 0;
         bool got = false;
         {
-            auto g = DRAGON_TRY(RobustGuard::lock(&h_->recv_lock, [this] { return check_ring(h_); }));
+            auto g = DRAGON_TRY(RobustGuard::lock(&h_->recv_lock, [this] { return check_ring(h_, Side::recv); }));
             std::uint64_t hd = h_->head.load(std::memory_order_relaxed);
-            if (hd != h_->tail.load(std::memory_order_acquire)) {
+            if (hd == h_->recv_cached_tail) h_->recv_cached_tail = h_->tail.load(std::memory_order_acquire);
+            if (hd != h_->recv_cached_tail) {
                 const std::byte* s = slot(slots_, h_, hd);
                 SlotHeader sh;
                 std::memcpy(&sh, s, sizeof sh);
@@ -290,6 +305,7 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
             }
         }
         if (got) {
+            if (block != 0) h_->queued_bytes.fetch_sub(size);
             notify(h_->space_seq, h_->send_waiters);
             if (block != 0) return sink.take_block(block, size);
             return ok();

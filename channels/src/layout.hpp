@@ -66,12 +66,21 @@ struct ChannelHeader {
     std::uint32_t block_size;
     std::uint32_t slot_size;
     std::uint32_t reserved;
-    std::uint64_t slots_offset;  // from this header
+    std::uint64_t slots_offset;      // from this header
+    std::uint64_t max_queued_bytes;  // bound on queued large-message bytes, 0: none
 
+    // Each side keeps, under its own lock, the last index it read from the
+    // other side: a lower bound that spares a cache-line transfer per message.
     alignas(kCacheLine) pthread_mutex_t send_lock;
+    std::uint64_t send_cached_head;
     alignas(kCacheLine) std::atomic<std::uint64_t> tail;
     alignas(kCacheLine) pthread_mutex_t recv_lock;
+    std::uint64_t recv_cached_tail;
     alignas(kCacheLine) std::atomic<std::uint64_t> head;
+    // Large-message bytes queued. Added before the tail commit, subtracted after
+    // the head commit, so it never under-counts; a crash can only inflate it,
+    // and an empty ring always admits a message, so inflation cannot wedge.
+    alignas(kCacheLine) std::atomic<std::uint64_t> queued_bytes;
     alignas(kCacheLine) std::atomic<std::uint32_t> data_seq;  // futex: "something was sent"
     std::atomic<std::uint32_t> recv_waiters;
     alignas(kCacheLine) std::atomic<std::uint32_t> space_seq;  // futex: "something was received"

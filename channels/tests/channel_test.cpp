@@ -86,6 +86,24 @@ TEST(Channel, TryOnceTimeoutsAndTooSmallBuffers) {
     EXPECT_EQ(ch->send(bytes_of("x"), kTryOnce).error().code(), Errc::closed);
 }
 
+TEST(Channel, QueuedLargeBytesAreBounded) {
+    ScopedPool sp(16 << 20);
+    ASSERT_TRUE(sp.ok());
+    auto ch = Channel::create(*sp, {.capacity = 8, .block_size = 64, .max_queued_bytes = 300000});
+    ASSERT_TRUE(ch);
+    std::vector<std::byte> big(200000);
+    ASSERT_TRUE(ch->send(big, kTryOnce));  // an empty channel always admits one
+    EXPECT_EQ(ch->send(big, kTryOnce).error().code(), Errc::would_block);
+    EXPECT_EQ(ch->send(big, 20ms).error().code(), Errc::timeout);
+    ASSERT_TRUE(ch->send(bytes_of("small messages do not count"), kTryOnce));
+    std::vector<std::byte> out;
+    ASSERT_TRUE(ch->recv(out, kTryOnce));
+    EXPECT_EQ(out.size(), big.size());
+    ASSERT_TRUE(ch->send(big, kTryOnce));
+    EXPECT_EQ(ch->queued(), 2U);
+    ASSERT_TRUE(ch->destroy());
+}
+
 TEST(Channel, BlockedReceiverInOneProcessIsWokenBySenderInAnother) {
     ScopedPool sp(4 << 20);
     ASSERT_TRUE(sp.ok());

@@ -26,6 +26,10 @@ struct ChannelAttrs {
     /// Messages up to this many bytes are copied inline into a ring slot; larger
     /// ones go to a separate pool block referenced from the slot.
     std::uint32_t block_size = 496;
+    /// Bound on the bytes of large messages queued (0: none beyond the pool).
+    /// A large send waits while the channel is non-empty and the message would
+    /// exceed it. A few MiB keeps the pool blocks in flight cache-resident.
+    std::uint64_t max_queued_bytes = 0;
 };
 
 /// A received message. Move-only. Large messages are not copied: data() points
