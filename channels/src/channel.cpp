@@ -26,6 +26,7 @@ constexpr std::uint32_t kMaxBlock = 1U << 20;
 constexpr std::uint32_t kSpinMin = 32;
 constexpr std::uint32_t kSpinMax = 4096;
 constexpr std::uint32_t kSpinInit = 512;
+constexpr std::uint32_t kSpinStepMax = 8;  // pauses between checks (a pause is ~10-30 ns)
 
 std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
@@ -154,8 +155,13 @@ Status check_ring(ChannelHeader* h, Side side) {
     if (tail - head > h->capacity)
         return make_error(Errc::internal, "channel {} ring indices corrupt (head {}, tail {})", h->id, head, tail);
     // The dead owner may have been refreshing this side's cached index.
-    if (side == Side::send) h->send_cached_head = head;
-    else h->recv_cached_tail = tail;
+    if (side == Side::send) {
+        h->send_cached_head = head;
+        h->send_tail = tail;
+    } else {
+        h->recv_cached_tail = tail;
+        h->recv_head = head;
+    }
     return ok();
 }
 
@@ -163,33 +169,43 @@ std::byte* slot(std::byte* slots, const ChannelHeader* h, std::uint64_t index) {
     return slots + (index % h->capacity) * h->slot_size;
 }
 
-// Spins (adaptively) and then sleeps on `seq` until pred() holds or the deadline.
+// Announces a sleeper on `word`; returns the value to sleep on.
+std::uint32_t announce(std::atomic<std::uint32_t>& word) {
+    std::uint32_t v = word.fetch_or(1) | 1U;
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // orders the caller's re-check after the announcement
+    return v;
+}
+
+// Spins (adaptively) and then sleeps on `word` until pred() holds or the deadline.
 template <class Pred>
-WaitResult wait_until(Pred&& pred, std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& waiters,
-                      const Deadline& dl, std::atomic<std::uint32_t>& spin) {
+WaitResult wait_until(Pred&& pred, std::atomic<std::uint32_t>& word, const Deadline& dl,
+                      std::atomic<std::uint32_t>& spin) {
+    // Back off between checks: polling the other side's index on every pause
+    // keeps stealing its cache line and slows the very side we wait for.
     std::uint32_t budget = spin.load(std::memory_order_relaxed);
-    for (std::uint32_t i = 0; i < budget; ++i) {
+    for (std::uint32_t i = 0, step = 1; i < budget; i += step, step = std::min(step * 2, kSpinStepMax)) {
         if (pred()) {
             spin.store(std::min(kSpinMax, budget * 2), std::memory_order_relaxed);
             return WaitResult::woken;
         }
-        detail::cpu_relax();
+        for (std::uint32_t j = 0; j < step; ++j) detail::cpu_relax();
     }
     spin.store(std::max(kSpinMin, budget / 2), std::memory_order_relaxed);
-    // Dekker with the other side: we announce then re-check; it publishes then
-    // checks for announced waiters. Both seq_cst, so one of us sees the other.
-    waiters.fetch_add(1);
-    std::uint32_t s = seq.load();
-    WaitResult r = WaitResult::woken;
-    if (!pred()) r = detail::futex_wait(seq, s, dl);
-    waiters.fetch_sub(1);
-    return r;
+    // Dekker with the other side: we announce (seq_cst RMW) then re-check; it
+    // commits (seq_cst store) then looks for the announcement. One of us sees the other.
+    std::uint32_t v = announce(word);
+    if (pred()) return WaitResult::woken;
+    return detail::futex_wait(word, v, dl);
 }
 
-void notify(std::atomic<std::uint32_t>& seq, const std::atomic<std::uint32_t>& waiters) {
-    if (waiters.load() > 0) {
-        seq.fetch_add(1);
-        detail::futex_wake(seq);
+// After a commit: wakes sleepers only if one announced itself (no syscall otherwise).
+void notify(std::atomic<std::uint32_t>& word) {
+    std::uint32_t v = word.load();
+    while ((v & 1U) != 0) {
+        if (word.compare_exchange_weak(v, v + 1)) {  // clears the flag and bumps the sequence
+            detail::futex_wake(word);
+            return;
+        }
     }
 }
 
@@ -242,7 +258,7 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
                 give_back();
                 return std::move(g).error();
             }
-            std::uint64_t t = h_->tail.load(std::memory_order_relaxed);
+            std::uint64_t t = h_->send_tail;
             if (t - h_->send_cached_head >= cap) h_->send_cached_head = h_->head.load(std::memory_order_acquire);
             if (t - h_->send_cached_head < cap && (!big || budget_allows(msg.size(), t))) {
                 std::byte* s = slot(slots_, h_, t);
@@ -251,8 +267,9 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
                 if (!big && !msg.empty()) std::memcpy(s + kSlotHeader, msg.data(), msg.size());
                 if (big) h_->queued_bytes.fetch_add(msg.size());
                 h_->tail.store(t + 1);  // the commit (seq_cst: also orders the waiter check below)
+                h_->send_tail = t + 1;
                 g->unlock();
-                notify(h_->data_seq, h_->recv_waiters);
+                notify(h_->data_seq);
                 return ok();
             }
         }
@@ -264,7 +281,7 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
             std::uint64_t t = h_->tail.load(std::memory_order_relaxed);
             return t - h_->head.load(std::memory_order_acquire) < cap && (!big || budget_allows(n, t));
         };
-        if (wait_until(space, h_->space_seq, h_->send_waiters, dl, *spin_) == WaitResult::timed_out) {
+        if (wait_until(space, h_->space_seq, dl, *spin_) == WaitResult::timed_out) {
             give_back();
             return make_error(Errc::timeout, "channel {}: send timed out (full)", h_->id);
         }
@@ -280,7 +297,7 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
         bool got = false;
         {
             auto g = DRAGON_TRY(RobustGuard::lock(&h_->recv_lock, [this] { return check_ring(h_, Side::recv); }));
-            std::uint64_t hd = h_->head.load(std::memory_order_relaxed);
+            std::uint64_t hd = h_->recv_head;
             if (hd == h_->recv_cached_tail) h_->recv_cached_tail = h_->tail.load(std::memory_order_acquire);
             if (hd != h_->recv_cached_tail) {
                 const std::byte* s = slot(slots_, h_, hd);
@@ -292,6 +309,7 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
                 }();
                 if (!valid) {
                     h_->head.store(hd + 1);  // drop it rather than wedge every receiver
+                    h_->recv_head = hd + 1;
                     return make_error(Errc::protocol, "channel {}: corrupt slot {} dropped", h_->id, hd);
                 }
                 if (!sink.fits(sh.size))
@@ -301,12 +319,13 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
                 block = sh.pool_offset;
                 size = sh.size;
                 h_->head.store(hd + 1);  // the commit
+                h_->recv_head = hd + 1;
                 got = true;
             }
         }
         if (got) {
             if (block != 0) h_->queued_bytes.fetch_sub(size);
-            notify(h_->space_seq, h_->send_waiters);
+            notify(h_->space_seq);
             if (block != 0) return sink.take_block(block, size);
             return ok();
         }
@@ -314,7 +333,7 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
         auto data = [this] {
             return h_->tail.load(std::memory_order_acquire) != h_->head.load(std::memory_order_relaxed);
         };
-        if (wait_until(data, h_->data_seq, h_->recv_waiters, dl, *spin_) == WaitResult::timed_out)
+        if (wait_until(data, h_->data_seq, dl, *spin_) == WaitResult::timed_out)
             return make_error(Errc::timeout, "channel {}: recv timed out (empty)", h_->id);
     }
 }
@@ -428,23 +447,12 @@ Result<std::size_t> poll(std::span<PollItem> items, Timeout timeout) {
         std::size_t k = 0;
         for (auto& it : items) {
             ChannelHeader* h = it.channel->h_;
-            if ((it.events & kReadable) != 0) {
-                h->recv_waiters.fetch_add(1);
-                w[k++] = {&h->data_seq, h->data_seq.load()};
-            }
-            if ((it.events & kWritable) != 0) {
-                h->send_waiters.fetch_add(1);
-                w[k++] = {&h->space_seq, h->space_seq.load()};
-            }
+            if ((it.events & kReadable) != 0) w[k++] = {&h->data_seq, announce(h->data_seq)};
+            if ((it.events & kWritable) != 0) w[k++] = {&h->space_seq, announce(h->space_seq)};
         }
         std::size_t n = scan();
         WaitResult r = WaitResult::woken;
         if (n == 0) r = detail::futex_waitv({w, k}, dl);
-        for (auto& it : items) {
-            ChannelHeader* h = it.channel->h_;
-            if ((it.events & kReadable) != 0) h->recv_waiters.fetch_sub(1);
-            if ((it.events & kWritable) != 0) h->send_waiters.fetch_sub(1);
-        }
         if (n != 0) return n;
         if (r == WaitResult::timed_out) {
             if (std::size_t n2 = scan()) return n2;

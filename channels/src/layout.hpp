@@ -71,20 +71,26 @@ struct ChannelHeader {
 
     // Each side keeps, under its own lock, the last index it read from the
     // other side: a lower bound that spares a cache-line transfer per message.
+    // Each side also keeps a private copy of its own index, so the hot path
+    // never reads back the shared index line the other side keeps pulling.
     alignas(kCacheLine) pthread_mutex_t send_lock;
     std::uint64_t send_cached_head;
+    std::uint64_t send_tail;  // == tail outside a send
     alignas(kCacheLine) std::atomic<std::uint64_t> tail;
     alignas(kCacheLine) pthread_mutex_t recv_lock;
     std::uint64_t recv_cached_tail;
+    std::uint64_t recv_head;  // == head outside a recv
     alignas(kCacheLine) std::atomic<std::uint64_t> head;
     // Large-message bytes queued. Added before the tail commit, subtracted after
     // the head commit, so it never under-counts; a crash can only inflate it,
     // and an empty ring always admits a message, so inflation cannot wedge.
     alignas(kCacheLine) std::atomic<std::uint64_t> queued_bytes;
-    alignas(kCacheLine) std::atomic<std::uint32_t> data_seq;  // futex: "something was sent"
-    std::atomic<std::uint32_t> recv_waiters;
-    alignas(kCacheLine) std::atomic<std::uint32_t> space_seq;  // futex: "something was received"
-    std::atomic<std::uint32_t> send_waiters;
+    // Futex words. Bit 0 is "someone sleeps here"; the rest a wake sequence.
+    // A sleeper sets the bit; a notifier that finds it clears it and bumps the
+    // sequence in one CAS, then wakes all. A sleeper that dies or times out
+    // costs at most one spurious wake, so the flag heals itself.
+    alignas(kCacheLine) std::atomic<std::uint32_t> data_seq;   // "something was sent"
+    alignas(kCacheLine) std::atomic<std::uint32_t> space_seq;  // "something was received"
 };
 
 inline constexpr std::size_t kSlotHeader = sizeof(SlotHeader);
