@@ -171,9 +171,9 @@ std::byte* slot(std::byte* slots, const ChannelHeader* h, std::uint64_t index) {
 
 // Announces a sleeper on `word`; returns the value to sleep on.
 std::uint32_t announce(std::atomic<std::uint32_t>& word) {
-    std::uint32_t v = word.fetch_or(1) | 1U;
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // orders the caller's re-check after the announcement
-    return v;
+    // seq_cst RMW; the caller's re-check uses seq_cst loads (plain movs on x86),
+    // which cannot be ordered before it.
+    return word.fetch_or(1) | 1U;
 }
 
 // Spins (adaptively) and then sleeps on `word` until pred() holds or the deadline.
@@ -248,8 +248,7 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
     const std::uint64_t cap = h_->capacity;
     auto budget_allows = [this](std::uint64_t n, std::uint64_t t) {
         std::uint64_t limit = h_->max_queued_bytes;
-        return limit == 0 || t == h_->head.load(std::memory_order_acquire) ||
-               h_->queued_bytes.load(std::memory_order_relaxed) + n <= limit;
+        return limit == 0 || t == h_->head.load() || h_->queued_bytes.load() + n <= limit;
     };
     for (;;) {
         {
@@ -279,7 +278,7 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
         }
         auto space = [this, cap, big, &budget_allows, n = msg.size()] {
             std::uint64_t t = h_->tail.load(std::memory_order_relaxed);
-            return t - h_->head.load(std::memory_order_acquire) < cap && (!big || budget_allows(n, t));
+            return t - h_->head.load() < cap && (!big || budget_allows(n, t));
         };
         if (wait_until(space, h_->space_seq, dl, *spin_) == WaitResult::timed_out) {
             give_back();
@@ -330,9 +329,7 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
             return ok();
         }
         if (dl.try_once()) return make_error(Errc::would_block, "channel {} is empty", h_->id);
-        auto data = [this] {
-            return h_->tail.load(std::memory_order_acquire) != h_->head.load(std::memory_order_relaxed);
-        };
+        auto data = [this] { return h_->tail.load() != h_->head.load(std::memory_order_relaxed); };
         if (wait_until(data, h_->data_seq, dl, *spin_) == WaitResult::timed_out)
             return make_error(Errc::timeout, "channel {}: recv timed out (empty)", h_->id);
     }
@@ -397,13 +394,11 @@ Result<Message> Channel::recv_message(Timeout timeout) {
     return m;
 }
 
-bool Channel::readable() const noexcept {
-    return h_ != nullptr && h_->tail.load(std::memory_order_acquire) != h_->head.load(std::memory_order_acquire);
-}
+// seq_cst loads: poll() re-checks with these after announcing itself.
+bool Channel::readable() const noexcept { return h_ != nullptr && h_->tail.load() != h_->head.load(); }
 
 bool Channel::writable() const noexcept {
-    return h_ != nullptr &&
-           h_->tail.load(std::memory_order_acquire) - h_->head.load(std::memory_order_acquire) < h_->capacity;
+    return h_ != nullptr && h_->tail.load() - h_->head.load() < h_->capacity;
 }
 
 std::size_t Channel::queued() const noexcept {
