@@ -232,7 +232,7 @@ void run_mpmc(int producers, int consumers, std::uint32_t per_producer, std::siz
     for (int c = 0; c < consumers; ++c) {
         kids.push_back(fork_child([&] {
             auto chan = Channel::attach(d);
-            if (!chan) return 1;
+            if (!chan) return test::report_child_error(chan.error());
             std::vector<std::int64_t> last(static_cast<std::size_t>(producers), -1);
             std::vector<std::byte> buf;
             for (;;) {
@@ -253,7 +253,7 @@ void run_mpmc(int producers, int consumers, std::uint32_t per_producer, std::siz
     for (int p = 0; p < producers; ++p) {
         prods.push_back(fork_child([&, p] {
             auto chan = Channel::attach(d);
-            if (!chan) return 1;
+            if (!chan) return test::report_child_error(chan.error());
             std::vector<std::byte> buf;
             for (std::uint32_t s = 0; s < per_producer; ++s) {
                 std::size_t size = sizes[(s + static_cast<std::uint32_t>(p)) % std::size(sizes)];

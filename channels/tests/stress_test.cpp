@@ -35,7 +35,7 @@ TEST(ChannelStress, FourProducersThreeConsumers) {
     for (int c = 0; c < kConsumers; ++c)
         cons.push_back(fork_child([&] {
             auto chan = Channel::attach(d);
-            if (!chan) return 1;
+            if (!chan) return test::report_child_error(chan.error());
             std::int64_t last[kProducers] = {-1, -1, -1, -1};
             for (;;) {
                 auto m = chan->recv_message(30s);
@@ -51,7 +51,7 @@ TEST(ChannelStress, FourProducersThreeConsumers) {
     for (int p = 0; p < kProducers; ++p)
         prods.push_back(fork_child([&, p] {
             auto chan = Channel::attach(d);
-            if (!chan) return 1;
+            if (!chan) return test::report_child_error(chan.error());
             std::vector<std::byte> buf;
             for (std::uint32_t s = 0; s < kPer; ++s) {
                 test::fill_message(buf, static_cast<std::uint32_t>(p), s, size_for(s, 256));
@@ -85,7 +85,7 @@ TEST(ChannelStress, ProducerKilledMidStreamLeavesChannelUsable) {
         auto producer = [&](std::uint32_t id, std::uint32_t count) {
             return fork_child([&, id, count] {
                 auto chan = Channel::attach(d);
-                if (!chan) return 1;
+                if (!chan) return test::report_child_error(chan.error());
                 std::vector<std::byte> buf;
                 for (std::uint32_t s = 0; s < count; ++s) {
                     test::fill_message(buf, id, s, size_for(s, 256));
@@ -147,7 +147,7 @@ TEST(ChannelStress, ConsumerKilledMidStreamLosesAtMostItsInFlightMessage) {
     auto consumer = [&] {
         return fork_child([&] {
             auto chan = Channel::attach(d);
-            if (!chan) return 1;
+            if (!chan) return test::report_child_error(chan.error());
             std::int64_t last = -1;
             for (;;) {
                 auto m = chan->recv_message(30s);
@@ -189,7 +189,7 @@ void huge_message(std::size_t size) {
     const auto d = ch->descriptor();
     pid_t child = fork_child([&] {
         auto chan = Channel::attach(d);
-        if (!chan) return 1;
+        if (!chan) return test::report_child_error(chan.error());
         std::vector<std::uint64_t> data(size / 8);
         for (std::size_t i = 0; i < data.size(); ++i) data[i] = i * 0x9e3779b97f4a7c15ULL;
         return chan->send(std::as_bytes(std::span(data)), 60s) ? 0 : 2;
@@ -226,7 +226,7 @@ TEST(ChannelStress, SendWaitsForPoolSpace) {
     constexpr int kCount = 40;
     pid_t child = fork_child([&] {
         auto chan = Channel::attach(d);
-        if (!chan) return 1;
+        if (!chan) return test::report_child_error(chan.error());
         std::vector<std::byte> buf;
         for (std::uint32_t s = 0; s < kCount; ++s) {
             test::fill_message(buf, 0, s, 2U << 20);  // 2 MiB each: at most 3 fit

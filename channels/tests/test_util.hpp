@@ -2,12 +2,15 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -24,7 +27,14 @@ class ScopedPool {
 public:
     explicit ScopedPool(std::size_t size, std::uint32_t node = 0) {
         static std::atomic<unsigned> counter{0};
-        name_ = *make_pool_name(fmt::format("7e57{:x}{:04x}", ::getpid(), counter++), node);
+        std::string run = fmt::format("7e57{:x}{:04x}", ::getpid(), counter++);
+        name_ = *make_pool_name(run, node);
+        // Hold the run's node lock like a live agent does, so the orchestrator's
+        // stale-run cleanup (which removes dragon-* entries whose lock is free
+        // or missing) leaves this pool alone while the test runs.
+        lock_path_ = fmt::format("/dev/shm/dragon-{}-n{}-lock", run, node);
+        lock_fd_ = ::open(lock_path_.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+        if (lock_fd_ >= 0) (void)::flock(lock_fd_, LOCK_EX | LOCK_NB);
         auto p = Pool::create(name_, size);
         if (!p) {
             ADD_FAILURE() << "Pool::create " << name_ << ": " << p.error().message();
@@ -36,6 +46,10 @@ public:
     ScopedPool& operator=(const ScopedPool&) = delete;
     ~ScopedPool() {
         if (pool_) (void)Pool::unlink(name_);
+        if (lock_fd_ >= 0) {
+            ::unlink(lock_path_.c_str());
+            ::close(lock_fd_);
+        }
     }
     [[nodiscard]] bool ok() const { return pool_.has_value(); }
     Pool& operator*() { return *pool_; }
@@ -44,6 +58,8 @@ public:
 
 private:
     std::string name_;
+    std::string lock_path_;
+    int lock_fd_ = -1;
     std::optional<Pool> pool_;
 };
 
@@ -62,6 +78,12 @@ inline pid_t fork_child(const std::function<int()>& fn, unsigned alarm_s = 50) {
         ::_exit(rc);
     }
     return pid;
+}
+
+/// In a child: prints why it failed (gtest output is the parent's) and returns exit code 1.
+inline int report_child_error(const Error& e) {
+    std::fprintf(stderr, "child %d: %s\n", static_cast<int>(::getpid()), e.message().c_str());
+    return 1;
 }
 
 /// Exit code of a child, or 128+signal.
