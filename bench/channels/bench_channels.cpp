@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -178,7 +179,17 @@ double memcpy_gbps(std::size_t size, int iters) {
 
 // One round of one transport. Pool and channels are fresh per round.
 std::optional<Results> run_channel(const Config& c) {
-    auto name = *make_pool_name(fmt::format("be4c{:x}", ::getpid()), 0);
+    std::string run_id = fmt::format("be4c{:x}", ::getpid());
+    auto name = *make_pool_name(run_id, 0);
+    // Hold the run's node lock as an agent would, so a concurrent stale-run
+    // cleanup (dragon-orchestrate) does not remove the pool mid-benchmark.
+    std::string lock_path = fmt::format("/dev/shm/dragon-{}-n0-lock", run_id);
+    sys::UniqueFd lock(::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600));
+    if (lock) (void)::flock(lock.get(), LOCK_EX | LOCK_NB);
+    struct Unlink {
+        const std::string& path;
+        ~Unlink() { ::unlink(path.c_str()); }
+    } unlink_lock{lock_path};
     auto pool = Pool::create(name, std::size_t{64} << 20);
     if (!pool) {
         std::fprintf(stderr, "pool: %s\n", pool.error().message().c_str());
