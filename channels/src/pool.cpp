@@ -289,7 +289,28 @@ Pool::Pool(Pool&&) noexcept = default;
 Pool& Pool::operator=(Pool&&) noexcept = default;
 Pool::~Pool() = default;
 
-Result<Pool> Pool::create(std::string_view name, std::size_t size) {
+Result<Pool> Pool::create(std::string_view name, std::size_t size) { return create_impl(name, size, true); }
+
+Result<Pool> Pool::create_unreserved(std::string_view name, std::size_t size) {
+    return create_impl(name, size, false);
+}
+
+Status Pool::reserve(std::size_t offset, std::size_t len) const {
+    if (offset > m_->size() || len > m_->size() - offset)
+        return make_error(Errc::invalid_argument, "reserve [{}, +{}) outside pool {} of {} bytes", offset, len,
+                          m_->name(), m_->size());
+    const std::size_t start = offset & ~(kPage - 1);
+    const std::size_t end = round_up(offset + len, kPage);
+    if (::madvise(m_->at(start), end - start, MADV_POPULATE_WRITE) != 0) {
+        const int err = errno;
+        if (err == ENOMEM || err == EFAULT)  // tmpfs full: the page could not be allocated
+            return Error(Errc::no_space, fmt::format("pool {}: /dev/shm has no room left for its pages", m_->name()), err);
+        return sys::error_from_errno(fmt::format("reserving pool {}", m_->name()), err);
+    }
+    return ok();
+}
+
+Result<Pool> Pool::create_impl(std::string_view name, std::size_t size, bool reserve_now) {
     auto parts = DRAGON_TRY(parse_pool_name(name));
     if (size < kMinPoolSize)
         return make_error(Errc::invalid_argument, "pool {}: size {} below the minimum {}", name, size, kMinPoolSize);
@@ -317,7 +338,10 @@ Result<Pool> Pool::create(std::string_view name, std::size_t size) {
 
     // Reserve real pages now: a sparse tmpfs file would SIGBUS on first touch
     // when /dev/shm fills up later.
-    if (int rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(size)); rc != 0) {
+    if (!reserve_now) {
+        DRAGON_CHECK(sys::call(fmt::format("sizing pool {}", name),
+                               [&] { return ::ftruncate(fd.get(), static_cast<off_t>(size)); }));
+    } else if (int rc = ::posix_fallocate(fd.get(), 0, static_cast<off_t>(size)); rc != 0) {
         auto e = sys::error_from_errno("posix_fallocate", rc);
         if (rc == ENOSPC)
             return Error(Errc::no_space, fmt::format("pool {}: /dev/shm has no room for {} MiB ({})", name,

@@ -88,7 +88,7 @@ constexpr ConfigOption kTable[] = {
      validate_any},
     {"patience", "DRAGON_PATIENCE", "2",
      "seconds between SIGINT, SIGTERM and SIGKILL when stopping processes", validate_seconds},
-    {"pool-size", "DRAGON_POOL_SIZE", "256M",
+    {"pool-size", "DRAGON_POOL_SIZE", "64M",
      "size of each node's shared-memory pool (channels live in it): bytes, or with K, M, G, T", validate_size},
     {"topology", "DRAGON_TOPOLOGY", "",
      "plan with this topology instead of the machine's: synthetic:<hwloc description> or xml:<file>",
@@ -136,7 +136,7 @@ std::uint32_t Config::patience_ms() const {
     return static_cast<std::uint32_t>(std::lround(parse_seconds(get("patience")).value_or(2.0) * 1000.0));
 }
 
-std::uint64_t Config::pool_size() const { return parse_size(get("pool-size")).value_or(256U << 20); }
+std::uint64_t Config::pool_size() const { return parse_size(get("pool-size")).value_or(64U << 20); }
 
 std::vector<std::string> Config::to_env() const {
     std::vector<std::string> out;

@@ -49,3 +49,23 @@ def test_junk_on_the_client_socket_does_not_hurt_the_agent():
     r = run(["run", "--", PY, "-c", JUNK, PROBE])
     assert r.returncode == 0, r.stderr
     assert b"state=running" in r.stdout
+
+
+def test_a_managed_process_uses_the_node_pool_across_processes():
+    r = run(["run", "--", str(BIN / "pool_probe")])
+    assert r.returncode == 0, r.stderr
+    assert b": 1000 messages in order from pid" in r.stdout
+    # no_residue (autouse) checks the pool is gone after the run
+
+
+def test_a_pool_larger_than_dev_shm_is_a_clear_error_at_start():
+    r = run(["run", "--pool-size", "1T", "--", "/bin/true"])
+    assert r.returncode == 70
+    assert b"but /dev/shm has only" in r.stderr
+    assert b"lower the pool size" in r.stderr
+
+
+def test_a_bad_pool_size_is_a_usage_error():
+    r = run(["run", "--pool-size", "lots", "--", "/bin/true"])
+    assert r.returncode == 2
+    assert b"bad size 'lots'" in r.stderr

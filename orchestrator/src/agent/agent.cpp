@@ -38,6 +38,9 @@ constexpr auto kOutputGrace = std::chrono::milliseconds(200);
 // After SIGKILL, how long to wait for the last processes before giving up.
 constexpr auto kKillWait = std::chrono::seconds(5);
 constexpr std::size_t kClientMaxFrame = 1U << 20;
+// The pool's pages are reserved (so touching them can never SIGBUS) once a run
+// has lived this long; shorter runs never pay for it.
+constexpr auto kReserveDelay = std::chrono::milliseconds(250);
 
 const char* phase_name(Agent::Phase p) {
     switch (p) {
@@ -59,12 +62,14 @@ Result<std::array<sys::UniqueFd, 2>> make_pipe() {
 
 }  // namespace
 
-Agent::Agent(AgentOptions opts, rt::NodeLock lock)
+Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
     : opts_(std::move(opts)),
       lock_(std::move(lock)),
+      pool_(std::move(pool)),
       client_acceptor_(io_),
       signals_(io_),
       escalation_(io_),
+      reserve_timer_(io_),
       puids_(puid_allocator(opts_.node_id)) {
     for (char** e = environ; *e != nullptr; ++e) {
         std::string_view kv(*e);
@@ -93,7 +98,14 @@ Result<std::unique_ptr<Agent>> Agent::create(AgentOptions opts) {
 
     auto lock = DRAGON_TRY(rt::NodeLock::acquire(opts.run, opts.node_id));
     sys::UniqueFd control(opts.control_fd);
-    std::unique_ptr<Agent> a(new Agent(std::move(opts), std::move(lock)));
+    // The lock exists first, so a crash from here on leaves leftovers that cleanup recognises.
+    auto pool_name = DRAGON_TRY(channels::make_pool_name(opts.run.str(), opts.node_id));
+    auto pool = channels::Pool::create_unreserved(pool_name, opts.config.pool_size());
+    if (!pool) {
+        (void)lock.remove_node_segments();
+        return std::move(pool).error().context("creating the node's shared-memory pool");
+    }
+    std::unique_ptr<Agent> a(new Agent(std::move(opts), std::move(lock), std::move(*pool)));
     if (auto st = a->open_client_socket(); !st) {
         (void)a->lock_.remove_node_segments();
         return std::move(st).error();
@@ -134,6 +146,21 @@ int Agent::run() {
     spdlog::info("agent n{} of run {} up, pid {}", opts_.node_id, opts_.run.str(), ::getpid());
     io_.run();
     return exit_code_;
+}
+
+void Agent::reserve_pool_step(std::size_t offset) {
+    // 1 MiB per loop turn (under 1 ms), so exits and I/O are never held up long.
+    constexpr std::size_t kStep = 1U << 20;
+    if (phase_ != Phase::running || offset >= pool_.size()) {
+        if (offset >= pool_.size()) spdlog::debug("pool {}: {} MiB reserved", pool_.name(), pool_.size() >> 20);
+        return;
+    }
+    const std::size_t len = std::min(kStep, pool_.size() - offset);
+    if (auto st = pool_.reserve(offset, len); !st) {
+        spdlog::error("{}; processes touching the rest of the pool may be killed by SIGBUS", st.error().message());
+        return;
+    }
+    asio::post(io_, [this, next = offset + len] { reserve_pool_step(next); });
 }
 
 // ---- front end ------------------------------------------------------------
@@ -537,6 +564,12 @@ void Agent::handle_group_start(const msg::GroupStart& req) {
     reply.members = group.members;
     frontend_->send(reply);
     spdlog::info("group {} started: {} processes", id, group.members.size());
+    if (!pool_reservation_started_) {
+        // Off the start-up path, and not at all for runs shorter than the delay.
+        pool_reservation_started_ = true;
+        reserve_timer_.expires_after(kReserveDelay);
+        reserve_timer_.async_wait([this](const asio::error_code& ec) { if (!ec) reserve_pool_step(0); });
+    }
     if (group.tracker.finished()) finish_group(group);
 }
 
@@ -733,6 +766,7 @@ void Agent::finish() {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     phase_ = Phase::finishing;
     escalation_.cancel();
+    reserve_timer_.cancel();
     kill_strays();
     asio::error_code ec;
     client_acceptor_.close(ec);

@@ -24,6 +24,7 @@
 
 #include "../runtime/connection.hpp"
 #include "../runtime/node_lock.hpp"
+#include "dragon/channels/pool.hpp"
 #include "dragon/common/config.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
@@ -94,8 +95,9 @@ public:
     ~Agent();
 
 private:
-    explicit Agent(AgentOptions opts, rt::NodeLock lock);
+    Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool);
     Status open_client_socket();
+    void reserve_pool_step(std::size_t offset);
 
     // front end
     void on_frontend_frame(wire::Frame&& f);
@@ -150,11 +152,14 @@ private:
     asio::io_context io_;
     AgentOptions opts_;
     rt::NodeLock lock_;
+    channels::Pool pool_;  // the node's pool: channels of this node live in it
+    bool pool_reservation_started_ = false;
     std::shared_ptr<rt::UnixConnection> frontend_;
     bool frontend_lost_ = false;
     asio::local::stream_protocol::acceptor client_acceptor_;
     asio::signal_set signals_;
     asio::steady_timer escalation_;
+    asio::steady_timer reserve_timer_;
     IdAllocator puids_;
     std::map<Puid, std::unique_ptr<Process>> procs_;
     std::map<std::uint64_t, std::unique_ptr<Group>> groups_;

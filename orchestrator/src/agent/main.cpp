@@ -41,9 +41,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "dragon-agent: error: %s\n", st.error().message().c_str());
         return 2;
     }
+    const std::string log_dir = config->log_dir();
     auto agent = dragon::agent::Agent::create({std::move(*run), node_id, control_fd, std::move(*config)});
     if (!agent) {
-        spdlog::error("cannot start: {}", agent.error().message());
+        if (!log_dir.empty()) spdlog::error("cannot start: {}", agent.error().message());
         std::fprintf(stderr, "dragon-agent: error: %s\n", agent.error().message().c_str());
         return 1;
     }

@@ -91,6 +91,11 @@ Result<Session> Session::connect(const std::string& socket_name, Puid self) {
     return Session(std::move(fd), std::move(welcome));
 }
 
+Result<channels::Pool> Session::attach_pool() const {
+    auto name = DRAGON_TRY(channels::make_pool_name(welcome_.run_id, welcome_.node_id));
+    return channels::Pool::attach(name);
+}
+
 Result<std::vector<msg::ProcEntry>> Session::processes() {
     auto t = DRAGON_TRY((call<msg::ProcTable>(msg::ProcQuery{})));
     return std::move(t.procs);

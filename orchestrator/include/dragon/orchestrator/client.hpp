@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "dragon/channels/pool.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
 #include "dragon/common/result.hpp"
@@ -29,6 +30,10 @@ public:
 
     /// The agent's process table: every process it started in this run.
     Result<std::vector<msg::ProcEntry>> processes();
+
+    /// Maps this node's shared-memory pool (created by the agent at start);
+    /// channels are created in it or attached from it. Does not block.
+    [[nodiscard]] Result<channels::Pool> attach_pool() const;
 
 private:
     Session(sys::UniqueFd fd, msg::ClientWelcome w) : fd_(std::move(fd)), welcome_(std::move(w)) {}
