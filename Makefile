@@ -3,7 +3,7 @@
 #
 #   make            build (preset dev: optimised, debug info, in build/)
 #   make demo       install deps, build, run the demo
-#   make test       install deps, build, run unit + integration tests and a fuzz smoke run
+#   make test       install deps, build, run unit, stress and integration tests and a fuzz smoke run
 #   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
 #   make bench      start-up benchmark against mpiexec.hydra (and srun if a cluster is up)
@@ -38,7 +38,7 @@ demo: deps-bench build
 	@scripts/demo.sh
 
 test: deps-test build
-	$(CTEST) --test-dir build -L 'unit|integration'
+	$(CTEST) --test-dir build -L 'unit|stress|integration'
 	$(MAKE) --no-print-directory test-fuzz
 
 test-fuzz: deps-test
@@ -49,12 +49,12 @@ test-fuzz: deps-test
 test-asan: deps-test
 	cmake --preset asan >/dev/null
 	cmake --build build-asan -j $(JOBS)
-	$(CTEST) --test-dir build-asan -L 'unit|integration'
+	$(CTEST) --test-dir build-asan -L 'unit|stress|integration'
 
 test-tsan: deps-test
 	cmake --preset tsan >/dev/null
 	cmake --build build-tsan -j $(JOBS)
-	$(CTEST) --test-dir build-tsan -L 'unit|integration'
+	$(CTEST) --test-dir build-tsan -L 'unit|stress|integration'
 
 bench: deps-bench build
 	/usr/bin/python3 bench/startup.py
