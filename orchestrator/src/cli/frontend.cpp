@@ -19,6 +19,7 @@
 #include "../runtime/connection.hpp"
 #include "../runtime/node_lock.hpp"
 #include "dragon/common/messages.hpp"
+#include "dragon/procgroup/placement.hpp"
 #include "launcher.hpp"
 
 namespace dragon::cli {
@@ -218,21 +219,8 @@ private:
         std::string out = fmt::format("{:>6}  {:>5}  {:>11}  {}\n", "rank", "node", "local rank", "cpus");
         for (const auto& m : members)
             out += fmt::format("{:>6}  {:>5}  {:>11}  {}\n", m.rank, m.node_id, m.local_rank,
-                               m.cpus.empty() ? std::string("(not bound)") : cpu_list(m.cpus));
+                               m.cpus.empty() ? std::string("(not bound)") : procgroup::format_cpulist(m.cpus));
         (void)sys::write_all(STDOUT_FILENO, out.data(), out.size());
-    }
-
-    static std::string cpu_list(std::vector<std::uint32_t> cpus) {
-        std::sort(cpus.begin(), cpus.end());
-        std::string out;
-        for (std::size_t i = 0; i < cpus.size();) {
-            std::size_t j = i;
-            while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
-            if (!out.empty()) out += ',';
-            out += j == i ? fmt::format("{}", cpus[i]) : fmt::format("{}-{}", cpus[i], cpus[j]);
-            i = j + 1;
-        }
-        return out;
     }
 
     void on_agent_closed(const Error* e) {
