@@ -19,7 +19,7 @@
 #include "../runtime/connection.hpp"
 #include "../runtime/node_lock.hpp"
 #include "dragon/common/messages.hpp"
-#include "dragon/procgroup/placement.hpp"
+#include "dragon/common/cpulist.hpp"
 #include "launcher.hpp"
 
 namespace dragon::cli {
@@ -219,7 +219,7 @@ private:
         std::string out = fmt::format("{:>6}  {:>5}  {:>11}  {}\n", "rank", "node", "local rank", "cpus");
         for (const auto& m : members)
             out += fmt::format("{:>6}  {:>5}  {:>11}  {}\n", m.rank, m.node_id, m.local_rank,
-                               m.cpus.empty() ? std::string("(not bound)") : procgroup::format_cpulist(m.cpus));
+                               m.cpus.empty() ? std::string("(not bound)") : format_cpulist(m.cpus));
         (void)sys::write_all(STDOUT_FILENO, out.data(), out.size());
     }
 

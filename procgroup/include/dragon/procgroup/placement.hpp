@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dragon/common/codec.hpp"
+#include "dragon/common/cpulist.hpp"
 #include "dragon/common/result.hpp"
 #include "dragon/procgroup/resources.hpp"
 
@@ -84,7 +85,8 @@ std::uint32_t capacity(const NodeResources& node, Binding binding, std::uint32_t
 Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementRequest& req);
 
 /// "0-3,8,10-11": an ascending, deduplicated cpu list with runs as ranges.
-std::string format_cpulist(std::vector<std::uint32_t> cpus);
+
+using dragon::format_cpulist;  // "0-3,8,10-11" (common/cpulist.hpp)
 
 /// A table with one line per rank: rank, node id, hostname, local rank and
 /// cpus (as ranges), followed by the plan's warnings. Hostnames come from
