@@ -15,6 +15,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "dragon/common/log.hpp"
 #include "dragon/common/names.hpp"
 #include "dragon/procgroup/placement.hpp"
 #include "dragon/procgroup/topology.hpp"
@@ -84,6 +85,21 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
 }
 
 Agent::~Agent() = default;
+
+int agent_main(AgentOptions opts) {
+    const std::string log_dir = opts.config.log_dir();
+    if (auto st = log::init(fmt::format("agent-n{}", opts.node_id), opts.config.log_level(), log_dir); !st) {
+        std::fprintf(stderr, "dragon-agent: error: %s\n", st.error().message().c_str());
+        return 2;
+    }
+    auto agent = Agent::create(std::move(opts));
+    if (!agent) {
+        if (!log_dir.empty()) spdlog::error("cannot start: {}", agent.error().message());
+        std::fprintf(stderr, "dragon-agent: error: %s\n", agent.error().message().c_str());
+        return 1;
+    }
+    return (*agent)->run();
+}
 
 Result<std::unique_ptr<Agent>> Agent::create(AgentOptions opts) {
     // Raise the fd limit: two pipes per process add up at thousands of processes.

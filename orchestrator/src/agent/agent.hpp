@@ -41,6 +41,11 @@ struct AgentOptions {
     Config config;
 };
 
+/// Sets up the agent's logging, creates it and runs it to the end; returns
+/// the process exit code. The body of dragon-agent, and of the front end's
+/// forked child under the local launcher.
+int agent_main(AgentOptions opts);
+
 /// A process the agent started, as long as the run lasts.
 struct Process {
     Puid puid = 0;

@@ -37,16 +37,5 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "dragon-agent: error: %s\n", run.error().message().c_str());
         return 2;
     }
-    if (auto st = dragon::log::init(fmt::format("agent-n{}", node_id), config->log_level(), config->log_dir()); !st) {
-        std::fprintf(stderr, "dragon-agent: error: %s\n", st.error().message().c_str());
-        return 2;
-    }
-    const std::string log_dir = config->log_dir();
-    auto agent = dragon::agent::Agent::create({std::move(*run), node_id, control_fd, std::move(*config)});
-    if (!agent) {
-        if (!log_dir.empty()) spdlog::error("cannot start: {}", agent.error().message());
-        std::fprintf(stderr, "dragon-agent: error: %s\n", agent.error().message().c_str());
-        return 1;
-    }
-    return (*agent)->run();
+    return dragon::agent::agent_main({std::move(*run), node_id, control_fd, std::move(*config)});
 }

@@ -33,17 +33,13 @@ enum class State { starting, running, stopping, done };
 
 class FrontEnd {
 public:
-    explicit FrontEnd(RunOptions opts) : opts_(std::move(opts)), signals_(io_), start_timer_(io_) {}
+    FrontEnd(RunOptions opts, RunId run, AgentHandle agent)
+        : opts_(std::move(opts)), signals_(io_), start_timer_(io_), run_(std::move(run)) {
+        agent_pid_ = agent.pid;
+        control_ = std::move(agent.control);
+    }
 
     int run() {
-        auto run_id = RunId::generate();
-        if (!run_id) return fatal_now(run_id.error());
-        run_ = std::move(*run_id);
-        if (auto stale = rt::cleanup_stale(false); stale && !stale->removed.empty())
-            spdlog::info("removed {} shared-memory entries of dead runs", stale->removed.size());
-
-        auto launcher = make_launcher(opts_.launcher, default_agent_path());
-        if (!launcher) return usage_error(launcher.error());
         // Signals are ours from here on: Ctrl-C starts an orderly teardown.
         signals_.add(SIGINT);
         signals_.add(SIGTERM);
@@ -52,13 +48,9 @@ public:
         ::signal(SIGTTIN, SIG_IGN);  // reading a terminal from the background gives EIO, not a stop
         wait_signals();
 
-        auto agents = (*launcher)->launch(*run_, opts_.config);
-        if (!agents) return fatal_now(agents.error());
-        auto& a = agents->front();
-        agent_pid_ = a.pid;
         asio::local::stream_protocol::socket sock(io_);
         asio::error_code ec;
-        sock.assign(asio::local::stream_protocol(), a.control.release(), ec);
+        sock.assign(asio::local::stream_protocol(), control_.release(), ec);
         if (ec) return fatal_now(make_error(Errc::system, "agent connection: {}", ec.message()));
         agent_ = std::make_shared<rt::UnixConnection>(std::move(sock), "agent n0 connection");
         agent_->start([this](wire::Frame&& f) { on_frame(std::move(f)); },
@@ -384,16 +376,13 @@ private:
         std::fprintf(stderr, "dragon-orchestrate: error: %s\n", e.message().c_str());
         return kExitRuntimeFailure;
     }
-    int usage_error(const Error& e) {
-        std::fprintf(stderr, "dragon-orchestrate: error: %s\n", e.message().c_str());
-        return kExitUsage;
-    }
 
     RunOptions opts_;
     asio::io_context io_;
     asio::signal_set signals_;
     asio::steady_timer start_timer_;
     std::optional<RunId> run_;
+    sys::UniqueFd control_;
     std::shared_ptr<rt::UnixConnection> agent_;
     pid_t agent_pid_ = 0;
     State state_ = State::starting;
@@ -416,6 +405,27 @@ private:
 
 }  // namespace
 
-int run_program(RunOptions opts) { return FrontEnd(std::move(opts)).run(); }
+int run_program(RunOptions opts) {
+    auto run = RunId::generate();
+    if (!run) {
+        std::fprintf(stderr, "dragon-orchestrate: error: %s\n", run.error().message().c_str());
+        return kExitRuntimeFailure;
+    }
+    if (auto stale = rt::cleanup_stale(false); stale && !stale->removed.empty())
+        spdlog::info("removed {} shared-memory entries of dead runs", stale->removed.size());
+    auto launcher = make_launcher(opts.launcher, default_agent_path());
+    if (!launcher) {
+        std::fprintf(stderr, "dragon-orchestrate: error: %s\n", launcher.error().message().c_str());
+        return kExitUsage;
+    }
+    // Agents first, before any Asio object exists here: a forked agent must
+    // not share this process's Asio signal pipe or epoll set.
+    auto agents = (*launcher)->launch(*run, opts.config);
+    if (!agents) {
+        std::fprintf(stderr, "dragon-orchestrate: error: %s\n", agents.error().message().c_str());
+        return kExitRuntimeFailure;
+    }
+    return FrontEnd(std::move(opts), std::move(*run), std::move(agents->front())).run();
+}
 
 }  // namespace dragon::cli

@@ -5,12 +5,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <climits>
 #include <cstdlib>
+#include <cstring>
 
+#include "../agent/agent.hpp"
 #include "../runtime/spawn.hpp"
 
 extern char** environ;
@@ -21,6 +23,9 @@ namespace {
 
 class LocalLauncher final : public Launcher {
 public:
+    /// With an agent path, the agent is that program (exec'd); without, the
+    /// agent runs in a forked child of the front end, saving an exec on the
+    /// start-up path of every run.
     explicit LocalLauncher(std::string agent_path) : agent_path_(std::move(agent_path)) {}
     [[nodiscard]] std::string_view name() const override { return "local"; }
 
@@ -28,6 +33,7 @@ public:
         int sv[2];
         DRAGON_CHECK(sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); }));
         sys::UniqueFd mine(sv[0]), theirs(sv[1]);
+        if (agent_path_.empty()) return fork_agent(run, config, std::move(mine), std::move(theirs));
 
         posix_spawn_file_actions_t fa;
         posix_spawnattr_t attr;
@@ -68,6 +74,33 @@ public:
     }
 
 private:
+    // Called before the front end has an event loop or signal handlers, so
+    // the child starts from a plain process; it never returns into the
+    // front end's stack (it _exits), so no front-end destructor runs twice.
+    static Result<std::vector<AgentHandle>> fork_agent(const RunId& run, const Config& config, sys::UniqueFd mine,
+                                                       sys::UniqueFd theirs) {
+        const pid_t pid = ::fork();
+        if (pid < 0) return sys::error_from_errno("forking the agent");
+        if (pid == 0) {
+            mine.reset();  // else the agent would never see the front end go away
+            ::setpgid(0, 0);  // a terminal's Ctrl-C reaches the front end only
+            for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGTTIN, SIGTTOU}) ::signal(s, SIG_DFL);
+            sigset_t none;
+            sigemptyset(&none);
+            ::sigprocmask(SIG_SETMASK, &none, nullptr);
+            ::prctl(PR_SET_NAME, "dragon-agent");
+            if (int null = ::open("/dev/null", O_RDONLY); null >= 0) {
+                ::dup2(null, 0);
+                if (null != 0) ::close(null);
+            }
+            for (const auto& kv : config.to_env()) ::putenv(::strdup(kv.c_str()));  // processes inherit the config
+            ::_exit(agent::agent_main({run, 0, theirs.release(), config}));
+        }
+        std::vector<AgentHandle> out;
+        out.push_back({0, pid, std::move(mine)});
+        return out;
+    }
+
     std::string agent_path_;
 };
 
@@ -80,11 +113,7 @@ Result<std::unique_ptr<Launcher>> make_launcher(std::string_view name, std::stri
 
 std::string default_agent_path() {
     if (const char* p = std::getenv("DRAGON_AGENT"); p != nullptr && *p != '\0') return p;
-    char buf[PATH_MAX];
-    ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n <= 0) return "dragon-agent";
-    std::string self(buf, static_cast<std::size_t>(n));
-    return self.substr(0, self.rfind('/') + 1) + "dragon-agent";
+    return {};
 }
 
 }  // namespace dragon::cli

@@ -36,7 +36,7 @@ public:
 /// The launcher called `name`; Errc::invalid_argument naming the known ones otherwise.
 Result<std::unique_ptr<Launcher>> make_launcher(std::string_view name, std::string agent_path);
 
-/// Where dragon-agent is: $DRAGON_AGENT if set, else beside this executable.
+/// $DRAGON_AGENT if set (run that agent program), else empty (fork the agent).
 std::string default_agent_path();
 
 }  // namespace dragon::cli
