@@ -112,8 +112,11 @@ Result<std::unique_ptr<Agent>> Agent::create(AgentOptions opts) {
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
     ::signal(SIGPIPE, SIG_IGN);
 
-    auto lock = DRAGON_TRY(rt::NodeLock::acquire(opts.run, opts.node_id));
     sys::UniqueFd control(opts.control_fd);
+    // Inherited without close-on-exec (it had to survive our own exec); no
+    // managed process may hold it, or the front end would not see us die.
+    DRAGON_CHECK(sys::call("control fd", [&] { return ::fcntl(control.get(), F_SETFD, FD_CLOEXEC); }));
+    auto lock = DRAGON_TRY(rt::NodeLock::acquire(opts.run, opts.node_id));
     // The lock exists first, so a crash from here on leaves leftovers that cleanup recognises.
     auto pool_name = DRAGON_TRY(channels::make_pool_name(opts.run.str(), opts.node_id));
     auto pool = channels::Pool::create_unreserved(pool_name, opts.config.pool_size());
@@ -143,6 +146,9 @@ Status Agent::open_client_socket() {
     asio::local::stream_protocol::endpoint ep(std::string(1, '\0') + name);
     asio::error_code ec;
     client_acceptor_.open(ep.protocol(), ec);
+    // Asio opens sockets without close-on-exec: no managed process may inherit them.
+    if (!ec && ::fcntl(client_acceptor_.native_handle(), F_SETFD, FD_CLOEXEC) != 0)
+        return sys::error_from_errno("client socket: fcntl");
     if (!ec) client_acceptor_.bind(ep, ec);
     if (!ec) client_acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return make_error(Errc::system, "client socket @{}: {}", name, ec.message());
@@ -336,6 +342,7 @@ void Agent::accept_clients() {
 }
 
 void Agent::serve_client(asio::local::stream_protocol::socket sock) {
+    ::fcntl(sock.native_handle(), F_SETFD, FD_CLOEXEC);  // not inherited by processes we start
     ucred cred{};
     socklen_t len = sizeof cred;
     if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||

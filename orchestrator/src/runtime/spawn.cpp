@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -67,6 +68,54 @@ struct ChildArgs {
     pid_t parent;
     const cpu_set_t* cpus;  // null: inherit
     std::size_t cpus_size;
+    int fd_limit;  // the child keeps fds below this (the slots), drops the rest
+};
+
+// A few fds reserved near the bottom of the agent's table. The child's stdio
+// and error pipe pass through them, so the child can take a private fd table
+// holding only fds below `limit` (close_range with CLOSE_RANGE_UNSHARE copies
+// nothing above it). Cloning with a shared table and unsharing only the low
+// part makes a spawn cost the same with 10 or 10,000 fds open; a plain vfork
+// copies the whole table, which made launching thousands of processes
+// quadratic. Process-wide; used from one thread (the agent's loop).
+class FdSlots {
+public:
+    static constexpr int kStdin = 0, kStdout = 1, kStderr = 2, kErrPipe = 3, kCount = 4;
+
+    static Result<FdSlots*> get() {
+        static FdSlots slots;
+        static Status made = slots.make();
+        if (!made) return made.error();
+        return &slots;
+    }
+    [[nodiscard]] int fd(int i) const { return fds_[i]; }
+    [[nodiscard]] int devnull() const { return devnull_; }
+    [[nodiscard]] int limit() const { return limit_; }
+    /// Puts `fd` (or /dev/null for -1) into slot i, close-on-exec.
+    Status put(int i, int fd) {
+        DRAGON_CHECK(sys::call("dup3 into an fd slot", [&] { return ::dup3(fd >= 0 ? fd : devnull_, fds_[i], O_CLOEXEC); }));
+        return ok();
+    }
+    /// Puts /dev/null back into every slot, dropping the references they held.
+    void clear() {
+        for (int i = 0; i < kCount; ++i) ::dup3(devnull_, fds_[i], O_CLOEXEC);
+    }
+
+private:
+    Status make() {
+        devnull_ = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull_ < 0) return sys::error_from_errno("opening /dev/null");
+        limit_ = devnull_ + 1;
+        for (int& f : fds_) {
+            f = ::fcntl(devnull_, F_DUPFD_CLOEXEC, 0);  // the lowest free fds
+            if (f < 0) return sys::error_from_errno("reserving fd slots");
+            limit_ = std::max(limit_, f + 1);
+        }
+        return ok();
+    }
+    int fds_[kCount] = {-1, -1, -1, -1};
+    int devnull_ = -1;
+    int limit_ = 0;
 };
 
 // Resets a signal to SIG_DFL with the raw system call: glibc's wrappers
@@ -82,8 +131,13 @@ void reset_signal(int sig) {
     ::syscall(SYS_rt_sigaction, sig, &kact, nullptr, sizeof kact.mask);
 }
 
-// The child between vfork and exec: async-signal-safe calls only.
+// The child between clone/vfork and exec: async-signal-safe calls only.
 [[noreturn]] void run_child(const ChildArgs* a) {
+    // A private fd table with only the fds below the limit: the slots, the
+    // agent's stdio and its first few (close-on-exec) fds.
+    if (::close_range(static_cast<unsigned>(a->fd_limit), ~0U, CLOSE_RANGE_UNSHARE) != 0 &&
+        (::unshare(CLONE_FILES) != 0 || ::close_range(static_cast<unsigned>(a->fd_limit), ~0U, 0) != 0))
+        child_fail(a->errpipe, kStepDup);
     for (int sig = 1; sig < NSIG; ++sig) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
         reset_signal(sig);
@@ -94,6 +148,9 @@ void reset_signal(int sig) {
     if (install_fd(a->in, 0, a->devnull) < 0 || install_fd(a->out, 1, a->devnull) < 0 ||
         install_fd(a->err, 2, a->devnull) < 0)
         child_fail(a->errpipe, kStepDup);
+    // Programs get stdin, stdout and stderr, nothing else of ours or of whoever
+    // started us (the error pipe still works until exec closes it).
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     if (a->cwd != nullptr && ::chdir(a->cwd) != 0) child_fail(a->errpipe, kStepChdir);
     if (a->cpus != nullptr && ::sched_setaffinity(0, a->cpus_size, a->cpus) != 0) child_fail(a->errpipe, kStepAffinity);
     sigset_t none;
@@ -102,6 +159,8 @@ void reset_signal(int sig) {
     ::execve(a->path, a->argv, a->envp);
     child_fail(a->errpipe, kStepExec);
 }
+
+int child_entry(void* args) { run_child(static_cast<const ChildArgs*>(args)); }
 
 }  // namespace
 
@@ -166,16 +225,6 @@ Result<pid_t> spawn_child(const ChildSpec& spec) {
     for (const auto& e : spec.envp) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
 
-    int errpipe[2];
-    DRAGON_CHECK(sys::call("pipe2", [&] { return ::pipe2(errpipe, O_CLOEXEC); }));
-    sys::UniqueFd err_r(errpipe[0]), err_w(errpipe[1]);
-    sys::UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-    if (!devnull) return sys::error_from_errno("opening /dev/null");
-
-    // Block every signal so no handler of ours runs in the child before exec.
-    sigset_t all, old;
-    ::sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &old);
     // The affinity mask, sized for the highest cpu asked for (hosts may have > 1024 cpus).
     const unsigned ncpus = spec.cpus.empty() ? 0 : *std::max_element(spec.cpus.begin(), spec.cpus.end()) + 1;
     const std::size_t mask_size = ncpus == 0 ? 0 : CPU_ALLOC_SIZE(ncpus);
@@ -186,15 +235,43 @@ Result<pid_t> spawn_child(const ChildSpec& spec) {
         CPU_ZERO_S(mask_size, mask.get());
         for (unsigned c : spec.cpus) CPU_SET_S(c, mask_size, mask.get());
     }
+
+    FdSlots* slots = DRAGON_TRY(FdSlots::get());
+    int errpipe[2];
+    DRAGON_CHECK(sys::call("pipe2", [&] { return ::pipe2(errpipe, O_CLOEXEC); }));
+    sys::UniqueFd err_r(errpipe[0]), err_w(errpipe[1]);
+    struct ClearSlots {
+        FdSlots* s;
+        ~ClearSlots() { s->clear(); }
+    } clear_slots{slots};
+    DRAGON_CHECK(slots->put(FdSlots::kStdin, spec.stdin_fd));
+    DRAGON_CHECK(slots->put(FdSlots::kStdout, spec.stdout_fd));
+    DRAGON_CHECK(slots->put(FdSlots::kStderr, spec.stderr_fd));
+    DRAGON_CHECK(slots->put(FdSlots::kErrPipe, err_w.get()));
+
     const ChildArgs args{spec.path.c_str(), argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-                         spec.stdin_fd, spec.stdout_fd, spec.stderr_fd, devnull.get(), err_w.get(), ::getpid(),
-                         mask.get(), mask_size};
-    pid_t pid = kUseVfork ? ::vfork() : ::fork();
-    if (pid == 0) run_child(&args);
+                         slots->fd(FdSlots::kStdin), slots->fd(FdSlots::kStdout), slots->fd(FdSlots::kStderr),
+                         slots->devnull(), slots->fd(FdSlots::kErrPipe), ::getpid(), mask.get(), mask_size,
+                         slots->limit()};
+    // Block every signal so no handler of ours runs in the child before exec.
+    sigset_t all, old;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = -1;
+    if constexpr (kUseVfork) {
+        // The child borrows our memory and fd table until it execs; we wait (CLONE_VFORK).
+        alignas(64) static char child_stack[64 * 1024];
+        pid = ::clone(child_entry, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD,
+                      const_cast<ChildArgs*>(&args));
+    } else {
+        pid = ::fork();
+        if (pid == 0) run_child(&args);
+    }
     const int fork_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (pid < 0) return sys::error_from_errno(kUseVfork ? "vfork" : "fork", fork_errno);
+    if (pid < 0) return sys::error_from_errno(kUseVfork ? "clone" : "fork", fork_errno);
 
+    slots->clear();  // our copies of the child's ends and of the error pipe go
     err_w.reset();
     ChildFailure f{};
     ssize_t n;

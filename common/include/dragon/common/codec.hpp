@@ -30,7 +30,7 @@ public:
         using U = std::make_unsigned_t<T>;
         auto u = static_cast<U>(v);
         char b[sizeof(U)];
-        for (std::size_t i = 0; i < sizeof(U); ++i) b[i] = static_cast<char>((u >> (8 * i)) & 0xffU);
+        for (std::size_t i = 0; i < sizeof(U); ++i) b[i] = static_cast<char>((static_cast<std::uint64_t>(u) >> (8 * i)) & 0xffU);
         out_.append(b, sizeof(U));
     }
     void bytes(std::string_view s) {
