@@ -17,6 +17,29 @@ def shm_entries():
     return {e for e in os.listdir("/dev/shm") if e.startswith("dragon-")}
 
 
+def dead_entries(entries):
+    """Entries whose run is dead: no lock file, or a lock nobody holds.
+    Live runs (of other processes, or still tearing down) are not residue."""
+    import fcntl
+    dead = set()
+    for e in entries:
+        run_node = e.rsplit("-", 1)[0]
+        lock = f"/dev/shm/{run_node}-lock"
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            dead.add(e)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            dead.add(e)  # we could take it: its agent is gone
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    return dead
+
+
 def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -44,14 +67,14 @@ def children_of(pid):
 
 @pytest.fixture(autouse=True)
 def no_residue():
-    """Every test must leave /dev/shm as it found it (for entries of our runs)."""
+    """No test may leave shared memory of a dead run behind."""
     before = shm_entries()
     yield
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and shm_entries() - before:
+    while time.monotonic() < deadline and dead_entries(shm_entries() - before):
         time.sleep(0.05)
-    left = shm_entries() - before
-    assert not left, f"shared memory left behind: {sorted(left)}"
+    left = dead_entries(shm_entries() - before)
+    assert not left, f"shared memory of a dead run left behind: {sorted(left)}"
 
 
 def run(args, input=None, timeout=60, env=None, **kw):

@@ -164,8 +164,9 @@ def test_binding_is_real_inside_each_rank():
 
 
 def test_unbound_ranks_keep_every_allowed_cpu():
-    r = run(["run", "-n", "2", "--", PY, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"])
-    assert r.stdout.decode().splitlines() == [str(allowed_cpus())] * 2
+    # --label: without it, two ranks' bytes may interleave within a line.
+    r = run(["run", "-n", "2", "--label", "--", PY, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"])
+    assert sorted(r.stdout.decode().splitlines()) == [f"[{k}] {allowed_cpus()}" for k in range(2)]
 
 
 def test_oversubscription_warns_or_is_refused():
