@@ -278,6 +278,7 @@ SpawnOutcome Agent::spawn_one(const msg::ProcSpec& spec, const std::vector<std::
     const bool has_out = p->out != nullptr, has_err = p->err != nullptr;
     by_pid_[*pid] = *puid;
     procs_.emplace(*puid, std::move(p));
+    ++running_;
     if (has_out) watch_output(*puid, msg::Stream::out);
     if (has_err) watch_output(*puid, msg::Stream::err);
     spdlog::debug("started puid {} pid {}: {}", *puid, *pid, fmt::join(spec.argv, " "));
@@ -461,6 +462,7 @@ void Agent::reap_children() {
         if (p == nullptr) continue;
         p->state = msg::ProcState::exited;
         p->status = msg::ExitStatus::from_wait_status(status);
+        --running_;
         close_stdin(*p);
         spdlog::debug("puid {} pid {} ended: code {} signal {}", p->puid, pid, p->status.exit_code, p->status.signal);
         if (auto gid = group_of_.find(p->puid); gid != group_of_.end()) {
@@ -575,6 +577,7 @@ void Agent::handle_group_start(const msg::GroupStart& req) {
     auto g = std::make_unique<Group>(id, req.spec, std::move(plan->members));
     for (std::uint32_t e = 0; e < g->spec.entries.size(); ++e)
         for (std::uint32_t i = 0; i < g->spec.entries[e].count; ++i) g->entry_of_rank.push_back(e);
+    for (const auto& m : g->members) g->local_size += m.node_id == opts_.node_id ? 1U : 0U;
     Group& group = *g;
     groups_.emplace(id, std::move(g));
     reply.group_id = id;
@@ -600,8 +603,7 @@ void Agent::start_member(Group& g, std::uint32_t rank) {
     auto& m = g.members[rank];
     msg::ProcSpec spec = g.spec.entries[g.entry_of_rank[rank]].proc;
     if (rank != 0) spec.stdin_mode = msg::StdinMode::null;  // stdin goes to rank 0, as with mpiexec
-    std::uint32_t local_size = 0;
-    for (const auto& x : g.members) local_size += x.node_id == opts_.node_id ? 1U : 0U;
+    const std::uint32_t local_size = g.local_size;
     const std::vector<std::string> env = {
         fmt::format("DRAGON_RANK={}", rank),
         fmt::format("DRAGON_NRANKS={}", g.members.size()),
@@ -698,11 +700,7 @@ void Agent::wait_signals() {
     });
 }
 
-std::size_t Agent::running_count() const {
-    std::size_t n = 0;
-    for (const auto& [puid, p] : procs_) n += p->state == msg::ProcState::running ? 1U : 0U;
-    return n;
-}
+std::size_t Agent::running_count() const { return running_; }
 
 void Agent::signal_running(int sig) {
     for (auto& [puid, p] : procs_) {

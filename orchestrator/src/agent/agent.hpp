@@ -80,6 +80,7 @@ struct Group {
     msg::GroupSpec spec;
     std::vector<msg::GroupMember> members;  // placement and current puid/pid, by rank
     std::vector<std::uint32_t> entry_of_rank;
+    std::uint32_t local_size = 0;  // members on this node
     std::unique_ptr<asio::steady_timer> stop_timer;
     int stop_signal = 0;  // last signal sent while stopping
     bool starting = true; // group_done waits until group_started has been sent
@@ -167,6 +168,7 @@ private:
     asio::steady_timer reserve_timer_;
     IdAllocator puids_;
     std::map<Puid, std::unique_ptr<Process>> procs_;
+    std::size_t running_ = 0;  // procs_ entries in state running
     std::map<std::uint64_t, std::unique_ptr<Group>> groups_;
     std::unordered_map<Puid, std::uint64_t> group_of_;
     std::uint64_t next_group_id_ = 1;
