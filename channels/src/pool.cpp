@@ -1,5 +1,6 @@
 // Pool: POSIX shm segment creation/attachment and the crash-tolerant buddy allocator.
 #include "dragon/channels/pool.hpp"
+#include "dragon/common/names.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -35,41 +36,24 @@ constexpr std::string_view kShmDir = "/dev/shm";
 
 std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
-bool is_hex(std::string_view s) {
-    return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 // The compiler must not reorder order-map stores: a process can die between
 // any two of them and the map must describe a valid partition at every step.
 inline void crash_order_fence() noexcept { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
 }  // namespace
 
+// Pool names are the runtime's resource names (common/names.hpp) with a
+// leading slash for shm_open: one format, so cleanup of dead runs sees pools.
 Result<std::string> make_pool_name(std::string_view run_id, std::uint32_t node_id) {
-    if (run_id.empty() || run_id.size() > 32 || !is_hex(run_id))
-        return make_error(Errc::invalid_argument, "run id '{}' is not 1-32 chars of [0-9a-f]", run_id);
-    return fmt::format("/dragon-{}-n{}-pool", run_id, node_id);
+    auto run = DRAGON_TRY(RunId::parse(run_id));
+    return "/" + names::shm_name(run, node_id, "pool");
 }
 
 Result<PoolNameParts> parse_pool_name(std::string_view name) {
-    auto bad = [&] {
+    auto parts = name.starts_with('/') ? names::parse_shm_name(name.substr(1)) : std::nullopt;
+    if (!parts || parts->what != "pool")
         return make_error(Errc::invalid_argument, "pool name '{}' is not /dragon-<runid>-n<nodeid>-pool", name);
-    };
-    constexpr std::string_view kPrefix = "/dragon-", kSuffix = "-pool";
-    if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) return bad();
-    std::string_view mid = name.substr(kPrefix.size(), name.size() - kPrefix.size() - kSuffix.size());
-    auto dash = mid.find("-n");
-    if (dash == std::string_view::npos) return bad();
-    std::string_view run = mid.substr(0, dash), node = mid.substr(dash + 2);
-    if (run.empty() || run.size() > 32 || !is_hex(run)) return bad();
-    if (node.empty() || node.size() > 10 || (node.size() > 1 && node[0] == '0')) return bad();
-    std::uint64_t n = 0;
-    for (char c : node) {
-        if (c < '0' || c > '9') return bad();
-        n = n * 10 + static_cast<std::uint64_t>(c - '0');
-    }
-    if (n > 0xffffffffULL) return bad();
-    return PoolNameParts{std::string(run), static_cast<std::uint32_t>(n)};
+    return PoolNameParts{std::move(parts->run_id), parts->node};
 }
 
 namespace detail {

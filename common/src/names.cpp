@@ -19,6 +19,7 @@ std::optional<ShmNameParts> parse_shm_name(std::string_view name) {
     name.remove_prefix(dash + 1);
     if (!name.starts_with('n')) return std::nullopt;
     name.remove_prefix(1);
+    if (name.size() > 1 && name[0] == '0' && name[1] != '-') return std::nullopt;  // canonical only: n1, not n01
     std::uint32_t node = 0;
     auto [p, ec] = std::from_chars(name.data(), name.data() + name.size(), node);
     if (ec != std::errc{} || p == name.data() || p == name.data() + name.size() || *p != '-')

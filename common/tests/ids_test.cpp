@@ -74,7 +74,7 @@ TEST(Names, ShmNamesRoundTrip) {
 
 TEST(Names, ForeignNamesAreNotOurs) {
     for (const char* s : {"dragon-", "dragon-xyz-n0-pool", "dragon-00-n-pool", "dragon-00-n0-", "dragon-00-n0",
-                          "dragon-00-nx-pool", "sem.dragon-00-n0-pool", "dragon-00-n0-Pool", "dragon-00-p0-pool"}) {
+                          "dragon-00-nx-pool", "dragon-00-n01-pool", "dragon-00-n4294967296-pool", "sem.dragon-00-n0-pool", "dragon-00-n0-Pool", "dragon-00-p0-pool"}) {
         EXPECT_FALSE(names::parse_shm_name(s)) << s;
     }
 }
