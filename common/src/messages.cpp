@@ -30,6 +30,12 @@ constexpr std::string_view name_of() {
         case Type::client_welcome: return "client_welcome";
         case Type::proc_query: return "proc_query";
         case Type::proc_table: return "proc_table";
+        case Type::group_signal: return "group_signal";
+        case Type::group_stop: return "group_stop";
+        case Type::group_close: return "group_close";
+        case Type::group_query: return "group_query";
+        case Type::group_status: return "group_status";
+        case Type::ok_reply: return "ok_reply";
         case Type::error_reply: return "error_reply";
     }
     return "unknown";

@@ -202,3 +202,46 @@ def test_bad_binding_and_topology_are_named():
     assert r.returncode == 2 and b"unknown binding 'sideways'" in r.stderr
     r = run(["run", "--", "/bin/true"], env={"DRAGON_TOPOLOGY": "pack:2"})
     assert r.returncode == 2 and b"DRAGON_TOPOLOGY: bad topology 'pack:2'" in r.stderr
+
+
+def test_several_programs_in_one_group_number_their_ranks_in_order():
+    r = run(["run", "--label", "-n", "2", "--", "sh", "-c", "echo a $DRAGON_RANK/$DRAGON_NRANKS",
+             ":", "-n", "3", "sh", "-c", "echo b $DRAGON_RANK/$DRAGON_NRANKS", ":", "sh", "-c", "echo c $DRAGON_RANK"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.decode().splitlines()) == [
+        "[0] a 0/6", "[1] a 1/6", "[2] b 2/6", "[3] b 3/6", "[4] b 4/6", "[5] c 5"]
+
+
+def test_bad_program_lists_are_usage_errors():
+    for args, why in [([":", "true"], b"':' with no program before it"),
+                      (["true", ":"], b"':' with no program after it"),
+                      (["true", ":", "-x", "true"], b"program 2: unknown option '-x'"),
+                      (["true", ":", "-n", "zero", "true"], b"program 2: -n needs a count from 1 to 1000000, not 'zero'")]:
+        r = run(["run", "--", *args])
+        assert r.returncode == 2 and why in r.stderr, (args, r.stderr)
+
+
+def test_output_error_and_input_files_per_rank(tmp_path):
+    for rank in range(3):
+        (tmp_path / f"in.{rank}").write_text(f"input of {rank}\n")
+    r = run(["run", "-n", "3", "--input", "in.%r", "--output", str(tmp_path / "out.%r"), "--error", "err.%2r", "--",
+             "sh", "-c", "cat; echo oops >&2"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"" and b"oops" not in r.stderr
+    for rank in range(3):
+        assert (tmp_path / f"out.{rank}").read_text() == f"input of {rank}\n"
+        assert (tmp_path / f"err.{rank:02}").read_text() == "oops\n"
+
+
+def test_stdout_and_stderr_to_one_shared_file(tmp_path):
+    r = run(["run", "-n", "4", "--output", "all.log", "--error", "all.log", "--", "sh", "-c",
+             "echo out $DRAGON_RANK; echo err $DRAGON_RANK >&2"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = sorted((tmp_path / "all.log").read_text().splitlines())
+    assert lines == sorted([f"out {i}" for i in range(4)] + [f"err {i}" for i in range(4)])
+
+
+def test_an_output_file_that_cannot_be_opened_fails_the_start(tmp_path):
+    r = run(["run", "--output", str(tmp_path / "missing" / "out.%r"), "--", "true"])
+    assert r.returncode == 126
+    assert f"cannot open stdout file '{tmp_path}/missing/out.0'".encode() in r.stderr, r.stderr

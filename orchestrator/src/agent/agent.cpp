@@ -17,6 +17,7 @@
 
 #include "dragon/common/log.hpp"
 #include "dragon/common/names.hpp"
+#include "dragon/procgroup/io.hpp"
 #include "dragon/procgroup/placement.hpp"
 #include "dragon/procgroup/topology.hpp"
 #include "../runtime/spawn.hpp"
@@ -77,6 +78,9 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
         if (kv.starts_with("PATH=")) path_env_ = std::string(kv.substr(5));
         base_env_.emplace_back(kv);
     }
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    hostname_ = host;
     base_env_ = merge_env(std::move(base_env_),
                           {fmt::format("{}={}", names::kEnvRunId, opts_.run.str()),
                            fmt::format("{}={}", names::kEnvNodeId, opts_.node_id),
@@ -159,10 +163,8 @@ int Agent::run() {
     frontend_->start([this](wire::Frame&& f) { on_frontend_frame(std::move(f)); },
                      [this](const Error* e) { on_frontend_closed(e); });
     frontend_->on_drained([this] { resume_parked_output(); });
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
     frontend_->send(msg::AgentHello{msg::kProtocolVersion, opts_.run.str(), opts_.node_id,
-                                    static_cast<std::int32_t>(::getpid()), host});
+                                    static_cast<std::int32_t>(::getpid()), hostname_});
     accept_clients();
     wait_signals();
     spdlog::info("agent n{} of run {} up, pid {}", opts_.node_id, opts_.run.str(), ::getpid());
@@ -190,10 +192,10 @@ void Agent::reserve_pool_step(std::size_t offset) {
 void Agent::on_frontend_frame(wire::Frame&& f) {
     switch (static_cast<msg::Type>(f.type)) {
         case msg::Type::group_start:
-            if (auto m = msg::decode_as<msg::GroupStart>(f)) return handle_group_start(*m);
+            if (auto m = msg::decode_as<msg::GroupStart>(f)) return handle_group_start(*m, kFrontEnd);
             else return spdlog::error("bad group_start frame: {}", m.error().message());
         case msg::Type::stdin_data:
-            if (auto m = msg::decode_as<msg::StdinData>(f)) return handle_stdin(std::move(*m));
+            if (auto m = msg::decode_as<msg::StdinData>(f)) return handle_stdin(std::move(*m), kFrontEnd);
             else return spdlog::error("bad stdin frame: {}", m.error().message());
         case msg::Type::shutdown:
             if (auto m = msg::decode_as<msg::Shutdown>(f)) {
@@ -216,13 +218,26 @@ void Agent::on_frontend_closed(const Error* e) {
     begin_stop(false, opts_.config.patience_ms(), "front end lost");
 }
 
-SpawnOutcome Agent::spawn_one(const msg::ProcSpec& spec, const std::vector<std::string>& extra_env,
-                                  const std::vector<std::uint32_t>& cpus) {
+rt::UnixConnection* Agent::sink(SinkId id) {
+    if (id == kFrontEnd) return frontend_lost_ ? nullptr : frontend_.get();
+    if (id == kNoSink) return nullptr;
+    auto it = clients_.find(id);
+    return it == clients_.end() ? nullptr : it->second.conn.get();
+}
+
+SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector<std::string>& extra_env) {
+    const msg::ProcSpec& spec = g.spec.entries[g.entry_of_rank[rank]].proc;
+    const auto& cpus = g.members[rank].cpus;
     SpawnOutcome res;
     auto fail = [&](const Error& e) {
         res.sys_errno = e.sys_errno() != 0 ? e.sys_errno() : (e.code() == Errc::not_found ? ENOENT : EACCES);
         res.error = e.message();
         spdlog::info("spawn failed: {}", e.message());
+        return res;
+    };
+    auto fail_io = [&](const Error& e) {  // not the program's fault: no exec errno (so 126, never 127)
+        fail(e);
+        res.sys_errno = 0;
         return res;
     };
     if (phase_ != Phase::running) return fail(Error(Errc::closed, "the agent is shutting down"));
@@ -239,30 +254,70 @@ SpawnOutcome Agent::spawn_one(const msg::ProcSpec& spec, const std::vector<std::
     auto path = resolve_program(spec.argv[0], path_env);
     if (!path) return fail(path.error());
 
+    // Files are opened here, not in the child, so a bad path is a clear start
+    // failure. A restarted rank appends to the files of its earlier runs; a
+    // file shared by several processes is emptied once, by local rank 0.
+    const pg::PathContext pc{rank, *puid, opts_.node_id, g.tracker.id(), hostname_};
+    const bool first_run = g.tracker.members()[rank].history.empty();
+    std::string stdout_file;
+    auto open_file = [&](const std::string& pattern, bool write, const char* what) -> Result<sys::UniqueFd> {
+        auto name = DRAGON_TRY(pg::expand_path(pattern, pc));
+        if (!name.starts_with('/') && !spec.cwd.empty()) name = spec.cwd + "/" + name;
+        int flags = O_CLOEXEC | (write ? O_WRONLY | O_CREAT | O_APPEND : O_RDONLY);
+        if (write && first_run && (pg::varies_by_process(pattern) || g.members[rank].local_rank == 0)) flags |= O_TRUNC;
+        if (write && what == std::string_view("stdout")) stdout_file = name;
+        const int fd = ::open(name.c_str(), flags, 0644);
+        if (fd < 0) return sys::error_from_errno(fmt::format("{}: cannot open {} file '{}'", spec.argv[0], what, name));
+        return sys::UniqueFd(fd);
+    };
+
     std::array<sys::UniqueFd, 2> in_p, out_p, err_p;
-    if (spec.stdin_mode == msg::StdinMode::forward) {
+    sys::UniqueFd in_file, out_file, err_file;
+    auto in_mode = spec.stdin_mode;
+    if (in_mode == msg::StdinMode::forward && rank != 0) in_mode = msg::StdinMode::null;  // as with mpiexec
+    SinkId stdin_from = kNoSink, out_to = kNoSink, err_to = kNoSink;
+    if (in_mode == msg::StdinMode::forward || in_mode == msg::StdinMode::owner) {
         auto p = make_pipe();
         if (!p) return fail(p.error());
         in_p = std::move(*p);
+        stdin_from = in_mode == msg::StdinMode::forward ? kFrontEnd : g.owner;
+    } else if (in_mode == msg::StdinMode::file) {
+        auto f = open_file(spec.stdin_path, false, "stdin");
+        if (!f) return fail_io(f.error());
+        in_file = std::move(*f);
     }
-    if (spec.stdout_mode == msg::OutputMode::forward) {
-        auto p = make_pipe();
-        if (!p) return fail(p.error());
-        out_p = std::move(*p);
+    for (auto stream : {msg::Stream::out, msg::Stream::err}) {
+        const bool is_out = stream == msg::Stream::out;
+        const auto mode = is_out ? spec.stdout_mode : spec.stderr_mode;
+        auto& pipe = is_out ? out_p : err_p;
+        if (mode == msg::OutputMode::forward || mode == msg::OutputMode::owner) {
+            auto p = make_pipe();
+            if (!p) return fail(p.error());
+            pipe = std::move(*p);
+            (is_out ? out_to : err_to) = mode == msg::OutputMode::forward ? kFrontEnd : g.owner;
+        } else if (mode == msg::OutputMode::file) {
+            if (!is_out && spec.stdout_mode == msg::OutputMode::file && spec.stderr_path == spec.stdout_path) continue;
+            auto f = open_file(is_out ? spec.stdout_path : spec.stderr_path, true, is_out ? "stdout" : "stderr");
+            if (!f) return fail_io(f.error());
+            (is_out ? out_file : err_file) = std::move(*f);
+        }
     }
-    if (spec.stderr_mode == msg::OutputMode::forward) {
-        auto p = make_pipe();
-        if (!p) return fail(p.error());
-        err_p = std::move(*p);
-    }
-    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_p[0].get(), out_p[1].get(), err_p[1].get(),
-                 {cpus.begin(), cpus.end()}};
+    const int in_fd = in_p[0] ? in_p[0].get() : in_file.get();
+    const int out_fd = out_p[1] ? out_p[1].get() : out_file.get();
+    int err_fd = err_p[1] ? err_p[1].get() : err_file.get();
+    if (spec.stderr_mode == msg::OutputMode::file && !err_file) err_fd = out_file.get();  // one file for both
+    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_fd, out_fd, err_fd, {cpus.begin(), cpus.end()}};
     auto pid = spawn_child(cs);
     if (!pid) return fail(pid.error());
 
     auto p = std::make_unique<Process>();
     p->puid = *puid;
     p->pid = *pid;
+    p->group_id = g.tracker.id();
+    p->rank = rank;
+    p->out_to = out_to;
+    p->err_to = err_to;
+    p->stdin_from = stdin_from;
     p->argv = spec.argv;
     asio::error_code ec;
     auto wrap = [&](sys::UniqueFd& fd) -> std::unique_ptr<asio::posix::stream_descriptor> {
@@ -287,11 +342,14 @@ SpawnOutcome Agent::spawn_one(const msg::ProcSpec& spec, const std::vector<std::
     return res;
 }
 
-void Agent::handle_stdin(msg::StdinData&& d) {
+void Agent::handle_stdin(msg::StdinData&& d, SinkId from) {
     Process* p = find(d.puid);
-    if (p == nullptr || !p->in) {
-        // Gone or not forwarding: consume it so the front end's window moves on.
-        if (!d.data.empty()) frontend_->send(msg::StdinAck{d.puid, d.data.size()});
+    if (p == nullptr || !p->in || p->stdin_from != from) {
+        // Gone, not forwarding, or not the sender's to write: consume it so
+        // the sender's window moves on.
+        if (p != nullptr && p->stdin_from != from && from != kFrontEnd)
+            spdlog::warn("client {} wrote stdin of puid {}, which is not its to write; dropped", from, d.puid);
+        if (auto* c = sink(from); c != nullptr && !d.data.empty()) c->send(msg::StdinAck{d.puid, d.data.size()});
         return;
     }
     if (!d.data.empty()) p->stdin_queue.push_back(std::move(d.data));
@@ -314,7 +372,7 @@ void Agent::write_stdin(Process& p) {
                           if (ec == asio::error::operation_aborted) return;
                           const auto n = q->stdin_queue.front().size();
                           q->stdin_queue.pop_front();
-                          if (!frontend_lost_) frontend_->send(msg::StdinAck{puid, n});
+                          if (auto* c = sink(q->stdin_from)) c->send(msg::StdinAck{puid, n});
                           if (ec) {  // the process closed its stdin: drop the rest, acknowledged
                               close_stdin(*q);
                               return;
@@ -327,7 +385,7 @@ void Agent::close_stdin(Process& p) {
     std::uint64_t dropped = 0;
     for (const auto& s : p.stdin_queue) dropped += s.size();
     p.stdin_queue.clear();
-    if (dropped > 0 && !frontend_lost_) frontend_->send(msg::StdinAck{p.puid, dropped});
+    if (auto* c = sink(p.stdin_from); c != nullptr && dropped > 0) c->send(msg::StdinAck{p.puid, dropped});
     p.in.reset();
 }
 
@@ -351,42 +409,178 @@ void Agent::serve_client(asio::local::stream_protocol::socket sock) {
         spdlog::warn("refused a client connection from uid {} pid {} (not this run's user)", cred.uid, cred.pid);
         return;
     }
-    auto conn = std::make_shared<rt::UnixConnection>(std::move(sock), fmt::format("client pid {}", cred.pid),
+    const std::uint64_t id = next_client_id_++;
+    auto conn = std::make_shared<rt::UnixConnection>(std::move(sock), fmt::format("client {} (pid {})", id, cred.pid),
                                                      kClientMaxFrame);
-    auto greeted = std::make_shared<bool>(false);
-    std::weak_ptr<rt::UnixConnection> weak = conn;
-    conn->start(
-        [this, weak, greeted](wire::Frame&& f) {
-            auto c = weak.lock();
-            if (!c) return;
-            auto refuse = [&](Errc code, std::string why) {
-                spdlog::warn("{}: {}", c->name(), why);
-                c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
-                c->close_after_flush(nullptr);
-            };
-            if (!*greeted) {
-                auto hello = msg::decode_as<msg::ClientHello>(f);
-                if (!hello) return refuse(Errc::protocol, "expected client_hello: " + hello.error().message());
-                if (hello->version != msg::kProtocolVersion)
-                    return refuse(Errc::unsupported, fmt::format("protocol version {} not supported (agent speaks {})",
-                                                                 hello->version, msg::kProtocolVersion));
-                *greeted = true;
-                c->send(msg::ClientWelcome{msg::kProtocolVersion, opts_.run.str(), opts_.node_id,
-                                           static_cast<std::int32_t>(::getpid())});
-                return;
+    clients_[id] = Client{conn, false, 0, cred.pid};
+    conn->on_drained([this] { resume_parked_output(); });
+    conn->start([this, id](wire::Frame&& f) { on_client_frame(id, std::move(f)); },
+                [this, id](const Error* e) {
+                    if (e != nullptr) spdlog::warn("client {} dropped: {}", id, e->message());
+                    on_client_closed(id);
+                });
+}
+
+void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    Client& cl = it->second;
+    auto c = cl.conn;
+    auto refuse = [&](Errc code, std::string why) {
+        spdlog::warn("{}: {}", c->name(), why);
+        c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
+        c->close_after_flush(nullptr);
+    };
+    auto reply_error = [&](const Error& e) {  // a refused request; the connection stays
+        c->send(msg::ErrorReply{static_cast<std::uint16_t>(e.code()), e.message()});
+    };
+    if (!cl.greeted) {
+        auto hello = msg::decode_as<msg::ClientHello>(f);
+        if (!hello) return refuse(Errc::protocol, "expected client_hello: " + hello.error().message());
+        if (hello->version != msg::kProtocolVersion)
+            return refuse(Errc::unsupported, fmt::format("protocol version {} not supported (agent speaks {})",
+                                                         hello->version, msg::kProtocolVersion));
+        cl.greeted = true;
+        cl.puid = hello->puid;
+        c->send(msg::ClientWelcome{msg::kProtocolVersion, opts_.run.str(), opts_.node_id,
+                                   static_cast<std::int32_t>(::getpid())});
+        return;
+    }
+    switch (static_cast<msg::Type>(f.type)) {
+        case msg::Type::proc_query: {
+            if (auto q = msg::decode_as<msg::ProcQuery>(f); !q) return refuse(Errc::protocol, q.error().message());
+            msg::ProcTable t;
+            for (const auto& [puid, p] : procs_) t.procs.push_back({puid, p->pid, p->state, p->status, p->argv});
+            return c->send(t);
+        }
+        case msg::Type::group_start: {
+            auto m = msg::decode_as<msg::GroupStart>(f);
+            if (!m) return refuse(Errc::protocol, m.error().message());
+            return handle_group_start(*m, id);
+        }
+        case msg::Type::stdin_data: {
+            auto m = msg::decode_as<msg::StdinData>(f);
+            if (!m) return refuse(Errc::protocol, m.error().message());
+            return handle_stdin(std::move(*m), id);
+        }
+        case msg::Type::group_query: {
+            auto m = msg::decode_as<msg::GroupQuery>(f);
+            if (!m) return refuse(Errc::protocol, m.error().message());
+            auto g = groups_.find(m->group_id);
+            if (g == groups_.end()) return reply_error(Error(Errc::not_found, fmt::format("no group {}", m->group_id)));
+            return c->send(group_status(*g->second));
+        }
+        case msg::Type::group_signal: {
+            auto m = msg::decode_as<msg::GroupSignal>(f);
+            if (!m) return refuse(Errc::protocol, m.error().message());
+            Group* g = owned_group(id, m->group_id);
+            if (g == nullptr) return;
+            if (m->signal < 1 || m->signal > SIGRTMAX)
+                return reply_error(Error(Errc::invalid_argument, fmt::format("bad signal number {}", m->signal)));
+            for (const auto& mem : g->tracker.members()) {
+                if (mem.state != pg::MemberState::running) continue;
+                if (::kill(-mem.pid, m->signal) != 0) ::kill(mem.pid, m->signal);
             }
-            if (f.type == static_cast<std::uint16_t>(msg::Type::proc_query)) {
-                if (auto q = msg::decode_as<msg::ProcQuery>(f); !q) return refuse(Errc::protocol, q.error().message());
-                msg::ProcTable t;
-                for (const auto& [puid, p] : procs_) t.procs.push_back({puid, p->pid, p->state, p->status, p->argv});
-                c->send(t);
-                return;
+            spdlog::info("group {}: signal {} to its running members (client {})", g->tracker.id(), m->signal, id);
+            return c->send(msg::OkReply{});
+        }
+        case msg::Type::group_stop: {
+            auto m = msg::decode_as<msg::GroupStop>(f);
+            if (!m) return refuse(Errc::protocol, m.error().message());
+            Group* g = owned_group(id, m->group_id);
+            if (g == nullptr) return;
+            c->send(msg::OkReply{});
+            if (g->tracker.finished()) return;
+            g->patience_ms = m->patience_ms;
+            if (m->force && g->stop_timer) {  // already stopping: straight to SIGKILL
+                g->stop_signal = SIGTERM;
+                g->stop_timer->cancel();
+                return escalate_group(g->tracker.id());
             }
+            if (m->force) g->stop_signal = SIGTERM;  // stop_group's first step is then SIGKILL
+            return apply(*g, g->tracker.stop());
+        }
+        case msg::Type::group_close: {
+            auto m = msg::decode_as<msg::GroupClose>(f);
+            if (!m) return refuse(Errc::protocol, m.error().message());
+            Group* g = owned_group(id, m->group_id);
+            if (g == nullptr) return;
+            if (!g->done_sent)
+                return reply_error(Error(Errc::would_block,
+                                         fmt::format("group {} is still running; join or stop it before closing it",
+                                                     m->group_id)));
+            close_group(m->group_id);
+            return c->send(msg::OkReply{});
+        }
+        default:
             refuse(Errc::protocol, fmt::format("unexpected message '{}' ({})", msg::type_name(f.type), f.type));
-        },
-        [conn_name = conn->name()](const Error* e) {
-            if (e != nullptr) spdlog::warn("{} dropped: {}", conn_name, e->message());
-        });
+    }
+}
+
+Group* Agent::owned_group(std::uint64_t client, std::uint64_t group_id) {
+    auto* c = sink(client);
+    auto it = groups_.find(group_id);
+    if (it == groups_.end()) {
+        if (c != nullptr) c->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::not_found),
+                                                  fmt::format("no group {}", group_id)});
+        return nullptr;
+    }
+    if (it->second->owner != client) {
+        if (c != nullptr)
+            c->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::permission_denied),
+                                    fmt::format("group {} belongs to {}", group_id,
+                                                it->second->owner == kFrontEnd ? std::string("the front end")
+                                                                               : "another client")});
+        return nullptr;
+    }
+    return it->second.get();
+}
+
+void Agent::on_client_closed(std::uint64_t id) {
+    if (clients_.erase(id) == 0) return;
+    // Its groups cannot be joined or closed by anyone now: stop them (with
+    // the usual patience) and forget them once they have ended.
+    for (auto& [gid, g] : groups_) {
+        if (g->owner != id) continue;
+        g->orphaned = true;
+        if (g->done_sent) {
+            asio::post(io_, [this, gid = gid] { close_group(gid); });
+        } else if (!g->tracker.finished()) {
+            spdlog::info("group {}: its owner (client {}) went away; stopping it", gid, id);
+            g->patience_ms = opts_.config.patience_ms();
+            apply(*g, g->tracker.stop());
+        }
+    }
+}
+
+msg::GroupStatus Agent::group_status(const Group& g) {
+    msg::GroupStatus st;
+    st.group_id = g.tracker.id();
+    switch (g.tracker.state()) {
+        case pg::GroupState::running: st.state = msg::GroupStateCode::running; break;
+        case pg::GroupState::stopping: st.state = msg::GroupStateCode::stopping; break;
+        case pg::GroupState::succeeded: st.state = msg::GroupStateCode::succeeded; break;
+        case pg::GroupState::failed: st.state = msg::GroupStateCode::failed; break;
+        case pg::GroupState::stopped: st.state = msg::GroupStateCode::stopped; break;
+    }
+    st.restarts = g.tracker.restarts();
+    st.members.reserve(g.members.size());
+    for (std::uint32_t r = 0; r < g.members.size(); ++r) {
+        const auto& t = g.tracker.members()[r];
+        msg::MemberStatus m;
+        m.where = g.members[r];
+        m.state = t.state == pg::MemberState::pending   ? msg::MemberStateCode::pending
+                  : t.state == pg::MemberState::running ? msg::MemberStateCode::running
+                                                        : msg::MemberStateCode::exited;
+        m.status = t.status;
+        for (Puid puid : t.history) {
+            const Process* p = find(puid);
+            if (p == nullptr) continue;
+            m.runs.push_back({puid, p->pid, p->state == msg::ProcState::exited, p->status});
+        }
+        st.members.push_back(std::move(m));
+    }
+    return st;
 }
 
 // ---- output and exits ----------------------------------------------------
@@ -410,9 +604,10 @@ void Agent::on_output_ready(Puid puid, msg::Stream stream) {
     static std::array<char, 64 * 1024> scratch;  // one loop thread: one buffer serves every pipe
     ssize_t n = ::read(sd->native_handle(), scratch.data(), scratch.size());
     if (n > 0) {
-        if (!frontend_lost_) frontend_->send(msg::Output{puid, stream, std::string(scratch.data(), static_cast<std::size_t>(n))});
-        if (!frontend_lost_ && frontend_->queued_bytes() > kOutputHighWater) {
-            parked_output_.emplace_back(puid, stream);  // resumes when the front end drains
+        auto* to = sink(stream == msg::Stream::out ? p->out_to : p->err_to);  // null: gone, so dropped
+        if (to != nullptr) to->send(msg::Output{puid, stream, std::string(scratch.data(), static_cast<std::size_t>(n)), p->group_id, p->rank});
+        if (to != nullptr && to->queued_bytes() > kOutputHighWater) {
+            parked_output_.emplace_back(puid, stream);  // resumes when that connection drains
             return;
         }
         watch_output(puid, stream);
@@ -435,7 +630,8 @@ void Agent::drain_output(Process& p) {
             std::array<char, 64 * 1024> buf;
             ssize_t n = ::read(sd->native_handle(), buf.data(), buf.size());
             if (n <= 0) break;
-            if (!frontend_lost_) frontend_->send(msg::Output{p.puid, stream, std::string(buf.data(), static_cast<std::size_t>(n))});
+            if (auto* to = sink(stream == msg::Stream::out ? p.out_to : p.err_to))
+                to->send(msg::Output{p.puid, stream, std::string(buf.data(), static_cast<std::size_t>(n)), p.group_id, p.rank});
         }
         sd.reset();
     }
@@ -465,9 +661,7 @@ void Agent::reap_children() {
         --running_;
         close_stdin(*p);
         spdlog::debug("puid {} pid {} ended: code {} signal {}", p->puid, pid, p->status.exit_code, p->status.signal);
-        if (auto gid = group_of_.find(p->puid); gid != group_of_.end()) {
-            if (auto g = groups_.find(gid->second); g != groups_.end()) on_group_exit(*g->second, p->puid, p->status);
-        }
+        if (auto g = groups_.find(p->group_id); g != groups_.end()) on_group_exit(*g->second, p->puid, p->status);
         if (p->out || p->err) {
             // Let the pipes drain first so the exit follows all of its output.
             p->output_grace = std::make_unique<asio::steady_timer>(io_, kOutputGrace);
@@ -496,14 +690,22 @@ void Agent::queue_exit_report(Process& p) {
         exit_flush_posted_ = true;  // one ProcExit per loop turn, however many exits
         asio::post(io_, [this] { flush_exit_reports(); });
     }
+    if (auto g = groups_.find(p.group_id); g != groups_.end()) {
+        if (g->second->unreported > 0) --g->second->unreported;
+        maybe_finish_group(*g->second);
+    }
 }
 
 void Agent::flush_exit_reports() {
     exit_flush_posted_ = false;
+    send_exit_reports();
+    maybe_finish();
+}
+
+void Agent::send_exit_reports() {
     if (exit_reports_.empty()) return;
     if (!frontend_lost_) frontend_->send(msg::ProcExit{std::move(exit_reports_)});
     exit_reports_.clear();
-    maybe_finish();
 }
 
 // ---- groups ------------------------------------------------------------------
@@ -516,9 +718,7 @@ Result<const pg::NodeResources*> Agent::node_resources() {
     else if (spec.starts_with("xml:")) topo = pg::Topology::from_xml_file(spec.substr(4));
     else topo = pg::Topology::discover();
     if (!topo) return std::move(topo).error().context("topology");
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, host));
+    auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, hostname_));
     spdlog::info("topology of node {}: {} cpus, {} cores, {} NUMA domains, {} sockets", opts_.node_id, res.pus.size(),
                  res.core_count(), res.numa_count(), res.socket_count());
     resources_ = std::move(res);
@@ -551,30 +751,57 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
     return out;
 }
 
-void Agent::handle_group_start(const msg::GroupStart& req) {
+Status Agent::check_group_io(const msg::GroupSpec& spec, SinkId owner) const {
+    for (std::size_t e = 0; e < spec.entries.size(); ++e) {
+        const auto& p = spec.entries[e].proc;
+        const auto where = fmt::format("entry {} ({})", e, p.argv.empty() ? std::string("?") : p.argv[0]);
+        if (owner != kFrontEnd && p.stdin_mode == msg::StdinMode::forward)
+            return make_error(Errc::invalid_argument, "{}: stdin from the terminal is only for the front end's group; "
+                                                      "use null, a file or a pipe", where);
+        if (owner == kFrontEnd && (p.stdin_mode == msg::StdinMode::owner || p.stdout_mode == msg::OutputMode::owner ||
+                                   p.stderr_mode == msg::OutputMode::owner))
+            return make_error(Errc::invalid_argument, "{}: pipes to the owner need a client owner", where);
+        const std::pair<bool, const std::string*> files[] = {
+            {p.stdin_mode == msg::StdinMode::file, &p.stdin_path},
+            {p.stdout_mode == msg::OutputMode::file, &p.stdout_path},
+            {p.stderr_mode == msg::OutputMode::file, &p.stderr_path}};
+        for (const auto& [used, path] : files) {
+            if (!used) continue;
+            if (auto st = pg::check_path_pattern(*path); !st) return std::move(st).error().context(where);
+        }
+    }
+    return ok();
+}
+
+void Agent::handle_group_start(const msg::GroupStart& req, SinkId owner) {
     msg::GroupStarted reply;
     reply.request_id = req.request_id;
     std::uint64_t total = 0;
     for (const auto& e : req.spec.entries) total += e.count;
+    auto answer = [&] {
+        if (auto* c = sink(owner)) c->send(reply);
+    };
     auto refuse = [&](std::string why) {
         reply.error = std::move(why);
-        frontend_->send(reply);
+        answer();
     };
     if (phase_ != Phase::running) return refuse("the agent is shutting down");
     if (total == 0) return refuse("a group needs at least one process");
     if (total > 1'000'000) return refuse(fmt::format("a group of {} processes is too large", total));
     for (const auto& e : req.spec.entries)
         if (e.count > 0 && e.proc.argv.empty()) return refuse("a group entry has an empty argv");
+    if (auto st = check_group_io(req.spec, owner); !st) return refuse(st.error().message());
     auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total), req.dry_run);
     if (!plan) return refuse(plan.error().message());
     reply.warnings = std::move(plan->warnings);
     if (req.dry_run) {
         reply.members = std::move(plan->members);
-        frontend_->send(reply);
-        return;
+        return answer();
     }
     const std::uint64_t id = next_group_id_++;
     auto g = std::make_unique<Group>(id, req.spec, std::move(plan->members));
+    g->owner = owner;
+    g->patience_ms = opts_.config.patience_ms();
     for (std::uint32_t e = 0; e < g->spec.entries.size(); ++e)
         for (std::uint32_t i = 0; i < g->spec.entries[e].count; ++i) g->entry_of_rank.push_back(e);
     for (const auto& m : g->members) g->local_size += m.node_id == opts_.node_id ? 1U : 0U;
@@ -588,7 +815,7 @@ void Agent::handle_group_start(const msg::GroupStart& req) {
     }
     group.starting = false;
     reply.members = group.members;
-    frontend_->send(reply);
+    answer();
     spdlog::info("group {} started: {} processes", id, group.members.size());
     if (!pool_reservation_started_) {
         // Off the start-up path, and not at all for runs shorter than the delay.
@@ -596,13 +823,11 @@ void Agent::handle_group_start(const msg::GroupStart& req) {
         reserve_timer_.expires_after(kReserveDelay);
         reserve_timer_.async_wait([this](const asio::error_code& ec) { if (!ec) reserve_pool_step(0); });
     }
-    if (group.tracker.finished()) finish_group(group);
+    maybe_finish_group(group);
 }
 
 void Agent::start_member(Group& g, std::uint32_t rank) {
     auto& m = g.members[rank];
-    msg::ProcSpec spec = g.spec.entries[g.entry_of_rank[rank]].proc;
-    if (rank != 0) spec.stdin_mode = msg::StdinMode::null;  // stdin goes to rank 0, as with mpiexec
     const std::uint32_t local_size = g.local_size;
     const std::vector<std::string> env = {
         fmt::format("DRAGON_RANK={}", rank),
@@ -611,14 +836,14 @@ void Agent::start_member(Group& g, std::uint32_t rank) {
         fmt::format("DRAGON_LOCAL_SIZE={}", local_size),
         fmt::format("DRAGON_GROUP_ID={}", g.tracker.id()),
     };
-    auto res = spawn_one(spec, env, m.cpus);
+    auto res = spawn_member(g, rank, env);
     if (res.puid == 0) {
         apply(g, g.tracker.start_failed(rank, res.error, res.sys_errno));
         return;
     }
     m.puid = res.puid;
     m.pid = res.pid;
-    group_of_[res.puid] = g.tracker.id();
+    ++g.unreported;
     g.tracker.started(rank, res.puid, res.pid);
 }
 
@@ -637,15 +862,13 @@ void Agent::apply(Group& g, pg::Action a) {
             return;
         case pg::Action::stop_all: return stop_group(g);
         case pg::Action::done:
-            if (!g.starting) finish_group(g);  // else handle_group_start finishes it after its reply
-            return;
+            return maybe_finish_group(g);  // after group_started, and after the members' output
     }
 }
 
 void Agent::stop_group(Group& g) {
     if (g.stop_timer || phase_ != Phase::running) return;  // already stopping (or the agent stops everything)
     g.stop_timer = std::make_unique<asio::steady_timer>(io_);
-    g.stop_signal = 0;
     escalate_group(g.tracker.id());
 }
 
@@ -660,12 +883,17 @@ void Agent::escalate_group(std::uint64_t group_id) {
         if (::kill(-m.pid, g.stop_signal) != 0) ::kill(m.pid, g.stop_signal);
     }
     if (g.stop_signal == SIGKILL) return;
-    g.stop_timer->expires_after(std::chrono::milliseconds(opts_.config.patience_ms()));
+    g.stop_timer->expires_after(std::chrono::milliseconds(g.patience_ms));
     g.stop_timer->async_wait([this, group_id](const asio::error_code& ec) { if (!ec) escalate_group(group_id); });
 }
 
-void Agent::finish_group(Group& g) {
+void Agent::maybe_finish_group(Group& g) {
+    // Done once every member has ended and its output has been passed on, so
+    // whoever joins the group has all of it.
+    if (g.done_sent || g.starting || !g.tracker.finished() || g.unreported > 0) return;
+    g.done_sent = true;
     if (g.stop_timer) g.stop_timer->cancel();
+    send_exit_reports();  // the members' proc_exit frames come before group_done
     msg::GroupDone done;
     done.group_id = g.tracker.id();
     done.outcome = g.tracker.state() == pg::GroupState::succeeded ? msg::GroupOutcome::succeeded
@@ -681,7 +909,24 @@ void Agent::finish_group(Group& g) {
     if (!g.tracker.members().empty()) done.rank0_status = g.tracker.members().front().status;
     done.restarts = g.tracker.restarts();
     spdlog::info("group {} {}", done.group_id, pg::to_string(g.tracker.state()));
-    if (!frontend_lost_) frontend_->send(done);
+    if (auto* c = sink(g.owner)) c->send(done);
+    if (g.orphaned) asio::post(io_, [this, id = done.group_id] { close_group(id); });
+}
+
+void Agent::close_group(std::uint64_t group_id) {
+    auto it = groups_.find(group_id);
+    if (it == groups_.end()) return;
+    std::size_t forgotten = 0;
+    for (const auto& m : it->second->tracker.members()) {
+        for (Puid puid : m.history) {
+            auto p = procs_.find(puid);
+            if (p == procs_.end() || p->second->state == msg::ProcState::running) continue;
+            procs_.erase(p);  // closes its pipes; pending handlers find the puid gone
+            ++forgotten;
+        }
+    }
+    groups_.erase(it);
+    spdlog::debug("group {} closed: {} processes forgotten", group_id, forgotten);
 }
 
 // ---- teardown ----------------------------------------------------------------

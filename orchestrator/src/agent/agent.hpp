@@ -46,10 +46,20 @@ struct AgentOptions {
 /// forked child under the local launcher.
 int agent_main(AgentOptions opts);
 
-/// A process the agent started, as long as the run lasts.
+/// Who a process's stream goes to, or comes from: the front end, a local
+/// client (by id), or nobody.
+using SinkId = std::uint64_t;
+inline constexpr SinkId kFrontEnd = 0;
+inline constexpr SinkId kNoSink = ~SinkId{0};
+
+/// A process the agent started, until its group is closed (or the run ends).
 struct Process {
     Puid puid = 0;
     pid_t pid = 0;
+    std::uint64_t group_id = 0;
+    std::uint32_t rank = 0;
+    SinkId out_to = kNoSink, err_to = kNoSink;  // where its output goes (pipes read by the agent)
+    SinkId stdin_from = kNoSink;                // who may write its stdin (and gets the acks)
     std::vector<std::string> argv;
     msg::ProcState state = msg::ProcState::running;
     msg::ExitStatus status;
@@ -70,6 +80,14 @@ struct SpawnOutcome {
     std::string error;  // names the program and the reason
 };
 
+/// A local client connection (a managed process using the client library).
+struct Client {
+    std::shared_ptr<rt::UnixConnection> conn;
+    bool greeted = false;
+    Puid puid = 0;
+    int pid = 0;
+};
+
 /// A group the agent runs: its spec, its placement and its state machine.
 struct Group {
     Group(std::uint64_t id, msg::GroupSpec s, std::vector<msg::GroupMember> plan)
@@ -81,9 +99,14 @@ struct Group {
     std::vector<msg::GroupMember> members;  // placement and current puid/pid, by rank
     std::vector<std::uint32_t> entry_of_rank;
     std::uint32_t local_size = 0;  // members on this node
+    SinkId owner = kFrontEnd;  // who started it: gets group_started, group_done, owner-mode output
     std::unique_ptr<asio::steady_timer> stop_timer;
     int stop_signal = 0;  // last signal sent while stopping
-    bool starting = true; // group_done waits until group_started has been sent
+    std::uint32_t patience_ms = 2000;
+    bool starting = true;  // group_done waits until group_started has been sent
+    std::uint32_t unreported = 0;  // member processes whose exit is not yet reported (output draining)
+    bool done_sent = false;
+    bool orphaned = false;  // its client owner went away: stop it, then close it
 };
 
 class Agent {
@@ -108,11 +131,14 @@ private:
     // front end
     void on_frontend_frame(wire::Frame&& f);
     void on_frontend_closed(const Error* e);
-    SpawnOutcome spawn_one(const msg::ProcSpec& spec, const std::vector<std::string>& extra_env = {},
-                               const std::vector<std::uint32_t>& cpus = {});
+    /// Starts one member of `g` as rank `rank` (its spec, env, cpus and I/O routing).
+    SpawnOutcome spawn_member(Group& g, std::uint32_t rank, const std::vector<std::string>& extra_env);
+    /// The connection behind a sink id, or null (gone, lost, or kNoSink).
+    rt::UnixConnection* sink(SinkId id);
 
     // groups
-    void handle_group_start(const msg::GroupStart& req);
+    void handle_group_start(const msg::GroupStart& req, SinkId owner);
+    Status check_group_io(const msg::GroupSpec& spec, SinkId owner) const;
     struct GroupPlan {
         std::vector<msg::GroupMember> members;
         std::vector<std::string> warnings;
@@ -124,14 +150,20 @@ private:
     void apply(Group& g, pg::Action a);
     void stop_group(Group& g);
     void escalate_group(std::uint64_t group_id);
-    void finish_group(Group& g);
-    void handle_stdin(msg::StdinData&& d);
+    void maybe_finish_group(Group& g);
+    void close_group(std::uint64_t group_id);
+    void handle_stdin(msg::StdinData&& d, SinkId from);
     void write_stdin(Process& p);
     void close_stdin(Process& p);
 
     // clients
     void accept_clients();
     void serve_client(asio::local::stream_protocol::socket sock);
+    void on_client_frame(std::uint64_t id, wire::Frame&& f);
+    void on_client_closed(std::uint64_t id);
+    /// The group `group_id` if `client` may change it; otherwise replies with an error and returns null.
+    Group* owned_group(std::uint64_t client, std::uint64_t group_id);
+    msg::GroupStatus group_status(const Group& g);
 
     // output and exits
     void watch_output(Puid puid, msg::Stream stream);
@@ -142,6 +174,7 @@ private:
     void maybe_report_exit(Process& p);
     void queue_exit_report(Process& p);
     void flush_exit_reports();
+    void send_exit_reports();
 
     // teardown
     void wait_signals();
@@ -170,8 +203,10 @@ private:
     std::map<Puid, std::unique_ptr<Process>> procs_;
     std::size_t running_ = 0;  // procs_ entries in state running
     std::map<std::uint64_t, std::unique_ptr<Group>> groups_;
-    std::unordered_map<Puid, std::uint64_t> group_of_;
+    std::string hostname_;
     std::uint64_t next_group_id_ = 1;
+    std::map<std::uint64_t, Client> clients_;
+    std::uint64_t next_client_id_ = 1;
     std::optional<pg::NodeResources> resources_;  // discovered on first need (hwloc costs ~2 ms)
     std::unordered_map<pid_t, Puid> by_pid_;
     std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for the front end to drain

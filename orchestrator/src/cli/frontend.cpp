@@ -74,7 +74,7 @@ private:
             case msg::Type::output: {
                 auto m = msg::decode_as<msg::Output>(f);
                 if (!m) return fail(std::move(m).error());
-                return write_output(m->puid, m->stream, m->data);
+                return write_output(*m);
             }
             case msg::Type::proc_exit: {
                 auto m = msg::decode_as<msg::ProcExit>(f);
@@ -128,12 +128,27 @@ private:
         if (state_ != State::starting) return;  // interrupted while starting: stop() already sent
         state_ = State::running;
         msg::GroupStart req;
-        msg::ProcSpec proc;
-        proc.argv = opts_.argv;
-        proc.stdin_mode = opts_.forward_stdin ? msg::StdinMode::forward : msg::StdinMode::null;
         char cwd[4096];
-        if (::getcwd(cwd, sizeof cwd) != nullptr) proc.cwd = cwd;
-        req.spec.entries.push_back({std::move(proc), opts_.nprocs});
+        const bool have_cwd = ::getcwd(cwd, sizeof cwd) != nullptr;
+        for (const auto& p : opts_.programs) {
+            msg::ProcSpec proc;
+            proc.argv = p.argv;
+            proc.stdin_mode = opts_.forward_stdin ? msg::StdinMode::forward : msg::StdinMode::null;
+            if (have_cwd) proc.cwd = cwd;
+            if (!opts_.input_pattern.empty()) {
+                proc.stdin_mode = msg::StdinMode::file;
+                proc.stdin_path = opts_.input_pattern;
+            }
+            if (!opts_.output_pattern.empty()) {
+                proc.stdout_mode = msg::OutputMode::file;
+                proc.stdout_path = opts_.output_pattern;
+            }
+            if (!opts_.error_pattern.empty()) {
+                proc.stderr_mode = msg::OutputMode::file;
+                proc.stderr_path = opts_.error_pattern;
+            }
+            req.spec.entries.push_back({std::move(proc), p.nprocs});
+        }
         req.spec.placement = opts_.placement;
         req.spec.binding = opts_.binding;
         req.spec.cpus_per_proc = opts_.cpus_per_proc;
@@ -167,11 +182,11 @@ private:
             }
             return;
         }
-        for (const auto& m : r.members) rank_of_[m.puid] = m.rank;
+        group_id_ = r.group_id;
         if (!r.members.empty() && r.members.front().puid != 0) {
             stdin_puid_ = r.members.front().puid;
             spdlog::info("group {} started: {} processes, rank 0 is puid {}", r.group_id, r.members.size(), stdin_puid_);
-            if (opts_.forward_stdin) start_stdin();
+            if (opts_.forward_stdin && opts_.input_pattern.empty()) start_stdin();
         }
     }
 
@@ -187,12 +202,12 @@ private:
             case msg::GroupOutcome::failed:
                 if (!d.fail_error.empty()) {
                     std::fprintf(stderr, "dragon-orchestrate: error: %s%s\n",
-                                 opts_.nprocs > 1 ? fmt::format("rank {}: ", d.fail_rank).c_str() : "",
+                                 opts_.total_ranks() > 1 ? fmt::format("rank {}: ", d.fail_rank).c_str() : "",
                                  d.fail_error.c_str());
                     group_exit_code_ = d.fail_errno == ENOENT ? kExitNotFound : kExitNotExecutable;
                 } else {
                     group_exit_code_ = d.fail_status.shell_code();
-                    if (opts_.nprocs > 1) {
+                    if (opts_.total_ranks() > 1) {
                         const auto how = d.fail_status.signal != 0
                                              ? fmt::format("was killed by signal {} ({})", d.fail_status.signal,
                                                            ::strsignal(d.fail_status.signal))
@@ -233,29 +248,30 @@ private:
 
     // ---- the head's stdio ---------------------------------------------------------
 
-    void write_output(Puid puid, msg::Stream stream, const std::string& data) {
-        if (!opts_.label) return write_stream(stream, data);
-        // Whole lines only, each prefixed with its rank; a partial line waits for its end.
-        auto& partial = partial_[{puid, stream}];
-        const auto it = rank_of_.find(puid);
-        const std::string prefix = it != rank_of_.end() ? fmt::format("[{}] ", it->second) : fmt::format("[p{}] ", puid);
+    void write_output(const msg::Output& m) {
+        if (!opts_.label) return write_stream(m.stream, m.data);
+        // Whole lines only, each prefixed with its rank ([group:rank] for a
+        // group a process of the run started); a partial line waits for its end.
+        auto& [prefix, partial] = partial_[{m.puid, m.stream}];
+        if (prefix.empty())
+            prefix = m.group_id == group_id_ ? fmt::format("[{}] ", m.rank) : fmt::format("[{}:{}] ", m.group_id, m.rank);
         std::string out;
         std::size_t start = 0;
-        for (std::size_t nl; (nl = data.find('\n', start)) != std::string::npos; start = nl + 1) {
+        for (std::size_t nl; (nl = m.data.find('\n', start)) != std::string::npos; start = nl + 1) {
             out += prefix;
             out += partial;
             partial.clear();
-            out.append(data, start, nl + 1 - start);
+            out.append(m.data, start, nl + 1 - start);
         }
-        partial.append(data, start);
-        if (!out.empty()) write_stream(stream, out);
+        partial.append(m.data, start);
+        if (!out.empty()) write_stream(m.stream, out);
     }
 
     void flush_partial_lines() {
-        for (auto& [key, partial] : partial_) {
+        for (auto& [key, line] : partial_) {
+            auto& [prefix, partial] = line;
             if (partial.empty()) continue;
-            const auto it = rank_of_.find(key.first);
-            write_stream(key.second, fmt::format("[{}] {}\n", it != rank_of_.end() ? it->second : 0, partial));
+            write_stream(key.second, fmt::format("{}{}\n", prefix, partial));
             partial.clear();
         }
     }
@@ -389,8 +405,9 @@ private:
     static constexpr std::uint64_t kPlanRequest = 1, kStartRequest = 2;
     Puid stdin_puid_ = 0;                        // rank 0 of the group
     std::optional<int> group_exit_code_;         // known once the group is done (or refused)
-    std::unordered_map<Puid, std::uint32_t> rank_of_;
-    std::map<std::pair<Puid, msg::Stream>, std::string> partial_;  // unfinished lines, with --label
+    std::uint64_t group_id_ = 0;  // the run's group
+    // With --label: each stream's prefix and unfinished line.
+    std::map<std::pair<Puid, msg::Stream>, std::pair<std::string, std::string>> partial_;
     std::optional<Error> failure_;
     int interrupts_ = 0;
     int interrupted_by_ = 0;

@@ -10,12 +10,21 @@
 
 namespace dragon::cli {
 
-struct RunOptions {
+/// One program of the run's group and how many copies of it (ranks follow
+/// in the order given: `-n 2 a : -n 3 b` is ranks 0-1 a, 2-4 b).
+struct ProgramEntry {
     std::vector<std::string> argv;  // the program and its arguments
+    std::uint32_t nprocs = 1;
+};
+
+struct RunOptions {
+    std::vector<ProgramEntry> programs;
     Config config;
     std::string launcher = "local";
     bool forward_stdin = true;      // to rank 0
-    std::uint32_t nprocs = 1;       // copies of the program, as one group
+    std::string input_pattern;      // non-empty: every rank's stdin from this file pattern
+    std::string output_pattern;     // non-empty: every rank's stdout to this file pattern
+    std::string error_pattern;      // non-empty: every rank's stderr to this file pattern
     std::string placement = "block";
     std::string binding = "none";
     std::uint32_t cpus_per_proc = 1;
@@ -25,6 +34,12 @@ struct RunOptions {
     bool display_map = false;       // print the placement before starting
     bool dry_run = false;           // print the placement, start nothing
     bool label = false;             // prefix output lines with [rank]
+
+    [[nodiscard]] std::uint32_t total_ranks() const {
+        std::uint32_t n = 0;
+        for (const auto& p : programs) n += p.nprocs;
+        return n;
+    }
 };
 
 // Exit codes of dragon-orchestrate other than the head's own (docs/runtime.md).

@@ -25,6 +25,47 @@ int cmd_cleanup(bool dry_run) {
     return 0;
 }
 
+// "a x : -n 3 b y" -> [{a x, first_n}, {b y, 3}]: a lone ':' starts the
+// next program, which may begin with -n N (default 1).
+dragon::Result<std::vector<dragon::cli::ProgramEntry>> split_programs(std::vector<std::string> words,
+                                                                     std::uint32_t first_n) {
+    using dragon::Errc;
+    std::vector<dragon::cli::ProgramEntry> out(1);
+    out.back().nprocs = first_n;
+    bool at_start = false;  // right after a ':'
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        auto& w = words[i];
+        if (w == ":") {
+            if (out.back().argv.empty()) return dragon::Error(Errc::invalid_argument, "':' with no program before it");
+            out.emplace_back();
+            at_start = true;
+            continue;
+        }
+        if (at_start && (w == "-n" || w == "--nprocs" || w.starts_with("--nprocs="))) {
+            std::string value;
+            if (w.starts_with("--nprocs=")) value = w.substr(9);
+            else if (i + 1 < words.size()) value = words[++i];
+            char* end = nullptr;
+            const unsigned long n = std::strtoul(value.c_str(), &end, 10);
+            if (value.empty() || *end != '\0' || n < 1 || n > 1000000)
+                return dragon::make_error(Errc::invalid_argument, "program {}: -n needs a count from 1 to 1000000, not '{}'",
+                                          out.size(), value);
+            out.back().nprocs = static_cast<std::uint32_t>(n);
+            continue;
+        }
+        if (at_start && w.starts_with("-"))
+            return dragon::make_error(Errc::invalid_argument, "program {}: unknown option '{}' (only -n N may follow ':')",
+                                      out.size(), w);
+        at_start = false;
+        out.back().argv.push_back(std::move(w));
+    }
+    if (out.back().argv.empty()) return dragon::Error(Errc::invalid_argument, "':' with no program after it");
+    std::uint64_t total = 0;
+    for (const auto& p : out) total += p.nprocs;
+    if (total > 1000000) return dragon::make_error(Errc::invalid_argument, "{} ranks in all is too many", total);
+    return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -56,7 +97,8 @@ int main(int argc, char** argv) {
     bool no_stdin = false, no_oversubscribe = false;
     run->add_option("--launcher", ro.launcher, "how to start agents: local (one node, this machine)")
         ->capture_default_str();
-    run->add_option("-n,--nprocs", ro.nprocs, "run N copies of PROGRAM as one group (ranks 0..N-1)")
+    std::uint32_t nprocs = 1;
+    run->add_option("-n,--nprocs", nprocs, "run N copies of PROGRAM as one group (ranks 0..N-1)")
         ->capture_default_str()
         ->check(CLI::Range(1U, 1000000U));
     run->add_option("--placement", ro.placement, "where ranks go: block, cyclic or spread")->capture_default_str();
@@ -72,9 +114,16 @@ int main(int argc, char** argv) {
     run->add_flag("--dry-run", ro.dry_run, "print the placement and start nothing");
     run->add_flag("--label", ro.label, "prefix every output line with [rank]");
     run->add_flag("--no-stdin", no_stdin, "give rank 0 /dev/null as stdin instead of forwarding ours");
+    run->add_option("--input", ro.input_pattern, "every rank's stdin from this file (%r rank, %n node, %h host, ...)")
+        ->type_name("PATTERN");
+    run->add_option("--output", ro.output_pattern, "every rank's stdout to this file (%r rank, %4r zero-padded, ...)")
+        ->type_name("PATTERN");
+    run->add_option("--error", ro.error_pattern, "every rank's stderr to this file (may equal --output)")
+        ->type_name("PATTERN");
     run->prefix_command();  // everything from PROGRAM on belongs to PROGRAM
     add_config_options(run);
-    run->footer("Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...]");
+    run->footer("Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...] [: -n N PROGRAM2 [ARGS...] ...]\n"
+                "A lone ':' starts another program of the same group (MPMD); its ranks follow the previous ones.");
 
     auto* cleanup = app.add_subcommand("cleanup", "remove shared memory left behind by runs whose agents died");
     bool dry_run = false;
@@ -122,7 +171,12 @@ int main(int argc, char** argv) {
                              "Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...]\n");
         return dragon::cli::kExitUsage;
     }
-    ro.argv = std::move(program);
+    auto programs = split_programs(std::move(program), nprocs);
+    if (!programs) {
+        std::fprintf(stderr, "dragon-orchestrate: error: run: %s\n", programs.error().message().c_str());
+        return dragon::cli::kExitUsage;
+    }
+    ro.programs = std::move(*programs);
     ro.config = std::move(*config);
     ro.forward_stdin = !no_stdin;
     ro.allow_oversubscribe = !no_oversubscribe;

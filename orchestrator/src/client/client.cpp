@@ -1,6 +1,9 @@
-// Blocking client of the agent's local socket.
+// Blocking client of the agent's local socket: requests and replies in
+// order, with the agent's unsolicited events (output, group_done, stdin
+// acknowledgements) filed per group as they arrive in between.
 #include "dragon/orchestrator/client.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -12,55 +15,80 @@
 
 namespace dragon::client {
 
-namespace {
-
-constexpr std::size_t kMaxReply = 64U << 20;
-
-// send(MSG_NOSIGNAL), not write: an agent that hangs up must give an error,
-// never a SIGPIPE that kills the process this library lives in.
-Status send_frame(int fd, const std::string& frame) {
+Status Session::send_bytes(const std::string& frame) {
+    // send(MSG_NOSIGNAL), not write: an agent that hangs up must give an
+    // error, never a SIGPIPE that kills the process this library lives in.
+    // Blocking is safe: the agent reads its clients whatever it is sending.
     const char* p = frame.data();
     std::size_t left = frame.size();
     while (left > 0) {
-        auto n = DRAGON_TRY(sys::call("sending to the agent", [&] { return ::send(fd, p, left, MSG_NOSIGNAL); }));
+        const ssize_t n = ::send(fd_.get(), p, left, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return sys::error_from_errno("sending to the agent");
         p += n;
         left -= static_cast<std::size_t>(n);
     }
     return ok();
 }
 
-Result<wire::Frame> recv_frame(int fd) {
-    char header[wire::kFrameHeaderSize];
-    DRAGON_CHECK(sys::read_exact(fd, header, sizeof header));
-    wire::FrameDecoder dec(kMaxReply);
-    dec.feed(std::string_view(header, sizeof header));
-    wire::Reader r(header + 4, 4);
-    const auto len = r.scalar<std::uint32_t>();
-    if (len > kMaxReply) return make_error(Errc::too_large, "agent reply of {} bytes", len);
-    std::string body(len, '\0');
-    DRAGON_CHECK(sys::read_exact(fd, body.data(), len));
-    dec.feed(body);
-    auto f = DRAGON_TRY(dec.next());
-    if (!f) return Error(Errc::protocol, "incomplete frame from the agent");
-    return std::move(*f);
-}
-
-template <class Reply>
-Result<Reply> expect(wire::Frame&& f) {
-    if (f.type == static_cast<std::uint16_t>(msg::Type::error_reply)) {
-        auto e = DRAGON_TRY(msg::decode_as<msg::ErrorReply>(f));
-        return Error(static_cast<Errc>(e.code), "agent: " + e.message);
+Result<bool> Session::pump(std::optional<Clock::time_point> deadline) {
+    bool got = false;
+    for (;;) {
+        int timeout_ms = -1;
+        if (got) timeout_ms = 0;  // take what is there, then return
+        else if (deadline) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now()).count();
+            timeout_ms = static_cast<int>(std::clamp<long long>(left, 0, 1 << 30));
+        }
+        pollfd pfd{fd_.get(), POLLIN, 0};
+        const int r = ::poll(&pfd, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return sys::error_from_errno("waiting for the agent");
+        if (r == 0) return got;
+        constexpr std::size_t kChunk = 64 * 1024;
+        char* buf = decoder_.prepare(kChunk);
+        const ssize_t n = ::recv(fd_.get(), buf, kChunk, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0) return sys::error_from_errno("reading from the agent");
+        if (n == 0) return Error(Errc::closed, "the agent closed the connection");
+        decoder_.commit(static_cast<std::size_t>(n));
+        for (;;) {
+            auto f = decoder_.next();
+            if (!f) return std::move(f).error().context("from the agent");
+            if (!*f) break;
+            DRAGON_CHECK(file_frame(std::move(**f)));
+            got = true;
+        }
     }
-    return msg::decode_as<Reply>(f);
 }
 
-}  // namespace
+Status Session::file_frame(wire::Frame&& f) {
+    switch (static_cast<msg::Type>(f.type)) {
+        case msg::Type::output: {
+            auto m = DRAGON_TRY(msg::decode_as<msg::Output>(f));
+            events_[m.group_id].output[{m.rank, m.stream}] += m.data;
+            return ok();
+        }
+        case msg::Type::group_done: {
+            auto m = DRAGON_TRY(msg::decode_as<msg::GroupDone>(f));
+            events_[m.group_id].done = std::move(m);
+            return ok();
+        }
+        case msg::Type::stdin_ack: {
+            auto m = DRAGON_TRY(msg::decode_as<msg::StdinAck>(f));
+            auto& n = stdin_unacked_[m.puid];
+            n = n > m.consumed ? n - m.consumed : 0;
+            return ok();
+        }
+        default:
+            replies_.push_back(std::move(f));
+            return ok();
+    }
+}
 
-template <class Reply, class Request>
-Result<Reply> Session::call(const Request& req) {
-    DRAGON_CHECK(send_frame(fd_.get(), wire::frame_of(req)));
-    auto frame = DRAGON_TRY(recv_frame(fd_.get()));
-    return expect<Reply>(std::move(frame));
+std::uint64_t Session::stdin_unacked(Puid puid) const {
+    auto it = stdin_unacked_.find(puid);
+    return it == stdin_unacked_.end() ? 0 : it->second;
 }
 
 Result<Session> Session::connect_from_env() {
@@ -85,10 +113,9 @@ Result<Session> Session::connect(const std::string& socket_name, Puid self) {
     sys::UniqueFd fd(raw);
     DRAGON_CHECK(sys::call(fmt::format("connecting to the agent at @{}", name),
                            [&] { return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len); }));
-    DRAGON_CHECK(send_frame(fd.get(), wire::frame_of(msg::ClientHello{msg::kProtocolVersion, self})));
-    auto frame = DRAGON_TRY(recv_frame(fd.get()));
-    auto welcome = DRAGON_TRY(expect<msg::ClientWelcome>(std::move(frame)));
-    return Session(std::move(fd), std::move(welcome));
+    Session s(std::move(fd), {});
+    s.welcome_ = DRAGON_TRY(s.call<msg::ClientWelcome>(msg::ClientHello{msg::kProtocolVersion, self}));
+    return s;
 }
 
 Result<channels::Pool> Session::attach_pool() const {

@@ -31,16 +31,27 @@ enum class Type : std::uint16_t {
     client_welcome = 33,
     proc_query = 34,
     proc_table = 35,
+    group_signal = 36,
+    group_stop = 37,
+    group_close = 38,
+    group_query = 39,
+    group_status = 40,
+    ok_reply = 62,
     error_reply = 63,
 };
 
-enum class StdinMode : std::uint8_t { null = 0, forward = 1 };
-enum class OutputMode : std::uint8_t { forward = 0, discard = 1 };
+/// Where a process's stdin comes from: nothing (/dev/null), the front end's
+/// stdin (rank 0 only), a file, or the group's owner (stdin_data from it).
+enum class StdinMode : std::uint8_t { null = 0, forward = 1, file = 2, owner = 3 };
+/// Where a process's stdout/stderr go: the front end's terminal, nowhere, a
+/// file per process (path pattern, see procgroup/io.hpp), or the group's
+/// owner as `output` frames on its connection.
+enum class OutputMode : std::uint8_t { forward = 0, discard = 1, file = 2, owner = 3 };
 enum class Stream : std::uint8_t { out = 1, err = 2 };
 enum class ProcState : std::uint8_t { running = 1, exited = 2 };
 
-inline bool wire_valid(StdinMode v) { return v == StdinMode::null || v == StdinMode::forward; }
-inline bool wire_valid(OutputMode v) { return v == OutputMode::forward || v == OutputMode::discard; }
+inline bool wire_valid(StdinMode v) { return static_cast<std::uint8_t>(v) <= 3; }
+inline bool wire_valid(OutputMode v) { return static_cast<std::uint8_t>(v) <= 3; }
 inline bool wire_valid(Stream v) { return v == Stream::out || v == Stream::err; }
 inline bool wire_valid(ProcState v) { return v == ProcState::running || v == ProcState::exited; }
 
@@ -75,7 +86,9 @@ struct ProcSpec {
     StdinMode stdin_mode = StdinMode::null;
     OutputMode stdout_mode = OutputMode::forward;
     OutputMode stderr_mode = OutputMode::forward;
-    DRAGON_WIRE_FIELDS(argv, env, cwd, stdin_mode, stdout_mode, stderr_mode)
+    // Path patterns for the file modes ("%r" rank, ...); relative to cwd.
+    std::string stdin_path, stdout_path, stderr_path;
+    DRAGON_WIRE_FIELDS(argv, env, cwd, stdin_mode, stdout_mode, stderr_mode, stdin_path, stdout_path, stderr_path)
 };
 
 /// Front end -> agent: bytes for a process's stdin; eof closes it.
@@ -99,13 +112,17 @@ struct StdinAck {
 };
 inline constexpr std::uint64_t kStdinWindow = 1U << 20;
 
-/// Agent -> front end: bytes a process wrote, in order per (puid, stream).
+/// Agent -> front end (or a group's owner): bytes a process wrote, in order
+/// per (puid, stream). group_id and rank say whose they are, so output of a
+/// restarted rank is attributed without a lookup.
 struct Output {
     static constexpr Type kType = Type::output;
     std::uint64_t puid = 0;
     Stream stream = Stream::out;
     std::string data;
-    DRAGON_WIRE_FIELDS(puid, stream, data)
+    std::uint64_t group_id = 0;
+    std::uint32_t rank = 0;
+    DRAGON_WIRE_FIELDS(puid, stream, data, group_id, rank)
 };
 
 struct ExitInfo {
@@ -254,6 +271,79 @@ struct ProcTable {
     DRAGON_WIRE_FIELDS(procs)
 };
 
+/// Client -> agent: send `signal` to every running member of a group the
+/// client owns (to each member's process group). Reply: ok_reply.
+struct GroupSignal {
+    static constexpr Type kType = Type::group_signal;
+    std::uint64_t group_id = 0;
+    std::int32_t signal = 0;
+    DRAGON_WIRE_FIELDS(group_id, signal)
+};
+
+/// Client -> agent: stop a group: SIGINT, SIGTERM after patience_ms, SIGKILL
+/// after another patience_ms (force: SIGKILL at once). Reply: ok_reply at
+/// once; group_done follows when the last member has ended.
+struct GroupStop {
+    static constexpr Type kType = Type::group_stop;
+    std::uint64_t group_id = 0;
+    bool force = false;
+    std::uint32_t patience_ms = 2000;
+    DRAGON_WIRE_FIELDS(group_id, force, patience_ms)
+};
+
+/// Client -> agent: forget a finished group and its processes. Reply:
+/// ok_reply, or error_reply while a member still runs.
+struct GroupClose {
+    static constexpr Type kType = Type::group_close;
+    std::uint64_t group_id = 0;
+    DRAGON_WIRE_FIELDS(group_id)
+};
+
+struct GroupQuery {
+    static constexpr Type kType = Type::group_query;
+    std::uint64_t group_id = 0;
+    DRAGON_WIRE_FIELDS(group_id)
+};
+
+enum class GroupStateCode : std::uint8_t { running = 1, stopping = 2, succeeded = 3, failed = 4, stopped = 5 };
+enum class MemberStateCode : std::uint8_t { pending = 0, running = 1, exited = 2 };
+inline bool wire_valid(GroupStateCode v) { return static_cast<std::uint8_t>(v) >= 1 && static_cast<std::uint8_t>(v) <= 5; }
+inline bool wire_valid(MemberStateCode v) { return static_cast<std::uint8_t>(v) <= 2; }
+
+/// One earlier or current run of a rank.
+struct PastRun {
+    std::uint64_t puid = 0;
+    std::int32_t pid = 0;
+    bool exited = false;
+    ExitStatus status;  // when exited
+    DRAGON_WIRE_FIELDS(puid, pid, exited, status)
+};
+
+struct MemberStatus {
+    GroupMember where;  // rank, current puid and pid, node, local rank, cpus
+    MemberStateCode state = MemberStateCode::pending;
+    ExitStatus status;          // of the last exit, when exited
+    std::vector<PastRun> runs;  // every run of this rank, oldest first (restarts add runs)
+    DRAGON_WIRE_FIELDS(where, state, status, runs)
+};
+
+/// Agent -> client: the state of a group and of each member, by rank.
+struct GroupStatus {
+    static constexpr Type kType = Type::group_status;
+    std::uint64_t group_id = 0;
+    GroupStateCode state = GroupStateCode::running;
+    std::uint32_t restarts = 0;
+    std::vector<MemberStatus> members;
+    DRAGON_WIRE_FIELDS(group_id, state, restarts, members)
+};
+
+/// Agent -> client: the request was carried out.
+struct OkReply {
+    static constexpr Type kType = Type::ok_reply;
+    auto wire_fields() const { return std::tie(); }
+    auto wire_fields() { return std::tie(); }
+};
+
 /// Agent -> client: the request failed (code is a dragon::Errc value).
 struct ErrorReply {
     static constexpr Type kType = Type::error_reply;
@@ -263,8 +353,9 @@ struct ErrorReply {
 };
 
 /// Every message type, for dispatch and fuzzing.
-using AllMessages = std::tuple<AgentHello, StdinData, Output, ProcExit, Shutdown,
-                               ShutdownDone, StdinAck, GroupStart, GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, ErrorReply>;
+using AllMessages = std::tuple<AgentHello, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
+                               GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, GroupSignal,
+                               GroupStop, GroupClose, GroupQuery, GroupStatus, OkReply, ErrorReply>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

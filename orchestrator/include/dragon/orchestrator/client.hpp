@@ -1,11 +1,17 @@
 // The client side of the agent's local socket: what a managed process (or a
-// library inside it) uses to talk to its node's agent. Blocking calls.
+// library inside it) uses to talk to its node's agent. Blocking calls; one
+// thread at a time per Session.
 #pragma once
 
+#include <chrono>
+#include <deque>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "dragon/channels/pool.hpp"
+#include "dragon/common/framing.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
 #include "dragon/common/result.hpp"
@@ -13,7 +19,17 @@
 
 namespace dragon::client {
 
-/// A greeted connection to the local agent. Move-only; closes on destruction.
+using Clock = std::chrono::steady_clock;
+
+/// What the agent told this session about one group it owns, as it arrived
+/// between replies: output for the owner, stdin credit, the end.
+struct GroupEvents {
+    std::map<std::pair<std::uint32_t, msg::Stream>, std::string> output;  // by (rank, stream), unread bytes
+    std::optional<msg::GroupDone> done;
+};
+
+/// A greeted connection to the local agent. Move-only; closes on destruction
+/// (which stops every group it started: see docs/procgroup.md).
 class Session {
 public:
     /// Connects to the agent named by DRAGON_AGENT_SOCKET (set by the agent for
@@ -24,24 +40,77 @@ public:
     /// Connects to the agent at an abstract socket name ("@name" or "name").
     static Result<Session> connect(const std::string& socket_name, Puid self);
 
+    Session(Session&&) noexcept = default;
+    Session& operator=(Session&&) noexcept = default;
+
     [[nodiscard]] const std::string& run_id() const { return welcome_.run_id; }
     [[nodiscard]] std::uint32_t node_id() const { return welcome_.node_id; }
     [[nodiscard]] int agent_pid() const { return welcome_.agent_pid; }
 
-    /// The agent's process table: every process it started in this run.
+    /// The agent's process table: every process of the groups still open.
     Result<std::vector<msg::ProcEntry>> processes();
 
     /// Maps this node's shared-memory pool (created by the agent at start);
     /// channels are created in it or attached from it. Does not block.
     [[nodiscard]] Result<channels::Pool> attach_pool() const;
 
-private:
-    Session(sys::UniqueFd fd, msg::ClientWelcome w) : fd_(std::move(fd)), welcome_(std::move(w)) {}
+    /// Sends `req` and waits for its reply (events arriving meanwhile are
+    /// kept). An error_reply becomes an Error with its code and text.
     template <class Reply, class Request>
     Result<Reply> call(const Request& req);
 
+    /// Sends one message that has no reply.
+    template <class Message>
+    Status post(const Message& m);
+
+    /// Reads and files whatever the agent sends until `deadline` (nullopt:
+    /// wait for at least one frame). Returns whether any frame arrived.
+    Result<bool> pump(std::optional<Clock::time_point> deadline);
+
+    /// Events of group `id` so far (created empty on first use).
+    GroupEvents& events(std::uint64_t group_id) { return events_[group_id]; }
+    void forget_events(std::uint64_t group_id) { events_.erase(group_id); }
+
+    /// Stdin bytes sent to `puid` and not yet acknowledged.
+    [[nodiscard]] std::uint64_t stdin_unacked(Puid puid) const;
+    void note_stdin_sent(Puid puid, std::uint64_t n) { stdin_unacked_[puid] += n; }
+
+private:
+    Session(sys::UniqueFd fd, msg::ClientWelcome w) : fd_(std::move(fd)), welcome_(std::move(w)) {}
+    Status send_bytes(const std::string& frame);
+    Status file_frame(wire::Frame&& f);
+
     sys::UniqueFd fd_;
     msg::ClientWelcome welcome_;
+    wire::FrameDecoder decoder_{64U << 20};
+    std::deque<wire::Frame> replies_;
+    std::map<std::uint64_t, GroupEvents> events_;
+    std::map<Puid, std::uint64_t> stdin_unacked_;
 };
+
+template <class Message>
+Status Session::post(const Message& m) {
+    return send_bytes(wire::frame_of(m));
+}
+
+/// Turns an error_reply frame into its Error, or decodes the expected reply.
+template <class Reply>
+Result<Reply> expect_reply(const wire::Frame& f) {
+    if (f.type == static_cast<std::uint16_t>(msg::Type::error_reply)) {
+        auto e = msg::decode_as<msg::ErrorReply>(f);
+        if (!e) return std::move(e).error();
+        return Error(static_cast<Errc>(e->code), "agent: " + e->message);
+    }
+    return msg::decode_as<Reply>(f);
+}
+
+template <class Reply, class Request>
+Result<Reply> Session::call(const Request& req) {
+    DRAGON_CHECK(send_bytes(wire::frame_of(req)));
+    while (replies_.empty()) DRAGON_CHECK(pump(std::nullopt));
+    wire::Frame f = std::move(replies_.front());
+    replies_.pop_front();
+    return expect_reply<Reply>(f);
+}
 
 }  // namespace dragon::client
