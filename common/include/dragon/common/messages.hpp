@@ -32,6 +32,7 @@ enum class Type : std::uint16_t {
     proc_query = 34,
     proc_table = 35,
     error_reply = 63,
+    // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
 };
 
 enum class StdinMode : std::uint8_t { null = 0, forward = 1 };
