@@ -49,6 +49,10 @@ void HandshakeIo::arm_timer() {
     timer_.expires_after(opts_.handshake_timeout);
     timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
         if (ec || self->finished_) return;
+        if (self->rejecting_) {  // the peer does not even read our reject
+            self->finish(std::move(*self->reject_error_));
+            return;
+        }
         self->fail(make_error(Errc::timeout, "no complete handshake within {} ms",
                               self->opts_.handshake_timeout.count()),
                    false);
@@ -63,7 +67,7 @@ void HandshakeIo::start() {
 void HandshakeIo::connect_to(const asio::ip::tcp::endpoint& ep) {
     arm_timer();
     socket_.async_connect(ep, [self = shared_from_this()](const asio::error_code& ec) {
-        if (self->finished_) return;
+        if (self->over()) return;
         if (ec) {
             self->fail(Error(ec == asio::error::connection_refused ? Errc::closed : Errc::system,
                              fmt::format("connect: {}", ec.message())),
@@ -91,7 +95,7 @@ void HandshakeIo::write(std::string bytes, std::function<void()> next) {
     out_ = std::move(bytes);
     asio::async_write(socket_, asio::buffer(out_),
                       [self = shared_from_this(), next = std::move(next)](const asio::error_code& ec, std::size_t) {
-                          if (self->finished_) return;
+                          if (self->over()) return;
                           if (ec) {
                               self->fail(Error(Errc::closed, fmt::format("write: {}", ec.message())), false);
                               return;
@@ -104,7 +108,7 @@ void HandshakeIo::read_header() {
     // Exactly one header, then exactly its body: nothing past the handshake's
     // last frame is read here, so the Peer starts on a frame boundary.
     asio::async_read(socket_, asio::buffer(hdr_), [self = shared_from_this()](const asio::error_code& ec, std::size_t) {
-        if (self->finished_) return;
+        if (self->over()) return;
         if (ec) {
             self->fail(Error(Errc::closed, ec == asio::error::eof
                                                ? std::string("the peer closed the connection during the handshake")
@@ -125,7 +129,7 @@ void HandshakeIo::read_header() {
         }
         asio::async_read(self->socket_, asio::buffer(self->frame_.body),
                          [self](const asio::error_code& ec2, std::size_t) {
-                             if (self->finished_) return;
+                             if (self->over()) return;
                              if (ec2) {
                                  self->fail(Error(Errc::closed, "the peer closed the connection mid-frame during "
                                                                 "the handshake"),
@@ -162,19 +166,18 @@ void HandshakeIo::succeed() {
 }
 
 void HandshakeIo::fail(Error e, bool send_reject, bool log) {
-    if (finished_) return;
+    if (over()) return;
     const char* role = hs_.role() == Role::initiator ? "connecting to" : "accepting";
     e = std::move(e).context(fmt::format("transport: {} {}", role, peer_name_));
     if (log) spdlog::warn("{}", e.message());
     if (send_reject) {
         // Best effort, bounded by the timer still armed: then close.
-        finished_ = true;
+        rejecting_ = true;
+        reject_error_ = e;
         out_ = Handshake::reject_frame(e);
-        asio::async_write(socket_, asio::buffer(out_),
-                          [self = shared_from_this(), e](const asio::error_code&, std::size_t) mutable {
-                              self->finished_ = false;
-                              self->finish(std::move(e));
-                          });
+        asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](const asio::error_code&, std::size_t) {
+            if (!self->finished_) self->finish(std::move(*self->reject_error_));
+        });
         return;
     }
     finish(std::move(e));

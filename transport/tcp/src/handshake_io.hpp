@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <asio.hpp>
@@ -51,6 +52,7 @@ private:
     void succeed();
     void fail(Error e, bool send_reject, bool log = true);
     void finish(Result<std::shared_ptr<Peer>> r);
+    [[nodiscard]] bool over() const { return finished_ || rejecting_; }
 
     asio::ip::tcp::socket socket_;
     asio::steady_timer timer_;
@@ -63,6 +65,8 @@ private:
     wire::Frame frame_;
     bool timer_armed_ = false;
     bool finished_ = false;
+    bool rejecting_ = false;  // writing a peer_reject; the deadline still closes
+    std::optional<Error> reject_error_;
 };
 
 }  // namespace dragon::transport::tcp

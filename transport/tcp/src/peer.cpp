@@ -233,7 +233,7 @@ void Peer::resume_reading() {
 }
 
 void Peer::read_more() {
-    if (closed_ || paused_ || reading_ || !started_) return;
+    if (closed_ || paused_ || reading_ || !started_ || eof_) return;
     reading_ = true;
     auto prepare = [this](std::size_t n) -> char* {
         if (rbeg_ > 0 && (rbeg_ == rend_ || rcap_ - rend_ < n)) {
@@ -281,12 +281,8 @@ void Peer::on_read(const asio::error_code& ec, std::size_t n) {
     if (ec) {
         if (ec == asio::error::operation_aborted) return;
         if (ec == asio::error::eof) {
-            if (in_payload_ || rend_ != rbeg_)
-                fail(make_error(Errc::closed, "{}: the peer closed the connection in the middle of a {}", name_,
-                                in_payload_ ? "payload" : "frame"),
-                     false);
-            else
-                fail(make_error(Errc::closed, "{}: closed by the peer", name_), true);
+            eof_ = true;  // deliver what is buffered first (even if paused now: on resume)
+            dispatch();
             return;
         }
         fail(Error(Errc::closed, fmt::format("{}: read: {}", name_, ec.message())), false);
@@ -316,7 +312,18 @@ void Peer::dispatch() {
         if (need_more) break;
     }
     dispatching_ = false;
-    read_more();
+    if (closed_ || paused_) return;
+    if (!eof_) {
+        read_more();
+        return;
+    }
+    // Everything complete was delivered: a clean end only on a frame boundary.
+    if (in_payload_ || rend_ != rbeg_)
+        fail(make_error(Errc::closed, "{}: the peer closed the connection in the middle of a {}", name_,
+                        in_payload_ ? "payload" : "frame"),
+             false);
+    else
+        fail(make_error(Errc::closed, "{}: closed by the peer", name_), true);
 }
 
 Status Peer::deliver_chunk_bytes(std::size_t n) {

@@ -543,6 +543,26 @@ TEST(Tcp, CloseAfterFlushDeliversEverythingThenEof) {
     EXPECT_TRUE(clean);
 }
 
+TEST(Tcp, PausedReceiverGetsEverythingBeforeTheEnd) {
+    asio::io_context io;
+    auto p = connect_pair(io, new_secret());
+    ASSERT_TRUE(p.acceptor && p.initiator);
+    std::uint64_t got = 0;
+    std::optional<bool> clean;
+    p.acceptor->start([&](wire::Frame&&) { ++got; }, [&](const Error* e) { clean = e == nullptr; });
+    p.acceptor->pause_reading();  // with a read already in flight
+    p.initiator->start([](wire::Frame&&) {}, nullptr);
+    for (std::uint64_t i = 0; i < 100; ++i) (void)p.initiator->send(Seq{.seq = i, .fill = std::string(50, 'x')});
+    p.initiator->close_after_flush();
+    run_for(io, 100ms);
+    EXPECT_EQ(got, 0U);
+    EXPECT_FALSE(clean.has_value());
+    p.acceptor->resume_reading();
+    ASSERT_TRUE(run_until(io, [&] { return clean.has_value(); }));
+    EXPECT_EQ(got, 100U);
+    EXPECT_TRUE(*clean);
+}
+
 TEST(Tcp, PeerDisappearingMidPayloadIsReported) {
     asio::io_context io;
     auto p = connect_pair(io, new_secret());

@@ -208,6 +208,7 @@ private:
     bool reading_ = false;
     bool dispatching_ = false;
     bool paused_ = false;
+    bool eof_ = false;  // the peer's FIN was read; what is buffered is still delivered
     bool in_payload_ = false;
     std::uint64_t payload_left_ = 0;  // payload bytes not yet announced by a chunk header
     std::size_t chunk_left_ = 0;      // bytes of the current chunk frame still to come
