@@ -12,6 +12,7 @@ build_pkgs=(
   libasio-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libhwloc-dev   # topology discovery and binding (procgroup placement)
+  libssl-dev     # libcrypto: HMAC-SHA256 peer authentication (transport)
 )
 test_pkgs=(
   python3 python3-pytest

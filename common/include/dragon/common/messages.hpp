@@ -38,6 +38,7 @@ enum class Type : std::uint16_t {
     group_status = 40,
     ok_reply = 62,
     error_reply = 63,
+    // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's

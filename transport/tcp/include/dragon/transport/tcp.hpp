@@ -1,0 +1,265 @@
+// The TCP transport between node agents: a listener and a connect that both
+// authenticate the other side (run secret, HMAC challenge-response), and the
+// authenticated Peer that carries framed messages and streamed payloads with
+// bounded queues. Specified in docs/transport.md.
+//
+// Threading: everything runs on the caller's io_context (one thread); the
+// transport starts no threads. Every callback runs on that io_context and is
+// never called from inside the function that registered it.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <asio.hpp>
+
+#include "dragon/common/framing.hpp"
+#include "dragon/common/result.hpp"
+#include "dragon/transport/handshake.hpp"
+#include "dragon/transport/run_secret.hpp"
+
+namespace dragon::transport::tcp {
+
+struct Options {
+    /// From TCP connect (or accept) to an authenticated peer; a peer that
+    /// takes longer is dropped.
+    std::chrono::milliseconds handshake_timeout{5000};
+    /// Largest body of an ordinary frame a Peer accepts (payloads are not
+    /// bounded by this: they arrive in chunks).
+    std::size_t max_frame_body = wire::kDefaultMaxFrameBody;
+    /// send() reports above_high_water once more than high_water bytes wait
+    /// to be written; the drained callback fires when they fall to low_water.
+    std::size_t high_water = 8U << 20;
+    std::size_t low_water = 2U << 20;
+    /// Listener: connections still in their handshake beyond this are closed
+    /// at once (a flood of silent clients cannot exhaust fds).
+    std::size_t max_pending_handshakes = 128;
+    /// Listener: allow a wildcard address (0.0.0.0 or ::). Off: agents
+    /// listen on their own node's address only.
+    bool allow_wildcard_address = false;
+    /// connect(): the local address to connect from (empty: the kernel's choice).
+    std::string bind_address;
+};
+
+/// What send() says about the queue after queueing.
+enum class SendState : std::uint8_t {
+    ok,                // queued; keep sending
+    above_high_water,  // queued, but stop until the drained callback fires
+    closed,            // not queued: the peer is closed or closing
+};
+
+/// Where an incoming payload goes; returned by the payload handler.
+struct PayloadSink {
+    /// If non-empty, the payload is read straight into it (its size must be at
+    /// least the payload's); it must stay valid until on_complete or on_close.
+    std::span<std::byte> destination;
+    /// Otherwise each piece is passed here as it arrives (a view into the
+    /// transport's buffer, valid during the call). May be empty to discard.
+    std::function<void(std::span<const std::byte>)> on_bytes;
+    /// After the last byte (not called if the connection ends first).
+    std::function<void()> on_complete;
+};
+
+/// An authenticated connection to another node's agent. Messages (and
+/// payload messages) are delivered in the order they were sent, exactly once,
+/// until the connection ends. Create with Listener or connect().
+class Peer : public std::enable_shared_from_this<Peer> {
+public:
+    /// An ordinary frame: an application type (not 64-79) and its body.
+    using FrameHandler = std::function<void(wire::Frame&&)>;
+    /// A payload message began: its header frame and payload size. Return
+    /// where the bytes go, or an Error to close the connection with it.
+    using PayloadHandler = std::function<Result<PayloadSink>(wire::Frame&& header, std::uint64_t size)>;
+    /// The connection ended other than by close()/close_after_flush(): nullptr
+    /// for a clean EOF from the peer, else why. Called at most once.
+    using CloseHandler = std::function<void(const Error*)>;
+    /// A payload's memory may be reused: ok once it is all handed to the
+    /// kernel, an Error if the connection closed first.
+    using DoneHandler = std::function<void(Status)>;
+
+    /// Starts reading. Without a payload handler, a payload message is a
+    /// protocol error that closes the connection. Call once.
+    void start(FrameHandler on_frame, CloseHandler on_close, PayloadHandler on_payload = nullptr);
+
+    /// Queues one message as a frame (coalesced with other queued frames).
+    /// Never blocks; see SendState.
+    template <class M>
+    SendState send(const M& msg) {
+        static_assert(!is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
+        if (!can_send()) return SendState::closed;
+        std::string& tail = append_target();
+        const std::size_t before = tail.size();
+        wire::append_frame(tail, msg);
+        return after_append(tail.size() - before);
+    }
+
+    /// Queues a frame of `type` with an already-encoded body.
+    SendState send_frame(std::uint16_t type, std::string_view body);
+
+    /// Queues `msg` as the header of a payload message followed by `payload`,
+    /// which is not copied: it is written from the caller's memory in chunk
+    /// frames (gather I/O) and must stay valid and unchanged until `done`
+    /// runs (always called exactly once, even if the peer closes first).
+    /// The payload's bytes count in queued_bytes() until written.
+    template <class M>
+    SendState send_with_payload(const M& msg, std::span<const std::byte> payload, DoneHandler done) {
+        static_assert(!is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
+        std::string header;
+        wire::Writer w(header);
+        wire::encode(w, msg);
+        return send_payload(static_cast<std::uint16_t>(M::kType), header, payload, std::move(done));
+    }
+    SendState send_payload(std::uint16_t type, std::string_view header, std::span<const std::byte> payload,
+                           DoneHandler done);
+
+    /// Bytes queued (frames and referenced payload bytes) not yet written to the socket.
+    [[nodiscard]] std::size_t queued_bytes() const { return queued_bytes_; }
+    /// Fires each time the queue falls to low water after send() reported above_high_water.
+    void set_on_drained(std::function<void()> fn) { on_drained_ = std::move(fn); }
+
+    /// Stops delivering frames and reading from the socket (at most one read
+    /// already in flight completes into the buffer); the peer's sends then
+    /// stall in TCP flow control. Safe to call from a handler.
+    void pause_reading();
+    /// Delivers what is buffered and reads again.
+    void resume_reading();
+    [[nodiscard]] bool reading_paused() const { return paused_; }
+
+    /// Refuses further sends, writes what is queued, then closes and calls `done`.
+    void close_after_flush(std::function<void()> done = nullptr);
+    /// Closes now; queued payloads' done handlers get Errc::closed.
+    void close();
+    [[nodiscard]] bool is_open() const { return !closed_; }
+
+    [[nodiscard]] std::uint32_t remote_node_id() const { return remote_node_id_; }
+    [[nodiscard]] const asio::ip::tcp::endpoint& remote_endpoint() const { return remote_; }
+    /// "node 3 (127.0.0.4:40123)", for log lines.
+    [[nodiscard]] const std::string& name() const { return name_; }
+
+    // Made by the transport only (after a handshake); public for make_shared.
+    struct Private;
+    Peer(const Private&, asio::ip::tcp::socket socket, std::uint32_t remote_node_id, const Options& opts);
+    Peer(const Peer&) = delete;
+    Peer& operator=(const Peer&) = delete;
+    Peer(Peer&&) = delete;
+    Peer& operator=(Peer&&) = delete;
+    ~Peer();
+
+private:
+    struct Segment {
+        std::string owned;                  // encoded frames (payload == nullptr)
+        const std::byte* payload = nullptr;  // borrowed payload bytes, sent as chunk frames
+        std::uint64_t payload_size = 0;
+        std::uint64_t scheduled = 0;  // payload bytes handed to a write so far
+        DoneHandler done;
+    };
+
+    [[nodiscard]] bool can_send() const { return !closed_ && !flushing_; }
+    std::string& append_target();
+    SendState after_append(std::size_t bytes);
+    void write_more();
+    void on_written(const asio::error_code& ec);
+    void read_more();
+    void on_read(const asio::error_code& ec, std::size_t n);
+    void dispatch();
+    Status dispatch_one(bool& need_more);
+    Status deliver_chunk_bytes(std::size_t n);
+    void fail(Error e, bool clean);
+    void finish_flush();
+    void drop_queue(const Error& why);
+
+    asio::ip::tcp::socket socket_;
+    asio::ip::tcp::endpoint remote_;
+    std::uint32_t remote_node_id_;
+    std::string name_;
+    Options opts_;
+    FrameHandler on_frame_;
+    PayloadHandler on_payload_;
+    CloseHandler on_close_;
+    std::function<void()> on_drained_;
+    std::function<void()> flush_then_;
+    bool started_ = false;
+    bool closed_ = false;
+    bool flushing_ = false;
+
+    // Write side: queue_ in order; one gathered write in flight.
+    std::deque<Segment> queue_;
+    std::vector<asio::const_buffer> iov_;
+    std::vector<std::array<char, wire::kFrameHeaderSize>> chunk_headers_;
+    std::vector<std::string> inflight_owned_;
+    std::vector<DoneHandler> inflight_done_;
+    std::size_t inflight_bytes_ = 0;
+    std::size_t queued_bytes_ = 0;
+    bool writing_ = false;
+    bool above_high_ = false;
+
+    // Read side: rbuf_[rbeg_, rend_) is received, undelivered bytes.
+    std::unique_ptr<char[]> rbuf_;
+    std::size_t rcap_ = 0, rbeg_ = 0, rend_ = 0;
+    bool reading_ = false;
+    bool dispatching_ = false;
+    bool paused_ = false;
+    bool eof_ = false;  // the peer's FIN was read; what is buffered is still delivered
+    bool in_payload_ = false;
+    std::uint64_t payload_left_ = 0;  // payload bytes not yet announced by a chunk header
+    std::size_t chunk_left_ = 0;      // bytes of the current chunk frame still to come
+    std::size_t direct_len_ = 0;      // bytes of the in-flight read going straight to the destination
+    std::uint64_t dest_off_ = 0;
+    PayloadSink sink_;
+};
+
+/// Accepts peers on one address and port: each connection is authenticated
+/// (handshake bounded by Options::handshake_timeout) and then handed to
+/// on_peer; failures are logged with the peer's address and dropped, and the
+/// listener keeps serving. Move-only; destroying it stops listening and
+/// abandons handshakes in progress (established Peers live on).
+class Listener {
+public:
+    using PeerHandler = std::function<void(std::shared_ptr<Peer>)>;
+
+    /// Binds and listens on address:port (port 0: an ephemeral port, see
+    /// port()). The address must be a literal IP; a wildcard is refused unless
+    /// opts.allow_wildcard_address. `io` must outlive the Listener.
+    static Result<Listener> create(asio::io_context& io, std::string_view address, std::uint16_t port,
+                                   const RunSecret& secret, std::uint32_t node_id, PeerHandler on_peer,
+                                   Options opts = {});
+
+    [[nodiscard]] asio::ip::tcp::endpoint local_endpoint() const;
+    [[nodiscard]] std::uint16_t port() const { return local_endpoint().port(); }
+    /// Stops listening; handshakes in progress are abandoned. Idempotent.
+    void close();
+
+    Listener(Listener&&) noexcept;
+    Listener& operator=(Listener&&) noexcept;
+    Listener(const Listener&) = delete;
+    Listener& operator=(const Listener&) = delete;
+    ~Listener();
+
+    struct Core;
+
+private:
+    explicit Listener(std::shared_ptr<Core> core);
+    std::shared_ptr<Core> core_;
+};
+
+using ConnectHandler = std::function<void(Result<std::shared_ptr<Peer>>)>;
+
+/// Connects to the agent of node `expected_peer_node_id` at address:port and
+/// authenticates both ways. `on_done` runs exactly once, later, on `io`: with
+/// the Peer (not yet started) or the Error (connection refused, timeout after
+/// opts.handshake_timeout, wrong secret, node id mismatch...), which is also
+/// logged. No retries: a caller that starts before its peer listens retries.
+void connect(asio::io_context& io, std::string_view address, std::uint16_t port, const RunSecret& secret,
+             std::uint32_t my_node_id, std::uint32_t expected_peer_node_id, ConnectHandler on_done,
+             Options opts = {});
+
+}  // namespace dragon::transport::tcp
