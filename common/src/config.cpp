@@ -90,6 +90,9 @@ constexpr ConfigOption kTable[] = {
      "seconds between SIGINT, SIGTERM and SIGKILL when stopping processes", validate_seconds},
     {"pool-size", "DRAGON_POOL_SIZE", "64M",
      "size of each node's shared-memory pool (channels live in it): bytes, or with K, M, G, T", validate_size},
+    {"heartbeat-timeout", "DRAGON_HEARTBEAT_TIMEOUT", "6",
+     "seconds without a word from another node's agent before it is declared lost (heartbeats every quarter of it)",
+     validate_seconds},
     {"topology", "DRAGON_TOPOLOGY", "",
      "plan with this topology instead of the machine's: synthetic:<hwloc description> or xml:<file>",
      validate_topology},
@@ -134,6 +137,10 @@ LogLevel Config::log_level() const { return parse_log_level(get("log-level")).va
 
 std::uint32_t Config::patience_ms() const {
     return static_cast<std::uint32_t>(std::lround(parse_seconds(get("patience")).value_or(2.0) * 1000.0));
+}
+
+std::uint32_t Config::heartbeat_timeout_ms() const {
+    return static_cast<std::uint32_t>(std::lround(parse_seconds(get("heartbeat-timeout")).value_or(6.0) * 1000.0));
 }
 
 std::uint64_t Config::pool_size() const { return parse_size(get("pool-size")).value_or(64U << 20); }

@@ -37,6 +37,18 @@ constexpr std::string_view name_of() {
         case Type::group_status: return "group_status";
         case Type::ok_reply: return "ok_reply";
         case Type::error_reply: return "error_reply";
+        case Type::node_hello: return "node_hello";
+        case Type::node_table: return "node_table";
+        case Type::node_ready: return "node_ready";
+        case Type::heartbeat: return "heartbeat";
+        case Type::exec_members: return "exec_members";
+        case Type::members_started: return "members_started";
+        case Type::members_exited: return "members_exited";
+        case Type::signal_members: return "signal_members";
+        case Type::respawn_member: return "respawn_member";
+        case Type::forget_group: return "forget_group";
+        case Type::client_relay: return "client_relay";
+        case Type::client_gone: return "client_gone";
     }
     return "unknown";
 }

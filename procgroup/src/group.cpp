@@ -47,6 +47,12 @@ Action GroupTracker::exited(Puid puid, msg::ExitStatus status) {
     for (auto& x : members_)
         if (x.puid == puid && x.state == MemberState::running) m = &x;
     if (m == nullptr) return {};
+    return exit_member(*m, status);
+}
+
+Action GroupTracker::exit_member(Member& member, msg::ExitStatus status) {
+    Member* m = &member;
+    const Puid puid = m->puid;
     m->state = MemberState::exited;
     m->status = status;
     --running_;
@@ -56,6 +62,7 @@ Action GroupTracker::exited(Puid puid, msg::ExitStatus status) {
     if (policy_.restart) {
         if (restarts_ < policy_.max_restarts) {
             ++restarts_;
+            m->state = MemberState::pending;  // until its replacement has started (or failed to)
             return {Action::respawn, m->rank};
         }
         // Out of restarts: the group has failed, but members still running may finish their work.
@@ -65,6 +72,24 @@ Action GroupTracker::exited(Puid puid, msg::ExitStatus status) {
     if (!failure_) failure_ = Failure{m->rank, puid, status, {}, 0};
     state_ = GroupState::stopping;
     return running_ > 0 ? Action{Action::stop_all, 0} : after_exit();
+}
+
+Action GroupTracker::exited(std::uint32_t rank, Puid puid, msg::ExitStatus status) {
+    if (rank >= members_.size() || members_[rank].puid != puid) return exited(puid, status);
+    if (members_[rank].state != MemberState::running) return {};
+    return exit_member(members_[rank], status);
+}
+
+Action GroupTracker::lost(std::uint32_t rank, std::string error) {
+    if (rank >= members_.size()) return {};
+    auto& m = members_[rank];
+    if (m.state == MemberState::exited) return {};
+    if (m.state == MemberState::running) --running_;
+    m.state = MemberState::exited;
+    m.status = msg::ExitStatus{0, 9};  // as good as SIGKILLed: its node is gone
+    if (!failure_) failure_ = Failure{rank, m.puid, m.status, std::move(error), 0};
+    if (state_ == GroupState::running) state_ = GroupState::stopping;
+    return after_exit();
 }
 
 Action GroupTracker::stop() {

@@ -109,3 +109,39 @@ TEST(GroupTracker, AStartFailureFailsTheGroup) {
 
 }  // namespace
 }  // namespace dragon::procgroup
+
+namespace dragon::procgroup {
+namespace {
+
+TEST(GroupTrackerLost, ALostMemberFailsTheGroupEvenWithRestarts) {
+    GroupTracker t(7, 3, RestartPolicy{true, 10});
+    t.started(0, 100, 1000);
+    t.started(1, 101, 1001);
+    t.started(2, 102, 1002);
+    auto a = t.lost(1, "node 1 (h1) was lost: no word for 6 s");
+    EXPECT_EQ(a.kind, Action::stop_all);
+    EXPECT_EQ(t.state(), GroupState::stopping);
+    ASSERT_TRUE(t.first_failure());
+    EXPECT_EQ(t.first_failure()->rank, 1U);
+    EXPECT_EQ(t.first_failure()->error, "node 1 (h1) was lost: no word for 6 s");
+    EXPECT_EQ(t.members()[1].status.signal, 9);
+    EXPECT_EQ(t.lost(1, "again").kind, Action::none);  // once only
+    EXPECT_EQ(t.exited(0, 100, msg::ExitStatus{0, 2}).kind, Action::stop_all);
+    auto done = t.exited(2, 102, msg::ExitStatus{0, 2});
+    EXPECT_EQ(done.kind, Action::done);
+    EXPECT_EQ(t.state(), GroupState::failed);
+    EXPECT_EQ(t.restarts(), 0U);
+}
+
+TEST(GroupTrackerLost, ExitedByRankIgnoresAStalePuid) {
+    GroupTracker t(1, 1, RestartPolicy{true, 1});
+    t.started(0, 5, 50);
+    EXPECT_EQ(t.exited(0, 5, msg::ExitStatus{1, 0}).kind, Action::respawn);
+    t.started(0, 6, 60);
+    EXPECT_EQ(t.exited(0, 5, msg::ExitStatus{1, 0}).kind, Action::none);  // the old run again: ignored
+    EXPECT_EQ(t.exited(0, 6, msg::ExitStatus{0, 0}).kind, Action::done);
+    EXPECT_EQ(t.state(), GroupState::succeeded);
+}
+
+}  // namespace
+}  // namespace dragon::procgroup

@@ -1,4 +1,6 @@
-// The node agent's event loop and handlers.
+// The node agent: lifecycle, the front end connection, the executor (the
+// processes of this node), local clients and teardown. Global services are
+// in global.cpp, the links to other nodes in links.cpp.
 #include "agent.hpp"
 
 #include <fcntl.h>
@@ -9,18 +11,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <fstream>
 
 #include <spdlog/spdlog.h>
 
+#include "../runtime/spawn.hpp"
 #include "dragon/common/log.hpp"
 #include "dragon/common/names.hpp"
 #include "dragon/procgroup/io.hpp"
-#include "dragon/procgroup/placement.hpp"
-#include "dragon/procgroup/topology.hpp"
-#include "../runtime/spawn.hpp"
 
 extern char** environ;
 
@@ -32,7 +33,7 @@ using rt::spawn_child;
 
 namespace {
 
-// Output waiting for the front end beyond this pauses reading children's pipes.
+// Output waiting for its reader beyond this pauses reading children's pipes.
 constexpr std::size_t kOutputHighWater = 8U << 20;
 // How long to wait for a reaped process's pipes to reach EOF before reporting
 // its exit anyway (a background grandchild may hold them open).
@@ -46,6 +47,7 @@ constexpr auto kReserveDelay = std::chrono::milliseconds(250);
 
 const char* phase_name(Agent::Phase p) {
     switch (p) {
+        case Agent::Phase::joining: return "joining";
         case Agent::Phase::running: return "running";
         case Agent::Phase::stopping_int: return "stopping_int";
         case Agent::Phase::stopping_term: return "stopping_term";
@@ -72,20 +74,30 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
       signals_(io_),
       escalation_(io_),
       reserve_timer_(io_),
+      heartbeat_timer_(io_),
+      join_timer_(io_),
+      peers_done_timer_(io_),
       puids_(puid_allocator(opts_.node_id)) {
-    for (char** e = environ; *e != nullptr; ++e) {
-        std::string_view kv(*e);
-        if (kv.starts_with("PATH=")) path_env_ = std::string(kv.substr(5));
-        base_env_.emplace_back(kv);
-    }
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     hostname_ = host;
+    for (char** e = environ; *e != nullptr; ++e) {
+        std::string_view kv(*e);
+        if (kv.starts_with("PATH=")) path_env_ = std::string(kv.substr(5));
+        // The run's secret is the agents' alone: no managed process gets it.
+        if (kv.starts_with(std::string(transport::kSecretHexEnv) + "=") ||
+            kv.starts_with(std::string(transport::kSecretFileEnv) + "="))
+            continue;
+        base_env_.emplace_back(kv);
+    }
     base_env_ = merge_env(std::move(base_env_),
                           {fmt::format("{}={}", names::kEnvRunId, opts_.run.str()),
                            fmt::format("{}={}", names::kEnvNodeId, opts_.node_id),
                            fmt::format("{}=@{}", names::kEnvAgentSocket,
                                        names::agent_socket_name(opts_.run, opts_.node_id))});
+    links_.resize(opts_.nnodes);
+    nodes_.resize(opts_.nnodes);
+    if (opts_.nnodes > 1) phase_ = Phase::joining;
 }
 
 Agent::~Agent() = default;
@@ -116,10 +128,18 @@ Result<std::unique_ptr<Agent>> Agent::create(AgentOptions opts) {
     ::prctl(PR_SET_CHILD_SUBREAPER, 1);
     ::signal(SIGPIPE, SIG_IGN);
 
+    if (opts.nnodes == 0 || opts.node_id >= opts.nnodes)
+        return make_error(Errc::invalid_argument, "node id {} is not below the node count {}", opts.node_id, opts.nnodes);
+    if (opts.nnodes > 1 && !opts.secret)
+        return Error(Errc::invalid_argument, "a run of several nodes needs the run's secret");
+    if (opts.node_id == 0 && opts.control_fd < 0) return Error(Errc::invalid_argument, "node 0 needs a control fd");
     sys::UniqueFd control(opts.control_fd);
+    sys::UniqueFd listen_fd(opts.listen_fd);
+    opts.listen_fd = -1;
     // Inherited without close-on-exec (it had to survive our own exec); no
     // managed process may hold it, or the front end would not see us die.
-    DRAGON_CHECK(sys::call("control fd", [&] { return ::fcntl(control.get(), F_SETFD, FD_CLOEXEC); }));
+    if (control)
+        DRAGON_CHECK(sys::call("control fd", [&] { return ::fcntl(control.get(), F_SETFD, FD_CLOEXEC); }));
     auto lock = DRAGON_TRY(rt::NodeLock::acquire(opts.run, opts.node_id));
     // The lock exists first, so a crash from here on leaves leftovers that cleanup recognises.
     auto pool_name = DRAGON_TRY(channels::make_pool_name(opts.run.str(), opts.node_id));
@@ -129,15 +149,22 @@ Result<std::unique_ptr<Agent>> Agent::create(AgentOptions opts) {
         return std::move(pool).error().context("creating the node's shared-memory pool");
     }
     std::unique_ptr<Agent> a(new Agent(std::move(opts), std::move(lock), std::move(*pool)));
-    if (auto st = a->open_client_socket(); !st) {
+    auto undo = [&](Error e) {
         (void)a->lock_.remove_node_segments();
-        return std::move(st).error();
+        return e;
+    };
+    if (auto st = a->open_client_socket(); !st) return undo(std::move(st).error());
+    if (a->opts_.nnodes > 1) {
+        a->opts_.listen_fd = listen_fd.release();
+        if (auto st = a->open_listener(); !st) return undo(std::move(st).error());
     }
-    asio::local::stream_protocol::socket sock(a->io_);
-    asio::error_code ec;
-    sock.assign(asio::local::stream_protocol(), control.release(), ec);
-    if (ec) return make_error(Errc::system, "control socket: {}", ec.message());
-    a->frontend_ = std::make_shared<rt::UnixConnection>(std::move(sock), "front end connection");
+    if (control) {
+        asio::local::stream_protocol::socket sock(a->io_);
+        asio::error_code ec;
+        sock.assign(asio::local::stream_protocol(), control.release(), ec);
+        if (ec) return undo(make_error(Errc::system, "control socket: {}", ec.message()));
+        a->frontend_ = std::make_shared<rt::UnixConnection>(std::move(sock), "front end connection");
+    }
     a->signals_.add(SIGCHLD);
     a->signals_.add(SIGINT);
     a->signals_.add(SIGTERM);
@@ -160,16 +187,39 @@ Status Agent::open_client_socket() {
 }
 
 int Agent::run() {
-    frontend_->start([this](wire::Frame&& f) { on_frontend_frame(std::move(f)); },
-                     [this](const Error* e) { on_frontend_closed(e); });
-    frontend_->on_drained([this] { resume_parked_output(); });
-    frontend_->send(msg::AgentHello{msg::kProtocolVersion, opts_.run.str(), opts_.node_id,
-                                    static_cast<std::int32_t>(::getpid()), hostname_});
+    if (frontend_) {
+        frontend_->start([this](wire::Frame&& f) { on_frontend_frame(std::move(f)); },
+                         [this](const Error* e) { on_frontend_closed(e); });
+        frontend_->on_drained([this] { resume_parked_output(); });
+    }
     accept_clients();
     wait_signals();
     spdlog::info("agent n{} of run {} up, pid {}", opts_.node_id, opts_.run.str(), ::getpid());
+    if (opts_.nnodes > 1) {
+        heartbeat_tick();
+        join_timer_.expires_after(std::chrono::seconds(20));
+        join_timer_.async_wait([this](const asio::error_code& ec) {
+            if (ec || phase_ != Phase::joining) return;
+            std::string missing;
+            for (std::uint32_t n = 0; n < opts_.nnodes; ++n)
+                if (n != opts_.node_id && !(links_[n].peer && (!is_head() || links_[n].ready)))
+                    missing += fmt::format("{}{}", missing.empty() ? "" : ", ", n);
+            spdlog::error("node {}: nodes {} did not join within 20 s; giving up", opts_.node_id, missing);
+            exit_code_ = 1;
+            begin_stop(true, 0, "join timeout");
+        });
+        if (!is_head()) dial_head();
+    } else {
+        say_hello_to_frontend();
+    }
     io_.run();
     return exit_code_;
+}
+
+void Agent::say_hello_to_frontend() {
+    if (!frontend_ || frontend_lost_) return;
+    frontend_->send(msg::AgentHello{msg::kProtocolVersion, opts_.run.str(), opts_.node_id,
+                                    static_cast<std::int32_t>(::getpid()), hostname_});
 }
 
 void Agent::reserve_pool_step(std::size_t offset) {
@@ -187,15 +237,15 @@ void Agent::reserve_pool_step(std::size_t offset) {
     asio::post(io_, [this, next = offset + len] { reserve_pool_step(next); });
 }
 
-// ---- front end ------------------------------------------------------------
+// ---- front end (node 0) -----------------------------------------------------------
 
 void Agent::on_frontend_frame(wire::Frame&& f) {
     switch (static_cast<msg::Type>(f.type)) {
         case msg::Type::group_start:
-            if (auto m = msg::decode_as<msg::GroupStart>(f)) return handle_group_start(*m, kFrontEnd);
+            if (auto m = msg::decode_as<msg::GroupStart>(f)) return handle_group_start(*m, Owner{0, 0});
             else return spdlog::error("bad group_start frame: {}", m.error().message());
         case msg::Type::stdin_data:
-            if (auto m = msg::decode_as<msg::StdinData>(f)) return handle_stdin(std::move(*m), kFrontEnd);
+            if (auto m = msg::decode_as<msg::StdinData>(f)) return route_stdin(std::move(*m), Owner{0, 0});
             else return spdlog::error("bad stdin frame: {}", m.error().message());
         case msg::Type::shutdown:
             if (auto m = msg::decode_as<msg::Shutdown>(f)) {
@@ -211,24 +261,58 @@ void Agent::on_frontend_frame(wire::Frame&& f) {
 
 void Agent::on_frontend_closed(const Error* e) {
     frontend_lost_ = true;
-    parked_output_.clear();
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     if (e != nullptr) spdlog::warn("lost the front end: {}; stopping", e->message());
     else spdlog::warn("the front end went away; stopping");
     begin_stop(false, opts_.config.patience_ms(), "front end lost");
 }
 
-rt::UnixConnection* Agent::sink(SinkId id) {
-    if (id == kFrontEnd) return frontend_lost_ ? nullptr : frontend_.get();
-    if (id == kNoSink) return nullptr;
-    auto it = clients_.find(id);
-    return it == clients_.end() ? nullptr : it->second.conn.get();
+// ---- executor ---------------------------------------------------------------------
+
+void Agent::exec_members(const msg::ExecMembers& m) {
+    auto [it, fresh] = local_groups_.try_emplace(m.group_id);
+    LocalGroup& lg = it->second;
+    if (!fresh) return spdlog::error("exec_members for group {} twice; ignored", m.group_id);
+    lg.id = m.group_id;
+    lg.spec = m.spec;
+    lg.nranks = m.nranks;
+    lg.local_size = m.local_size;
+    std::uint32_t end = 0;
+    for (const auto& e : lg.spec.entries) lg.entry_end.push_back(end += e.count);
+    msg::MembersStarted reply{m.group_id, {}};
+    reply.members.reserve(m.members.size());
+    std::string first_failure;
+    for (const auto& p : m.members) {
+        if (p.rank >= lg.nranks || p.rank >= end) {
+            reply.members.push_back({p.rank, 0, 0, EINVAL, fmt::format("rank {} is not in the group", p.rank)});
+            continue;
+        }
+        lg.placement[p.rank] = p;
+        if (!first_failure.empty()) {  // the group has failed: start no more
+            reply.members.push_back({p.rank, 0, 0, 0, first_failure});
+            continue;
+        }
+        auto r = spawn_member(lg, p.rank);
+        if (r.puid == 0) first_failure = fmt::format("not started: rank {} could not start", p.rank);
+        reply.members.push_back(std::move(r));
+    }
+    send_to_node(0, reply);
+    spdlog::info("group {}: {} members started here", m.group_id, m.members.size());
+    if (!pool_reservation_started_) {
+        // Off the start-up path, and not at all for runs shorter than the delay.
+        pool_reservation_started_ = true;
+        reserve_timer_.expires_after(kReserveDelay);
+        reserve_timer_.async_wait([this](const asio::error_code& ec) { if (!ec) reserve_pool_step(0); });
+    }
 }
 
-SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector<std::string>& extra_env) {
-    const msg::ProcSpec& spec = g.spec.entries[g.entry_of_rank[rank]].proc;
-    const auto& cpus = g.members[rank].cpus;
-    SpawnOutcome res;
+msg::MemberStarted Agent::spawn_member(LocalGroup& g, std::uint32_t rank) {
+    const auto entry = static_cast<std::size_t>(
+        std::upper_bound(g.entry_end.begin(), g.entry_end.end(), rank) - g.entry_end.begin());
+    const msg::ProcSpec& spec = g.spec.entries[entry].proc;
+    const msg::MemberPlacement& place = g.placement[rank];
+    msg::MemberStarted res;
+    res.rank = rank;
     auto fail = [&](const Error& e) {
         res.sys_errno = e.sys_errno() != 0 ? e.sys_errno() : (e.code() == Errc::not_found ? ENOENT : EACCES);
         res.error = e.message();
@@ -240,14 +324,20 @@ SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector
         res.sys_errno = 0;
         return res;
     };
-    if (phase_ != Phase::running) return fail(Error(Errc::closed, "the agent is shutting down"));
+    if (!accepting_work()) return fail(Error(Errc::closed, "the agent is shutting down"));
     if (spec.argv.empty()) return fail(Error(Errc::invalid_argument, "empty argv"));
     auto puid = puids_.next();
     if (!puid) return fail(puid.error());
 
     auto env = merge_env(base_env_, spec.env);
-    env = merge_env(std::move(env), extra_env);
-    env = merge_env(std::move(env), {fmt::format("{}={}", names::kEnvPuid, *puid)});
+    env = merge_env(std::move(env), {
+                                        fmt::format("DRAGON_RANK={}", rank),
+                                        fmt::format("DRAGON_NRANKS={}", g.nranks),
+                                        fmt::format("DRAGON_LOCAL_RANK={}", place.local_rank),
+                                        fmt::format("DRAGON_LOCAL_SIZE={}", g.local_size),
+                                        fmt::format("DRAGON_GROUP_ID={}", g.id),
+                                        fmt::format("{}={}", names::kEnvPuid, *puid),
+                                    });
     std::string path_env = path_env_;
     for (const auto& kv : spec.env)
         if (kv.starts_with("PATH=")) path_env = kv.substr(5);
@@ -257,15 +347,13 @@ SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector
     // Files are opened here, not in the child, so a bad path is a clear start
     // failure. A restarted rank appends to the files of its earlier runs; a
     // file shared by several processes is emptied once, by local rank 0.
-    const pg::PathContext pc{rank, *puid, opts_.node_id, g.tracker.id(), hostname_};
-    const bool first_run = g.tracker.members()[rank].history.empty();
-    std::string stdout_file;
+    const pg::PathContext pc{rank, *puid, opts_.node_id, g.id, hostname_};
+    const bool first_run = g.started_once.insert(rank).second;
     auto open_file = [&](const std::string& pattern, bool write, const char* what) -> Result<sys::UniqueFd> {
         auto name = DRAGON_TRY(pg::expand_path(pattern, pc));
         if (!name.starts_with('/') && !spec.cwd.empty()) name = spec.cwd + "/" + name;
         int flags = O_CLOEXEC | (write ? O_WRONLY | O_CREAT | O_APPEND : O_RDONLY);
-        if (write && first_run && (pg::varies_by_process(pattern) || g.members[rank].local_rank == 0)) flags |= O_TRUNC;
-        if (write && what == std::string_view("stdout")) stdout_file = name;
+        if (write && first_run && (pg::varies_by_process(pattern) || place.local_rank == 0)) flags |= O_TRUNC;
         const int fd = ::open(name.c_str(), flags, 0644);
         if (fd < 0) return sys::error_from_errno(fmt::format("{}: cannot open {} file '{}'", spec.argv[0], what, name));
         return sys::UniqueFd(fd);
@@ -275,12 +363,10 @@ SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector
     sys::UniqueFd in_file, out_file, err_file;
     auto in_mode = spec.stdin_mode;
     if (in_mode == msg::StdinMode::forward && rank != 0) in_mode = msg::StdinMode::null;  // as with mpiexec
-    SinkId stdin_from = kNoSink, out_to = kNoSink, err_to = kNoSink;
     if (in_mode == msg::StdinMode::forward || in_mode == msg::StdinMode::owner) {
         auto p = make_pipe();
         if (!p) return fail(p.error());
         in_p = std::move(*p);
-        stdin_from = in_mode == msg::StdinMode::forward ? kFrontEnd : g.owner;
     } else if (in_mode == msg::StdinMode::file) {
         auto f = open_file(spec.stdin_path, false, "stdin");
         if (!f) return fail_io(f.error());
@@ -294,7 +380,6 @@ SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector
             auto p = make_pipe();
             if (!p) return fail(p.error());
             pipe = std::move(*p);
-            (is_out ? out_to : err_to) = mode == msg::OutputMode::forward ? kFrontEnd : g.owner;
         } else if (mode == msg::OutputMode::file) {
             if (!is_out && spec.stdout_mode == msg::OutputMode::file && spec.stderr_path == spec.stdout_path) continue;
             auto f = open_file(is_out ? spec.stdout_path : spec.stderr_path, true, is_out ? "stdout" : "stderr");
@@ -306,18 +391,16 @@ SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector
     const int out_fd = out_p[1] ? out_p[1].get() : out_file.get();
     int err_fd = err_p[1] ? err_p[1].get() : err_file.get();
     if (spec.stderr_mode == msg::OutputMode::file && !err_file) err_fd = out_file.get();  // one file for both
-    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_fd, out_fd, err_fd, {cpus.begin(), cpus.end()}};
+    ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_fd, out_fd, err_fd,
+                 {place.cpus.begin(), place.cpus.end()}};
     auto pid = spawn_child(cs);
     if (!pid) return fail(pid.error());
 
     auto p = std::make_unique<Process>();
     p->puid = *puid;
     p->pid = *pid;
-    p->group_id = g.tracker.id();
+    p->group_id = g.id;
     p->rank = rank;
-    p->out_to = out_to;
-    p->err_to = err_to;
-    p->stdin_from = stdin_from;
     p->argv = spec.argv;
     asio::error_code ec;
     auto wrap = [&](sys::UniqueFd& fd) -> std::unique_ptr<asio::posix::stream_descriptor> {
@@ -333,6 +416,7 @@ SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector
     const bool has_out = p->out != nullptr, has_err = p->err != nullptr;
     by_pid_[*pid] = *puid;
     procs_.emplace(*puid, std::move(p));
+    g.puids.push_back(*puid);
     ++running_;
     if (has_out) watch_output(*puid, msg::Stream::out);
     if (has_err) watch_output(*puid, msg::Stream::err);
@@ -342,14 +426,47 @@ SpawnOutcome Agent::spawn_member(Group& g, std::uint32_t rank, const std::vector
     return res;
 }
 
-void Agent::handle_stdin(msg::StdinData&& d, SinkId from) {
+void Agent::signal_members(const msg::SignalMembers& m) {
+    auto it = local_groups_.find(m.group_id);
+    if (it == local_groups_.end()) return;
+    if (m.signal < 1 || m.signal > SIGRTMAX) return spdlog::error("signal_members: bad signal {}", m.signal);
+    for (Puid puid : it->second.puids) {
+        Process* p = find(puid);
+        if (p == nullptr || p->state != msg::ProcState::running) continue;
+        // The whole process group, so a shell's children hear it too.
+        if (::kill(-p->pid, m.signal) != 0) ::kill(p->pid, m.signal);
+    }
+}
+
+void Agent::respawn_member(const msg::RespawnMember& m) {
+    msg::MembersStarted reply{m.group_id, {}};
+    auto it = local_groups_.find(m.group_id);
+    if (it == local_groups_.end() || !it->second.placement.contains(m.rank))
+        reply.members.push_back({m.rank, 0, 0, EINVAL, fmt::format("rank {} is not placed on node {}", m.rank, opts_.node_id)});
+    else
+        reply.members.push_back(spawn_member(it->second, m.rank));
+    send_to_node(0, reply);
+}
+
+void Agent::forget_group(std::uint64_t group_id) {
+    auto it = local_groups_.find(group_id);
+    if (it == local_groups_.end()) return;
+    std::size_t forgotten = 0;
+    for (Puid puid : it->second.puids) {
+        auto p = procs_.find(puid);
+        if (p == procs_.end() || p->second->state == msg::ProcState::running) continue;
+        procs_.erase(p);  // closes its pipes; pending handlers find the puid gone
+        ++forgotten;
+    }
+    local_groups_.erase(it);
+    spdlog::debug("group {} closed: {} processes forgotten here", group_id, forgotten);
+}
+
+void Agent::handle_stdin(msg::StdinData&& d) {
     Process* p = find(d.puid);
-    if (p == nullptr || !p->in || p->stdin_from != from) {
-        // Gone, not forwarding, or not the sender's to write: consume it so
-        // the sender's window moves on.
-        if (p != nullptr && p->stdin_from != from && from != kFrontEnd)
-            spdlog::warn("client {} wrote stdin of puid {}, which is not its to write; dropped", from, d.puid);
-        if (auto* c = sink(from); c != nullptr && !d.data.empty()) c->send(msg::StdinAck{d.puid, d.data.size()});
+    if (p == nullptr || !p->in) {
+        // Gone or not forwarding: consume it so the writer's window moves on.
+        if (!d.data.empty()) send_to_node(0, msg::StdinAck{d.puid, d.data.size()});
         return;
     }
     if (!d.data.empty()) p->stdin_queue.push_back(std::move(d.data));
@@ -372,7 +489,7 @@ void Agent::write_stdin(Process& p) {
                           if (ec == asio::error::operation_aborted) return;
                           const auto n = q->stdin_queue.front().size();
                           q->stdin_queue.pop_front();
-                          if (auto* c = sink(q->stdin_from)) c->send(msg::StdinAck{puid, n});
+                          send_to_node(0, msg::StdinAck{puid, n});
                           if (ec) {  // the process closed its stdin: drop the rest, acknowledged
                               close_stdin(*q);
                               return;
@@ -385,11 +502,142 @@ void Agent::close_stdin(Process& p) {
     std::uint64_t dropped = 0;
     for (const auto& s : p.stdin_queue) dropped += s.size();
     p.stdin_queue.clear();
-    if (auto* c = sink(p.stdin_from); c != nullptr && dropped > 0) c->send(msg::StdinAck{p.puid, dropped});
+    if (dropped > 0) send_to_node(0, msg::StdinAck{p.puid, dropped});
     p.in.reset();
 }
 
-// ---- clients --------------------------------------------------------------
+void Agent::watch_output(Puid puid, msg::Stream stream) {
+    Process* p = find(puid);
+    if (p == nullptr) return;
+    auto& sd = stream == msg::Stream::out ? p->out : p->err;
+    if (!sd) return;
+    sd->async_wait(asio::posix::descriptor_base::wait_read, [this, puid, stream](const asio::error_code& ec) {
+        if (ec == asio::error::operation_aborted) return;
+        on_output_ready(puid, stream);
+    });
+}
+
+bool Agent::send_output(msg::Output&& o) {
+    if (is_head()) return route_output(o);
+    const auto& head = links_[0].peer;
+    if (!head) return true;  // node 0 is gone: nobody can read it
+    return head->send(o) != tcp::SendState::above_high_water;
+}
+
+void Agent::on_output_ready(Puid puid, msg::Stream stream) {
+    Process* p = find(puid);
+    if (p == nullptr) return;
+    auto& sd = stream == msg::Stream::out ? p->out : p->err;
+    if (!sd) return;
+    static std::array<char, 64 * 1024> scratch;  // one loop thread: one buffer serves every pipe
+    ssize_t n = ::read(sd->native_handle(), scratch.data(), scratch.size());
+    if (n > 0) {
+        if (!send_output(msg::Output{puid, stream, std::string(scratch.data(), static_cast<std::size_t>(n)),
+                                     p->group_id, p->rank})) {
+            parked_output_.emplace_back(puid, stream);  // resumes when that path drains
+            return;
+        }
+        watch_output(puid, stream);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        watch_output(puid, stream);
+        return;
+    }
+    sd.reset();  // EOF (or a read error): this stream is done
+    maybe_report_exit(*p);
+}
+
+void Agent::drain_output(Process& p) {
+    // Whatever is still in the pipes goes out before ShutdownDone. Bounded:
+    // strays are dead by now, so the pipes are at EOF or close to it.
+    for (auto stream : {msg::Stream::out, msg::Stream::err}) {
+        auto& sd = stream == msg::Stream::out ? p.out : p.err;
+        for (unsigned i = 0; sd && i < 64; ++i) {
+            std::array<char, 64 * 1024> buf;
+            ssize_t n = ::read(sd->native_handle(), buf.data(), buf.size());
+            if (n <= 0) break;
+            (void)send_output(msg::Output{p.puid, stream, std::string(buf.data(), static_cast<std::size_t>(n)),
+                                          p.group_id, p.rank});
+        }
+        sd.reset();
+    }
+}
+
+void Agent::resume_parked_output() {
+    auto parked = std::move(parked_output_);
+    parked_output_.clear();
+    for (auto [puid, stream] : parked) watch_output(puid, stream);
+    if (is_head()) {
+        auto paused = std::move(paused_links_);
+        paused_links_.clear();
+        for (auto& peer : paused)
+            if (peer->is_open()) peer->resume_reading();
+    }
+}
+
+void Agent::reap_children() {
+    for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) break;
+        auto it = by_pid_.find(pid);
+        if (it == by_pid_.end()) {
+            spdlog::debug("reaped stray descendant pid {}", pid);
+            continue;
+        }
+        Process* p = find(it->second);
+        by_pid_.erase(it);
+        if (p == nullptr) continue;
+        p->state = msg::ProcState::exited;
+        p->status = msg::ExitStatus::from_wait_status(status);
+        --running_;
+        close_stdin(*p);
+        spdlog::debug("puid {} pid {} ended: code {} signal {}", p->puid, pid, p->status.exit_code, p->status.signal);
+        if (p->out || p->err) {
+            // Let the pipes drain first so the exit follows all of its output.
+            p->output_grace = std::make_unique<asio::steady_timer>(io_, kOutputGrace);
+            p->output_grace->async_wait([this, puid = p->puid](const asio::error_code& ec) {
+                if (ec) return;
+                if (Process* q = find(puid)) queue_exit_report(*q);
+            });
+        }
+        maybe_report_exit(*p);
+    }
+    maybe_finish();
+}
+
+void Agent::maybe_report_exit(Process& p) {
+    if (p.state != msg::ProcState::exited || p.exit_reported) return;
+    if (p.out || p.err) return;  // output still draining (or the grace timer will report)
+    queue_exit_report(p);
+}
+
+void Agent::queue_exit_report(Process& p) {
+    if (p.exit_reported) return;
+    p.exit_reported = true;
+    if (p.output_grace) p.output_grace->cancel();
+    auto it = local_groups_.find(p.group_id);
+    if (it == local_groups_.end()) return;
+    LocalGroup& lg = it->second;
+    lg.exit_batch.push_back({p.rank, p.puid, p.pid, p.status});
+    if (!lg.exit_flush_posted) {
+        lg.exit_flush_posted = true;  // one members_exited per group per loop turn, however many exits
+        asio::post(io_, [this, id = lg.id] { flush_exits(id); });
+    }
+}
+
+void Agent::flush_exits(std::uint64_t group_id) {
+    auto it = local_groups_.find(group_id);
+    if (it == local_groups_.end()) return;
+    LocalGroup& lg = it->second;
+    lg.exit_flush_posted = false;
+    if (!lg.exit_batch.empty()) send_to_node(0, msg::MembersExited{group_id, std::move(lg.exit_batch)});
+    lg.exit_batch.clear();
+    maybe_finish();
+}
+
+// ---- local clients ------------------------------------------------------------------
 
 void Agent::accept_clients() {
     client_acceptor_.async_accept([this](const asio::error_code& ec, asio::local::stream_protocol::socket sock) {
@@ -431,9 +679,6 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
         c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
         c->close_after_flush(nullptr);
     };
-    auto reply_error = [&](const Error& e) {  // a refused request; the connection stays
-        c->send(msg::ErrorReply{static_cast<std::uint16_t>(e.code()), e.message()});
-    };
     if (!cl.greeted) {
         auto hello = msg::decode_as<msg::ClientHello>(f);
         if (!hello) return refuse(Errc::protocol, "expected client_hello: " + hello.error().message());
@@ -447,489 +692,34 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
         return;
     }
     switch (static_cast<msg::Type>(f.type)) {
-        case msg::Type::proc_query: {
+        case msg::Type::proc_query: {  // this node's processes
             if (auto q = msg::decode_as<msg::ProcQuery>(f); !q) return refuse(Errc::protocol, q.error().message());
             msg::ProcTable t;
             for (const auto& [puid, p] : procs_) t.procs.push_back({puid, p->pid, p->state, p->status, p->argv});
             return c->send(t);
         }
-        case msg::Type::group_start: {
-            auto m = msg::decode_as<msg::GroupStart>(f);
-            if (!m) return refuse(Errc::protocol, m.error().message());
-            return handle_group_start(*m, id);
-        }
-        case msg::Type::stdin_data: {
-            auto m = msg::decode_as<msg::StdinData>(f);
-            if (!m) return refuse(Errc::protocol, m.error().message());
-            return handle_stdin(std::move(*m), id);
-        }
-        case msg::Type::group_query: {
-            auto m = msg::decode_as<msg::GroupQuery>(f);
-            if (!m) return refuse(Errc::protocol, m.error().message());
-            auto g = groups_.find(m->group_id);
-            if (g == groups_.end()) return reply_error(Error(Errc::not_found, fmt::format("no group {}", m->group_id)));
-            return c->send(group_status(*g->second));
-        }
-        case msg::Type::group_signal: {
-            auto m = msg::decode_as<msg::GroupSignal>(f);
-            if (!m) return refuse(Errc::protocol, m.error().message());
-            Group* g = owned_group(id, m->group_id);
-            if (g == nullptr) return;
-            if (m->signal < 1 || m->signal > SIGRTMAX)
-                return reply_error(Error(Errc::invalid_argument, fmt::format("bad signal number {}", m->signal)));
-            for (const auto& mem : g->tracker.members()) {
-                if (mem.state != pg::MemberState::running) continue;
-                if (::kill(-mem.pid, m->signal) != 0) ::kill(mem.pid, m->signal);
-            }
-            spdlog::info("group {}: signal {} to its running members (client {})", g->tracker.id(), m->signal, id);
-            return c->send(msg::OkReply{});
-        }
-        case msg::Type::group_stop: {
-            auto m = msg::decode_as<msg::GroupStop>(f);
-            if (!m) return refuse(Errc::protocol, m.error().message());
-            Group* g = owned_group(id, m->group_id);
-            if (g == nullptr) return;
-            c->send(msg::OkReply{});
-            if (g->tracker.finished()) return;
-            g->patience_ms = m->patience_ms;
-            if (m->force && g->stop_timer) {  // already stopping: straight to SIGKILL
-                g->stop_signal = SIGTERM;
-                g->stop_timer->cancel();
-                return escalate_group(g->tracker.id());
-            }
-            if (m->force) g->stop_signal = SIGTERM;  // stop_group's first step is then SIGKILL
-            return apply(*g, g->tracker.stop());
-        }
-        case msg::Type::group_close: {
-            auto m = msg::decode_as<msg::GroupClose>(f);
-            if (!m) return refuse(Errc::protocol, m.error().message());
-            Group* g = owned_group(id, m->group_id);
-            if (g == nullptr) return;
-            if (!g->done_sent)
-                return reply_error(Error(Errc::would_block,
-                                         fmt::format("group {} is still running; join or stop it before closing it",
-                                                     m->group_id)));
-            close_group(m->group_id);
-            return c->send(msg::OkReply{});
-        }
+        case msg::Type::group_start:
+        case msg::Type::group_signal:
+        case msg::Type::group_stop:
+        case msg::Type::group_close:
+        case msg::Type::group_query:
+        case msg::Type::stdin_data:
+            // Groups are the global services' business: node 0 answers, wherever the client is.
+            if (auto st = msg::validate(f); !st) return refuse(Errc::protocol, st.error().message());
+            if (is_head()) return on_client_request(Owner{0, id}, std::move(f));
+            return send_to_node(0, msg::ClientRelay{id, f.type, std::move(f.body)});
         default:
             refuse(Errc::protocol, fmt::format("unexpected message '{}' ({})", msg::type_name(f.type), f.type));
     }
 }
 
-Group* Agent::owned_group(std::uint64_t client, std::uint64_t group_id) {
-    auto* c = sink(client);
-    auto it = groups_.find(group_id);
-    if (it == groups_.end()) {
-        if (c != nullptr) c->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::not_found),
-                                                  fmt::format("no group {}", group_id)});
-        return nullptr;
-    }
-    if (it->second->owner != client) {
-        if (c != nullptr)
-            c->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::permission_denied),
-                                    fmt::format("group {} belongs to {}", group_id,
-                                                it->second->owner == kFrontEnd ? std::string("the front end")
-                                                                               : "another client")});
-        return nullptr;
-    }
-    return it->second.get();
-}
-
 void Agent::on_client_closed(std::uint64_t id) {
     if (clients_.erase(id) == 0) return;
-    // Its groups cannot be joined or closed by anyone now: stop them (with
-    // the usual patience) and forget them once they have ended.
-    for (auto& [gid, g] : groups_) {
-        if (g->owner != id) continue;
-        g->orphaned = true;
-        if (g->done_sent) {
-            asio::post(io_, [this, gid = gid] { close_group(gid); });
-        } else if (!g->tracker.finished()) {
-            spdlog::info("group {}: its owner (client {}) went away; stopping it", gid, id);
-            g->patience_ms = opts_.config.patience_ms();
-            apply(*g, g->tracker.stop());
-        }
-    }
+    if (is_head()) on_owner_gone(Owner{0, id});
+    else send_to_node(0, msg::ClientGone{id});
 }
 
-msg::GroupStatus Agent::group_status(const Group& g) {
-    msg::GroupStatus st;
-    st.group_id = g.tracker.id();
-    switch (g.tracker.state()) {
-        case pg::GroupState::running: st.state = msg::GroupStateCode::running; break;
-        case pg::GroupState::stopping: st.state = msg::GroupStateCode::stopping; break;
-        case pg::GroupState::succeeded: st.state = msg::GroupStateCode::succeeded; break;
-        case pg::GroupState::failed: st.state = msg::GroupStateCode::failed; break;
-        case pg::GroupState::stopped: st.state = msg::GroupStateCode::stopped; break;
-    }
-    st.restarts = g.tracker.restarts();
-    st.members.reserve(g.members.size());
-    for (std::uint32_t r = 0; r < g.members.size(); ++r) {
-        const auto& t = g.tracker.members()[r];
-        msg::MemberStatus m;
-        m.where = g.members[r];
-        m.state = t.state == pg::MemberState::pending   ? msg::MemberStateCode::pending
-                  : t.state == pg::MemberState::running ? msg::MemberStateCode::running
-                                                        : msg::MemberStateCode::exited;
-        m.status = t.status;
-        for (Puid puid : t.history) {
-            const Process* p = find(puid);
-            if (p == nullptr) continue;
-            m.runs.push_back({puid, p->pid, p->state == msg::ProcState::exited, p->status});
-        }
-        st.members.push_back(std::move(m));
-    }
-    return st;
-}
-
-// ---- output and exits ----------------------------------------------------
-
-void Agent::watch_output(Puid puid, msg::Stream stream) {
-    Process* p = find(puid);
-    if (p == nullptr) return;
-    auto& sd = stream == msg::Stream::out ? p->out : p->err;
-    if (!sd) return;
-    sd->async_wait(asio::posix::descriptor_base::wait_read, [this, puid, stream](const asio::error_code& ec) {
-        if (ec == asio::error::operation_aborted) return;
-        on_output_ready(puid, stream);
-    });
-}
-
-void Agent::on_output_ready(Puid puid, msg::Stream stream) {
-    Process* p = find(puid);
-    if (p == nullptr) return;
-    auto& sd = stream == msg::Stream::out ? p->out : p->err;
-    if (!sd) return;
-    static std::array<char, 64 * 1024> scratch;  // one loop thread: one buffer serves every pipe
-    ssize_t n = ::read(sd->native_handle(), scratch.data(), scratch.size());
-    if (n > 0) {
-        auto* to = sink(stream == msg::Stream::out ? p->out_to : p->err_to);  // null: gone, so dropped
-        if (to != nullptr) to->send(msg::Output{puid, stream, std::string(scratch.data(), static_cast<std::size_t>(n)), p->group_id, p->rank});
-        if (to != nullptr && to->queued_bytes() > kOutputHighWater) {
-            parked_output_.emplace_back(puid, stream);  // resumes when that connection drains
-            return;
-        }
-        watch_output(puid, stream);
-        return;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        watch_output(puid, stream);
-        return;
-    }
-    sd.reset();  // EOF (or a read error): this stream is done
-    maybe_report_exit(*p);
-}
-
-void Agent::drain_output(Process& p) {
-    // Whatever is still in the pipes goes out before ShutdownDone. Bounded:
-    // strays are dead by now, so the pipes are at EOF or close to it.
-    for (auto stream : {msg::Stream::out, msg::Stream::err}) {
-        auto& sd = stream == msg::Stream::out ? p.out : p.err;
-        for (unsigned i = 0; sd && i < 64; ++i) {
-            std::array<char, 64 * 1024> buf;
-            ssize_t n = ::read(sd->native_handle(), buf.data(), buf.size());
-            if (n <= 0) break;
-            if (auto* to = sink(stream == msg::Stream::out ? p.out_to : p.err_to))
-                to->send(msg::Output{p.puid, stream, std::string(buf.data(), static_cast<std::size_t>(n)), p.group_id, p.rank});
-        }
-        sd.reset();
-    }
-}
-
-void Agent::resume_parked_output() {
-    auto parked = std::move(parked_output_);
-    parked_output_.clear();
-    for (auto [puid, stream] : parked) watch_output(puid, stream);
-}
-
-void Agent::reap_children() {
-    for (;;) {
-        int status = 0;
-        pid_t pid = ::waitpid(-1, &status, WNOHANG);
-        if (pid <= 0) break;
-        auto it = by_pid_.find(pid);
-        if (it == by_pid_.end()) {
-            spdlog::debug("reaped stray descendant pid {}", pid);
-            continue;
-        }
-        Process* p = find(it->second);
-        by_pid_.erase(it);
-        if (p == nullptr) continue;
-        p->state = msg::ProcState::exited;
-        p->status = msg::ExitStatus::from_wait_status(status);
-        --running_;
-        close_stdin(*p);
-        spdlog::debug("puid {} pid {} ended: code {} signal {}", p->puid, pid, p->status.exit_code, p->status.signal);
-        if (auto g = groups_.find(p->group_id); g != groups_.end()) on_group_exit(*g->second, p->puid, p->status);
-        if (p->out || p->err) {
-            // Let the pipes drain first so the exit follows all of its output.
-            p->output_grace = std::make_unique<asio::steady_timer>(io_, kOutputGrace);
-            p->output_grace->async_wait([this, puid = p->puid](const asio::error_code& ec) {
-                if (ec) return;
-                if (Process* q = find(puid)) queue_exit_report(*q);
-            });
-        }
-        maybe_report_exit(*p);
-    }
-    maybe_finish();
-}
-
-void Agent::maybe_report_exit(Process& p) {
-    if (p.state != msg::ProcState::exited || p.exit_reported) return;
-    if (p.out || p.err) return;  // output still draining (or the grace timer will report)
-    queue_exit_report(p);
-}
-
-void Agent::queue_exit_report(Process& p) {
-    if (p.exit_reported) return;
-    p.exit_reported = true;
-    if (p.output_grace) p.output_grace->cancel();
-    exit_reports_.push_back({p.puid, p.pid, p.status});
-    if (!exit_flush_posted_) {
-        exit_flush_posted_ = true;  // one ProcExit per loop turn, however many exits
-        asio::post(io_, [this] { flush_exit_reports(); });
-    }
-    if (auto g = groups_.find(p.group_id); g != groups_.end()) {
-        if (g->second->unreported > 0) --g->second->unreported;
-        maybe_finish_group(*g->second);
-    }
-}
-
-void Agent::flush_exit_reports() {
-    exit_flush_posted_ = false;
-    send_exit_reports();
-    maybe_finish();
-}
-
-void Agent::send_exit_reports() {
-    if (exit_reports_.empty()) return;
-    if (!frontend_lost_) frontend_->send(msg::ProcExit{std::move(exit_reports_)});
-    exit_reports_.clear();
-}
-
-// ---- groups ------------------------------------------------------------------
-
-Result<const pg::NodeResources*> Agent::node_resources() {
-    if (resources_) return &*resources_;
-    const std::string& spec = opts_.config.get("topology");
-    Result<pg::Topology> topo = Error(Errc::internal, "no topology");
-    if (spec.starts_with("synthetic:")) topo = pg::Topology::synthetic(spec.substr(10));
-    else if (spec.starts_with("xml:")) topo = pg::Topology::from_xml_file(spec.substr(4));
-    else topo = pg::Topology::discover();
-    if (!topo) return std::move(topo).error().context("topology");
-    auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, hostname_));
-    spdlog::info("topology of node {}: {} cpus, {} cores, {} NUMA domains, {} sockets", opts_.node_id, res.pus.size(),
-                 res.core_count(), res.numa_count(), res.socket_count());
-    resources_ = std::move(res);
-    return &*resources_;
-}
-
-Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus) {
-    pg::PlacementRequest req;
-    req.nprocs = nranks;
-    req.cpus_per_proc = spec.cpus_per_proc;
-    req.policy = DRAGON_TRY(pg::parse_policy(spec.placement));
-    req.binding = DRAGON_TRY(pg::parse_binding(spec.binding));
-    req.allow_oversubscribe = spec.allow_oversubscribe;
-    GroupPlan out;
-    if (req.binding == pg::Binding::none && req.allow_oversubscribe && !want_cpus) {
-        // Unbound ranks on one node need no topology: rank r is local rank r here.
-        out.members.resize(nranks);
-        for (std::uint32_t r = 0; r < nranks; ++r) out.members[r] = {r, 0, 0, opts_.node_id, r, {}};
-        return out;
-    }
-    const pg::NodeResources* res = DRAGON_TRY(node_resources());
-    auto plan = DRAGON_TRY(pg::place({*res}, req));
-    out.warnings = std::move(plan.warnings);
-    out.members.reserve(plan.slots.size());
-    for (auto& s : plan.slots) {
-        // Unbound ranks are not pinned, whatever the map says they may use.
-        auto cpus = req.binding == pg::Binding::none ? std::vector<std::uint32_t>{} : std::move(s.cpus);
-        out.members.push_back({s.rank, 0, 0, s.node_id, s.local_rank, std::move(cpus)});
-    }
-    return out;
-}
-
-Status Agent::check_group_io(const msg::GroupSpec& spec, SinkId owner) const {
-    for (std::size_t e = 0; e < spec.entries.size(); ++e) {
-        const auto& p = spec.entries[e].proc;
-        const auto where = fmt::format("entry {} ({})", e, p.argv.empty() ? std::string("?") : p.argv[0]);
-        if (owner != kFrontEnd && p.stdin_mode == msg::StdinMode::forward)
-            return make_error(Errc::invalid_argument, "{}: stdin from the terminal is only for the front end's group; "
-                                                      "use null, a file or a pipe", where);
-        if (owner == kFrontEnd && (p.stdin_mode == msg::StdinMode::owner || p.stdout_mode == msg::OutputMode::owner ||
-                                   p.stderr_mode == msg::OutputMode::owner))
-            return make_error(Errc::invalid_argument, "{}: pipes to the owner need a client owner", where);
-        const std::pair<bool, const std::string*> files[] = {
-            {p.stdin_mode == msg::StdinMode::file, &p.stdin_path},
-            {p.stdout_mode == msg::OutputMode::file, &p.stdout_path},
-            {p.stderr_mode == msg::OutputMode::file, &p.stderr_path}};
-        for (const auto& [used, path] : files) {
-            if (!used) continue;
-            if (auto st = pg::check_path_pattern(*path); !st) return std::move(st).error().context(where);
-        }
-    }
-    return ok();
-}
-
-void Agent::handle_group_start(const msg::GroupStart& req, SinkId owner) {
-    msg::GroupStarted reply;
-    reply.request_id = req.request_id;
-    std::uint64_t total = 0;
-    for (const auto& e : req.spec.entries) total += e.count;
-    auto answer = [&] {
-        if (auto* c = sink(owner)) c->send(reply);
-    };
-    auto refuse = [&](std::string why) {
-        reply.error = std::move(why);
-        answer();
-    };
-    if (phase_ != Phase::running) return refuse("the agent is shutting down");
-    if (total == 0) return refuse("a group needs at least one process");
-    if (total > 1'000'000) return refuse(fmt::format("a group of {} processes is too large", total));
-    for (const auto& e : req.spec.entries)
-        if (e.count > 0 && e.proc.argv.empty()) return refuse("a group entry has an empty argv");
-    if (auto st = check_group_io(req.spec, owner); !st) return refuse(st.error().message());
-    auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total), req.dry_run);
-    if (!plan) return refuse(plan.error().message());
-    reply.warnings = std::move(plan->warnings);
-    if (req.dry_run) {
-        reply.members = std::move(plan->members);
-        return answer();
-    }
-    const std::uint64_t id = next_group_id_++;
-    auto g = std::make_unique<Group>(id, req.spec, std::move(plan->members));
-    g->owner = owner;
-    g->patience_ms = opts_.config.patience_ms();
-    for (std::uint32_t e = 0; e < g->spec.entries.size(); ++e)
-        for (std::uint32_t i = 0; i < g->spec.entries[e].count; ++i) g->entry_of_rank.push_back(e);
-    for (const auto& m : g->members) g->local_size += m.node_id == opts_.node_id ? 1U : 0U;
-    Group& group = *g;
-    groups_.emplace(id, std::move(g));
-    reply.group_id = id;
-    // Start every rank first, then answer once: one batched reply per node.
-    for (std::uint32_t r = 0; r < group.members.size(); ++r) {
-        if (group.tracker.state() == pg::GroupState::running) start_member(group, r);
-        else apply(group, group.tracker.start_failed(r, "not started: the group failed"));
-    }
-    group.starting = false;
-    reply.members = group.members;
-    answer();
-    spdlog::info("group {} started: {} processes", id, group.members.size());
-    if (!pool_reservation_started_) {
-        // Off the start-up path, and not at all for runs shorter than the delay.
-        pool_reservation_started_ = true;
-        reserve_timer_.expires_after(kReserveDelay);
-        reserve_timer_.async_wait([this](const asio::error_code& ec) { if (!ec) reserve_pool_step(0); });
-    }
-    maybe_finish_group(group);
-}
-
-void Agent::start_member(Group& g, std::uint32_t rank) {
-    auto& m = g.members[rank];
-    const std::uint32_t local_size = g.local_size;
-    const std::vector<std::string> env = {
-        fmt::format("DRAGON_RANK={}", rank),
-        fmt::format("DRAGON_NRANKS={}", g.members.size()),
-        fmt::format("DRAGON_LOCAL_RANK={}", m.local_rank),
-        fmt::format("DRAGON_LOCAL_SIZE={}", local_size),
-        fmt::format("DRAGON_GROUP_ID={}", g.tracker.id()),
-    };
-    auto res = spawn_member(g, rank, env);
-    if (res.puid == 0) {
-        apply(g, g.tracker.start_failed(rank, res.error, res.sys_errno));
-        return;
-    }
-    m.puid = res.puid;
-    m.pid = res.pid;
-    ++g.unreported;
-    g.tracker.started(rank, res.puid, res.pid);
-}
-
-void Agent::on_group_exit(Group& g, Puid puid, const msg::ExitStatus& status) {
-    apply(g, g.tracker.exited(puid, status));
-}
-
-void Agent::apply(Group& g, pg::Action a) {
-    switch (a.kind) {
-        case pg::Action::none: return;
-        case pg::Action::respawn:
-            spdlog::info("group {}: restarting rank {} ({} of {} restarts)", g.tracker.id(), a.rank, g.tracker.restarts(),
-                         g.spec.max_restarts);
-            if (phase_ == Phase::running) start_member(g, a.rank);
-            else apply(g, g.tracker.start_failed(a.rank, "the agent is shutting down"));
-            return;
-        case pg::Action::stop_all: return stop_group(g);
-        case pg::Action::done:
-            return maybe_finish_group(g);  // after group_started, and after the members' output
-    }
-}
-
-void Agent::stop_group(Group& g) {
-    if (g.stop_timer || phase_ != Phase::running) return;  // already stopping (or the agent stops everything)
-    g.stop_timer = std::make_unique<asio::steady_timer>(io_);
-    escalate_group(g.tracker.id());
-}
-
-void Agent::escalate_group(std::uint64_t group_id) {
-    auto it = groups_.find(group_id);
-    if (it == groups_.end() || it->second->tracker.finished()) return;
-    Group& g = *it->second;
-    g.stop_signal = g.stop_signal == 0 ? SIGINT : g.stop_signal == SIGINT ? SIGTERM : SIGKILL;
-    spdlog::info("group {}: {} to {} running members", group_id, ::sigabbrev_np(g.stop_signal), g.tracker.running());
-    for (const auto& m : g.tracker.members()) {
-        if (m.state != pg::MemberState::running) continue;
-        if (::kill(-m.pid, g.stop_signal) != 0) ::kill(m.pid, g.stop_signal);
-    }
-    if (g.stop_signal == SIGKILL) return;
-    g.stop_timer->expires_after(std::chrono::milliseconds(g.patience_ms));
-    g.stop_timer->async_wait([this, group_id](const asio::error_code& ec) { if (!ec) escalate_group(group_id); });
-}
-
-void Agent::maybe_finish_group(Group& g) {
-    // Done once every member has ended and its output has been passed on, so
-    // whoever joins the group has all of it.
-    if (g.done_sent || g.starting || !g.tracker.finished() || g.unreported > 0) return;
-    g.done_sent = true;
-    if (g.stop_timer) g.stop_timer->cancel();
-    send_exit_reports();  // the members' proc_exit frames come before group_done
-    msg::GroupDone done;
-    done.group_id = g.tracker.id();
-    done.outcome = g.tracker.state() == pg::GroupState::succeeded ? msg::GroupOutcome::succeeded
-                   : g.tracker.state() == pg::GroupState::failed  ? msg::GroupOutcome::failed
-                                                                  : msg::GroupOutcome::stopped;
-    if (const auto& f = g.tracker.first_failure()) {
-        done.fail_rank = f->rank;
-        done.fail_puid = f->puid;
-        done.fail_status = f->status;
-        done.fail_error = f->error;
-        done.fail_errno = f->sys_errno;
-    }
-    if (!g.tracker.members().empty()) done.rank0_status = g.tracker.members().front().status;
-    done.restarts = g.tracker.restarts();
-    spdlog::info("group {} {}", done.group_id, pg::to_string(g.tracker.state()));
-    if (auto* c = sink(g.owner)) c->send(done);
-    if (g.orphaned) asio::post(io_, [this, id = done.group_id] { close_group(id); });
-}
-
-void Agent::close_group(std::uint64_t group_id) {
-    auto it = groups_.find(group_id);
-    if (it == groups_.end()) return;
-    std::size_t forgotten = 0;
-    for (const auto& m : it->second->tracker.members()) {
-        for (Puid puid : m.history) {
-            auto p = procs_.find(puid);
-            if (p == procs_.end() || p->second->state == msg::ProcState::running) continue;
-            procs_.erase(p);  // closes its pipes; pending handlers find the puid gone
-            ++forgotten;
-        }
-    }
-    groups_.erase(it);
-    spdlog::debug("group {} closed: {} processes forgotten", group_id, forgotten);
-}
-
-// ---- teardown ----------------------------------------------------------------
+// ---- teardown -------------------------------------------------------------------
 
 void Agent::wait_signals() {
     signals_.async_wait([this](const asio::error_code& ec, int sig) {
@@ -937,15 +727,13 @@ void Agent::wait_signals() {
         if (sig == SIGCHLD) {
             reap_children();
         } else {
-            const bool again = phase_ != Phase::running;
+            const bool again = phase_ != Phase::running && phase_ != Phase::joining;
             spdlog::warn("agent got signal {}{}", ::strsignal(sig), again ? " again: killing everything" : "");
             begin_stop(again, opts_.config.patience_ms(), "signal");
         }
         if (phase_ != Phase::done) wait_signals();
     });
 }
-
-std::size_t Agent::running_count() const { return running_; }
 
 void Agent::signal_running(int sig) {
     for (auto& [puid, p] : procs_) {
@@ -957,9 +745,14 @@ void Agent::signal_running(int sig) {
 
 void Agent::begin_stop(bool force, std::uint32_t patience_ms, const char* why) {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
-    if (phase_ == Phase::running) {
-        for (auto& [id, g] : groups_)
-            if (!g->tracker.finished()) (void)g->tracker.stop();  // the agent's own signals follow
+    if (phase_ == Phase::running || phase_ == Phase::joining) {
+        join_timer_.cancel();
+        if (is_head()) {
+            for (auto& [id, g] : groups_)
+                if (!g->tracker.finished()) (void)g->tracker.stop();  // each node signals its own processes
+            for (std::uint32_t n = 1; n < opts_.nnodes; ++n)
+                if (links_[n].peer) links_[n].peer->send(msg::Shutdown{force, patience_ms});
+        }
         patience_ms_ = patience_ms;
         signalled_ = static_cast<std::uint32_t>(running_count());
         spdlog::info("stopping ({}): {} processes running", why, signalled_);
@@ -969,6 +762,9 @@ void Agent::begin_stop(bool force, std::uint32_t patience_ms, const char* why) {
             escalation_.expires_after(std::chrono::milliseconds(patience_ms_));
             escalation_.async_wait([this](const asio::error_code& ec) { if (!ec) escalate(); });
         }
+    } else if (force && is_head()) {
+        for (std::uint32_t n = 1; n < opts_.nnodes; ++n)
+            if (links_[n].peer) links_[n].peer->send(msg::Shutdown{true, 0});
     }
     if (force && phase_ != Phase::stopping_kill) {
         phase_ = Phase::stopping_term;  // escalate() moves it to stopping_kill
@@ -1002,7 +798,8 @@ void Agent::maybe_finish() {
     if (phase_ != Phase::stopping_int && phase_ != Phase::stopping_term && phase_ != Phase::stopping_kill) return;
     if (running_count() > 0) return;
     for (auto& [puid, p] : procs_) queue_exit_report(*p);  // report now, do not wait for grace timers
-    if (exit_flush_posted_) return;  // flush_exit_reports() calls back here
+    for (const auto& [id, lg] : local_groups_)
+        if (lg.exit_flush_posted) return;  // flush_exits() calls back here
     finish();
 }
 
@@ -1033,6 +830,7 @@ void Agent::finish() {
     phase_ = Phase::finishing;
     escalation_.cancel();
     reserve_timer_.cancel();
+    join_timer_.cancel();
     kill_strays();
     asio::error_code ec;
     client_acceptor_.close(ec);
@@ -1046,12 +844,52 @@ void Agent::finish() {
         exit_code_ = 1;
     }
     spdlog::info("agent n{} done ({} signalled, {} needed SIGKILL)", opts_.node_id, signalled_, killed_);
+    if (!is_head()) {
+        // Node 0 learns we are done; then the link closes and we exit.
+        auto& head = links_[0].peer;
+        if (!head || !head->is_open()) return finish_now();
+        head->send(msg::ShutdownDone{signalled_, killed_});
+        head->close_after_flush([this] { finish_now(); });
+        return;
+    }
+    // Node 0 reports last: the other nodes' output passes through it until
+    // each has finished (or is lost), bounded by their own stop sequence.
+    auto pending = [this] {
+        std::uint32_t n = 0;
+        for (std::uint32_t k = 1; k < opts_.nnodes; ++k) n += links_[k].peer && !links_[k].shutdown_done ? 1U : 0U;
+        return n;
+    };
+    if (pending() == 0) return finish_now();
+    spdlog::info("waiting for {} other nodes to finish", pending());
+    peers_done_timer_.expires_after(std::chrono::milliseconds(2 * patience_ms_) + 2 * kKillWait);
+    peers_done_timer_.async_wait([this](const asio::error_code& e) {
+        if (e || phase_ != Phase::finishing) return;
+        for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
+            if (links_[k].peer && !links_[k].shutdown_done) {
+                spdlog::error("node {} did not finish its teardown in time", k);
+                exit_code_ = 1;
+            }
+        finish_now();
+    });
+}
+
+void Agent::finish_now() {
+    if (phase_ == Phase::done) return;
+    if (is_head() && phase_ == Phase::finishing) {
+        for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
+            if (links_[k].peer && !links_[k].shutdown_done) return;  // still waiting (the timer ends it)
+    }
+    peers_done_timer_.cancel();
+    heartbeat_timer_.cancel();
+    listener_.reset();
+    for (auto& l : links_)
+        if (l.peer) l.peer->close();
     auto done = [this] {
         phase_ = Phase::done;
         signals_.cancel();
         io_.stop();
     };
-    if (frontend_lost_) return done();
+    if (!frontend_ || frontend_lost_) return done();
     frontend_->send(msg::ShutdownDone{signalled_, killed_});
     frontend_->close_after_flush(done);
 }

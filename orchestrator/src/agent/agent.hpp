@@ -1,13 +1,21 @@
 // The node agent: one event loop that owns the node's part of a run (the
-// node lock and shared memory, the client socket, the processes it started)
-// and talks to the front end over one control connection.
+// node lock and shared memory, the client socket, the processes it started,
+// its links to the other nodes' agents). Node 0's agent also hosts the
+// global services: the group table, placement over every node, the owners
+// of groups, and the front end's control connection.
 //
-// Lifecycle (docs/runtime.md has the full table):
-//   running -> stopping_int -> stopping_term -> stopping_kill -> finishing -> done
-// Shutdown from the front end, loss of the front end, or SIGINT/SIGTERM/SIGHUP
-// to the agent start stopping; a forced shutdown (or a second signal) jumps
-// to stopping_kill. finishing removes strays and shared memory, reports
-// ShutdownDone and exits.
+// The agent is three parts that talk only by messages (docs/runtime.md):
+//   executor (every node)  starts, signals and reaps the members placed on
+//                          its node; passes their output and exits to node 0
+//   global (node 0)        places groups, runs their state machines, answers
+//                          owners (the front end or a client on any node)
+//   links                  the transport to the other agents: join, node
+//                          table, heartbeats, loss
+// Messages between the executor and global parts of node 0 itself are posted
+// through the same dispatcher as those from other nodes.
+//
+// Lifecycle: running -> stopping_int -> stopping_term -> stopping_kill ->
+// finishing -> done (docs/runtime.md has the table).
 #pragma once
 
 #include <sys/types.h>
@@ -16,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,36 +39,46 @@
 #include "dragon/common/messages.hpp"
 #include "dragon/procgroup/group.hpp"
 #include "dragon/procgroup/resources.hpp"
+#include "dragon/transport/tcp.hpp"
 
 namespace dragon::agent {
 namespace pg = dragon::procgroup;
+namespace tcp = dragon::transport::tcp;
 
 struct AgentOptions {
     RunId run;
     std::uint32_t node_id = 0;
-    int control_fd = -1;  // connected stream socket to the front end (owned by the agent)
+    int control_fd = -1;  // node 0: connected stream socket to the front end (owned by the agent)
     Config config;
+    // Several nodes: every agent has a listener and the run's secret; node k
+    // > 0 joins by dialling node 0.
+    std::uint32_t nnodes = 1;
+    std::string address;     // this node's listen address
+    int listen_fd = -1;      // a listening socket bound by the launcher (else the agent binds address:0)
+    std::string head_address;  // node k > 0: where node 0 listens
+    std::uint16_t head_port = 0;
+    std::optional<transport::RunSecret> secret;
 };
 
 /// Sets up the agent's logging, creates it and runs it to the end; returns
 /// the process exit code. The body of dragon-agent, and of the front end's
-/// forked child under the local launcher.
+/// forked children under the local and virtual launchers.
 int agent_main(AgentOptions opts);
 
-/// Who a process's stream goes to, or comes from: the front end, a local
-/// client (by id), or nobody.
-using SinkId = std::uint64_t;
-inline constexpr SinkId kFrontEnd = 0;
-inline constexpr SinkId kNoSink = ~SinkId{0};
+/// Who owns a group: the front end (node 0, client 0) or a local client of
+/// some node's agent.
+struct Owner {
+    std::uint32_t node = 0;
+    std::uint64_t client = 0;  // 0: the front end
+    bool operator==(const Owner&) const = default;
+};
 
-/// A process the agent started, until its group is closed (or the run ends).
+/// A process this node started, until its group is closed (or the run ends).
 struct Process {
     Puid puid = 0;
     pid_t pid = 0;
     std::uint64_t group_id = 0;
     std::uint32_t rank = 0;
-    SinkId out_to = kNoSink, err_to = kNoSink;  // where its output goes (pipes read by the agent)
-    SinkId stdin_from = kNoSink;                // who may write its stdin (and gets the acks)
     std::vector<std::string> argv;
     msg::ProcState state = msg::ProcState::running;
     msg::ExitStatus status;
@@ -72,12 +91,43 @@ struct Process {
     std::unique_ptr<asio::steady_timer> output_grace;  // after reaping, how long to wait for EOF
 };
 
-/// How starting one process went: a puid and pid, or why not.
-struct SpawnOutcome {
-    Puid puid = 0;  // 0: not started
-    std::int32_t pid = 0;
-    int sys_errno = 0;
-    std::string error;  // names the program and the reason
+/// The part of a group placed on this node (executor side).
+struct LocalGroup {
+    std::uint64_t id = 0;
+    msg::GroupSpec spec;
+    std::uint32_t nranks = 0;
+    std::uint32_t local_size = 0;
+    std::unordered_map<std::uint32_t, msg::MemberPlacement> placement;  // by rank
+    std::vector<std::uint32_t> entry_end;      // prefix sums of entry counts: rank -> entry
+    std::set<std::uint32_t> started_once;      // ranks started before (a restart appends to files)
+    std::vector<Puid> puids;                   // every process it had here
+    std::vector<msg::MemberExited> exit_batch;  // to node 0 at the end of this loop turn
+    bool exit_flush_posted = false;
+};
+
+/// A group as the global services see it (node 0 only).
+struct Group {
+    Group(std::uint64_t id, msg::GroupSpec s, std::vector<msg::GroupMember> plan)
+        : tracker(id, static_cast<std::uint32_t>(plan.size()), pg::RestartPolicy{s.restart, s.max_restarts}),
+          spec(std::move(s)),
+          members(std::move(plan)),
+          runs(members.size()) {}
+    pg::GroupTracker tracker;
+    msg::GroupSpec spec;
+    std::vector<msg::GroupMember> members;  // placement and current puid/pid, by rank
+    std::vector<std::vector<msg::PastRun>> runs;  // every run of each rank
+    std::vector<std::uint32_t> entry_of_rank;
+    std::set<std::uint32_t> nodes;           // nodes with members
+    std::set<std::uint32_t> awaiting_start;  // nodes whose first members_started is still due
+    Owner owner;
+    std::uint64_t request_id = 0;
+    std::vector<std::string> warnings;
+    std::unique_ptr<asio::steady_timer> stop_timer;
+    int stop_signal = 0;  // last signal sent while stopping
+    std::uint32_t patience_ms = 2000;
+    bool done_sent = false;
+    bool orphaned = false;  // its client owner went away: stop it, then close it
+    [[nodiscard]] bool starting() const { return !awaiting_start.empty(); }
 };
 
 /// A local client connection (a managed process using the client library).
@@ -88,32 +138,24 @@ struct Client {
     int pid = 0;
 };
 
-/// A group the agent runs: its spec, its placement and its state machine.
-struct Group {
-    Group(std::uint64_t id, msg::GroupSpec s, std::vector<msg::GroupMember> plan)
-        : tracker(id, static_cast<std::uint32_t>(plan.size()), pg::RestartPolicy{s.restart, s.max_restarts}),
-          spec(std::move(s)),
-          members(std::move(plan)) {}
-    pg::GroupTracker tracker;
-    msg::GroupSpec spec;
-    std::vector<msg::GroupMember> members;  // placement and current puid/pid, by rank
-    std::vector<std::uint32_t> entry_of_rank;
-    std::uint32_t local_size = 0;  // members on this node
-    SinkId owner = kFrontEnd;  // who started it: gets group_started, group_done, owner-mode output
-    std::unique_ptr<asio::steady_timer> stop_timer;
-    int stop_signal = 0;  // last signal sent while stopping
-    std::uint32_t patience_ms = 2000;
-    bool starting = true;  // group_done waits until group_started has been sent
-    std::uint32_t unreported = 0;  // member processes whose exit is not yet reported (output draining)
-    bool done_sent = false;
-    bool orphaned = false;  // its client owner went away: stop it, then close it
+/// Another node's agent, as this one sees it.
+struct Link {
+    std::shared_ptr<tcp::Peer> peer;  // null until connected (and after loss)
+    std::string hostname;
+    std::string address;
+    std::uint16_t port = 0;
+    std::chrono::steady_clock::time_point last_heard;
+    bool ready = false;          // (node 0) it said node_ready
+    bool lost = false;
+    bool shutdown_done = false;  // (node 0) it finished its teardown
 };
 
 class Agent {
 public:
-    enum class Phase { running, stopping_int, stopping_term, stopping_kill, finishing, done };
+    enum class Phase { joining, running, stopping_int, stopping_term, stopping_kill, finishing, done };
 
-    /// Takes the node lock, opens the client socket, wraps the control fd.
+    /// Takes the node lock, creates the pool, opens the client socket and
+    /// (several nodes) the listener; wraps the control fd.
     static Result<std::unique_ptr<Agent>> create(AgentOptions opts);
 
     /// Runs the event loop until the agent is done; returns the process exit code.
@@ -127,45 +169,40 @@ private:
     Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool);
     Status open_client_socket();
     void reserve_pool_step(std::size_t offset);
+    [[nodiscard]] bool is_head() const { return opts_.node_id == 0; }
+    [[nodiscard]] bool accepting_work() const { return phase_ == Phase::running; }
 
-    // front end
+    // ---- front end (node 0) ----
     void on_frontend_frame(wire::Frame&& f);
     void on_frontend_closed(const Error* e);
-    /// Starts one member of `g` as rank `rank` (its spec, env, cpus and I/O routing).
-    SpawnOutcome spawn_member(Group& g, std::uint32_t rank, const std::vector<std::string>& extra_env);
-    /// The connection behind a sink id, or null (gone, lost, or kNoSink).
-    rt::UnixConnection* sink(SinkId id);
+    void say_hello_to_frontend();
 
-    // groups
-    void handle_group_start(const msg::GroupStart& req, SinkId owner);
-    Status check_group_io(const msg::GroupSpec& spec, SinkId owner) const;
-    struct GroupPlan {
-        std::vector<msg::GroupMember> members;
-        std::vector<std::string> warnings;
-    };
-    Result<GroupPlan> plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus);
-    Result<const pg::NodeResources*> node_resources();
-    void start_member(Group& g, std::uint32_t rank);
-    void on_group_exit(Group& g, Puid puid, const msg::ExitStatus& status);
-    void apply(Group& g, pg::Action a);
-    void stop_group(Group& g);
-    void escalate_group(std::uint64_t group_id);
-    void maybe_finish_group(Group& g);
-    void close_group(std::uint64_t group_id);
-    void handle_stdin(msg::StdinData&& d, SinkId from);
+    // ---- links (links.cpp) ----
+    Status open_listener();
+    void dial_head();
+    void dial_peer(std::uint32_t node);
+    void on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled);
+    void on_link_frame(std::uint32_t from, wire::Frame&& f);
+    void on_link_lost(std::uint32_t node, const std::string& why);
+    void on_node_hello(std::uint32_t from, const msg::NodeHello& h);
+    void on_node_table(const msg::NodeTable& t);
+    void maybe_ready();
+    void heartbeat_tick();
+    template <class M>
+    void send_to_node(std::uint32_t node, const M& m);
+    /// Delivers a frame to this agent's own dispatcher on a later loop turn.
+    void post_to_self(wire::Frame f);
+    void on_node_frame(std::uint32_t from, wire::Frame&& f);
+
+    // ---- executor (every node) ----
+    void exec_members(const msg::ExecMembers& m);
+    msg::MemberStarted spawn_member(LocalGroup& g, std::uint32_t rank);
+    void signal_members(const msg::SignalMembers& m);
+    void respawn_member(const msg::RespawnMember& m);
+    void forget_group(std::uint64_t group_id);
+    void handle_stdin(msg::StdinData&& d);
     void write_stdin(Process& p);
     void close_stdin(Process& p);
-
-    // clients
-    void accept_clients();
-    void serve_client(asio::local::stream_protocol::socket sock);
-    void on_client_frame(std::uint64_t id, wire::Frame&& f);
-    void on_client_closed(std::uint64_t id);
-    /// The group `group_id` if `client` may change it; otherwise replies with an error and returns null.
-    Group* owned_group(std::uint64_t client, std::uint64_t group_id);
-    msg::GroupStatus group_status(const Group& g);
-
-    // output and exits
     void watch_output(Puid puid, msg::Stream stream);
     void on_output_ready(Puid puid, msg::Stream stream);
     void resume_parked_output();
@@ -173,18 +210,58 @@ private:
     void reap_children();
     void maybe_report_exit(Process& p);
     void queue_exit_report(Process& p);
-    void flush_exit_reports();
-    void send_exit_reports();
+    void flush_exits(std::uint64_t group_id);
+    /// Sends output toward its reader; false when that path is above high water.
+    bool send_output(msg::Output&& o);
 
-    // teardown
+    // ---- global services (global.cpp, node 0) ----
+    void handle_group_start(const msg::GroupStart& req, Owner owner);
+    Status check_group_io(const msg::GroupSpec& spec, Owner owner) const;
+    struct GroupPlan {
+        std::vector<msg::GroupMember> members;
+        std::vector<std::string> warnings;
+    };
+    Result<GroupPlan> plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus);
+    Result<const pg::NodeResources*> node_resources();
+    void on_members_started(std::uint32_t from, const msg::MembersStarted& m);
+    void on_members_exited(std::uint32_t from, const msg::MembersExited& m);
+    void apply(Group& g, pg::Action a);
+    void stop_group(Group& g);
+    void escalate_group(std::uint64_t group_id);
+    void maybe_finish_group(Group& g);
+    void close_group(std::uint64_t group_id);
+    void fail_lost_node(std::uint32_t node, const std::string& why);
+    void on_client_request(Owner who, wire::Frame&& f);
+    void on_owner_gone(Owner who);
+    Group* owned_group(Owner who, std::uint64_t group_id);
+    msg::GroupStatus group_status(const Group& g);
+    void route_stdin(msg::StdinData&& d, Owner from);
+    void route_stdin_ack(const msg::StdinAck& a);
+    /// Global side of output: to the front end or the group's owner. False
+    /// when that connection is above high water.
+    bool route_output(const msg::Output& o);
+    template <class M>
+    void send_to_owner(Owner who, const M& m);
+    void send_frame_to_owner(Owner who, std::uint16_t type, std::string body);
+    /// The connection of a local owner (front end or client), or null.
+    rt::UnixConnection* local_owner_conn(std::uint64_t client);
+
+    // ---- local clients ----
+    void accept_clients();
+    void serve_client(asio::local::stream_protocol::socket sock);
+    void on_client_frame(std::uint64_t id, wire::Frame&& f);
+    void on_client_closed(std::uint64_t id);
+
+    // ---- teardown ----
     void wait_signals();
     void begin_stop(bool force, std::uint32_t patience_ms, const char* why);
     void escalate();
     void signal_running(int sig);
     void maybe_finish();
     void finish();
+    void finish_now();
     void kill_strays();
-    [[nodiscard]] std::size_t running_count() const;
+    [[nodiscard]] std::size_t running_count() const { return running_; }
 
     Process* find(Puid puid);
 
@@ -193,32 +270,61 @@ private:
     rt::NodeLock lock_;
     channels::Pool pool_;  // the node's pool: channels of this node live in it
     bool pool_reservation_started_ = false;
-    std::shared_ptr<rt::UnixConnection> frontend_;
+    std::shared_ptr<rt::UnixConnection> frontend_;  // node 0 only
     bool frontend_lost_ = false;
     asio::local::stream_protocol::acceptor client_acceptor_;
     asio::signal_set signals_;
     asio::steady_timer escalation_;
     asio::steady_timer reserve_timer_;
+    asio::steady_timer heartbeat_timer_;
+    asio::steady_timer join_timer_;
+    asio::steady_timer peers_done_timer_;
     IdAllocator puids_;
-    std::map<Puid, std::unique_ptr<Process>> procs_;
-    std::size_t running_ = 0;  // procs_ entries in state running
-    std::map<std::uint64_t, std::unique_ptr<Group>> groups_;
     std::string hostname_;
-    std::uint64_t next_group_id_ = 1;
-    std::map<std::uint64_t, Client> clients_;
-    std::uint64_t next_client_id_ = 1;
-    std::optional<pg::NodeResources> resources_;  // discovered on first need (hwloc costs ~2 ms)
-    std::unordered_map<pid_t, Puid> by_pid_;
-    std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for the front end to drain
-    std::vector<msg::ExitInfo> exit_reports_;
-    bool exit_flush_posted_ = false;
     std::vector<std::string> base_env_;
     std::string path_env_;
+
+    // executor
+    std::map<Puid, std::unique_ptr<Process>> procs_;
+    std::size_t running_ = 0;  // procs_ entries in state running
+    std::unordered_map<pid_t, Puid> by_pid_;
+    std::map<std::uint64_t, LocalGroup> local_groups_;
+    std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for their path to drain
+
+    // global (node 0)
+    std::map<std::uint64_t, std::unique_ptr<Group>> groups_;
+    std::unordered_map<Puid, std::pair<std::uint64_t, std::uint32_t>> member_of_;  // puid -> (group, rank)
+    std::uint64_t next_group_id_ = 1;
+    std::vector<pg::NodeResources> nodes_;  // by node id, once joined
+    std::optional<pg::NodeResources> resources_;  // this node's (hwloc costs ~2 ms: discovered on need)
+    std::vector<std::shared_ptr<tcp::Peer>> paused_links_;  // links not read while an owner is full
+
+    // links
+    std::optional<tcp::Listener> listener_;
+    std::vector<Link> links_;  // by node id (this node's own entry unused)
+    std::uint64_t heartbeat_seq_ = 0;
+    bool table_received_ = false;  // (node k) the node table came
+
+    // clients
+    std::map<std::uint64_t, Client> clients_;
+    std::uint64_t next_client_id_ = 1;
+
     Phase phase_ = Phase::running;
     std::uint32_t patience_ms_ = 2000;
     std::uint32_t signalled_ = 0;
     std::uint32_t killed_ = 0;
     int exit_code_ = 0;
 };
+
+template <class M>
+void Agent::send_to_node(std::uint32_t node, const M& m) {
+    if (node == opts_.node_id) {
+        wire::Frame f{static_cast<std::uint16_t>(M::kType), {}};
+        wire::Writer w(f.body);
+        wire::encode(w, m);
+        return post_to_self(std::move(f));
+    }
+    if (node < links_.size() && links_[node].peer) links_[node].peer->send(m);
+}
 
 }  // namespace dragon::agent

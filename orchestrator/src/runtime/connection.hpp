@@ -40,6 +40,14 @@ public:
         if (!writing_active_) write_more();
     }
 
+    /// Queues one frame whose body is already encoded (relayed frames).
+    void send_raw(std::uint16_t type, std::string_view body) {
+        if (closed_) return;
+        wire::append_frame_header(pending_, type, body.size());
+        pending_.append(body);
+        if (!writing_active_) write_more();
+    }
+
     /// Bytes queued and not yet written to the socket.
     [[nodiscard]] std::size_t queued_bytes() const { return pending_.size() + in_flight_.size(); }
 

@@ -1,5 +1,6 @@
 // The accepting side: close-on-exec accepts, bounded concurrent handshakes,
 // failures logged and dropped while the listener keeps serving.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -156,6 +157,48 @@ Result<Listener> Listener::create(asio::io_context& io, std::string_view address
     }
     core->acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return make_error(Errc::system, "transport: listen on {}: {}", to_string(ep), ec.message());
+    core->wait_accept();
+    return Listener(std::move(core));
+}
+
+Result<sys::UniqueFd> bind_listening_socket(std::string_view address, std::uint16_t port, bool allow_wildcard) {
+    auto addr = parse_address(address);
+    if (!addr) return std::move(addr).error().context("transport: listen address");
+    if (addr->is_unspecified() && !allow_wildcard)
+        return make_error(Errc::invalid_argument,
+                          "transport: refusing to listen on the wildcard address {}: give this node's own address",
+                          address);
+    const asio::ip::tcp::endpoint ep(*addr, port);
+    auto fd = sys::call("socket", [&] { return ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_CLOEXEC, 0); });
+    if (!fd) return std::move(fd).error().context("transport: listening");
+    sys::UniqueFd sock(*fd);
+    const int one = 1;
+    ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    DRAGON_CHECK(sys::call(fmt::format("transport: binding {}", to_string(ep)),
+                           [&] { return ::bind(sock.get(), ep.data(), static_cast<socklen_t>(ep.size())); }));
+    DRAGON_CHECK(sys::call(fmt::format("transport: listen on {}", to_string(ep)),
+                           [&] { return ::listen(sock.get(), SOMAXCONN); }));
+    return sock;
+}
+
+Result<Listener> Listener::adopt(asio::io_context& io, sys::UniqueFd fd, const RunSecret& secret, std::uint32_t node_id,
+                                 PeerHandler on_peer, Options opts) {
+    if (opts.low_water > opts.high_water)
+        return make_error(Errc::invalid_argument, "transport: low water ({}) above high water ({})", opts.low_water,
+                          opts.high_water);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    DRAGON_CHECK(sys::call("transport: getsockname", [&] {
+        return ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    }));
+    const auto family = ss.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
+    DRAGON_CHECK(sys::call("transport: fcntl", [&] { return ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC); }));
+    auto core = std::make_shared<Core>(io, secret, node_id, std::move(on_peer), std::move(opts));
+    asio::error_code ec;
+    core->acceptor.assign(family, fd.get(), ec);
+    if (ec) return make_error(Errc::system, "transport: adopting a listening socket: {}", ec.message());
+    (void)fd.release();
+    core->acceptor.non_blocking(true, ec);
     core->wait_accept();
     return Listener(std::move(core));
 }

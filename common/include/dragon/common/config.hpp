@@ -47,6 +47,8 @@ public:
     [[nodiscard]] const std::string& log_dir() const { return get("log-dir"); }
     /// Patience between teardown signals, in milliseconds.
     [[nodiscard]] std::uint32_t patience_ms() const;
+    /// How long another node's agent may stay silent before it is lost, in milliseconds.
+    [[nodiscard]] std::uint32_t heartbeat_timeout_ms() const;
     /// Bytes of each node's shared-memory pool.
     [[nodiscard]] std::uint64_t pool_size() const;
 

@@ -39,6 +39,19 @@ enum class Type : std::uint16_t {
     ok_reply = 62,
     error_reply = 63,
     // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
+    // agent <-> agent, over the transport
+    node_hello = 96,
+    node_table = 97,
+    node_ready = 98,
+    heartbeat = 99,
+    exec_members = 100,
+    members_started = 101,
+    members_exited = 102,
+    signal_members = 103,
+    respawn_member = 104,
+    forget_group = 105,
+    client_relay = 106,
+    client_gone = 107,
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's
@@ -353,10 +366,153 @@ struct ErrorReply {
     DRAGON_WIRE_FIELDS(code, message)
 };
 
+// ---- agent <-> agent (over the transport) ---------------------------------------
+// Node 0's agent hosts the global services (the group table, placement over
+// all nodes); every agent executes the part of a group placed on its node.
+// docs/protocol.md has the sequences.
+
+/// Node k -> node 0, first frame after the transport handshake: who it is and
+/// what it offers for placement (NodeResources, encoded: procgroup sits above common).
+struct NodeHello {
+    static constexpr Type kType = Type::node_hello;
+    std::uint32_t version = kProtocolVersion;
+    std::uint32_t node_id = 0;
+    std::int32_t pid = 0;
+    std::string hostname;
+    std::string address;  // where its listener is
+    std::uint16_t port = 0;
+    std::string resources;  // a wire-encoded procgroup::NodeResources
+    DRAGON_WIRE_FIELDS(version, node_id, pid, hostname, address, port, resources)
+};
+
+struct NodeAddress {
+    std::uint32_t node_id = 0;
+    std::string hostname;
+    std::string address;
+    std::uint16_t port = 0;
+    DRAGON_WIRE_FIELDS(node_id, hostname, address, port)
+};
+
+/// Node 0 -> every node, once all have said hello: every node's listener.
+/// Node k then connects to each node j with 0 < j < k (the higher id dials).
+struct NodeTable {
+    static constexpr Type kType = Type::node_table;
+    std::vector<NodeAddress> nodes;
+    DRAGON_WIRE_FIELDS(nodes)
+};
+
+/// Node k -> node 0: connected to every other node; the run may start.
+struct NodeReady {
+    static constexpr Type kType = Type::node_ready;
+    std::uint32_t node_id = 0;
+    DRAGON_WIRE_FIELDS(node_id)
+};
+
+/// Either way on every link, every heartbeat interval: "I am alive".
+struct Heartbeat {
+    static constexpr Type kType = Type::heartbeat;
+    std::uint64_t seq = 0;
+    DRAGON_WIRE_FIELDS(seq)
+};
+
+struct MemberPlacement {
+    std::uint32_t rank = 0;
+    std::uint32_t local_rank = 0;
+    std::vector<std::uint32_t> cpus;
+    DRAGON_WIRE_FIELDS(rank, local_rank, cpus)
+};
+
+/// Node 0 -> a node: start these members of a group (one message per node per group).
+struct ExecMembers {
+    static constexpr Type kType = Type::exec_members;
+    std::uint64_t group_id = 0;
+    std::uint32_t nranks = 0;
+    std::uint32_t local_size = 0;
+    GroupSpec spec;  // the whole spec: members name their entry by rank
+    std::vector<MemberPlacement> members;
+    DRAGON_WIRE_FIELDS(group_id, nranks, local_size, spec, members)
+};
+
+struct MemberStarted {
+    std::uint32_t rank = 0;
+    std::uint64_t puid = 0;  // 0: not started (error says why)
+    std::int32_t pid = 0;
+    std::int32_t sys_errno = 0;
+    std::string error;
+    DRAGON_WIRE_FIELDS(rank, puid, pid, sys_errno, error)
+};
+
+/// A node -> node 0: how starting members went (a batch, or one respawn).
+struct MembersStarted {
+    static constexpr Type kType = Type::members_started;
+    std::uint64_t group_id = 0;
+    std::vector<MemberStarted> members;
+    DRAGON_WIRE_FIELDS(group_id, members)
+};
+
+struct MemberExited {
+    std::uint32_t rank = 0;
+    std::uint64_t puid = 0;
+    std::int32_t pid = 0;
+    ExitStatus status;
+    DRAGON_WIRE_FIELDS(rank, puid, pid, status)
+};
+
+/// A node -> node 0: members that ended, each after all of its output was sent.
+struct MembersExited {
+    static constexpr Type kType = Type::members_exited;
+    std::uint64_t group_id = 0;
+    std::vector<MemberExited> members;
+    DRAGON_WIRE_FIELDS(group_id, members)
+};
+
+/// Node 0 -> a node: send `signal` to the group's running members there.
+struct SignalMembers {
+    static constexpr Type kType = Type::signal_members;
+    std::uint64_t group_id = 0;
+    std::int32_t signal = 0;
+    DRAGON_WIRE_FIELDS(group_id, signal)
+};
+
+/// Node 0 -> a node: start rank `rank` again (same placement, new puid).
+struct RespawnMember {
+    static constexpr Type kType = Type::respawn_member;
+    std::uint64_t group_id = 0;
+    std::uint32_t rank = 0;
+    DRAGON_WIRE_FIELDS(group_id, rank)
+};
+
+/// Node 0 -> a node: the group is closed; forget its processes.
+struct ForgetGroup {
+    static constexpr Type kType = Type::forget_group;
+    std::uint64_t group_id = 0;
+    DRAGON_WIRE_FIELDS(group_id)
+};
+
+/// A frame between a local client of node k and the global services of node
+/// 0, carried over the k <-> 0 link: requests one way, replies and events
+/// the other.
+struct ClientRelay {
+    static constexpr Type kType = Type::client_relay;
+    std::uint64_t client = 0;  // the client's id at node k
+    std::uint16_t type = 0;
+    std::string body;
+    DRAGON_WIRE_FIELDS(client, type, body)
+};
+
+/// Node k -> node 0: a local client disconnected (its groups are orphaned).
+struct ClientGone {
+    static constexpr Type kType = Type::client_gone;
+    std::uint64_t client = 0;
+    DRAGON_WIRE_FIELDS(client)
+};
+
 /// Every message type, for dispatch and fuzzing.
 using AllMessages = std::tuple<AgentHello, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
                                GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, GroupSignal,
-                               GroupStop, GroupClose, GroupQuery, GroupStatus, OkReply, ErrorReply>;
+                               GroupStop, GroupClose, GroupQuery, GroupStatus, OkReply, ErrorReply, NodeHello, NodeTable,
+                               NodeReady, Heartbeat, ExecMembers, MembersStarted, MembersExited, SignalMembers,
+                               RespawnMember, ForgetGroup, ClientRelay, ClientGone>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

@@ -22,7 +22,8 @@ namespace dragon::procgroup {
 ///   stopping  -> failed | stopped  (the last running member ended)
 enum class GroupState { running, stopping, succeeded, failed, stopped };
 
-/// Member states: running -> exited; with restart, exited -> running again under a new puid.
+/// Member states: pending -> running -> exited; with restart, a failed member
+/// is pending again until its replacement runs (under a new puid).
 enum class MemberState { pending, running, exited };
 
 std::string_view to_string(GroupState s);
@@ -67,6 +68,11 @@ public:
     Action start_failed(std::uint32_t rank, std::string error, int sys_errno = 0);
     /// The process `puid` ended. Unknown puids (not current members) are ignored.
     Action exited(Puid puid, msg::ExitStatus status);
+    /// The same, with the rank known (no search).
+    Action exited(std::uint32_t rank, Puid puid, msg::ExitStatus status);
+    /// Rank `rank` is gone with its node: a failure (never restarted) that
+    /// stops the group; `error` says which node and why.
+    Action lost(std::uint32_t rank, std::string error);
     /// Asked to stop from outside (signal, front end): Action::stop_all or done.
     Action stop();
 
@@ -82,6 +88,7 @@ public:
 
 private:
     Action after_exit();
+    Action exit_member(Member& m, msg::ExitStatus status);
     std::uint64_t id_;
     RestartPolicy policy_;
     GroupState state_ = GroupState::running;

@@ -24,6 +24,7 @@
 
 #include "dragon/common/framing.hpp"
 #include "dragon/common/result.hpp"
+#include "dragon/common/sys.hpp"
 #include "dragon/transport/handshake.hpp"
 #include "dragon/transport/run_secret.hpp"
 
@@ -233,6 +234,12 @@ public:
                                    const RunSecret& secret, std::uint32_t node_id, PeerHandler on_peer,
                                    Options opts = {});
 
+    /// Serves an already bound and listening socket (see
+    /// bind_listening_socket): a launcher binds before it starts the agent,
+    /// so it knows the port without asking.
+    static Result<Listener> adopt(asio::io_context& io, sys::UniqueFd fd, const RunSecret& secret,
+                                  std::uint32_t node_id, PeerHandler on_peer, Options opts = {});
+
     [[nodiscard]] asio::ip::tcp::endpoint local_endpoint() const;
     [[nodiscard]] std::uint16_t port() const { return local_endpoint().port(); }
     /// Stops listening; handshakes in progress are abandoned. Idempotent.
@@ -250,6 +257,10 @@ private:
     explicit Listener(std::shared_ptr<Core> core);
     std::shared_ptr<Core> core_;
 };
+
+/// A bound, listening TCP socket on address:port (port 0: ephemeral),
+/// close-on-exec, for Listener::adopt. The same wildcard rule as create().
+Result<sys::UniqueFd> bind_listening_socket(std::string_view address, std::uint16_t port, bool allow_wildcard = false);
 
 using ConnectHandler = std::function<void(Result<std::shared_ptr<Peer>>)>;
 

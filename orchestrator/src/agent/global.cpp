@@ -1,0 +1,506 @@
+// Global services, hosted by node 0's agent: the group table, placement over
+// every node, the groups' state machines, and routing between owners (the
+// front end, or a client on any node) and the nodes running the members.
+#include <signal.h>
+
+#include <spdlog/spdlog.h>
+
+#include "agent.hpp"
+#include "dragon/procgroup/io.hpp"
+#include "dragon/procgroup/placement.hpp"
+#include "dragon/procgroup/topology.hpp"
+
+namespace dragon::agent {
+
+namespace {
+constexpr std::size_t kOwnerHighWater = 8U << 20;
+
+msg::GroupStateCode state_code(pg::GroupState s) {
+    switch (s) {
+        case pg::GroupState::running: return msg::GroupStateCode::running;
+        case pg::GroupState::stopping: return msg::GroupStateCode::stopping;
+        case pg::GroupState::succeeded: return msg::GroupStateCode::succeeded;
+        case pg::GroupState::failed: return msg::GroupStateCode::failed;
+        case pg::GroupState::stopped: return msg::GroupStateCode::stopped;
+    }
+    return msg::GroupStateCode::running;
+}
+
+template <class M>
+std::string body_of(const M& m) {
+    std::string body;
+    wire::Writer w(body);
+    wire::encode(w, m);
+    return body;
+}
+}  // namespace
+
+rt::UnixConnection* Agent::local_owner_conn(std::uint64_t client) {
+    if (client == 0) return frontend_ && !frontend_lost_ ? frontend_.get() : nullptr;
+    auto it = clients_.find(client);
+    return it == clients_.end() ? nullptr : it->second.conn.get();
+}
+
+template <class M>
+void Agent::send_to_owner(Owner who, const M& m) {
+    send_frame_to_owner(who, static_cast<std::uint16_t>(M::kType), body_of(m));
+}
+
+void Agent::send_frame_to_owner(Owner who, std::uint16_t type, std::string body) {
+    if (who.node == opts_.node_id) {
+        if (auto* c = local_owner_conn(who.client)) c->send_raw(type, body);
+        return;
+    }
+    send_to_node(who.node, msg::ClientRelay{who.client, type, std::move(body)});
+}
+
+// ---- placement ------------------------------------------------------------------
+
+Result<const pg::NodeResources*> Agent::node_resources() {
+    if (resources_) return &*resources_;
+    const std::string& spec = opts_.config.get("topology");
+    Result<pg::Topology> topo = Error(Errc::internal, "no topology");
+    if (spec.starts_with("synthetic:")) topo = pg::Topology::synthetic(spec.substr(10));
+    else if (spec.starts_with("xml:")) topo = pg::Topology::from_xml_file(spec.substr(4));
+    else topo = pg::Topology::discover();
+    if (!topo) return std::move(topo).error().context("topology");
+    auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, hostname_));
+    spdlog::info("topology of node {}: {} cpus, {} cores, {} NUMA domains, {} sockets", opts_.node_id, res.pus.size(),
+                 res.core_count(), res.numa_count(), res.socket_count());
+    resources_ = std::move(res);
+    return &*resources_;
+}
+
+Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus) {
+    pg::PlacementRequest req;
+    req.nprocs = nranks;
+    req.cpus_per_proc = spec.cpus_per_proc;
+    req.policy = DRAGON_TRY(pg::parse_policy(spec.placement));
+    req.binding = DRAGON_TRY(pg::parse_binding(spec.binding));
+    req.allow_oversubscribe = spec.allow_oversubscribe;
+    GroupPlan out;
+    if (opts_.nnodes == 1 && req.binding == pg::Binding::none && req.allow_oversubscribe && !want_cpus) {
+        // Unbound ranks on one node need no topology: rank r is local rank r here.
+        out.members.resize(nranks);
+        for (std::uint32_t r = 0; r < nranks; ++r) out.members[r] = {r, 0, 0, 0, r, {}};
+        return out;
+    }
+    const pg::NodeResources* mine = DRAGON_TRY(node_resources());
+    nodes_[0] = *mine;
+    auto plan = DRAGON_TRY(pg::place(nodes_, req));
+    out.warnings = std::move(plan.warnings);
+    out.members.reserve(plan.slots.size());
+    for (auto& s : plan.slots) {
+        // Unbound ranks are not pinned, whatever the map says they may use.
+        auto cpus = req.binding == pg::Binding::none ? std::vector<std::uint32_t>{} : std::move(s.cpus);
+        out.members.push_back({s.rank, 0, 0, s.node_id, s.local_rank, std::move(cpus)});
+    }
+    return out;
+}
+
+// ---- starting ------------------------------------------------------------------------
+
+Status Agent::check_group_io(const msg::GroupSpec& spec, Owner owner) const {
+    const bool front_end = owner == Owner{0, 0};
+    for (std::size_t e = 0; e < spec.entries.size(); ++e) {
+        const auto& p = spec.entries[e].proc;
+        const auto where = fmt::format("entry {} ({})", e, p.argv.empty() ? std::string("?") : p.argv[0]);
+        if (!front_end && p.stdin_mode == msg::StdinMode::forward)
+            return make_error(Errc::invalid_argument, "{}: stdin from the terminal is only for the front end's group; "
+                                                      "use null, a file or a pipe", where);
+        if (front_end && (p.stdin_mode == msg::StdinMode::owner || p.stdout_mode == msg::OutputMode::owner ||
+                          p.stderr_mode == msg::OutputMode::owner))
+            return make_error(Errc::invalid_argument, "{}: pipes to the owner need a client owner", where);
+        const std::pair<bool, const std::string*> files[] = {
+            {p.stdin_mode == msg::StdinMode::file, &p.stdin_path},
+            {p.stdout_mode == msg::OutputMode::file, &p.stdout_path},
+            {p.stderr_mode == msg::OutputMode::file, &p.stderr_path}};
+        for (const auto& [used, path] : files) {
+            if (!used) continue;
+            if (auto st = pg::check_path_pattern(*path); !st) return std::move(st).error().context(where);
+        }
+    }
+    return ok();
+}
+
+void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
+    msg::GroupStarted reply;
+    reply.request_id = req.request_id;
+    std::uint64_t total = 0;
+    for (const auto& e : req.spec.entries) total += e.count;
+    auto refuse = [&](std::string why) {
+        reply.error = std::move(why);
+        send_to_owner(owner, reply);
+    };
+    if (!accepting_work()) return refuse("the runtime is shutting down");
+    if (total == 0) return refuse("a group needs at least one process");
+    if (total > 1'000'000) return refuse(fmt::format("a group of {} processes is too large", total));
+    for (const auto& e : req.spec.entries)
+        if (e.count > 0 && e.proc.argv.empty()) return refuse("a group entry has an empty argv");
+    if (auto st = check_group_io(req.spec, owner); !st) return refuse(st.error().message());
+    auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total), req.dry_run);
+    if (!plan) return refuse(plan.error().message());
+    if (req.dry_run) {
+        reply.warnings = std::move(plan->warnings);
+        reply.members = std::move(plan->members);
+        return send_to_owner(owner, reply);
+    }
+    const std::uint64_t id = next_group_id_++;
+    auto g = std::make_unique<Group>(id, req.spec, std::move(plan->members));
+    g->owner = owner;
+    g->request_id = req.request_id;
+    g->warnings = std::move(plan->warnings);
+    g->patience_ms = opts_.config.patience_ms();
+    for (std::uint32_t e = 0; e < g->spec.entries.size(); ++e)
+        for (std::uint32_t i = 0; i < g->spec.entries[e].count; ++i) g->entry_of_rank.push_back(e);
+    // One batch per node: the members placed there, in rank order.
+    std::map<std::uint32_t, msg::ExecMembers> batches;
+    for (const auto& m : g->members) {
+        auto& b = batches[m.node_id];
+        b.members.push_back({m.rank, m.local_rank, m.cpus});
+    }
+    Group& group = *g;
+    groups_.emplace(id, std::move(g));
+    for (auto& [node, b] : batches) {
+        if (node >= opts_.nnodes || links_[node].lost || (node != 0 && !links_[node].peer)) {
+            for (const auto& m : b.members)
+                apply(group, group.tracker.start_failed(m.rank, fmt::format("node {} is not available", node)));
+            continue;
+        }
+        b.group_id = id;
+        b.nranks = static_cast<std::uint32_t>(group.members.size());
+        b.local_size = static_cast<std::uint32_t>(b.members.size());
+        b.spec = group.spec;
+        group.nodes.insert(node);
+        group.awaiting_start.insert(node);
+        send_to_node(node, b);
+    }
+    spdlog::info("group {}: {} processes on {} nodes", id, group.members.size(), group.nodes.size());
+    if (!group.starting()) {  // nowhere to start anything
+        send_to_owner(owner, msg::GroupStarted{req.request_id, id, {}, group.warnings, group.members});
+        maybe_finish_group(group);
+    }
+}
+
+void Agent::on_members_started(std::uint32_t from, const msg::MembersStarted& m) {
+    auto it = groups_.find(m.group_id);
+    if (it == groups_.end()) return;
+    Group& g = *it->second;
+    for (const auto& s : m.members) {
+        if (s.rank >= g.members.size() || g.members[s.rank].node_id != from) {
+            spdlog::error("node {} reported rank {} of group {}, which is not its", from, s.rank, m.group_id);
+            continue;
+        }
+        if (s.puid == 0) {
+            apply(g, g.tracker.start_failed(s.rank, s.error, s.sys_errno));
+            continue;
+        }
+        g.members[s.rank].puid = s.puid;
+        g.members[s.rank].pid = s.pid;
+        g.runs[s.rank].push_back({s.puid, s.pid, false, {}});
+        member_of_[s.puid] = {m.group_id, s.rank};
+        g.tracker.started(s.rank, s.puid, s.pid);
+    }
+    if (g.awaiting_start.erase(from) > 0 && !g.starting()) {
+        // Every node has answered: one reply to the owner with every member.
+        send_to_owner(g.owner, msg::GroupStarted{g.request_id, g.tracker.id(), {}, g.warnings, g.members});
+        spdlog::info("group {} started: {} processes", g.tracker.id(), g.members.size());
+        maybe_finish_group(g);
+    }
+}
+
+void Agent::on_members_exited(std::uint32_t from, const msg::MembersExited& m) {
+    auto it = groups_.find(m.group_id);
+    if (it == groups_.end()) return;
+    Group& g = *it->second;
+    const std::uint64_t id = g.tracker.id();
+    msg::ProcExit for_front_end;
+    for (const auto& e : m.members) {
+        if (e.rank >= g.members.size() || g.members[e.rank].node_id != from) continue;
+        for (auto& run : g.runs[e.rank])
+            if (run.puid == e.puid) {
+                run.exited = true;
+                run.status = e.status;
+            }
+        if (g.owner == Owner{0, 0}) for_front_end.exits.push_back({e.puid, e.pid, e.status});
+        apply(g, g.tracker.exited(e.rank, e.puid, e.status));
+        if (!groups_.contains(id)) return;
+    }
+    if (!for_front_end.exits.empty()) send_to_owner(Owner{0, 0}, for_front_end);
+}
+
+// ---- the state machine's decisions -------------------------------------------------------
+
+void Agent::apply(Group& g, pg::Action a) {
+    switch (a.kind) {
+        case pg::Action::none: return;
+        case pg::Action::respawn: {
+            const std::uint32_t node = g.members[a.rank].node_id;
+            spdlog::info("group {}: restarting rank {} on node {} ({} of {} restarts)", g.tracker.id(), a.rank, node,
+                         g.tracker.restarts(), g.spec.max_restarts);
+            if (!accepting_work() || links_[node].lost)
+                return apply(g, g.tracker.start_failed(a.rank, "not restarted: the runtime is shutting down"));
+            return send_to_node(node, msg::RespawnMember{g.tracker.id(), a.rank});
+        }
+        case pg::Action::stop_all: return stop_group(g);
+        case pg::Action::done: return maybe_finish_group(g);  // after group_started, and after the members' output
+    }
+}
+
+void Agent::stop_group(Group& g) {
+    if (g.stop_timer || !accepting_work()) return;  // already stopping (or every node stops everything)
+    g.stop_timer = std::make_unique<asio::steady_timer>(io_);
+    escalate_group(g.tracker.id());
+}
+
+void Agent::escalate_group(std::uint64_t group_id) {
+    auto it = groups_.find(group_id);
+    if (it == groups_.end() || it->second->tracker.finished()) return;
+    Group& g = *it->second;
+    g.stop_signal = g.stop_signal == 0 ? SIGINT : g.stop_signal == SIGINT ? SIGTERM : SIGKILL;
+    spdlog::info("group {}: {} to {} running members", group_id, ::sigabbrev_np(g.stop_signal), g.tracker.running());
+    for (std::uint32_t node : g.nodes)
+        if (!links_[node].lost) send_to_node(node, msg::SignalMembers{group_id, g.stop_signal});
+    if (g.stop_signal == SIGKILL) return;
+    g.stop_timer->expires_after(std::chrono::milliseconds(g.patience_ms));
+    g.stop_timer->async_wait([this, group_id](const asio::error_code& ec) { if (!ec) escalate_group(group_id); });
+}
+
+void Agent::maybe_finish_group(Group& g) {
+    // Members report their exit only after their output, so every byte an
+    // owner reads comes before this.
+    if (g.done_sent || g.starting() || !g.tracker.finished()) return;
+    g.done_sent = true;
+    if (g.stop_timer) g.stop_timer->cancel();
+    msg::GroupDone done;
+    done.group_id = g.tracker.id();
+    done.outcome = g.tracker.state() == pg::GroupState::succeeded ? msg::GroupOutcome::succeeded
+                   : g.tracker.state() == pg::GroupState::failed  ? msg::GroupOutcome::failed
+                                                                  : msg::GroupOutcome::stopped;
+    if (const auto& f = g.tracker.first_failure()) {
+        done.fail_rank = f->rank;
+        done.fail_puid = f->puid;
+        done.fail_status = f->status;
+        done.fail_error = f->error;
+        done.fail_errno = f->sys_errno;
+    }
+    if (!g.tracker.members().empty()) done.rank0_status = g.tracker.members().front().status;
+    done.restarts = g.tracker.restarts();
+    spdlog::info("group {} {}", done.group_id, pg::to_string(g.tracker.state()));
+    send_to_owner(g.owner, done);
+    if (g.orphaned) asio::post(io_, [this, id = done.group_id] { close_group(id); });
+}
+
+void Agent::close_group(std::uint64_t group_id) {
+    auto it = groups_.find(group_id);
+    if (it == groups_.end()) return;
+    for (std::uint32_t node : it->second->nodes)
+        if (!links_[node].lost) send_to_node(node, msg::ForgetGroup{group_id});
+    for (const auto& runs : it->second->runs)
+        for (const auto& run : runs) member_of_.erase(run.puid);
+    groups_.erase(it);
+}
+
+void Agent::fail_lost_node(std::uint32_t node, const std::string& why) {
+    const std::string error = fmt::format("node {} ({}) was lost: {}", node,
+                                          links_[node].hostname.empty() ? "?" : links_[node].hostname, why);
+    std::vector<std::uint64_t> ids;
+    for (const auto& [id, g] : groups_)
+        if (g->nodes.contains(node)) ids.push_back(id);
+    for (std::uint64_t id : ids) {
+        auto it = groups_.find(id);
+        if (it == groups_.end()) continue;
+        Group& g = *it->second;
+        for (const auto& m : g.members) {
+            if (m.node_id != node) continue;
+            apply(g, g.tracker.lost(m.rank, error));
+            if (!groups_.contains(id)) break;
+        }
+        if (!groups_.contains(id)) continue;
+        if (g.awaiting_start.erase(node) > 0 && !g.starting()) {
+            send_to_owner(g.owner, msg::GroupStarted{g.request_id, id, {}, g.warnings, g.members});
+            maybe_finish_group(g);
+        }
+    }
+}
+
+// ---- owners' requests ---------------------------------------------------------------------
+
+Group* Agent::owned_group(Owner who, std::uint64_t group_id) {
+    auto it = groups_.find(group_id);
+    if (it == groups_.end()) {
+        send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::not_found), fmt::format("no group {}", group_id)});
+        return nullptr;
+    }
+    if (!(it->second->owner == who)) {
+        send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::permission_denied),
+                                           fmt::format("group {} belongs to {}", group_id,
+                                                       it->second->owner == Owner{0, 0} ? std::string("the front end")
+                                                                                       : "another client")});
+        return nullptr;
+    }
+    return it->second.get();
+}
+
+void Agent::on_client_request(Owner who, wire::Frame&& f) {
+    auto reply_error = [&](const Error& e) {
+        send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(e.code()), e.message()});
+    };
+    auto bad = [&](const Error& e) {
+        spdlog::warn("client {} of node {}: {}", who.client, who.node, e.message());
+        reply_error(e);
+    };
+    switch (static_cast<msg::Type>(f.type)) {
+        case msg::Type::group_start: {
+            auto m = msg::decode_as<msg::GroupStart>(f);
+            if (!m) return bad(m.error());
+            return handle_group_start(*m, who);
+        }
+        case msg::Type::stdin_data: {
+            auto m = msg::decode_as<msg::StdinData>(f);
+            if (!m) return bad(m.error());
+            return route_stdin(std::move(*m), who);
+        }
+        case msg::Type::group_query: {
+            auto m = msg::decode_as<msg::GroupQuery>(f);
+            if (!m) return bad(m.error());
+            auto g = groups_.find(m->group_id);
+            if (g == groups_.end()) return reply_error(Error(Errc::not_found, fmt::format("no group {}", m->group_id)));
+            return send_to_owner(who, group_status(*g->second));
+        }
+        case msg::Type::group_signal: {
+            auto m = msg::decode_as<msg::GroupSignal>(f);
+            if (!m) return bad(m.error());
+            Group* g = owned_group(who, m->group_id);
+            if (g == nullptr) return;
+            if (m->signal < 1 || m->signal > SIGRTMAX)
+                return reply_error(Error(Errc::invalid_argument, fmt::format("bad signal number {}", m->signal)));
+            for (std::uint32_t node : g->nodes)
+                if (!links_[node].lost) send_to_node(node, msg::SignalMembers{m->group_id, m->signal});
+            spdlog::info("group {}: signal {} to its running members", m->group_id, m->signal);
+            return send_to_owner(who, msg::OkReply{});
+        }
+        case msg::Type::group_stop: {
+            auto m = msg::decode_as<msg::GroupStop>(f);
+            if (!m) return bad(m.error());
+            Group* g = owned_group(who, m->group_id);
+            if (g == nullptr) return;
+            send_to_owner(who, msg::OkReply{});
+            if (g->tracker.finished()) return;
+            g->patience_ms = m->patience_ms;
+            if (m->force && g->stop_timer) {  // already stopping: straight to SIGKILL
+                g->stop_signal = SIGTERM;
+                g->stop_timer->cancel();
+                return escalate_group(m->group_id);
+            }
+            if (m->force) g->stop_signal = SIGTERM;  // the first step is then SIGKILL
+            return apply(*g, g->tracker.stop());
+        }
+        case msg::Type::group_close: {
+            auto m = msg::decode_as<msg::GroupClose>(f);
+            if (!m) return bad(m.error());
+            Group* g = owned_group(who, m->group_id);
+            if (g == nullptr) return;
+            if (!g->done_sent)
+                return reply_error(Error(Errc::would_block,
+                                         fmt::format("group {} is still running; join or stop it before closing it",
+                                                     m->group_id)));
+            close_group(m->group_id);
+            return send_to_owner(who, msg::OkReply{});
+        }
+        default:
+            bad(make_error(Errc::protocol, "unexpected message '{}' ({})", msg::type_name(f.type), f.type));
+    }
+}
+
+void Agent::on_owner_gone(Owner who) {
+    // Its groups cannot be joined or closed by anyone now: stop them (with
+    // the usual patience) and forget them once they have ended.
+    for (auto& [gid, g] : groups_) {
+        if (!(g->owner == who)) continue;
+        g->orphaned = true;
+        if (g->done_sent) {
+            asio::post(io_, [this, gid = gid] { close_group(gid); });
+        } else if (!g->tracker.finished()) {
+            spdlog::info("group {}: its owner (client {} of node {}) went away; stopping it", gid, who.client, who.node);
+            g->patience_ms = opts_.config.patience_ms();
+            apply(*g, g->tracker.stop());
+        }
+    }
+}
+
+msg::GroupStatus Agent::group_status(const Group& g) {
+    msg::GroupStatus st;
+    st.group_id = g.tracker.id();
+    st.state = state_code(g.tracker.state());
+    st.restarts = g.tracker.restarts();
+    st.members.reserve(g.members.size());
+    for (std::uint32_t r = 0; r < g.members.size(); ++r) {
+        const auto& t = g.tracker.members()[r];
+        msg::MemberStatus m;
+        m.where = g.members[r];
+        m.state = t.state == pg::MemberState::pending   ? msg::MemberStateCode::pending
+                  : t.state == pg::MemberState::running ? msg::MemberStateCode::running
+                                                        : msg::MemberStateCode::exited;
+        m.status = t.status;
+        m.runs = g.runs[r];
+        st.members.push_back(std::move(m));
+    }
+    return st;
+}
+
+// ---- stdin and output routing -----------------------------------------------------------
+
+void Agent::route_stdin(msg::StdinData&& d, Owner from) {
+    auto drop = [&] {  // not the sender's to write, or gone: consumed, so its window moves on
+        if (!d.data.empty()) send_to_owner(from, msg::StdinAck{d.puid, d.data.size()});
+    };
+    auto it = member_of_.find(d.puid);
+    if (it == member_of_.end()) return drop();
+    auto g = groups_.find(it->second.first);
+    if (g == groups_.end()) return drop();
+    const std::uint32_t rank = it->second.second;
+    const auto mode = g->second->spec.entries[g->second->entry_of_rank[rank]].proc.stdin_mode;
+    const bool allowed = (mode == msg::StdinMode::forward && from == Owner{0, 0} && rank == 0) ||
+                         (mode == msg::StdinMode::owner && from == g->second->owner);
+    if (!allowed) {
+        spdlog::warn("stdin for puid {} from client {} of node {}, which may not write it; dropped", d.puid,
+                     from.client, from.node);
+        return drop();
+    }
+    const std::uint32_t node = g->second->members[rank].node_id;
+    if (links_[node].lost) return drop();
+    send_to_node(node, d);
+}
+
+void Agent::route_stdin_ack(const msg::StdinAck& a) {
+    auto it = member_of_.find(a.puid);
+    if (it == member_of_.end()) return;
+    auto g = groups_.find(it->second.first);
+    if (g == groups_.end()) return;
+    const auto mode = g->second->spec.entries[g->second->entry_of_rank[it->second.second]].proc.stdin_mode;
+    send_to_owner(mode == msg::StdinMode::forward ? Owner{0, 0} : g->second->owner, a);
+}
+
+bool Agent::route_output(const msg::Output& o) {
+    auto g = groups_.find(o.group_id);
+    if (g == groups_.end() || o.rank >= g->second->entry_of_rank.size()) return true;  // closed: nobody reads it
+    const auto& proc = g->second->spec.entries[g->second->entry_of_rank[o.rank]].proc;
+    const auto mode = o.stream == msg::Stream::out ? proc.stdout_mode : proc.stderr_mode;
+    Owner to;
+    if (mode == msg::OutputMode::forward) to = Owner{0, 0};
+    else if (mode == msg::OutputMode::owner) to = g->second->owner;
+    else return true;
+    if (to.node == opts_.node_id) {
+        auto* c = local_owner_conn(to.client);
+        if (c == nullptr) return true;
+        c->send(o);
+        return c->queued_bytes() <= kOwnerHighWater;
+    }
+    const auto& peer = links_[to.node].peer;
+    if (!peer) return true;
+    return peer->send(msg::ClientRelay{to.client, static_cast<std::uint16_t>(msg::Type::output), body_of(o)}) !=
+           tcp::SendState::above_high_water;
+}
+
+}  // namespace dragon::agent
