@@ -304,6 +304,7 @@ private:
     std::vector<Link> links_;  // by node id (this node's own entry unused)
     std::uint64_t heartbeat_seq_ = 0;
     bool table_received_ = false;  // (node k) the node table came
+    std::uint32_t dial_failures_ = 0;  // logged once, then retried quietly
 
     // clients
     std::map<std::uint64_t, Client> clients_;

@@ -40,6 +40,7 @@ void Agent::dial_head() {
                      if (phase_ != Phase::joining) return;
                      if (r) return on_peer_connected(std::move(*r), true);
                      // Node 0 may not listen yet (under a batch system): try again until the join deadline.
+                     if (dial_failures_++ == 0) spdlog::info("node {}: {}; retrying", opts_.node_id, r.error().message());
                      auto t = std::make_shared<asio::steady_timer>(io_, kDialRetry);
                      t->async_wait([this, t](const asio::error_code& ec) {
                          if (!ec && phase_ == Phase::joining) dial_head();
@@ -56,7 +57,7 @@ void Agent::dial_peer(std::uint32_t node) {
                  [this, node](Result<std::shared_ptr<tcp::Peer>> r) {
                      if (phase_ != Phase::joining) return;
                      if (r) return on_peer_connected(std::move(*r), true);
-                     spdlog::warn("node {}: connecting to node {}: {}; retrying", opts_.node_id, node, r.error().message());
+                     if (dial_failures_++ == 0) spdlog::info("node {}: {}; retrying", opts_.node_id, r.error().message());
                      auto t = std::make_shared<asio::steady_timer>(io_, kDialRetry);
                      t->async_wait([this, t, node](const asio::error_code& ec) {
                          if (!ec && phase_ == Phase::joining) dial_peer(node);
@@ -203,7 +204,8 @@ void Agent::on_link_lost(std::uint32_t node, const std::string& why) {
         if (phase_ == Phase::finishing) finish_now();
         return;
     }
-    spdlog::warn("node {}: lost node {} ({})", opts_.node_id, node, why);
+    if (phase_ == Phase::running) spdlog::warn("node {}: lost node {} ({})", opts_.node_id, node, why);
+    else spdlog::debug("node {}: link to node {} closed while stopping ({})", opts_.node_id, node, why);
 }
 
 void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {

@@ -33,10 +33,16 @@ enum class State { starting, running, stopping, done };
 
 class FrontEnd {
 public:
-    FrontEnd(RunOptions opts, RunId run, AgentHandle agent)
+    FrontEnd(RunOptions opts, RunId run, std::vector<AgentHandle> agents)
         : opts_(std::move(opts)), signals_(io_), start_timer_(io_), run_(std::move(run)) {
-        agent_pid_ = agent.pid;
-        control_ = std::move(agent.control);
+        for (auto& a : agents) {
+            if (a.node_id == 0) {
+                agent_pid_ = a.pid;
+                control_ = std::move(a.control);
+            } else if (a.pid > 0) {
+                other_pids_.push_back(a.pid);
+            }
+        }
     }
 
     int run() {
@@ -58,9 +64,10 @@ public:
         start_timer_.expires_after(kAgentStartTimeout);
         start_timer_.async_wait([this](const asio::error_code& e) {
             if (e || state_ != State::starting) return;
-            fail(make_error(Errc::timeout, "the agent on node 0 did not start within {} s",
+            fail(make_error(Errc::timeout, "the agents did not start within {} s",
                             std::chrono::duration_cast<std::chrono::seconds>(kAgentStartTimeout).count()));
             ::kill(agent_pid_, SIGKILL);
+            for (pid_t p : other_pids_) ::kill(p, SIGKILL);
         });
         io_.run();
         return finish();
@@ -200,7 +207,13 @@ private:
                 group_exit_code_ = d.rank0_status.shell_code();
                 break;
             case msg::GroupOutcome::failed:
-                if (!d.fail_error.empty()) {
+                if (!d.fail_error.empty() && d.fail_puid != 0) {
+                    // It ran, then the runtime lost it (its node went away).
+                    std::fprintf(stderr, "dragon-orchestrate: error: %s%s\n",
+                                 opts_.total_ranks() > 1 ? fmt::format("rank {}: ", d.fail_rank).c_str() : "",
+                                 d.fail_error.c_str());
+                    group_exit_code_ = kExitRuntimeFailure;
+                } else if (!d.fail_error.empty()) {
                     std::fprintf(stderr, "dragon-orchestrate: error: %s%s\n",
                                  opts_.total_ranks() > 1 ? fmt::format("rank {}: ", d.fail_rank).c_str() : "",
                                  d.fail_error.c_str());
@@ -249,11 +262,12 @@ private:
     // ---- the head's stdio ---------------------------------------------------------
 
     void write_output(const msg::Output& m) {
-        if (!opts_.label) return write_stream(m.stream, m.data);
+        if (!opts_.label && !opts_.label_node) return write_stream(m.stream, m.data);
         // Whole lines only, each prefixed with its rank ([group:rank] for a
         // group a process of the run started); a partial line waits for its end.
         auto& [prefix, partial] = partial_[{m.puid, m.stream}];
-        if (prefix.empty())
+        if (prefix.empty() && opts_.label_node) prefix = fmt::format("[{}:{}] ", puid_node(m.puid), m.puid);
+        else if (prefix.empty())
             prefix = m.group_id == group_id_ ? fmt::format("[{}] ", m.rank) : fmt::format("[{}:{}] ", m.group_id, m.rank);
         std::string out;
         std::size_t start = 0;
@@ -339,8 +353,9 @@ private:
                 std::fprintf(stderr, "dragon-orchestrate: killing every process of the run\n");
                 stop(true);
             } else {
-                std::fprintf(stderr, "dragon-orchestrate: killing the agent\n");
-                if (agent_pid_ > 0) ::kill(agent_pid_, SIGKILL);  // its children die with it (PDEATHSIG)
+                std::fprintf(stderr, "dragon-orchestrate: killing the agents\n");
+                if (agent_pid_ > 0) ::kill(agent_pid_, SIGKILL);  // their children die with them (PDEATHSIG)
+                for (pid_t p : other_pids_) ::kill(p, SIGKILL);
             }
             wait_signals();
         });
@@ -374,7 +389,26 @@ private:
             if ((s.exit_code != 0 || s.signal != 0) && !failure_)
                 failure_ = make_error(Errc::system, "the agent on node 0 ended with code {} signal {}", s.exit_code, s.signal);
         }
-        if (failure_ && state_ != State::done) {
+        // The other nodes' agents end once node 0 has seen them finish; one
+        // that did not (lost, hung) is killed, so nothing of the run stays.
+        bool killed_any = false;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        for (pid_t p : other_pids_) {
+            int status = 0;
+            while (::waitpid(p, &status, WNOHANG) == 0) {
+                if (std::chrono::steady_clock::now() >= deadline) {
+                    spdlog::warn("agent pid {} is still there after the run; killing it", p);
+                    ::kill(p, SIGKILL);
+                    ::waitpid(p, &status, 0);
+                    killed_any = true;
+                    break;
+                }
+                ::usleep(10'000);
+            }
+        }
+        // An agent that died (or was killed above) could not clean up after
+        // itself: do it for this run. Entries of live agents are never touched.
+        if ((failure_ && state_ != State::done) || killed_any || !other_pids_.empty()) {
             // The agent could not clean up after itself: do it for this run.
             if (auto r = rt::cleanup_stale(false, &*run_); r && !r->removed.empty())
                 spdlog::info("removed {} leftover shared-memory entries of this run", r->removed.size());
@@ -401,6 +435,7 @@ private:
     sys::UniqueFd control_;
     std::shared_ptr<rt::UnixConnection> agent_;
     pid_t agent_pid_ = 0;
+    std::vector<pid_t> other_pids_;  // the other nodes' agents, when they are our children
     State state_ = State::starting;
     static constexpr std::uint64_t kPlanRequest = 1, kStartRequest = 2;
     Puid stdin_puid_ = 0;                        // rank 0 of the group
@@ -430,7 +465,7 @@ int run_program(RunOptions opts) {
     }
     if (auto stale = rt::cleanup_stale(false); stale && !stale->removed.empty())
         spdlog::info("removed {} shared-memory entries of dead runs", stale->removed.size());
-    auto launcher = make_launcher(opts.launcher, default_agent_path());
+    auto launcher = make_launcher(LaunchOptions{opts.launcher, default_agent_path(), opts.nodes, opts.hosts});
     if (!launcher) {
         std::fprintf(stderr, "dragon-orchestrate: error: %s\n", launcher.error().message().c_str());
         return kExitUsage;
@@ -442,7 +477,7 @@ int run_program(RunOptions opts) {
         std::fprintf(stderr, "dragon-orchestrate: error: %s\n", agents.error().message().c_str());
         return kExitRuntimeFailure;
     }
-    return FrontEnd(std::move(opts), std::move(*run), std::move(agents->front())).run();
+    return FrontEnd(std::move(opts), std::move(*run), std::move(*agents)).run();
 }
 
 }  // namespace dragon::cli

@@ -21,6 +21,8 @@ struct RunOptions {
     std::vector<ProgramEntry> programs;
     Config config;
     std::string launcher = "local";
+    std::uint32_t nodes = 1;           // --launcher virtual: agents on this machine
+    std::vector<std::string> hosts;    // --launcher virtual: each node's listen address
     bool forward_stdin = true;      // to rank 0
     std::string input_pattern;      // non-empty: every rank's stdin from this file pattern
     std::string output_pattern;     // non-empty: every rank's stdout to this file pattern
@@ -34,6 +36,7 @@ struct RunOptions {
     bool display_map = false;       // print the placement before starting
     bool dry_run = false;           // print the placement, start nothing
     bool label = false;             // prefix output lines with [rank]
+    bool label_node = false;        // prefix output lines with [node:puid]
 
     [[nodiscard]] std::uint32_t total_ranks() const {
         std::uint32_t n = 0;

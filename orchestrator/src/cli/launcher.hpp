@@ -1,6 +1,7 @@
 // Launch back ends: how the agents of a run get started. Chosen by name
-// (--launcher); `local` starts one agent as a child on this machine. The
-// `virtual` and `slurm` back ends plug in here.
+// (--launcher): `local` starts one agent as a child on this machine;
+// `virtual` starts N agents here, each on its own loopback address. The
+// `slurm` back end plugs in here.
 #pragma once
 
 #include <sys/types.h>
@@ -18,7 +19,8 @@
 namespace dragon::cli {
 
 /// A started agent: its node id, its pid when it is our child (else 0), and
-/// the front end's end of its control connection.
+/// the front end's end of its control connection (node 0 only: the other
+/// nodes are reached through node 0).
 struct AgentHandle {
     std::uint32_t node_id = 0;
     pid_t pid = 0;
@@ -33,8 +35,16 @@ public:
     virtual Result<std::vector<AgentHandle>> launch(const RunId& run, const Config& config) = 0;
 };
 
-/// The launcher called `name`; Errc::invalid_argument naming the known ones otherwise.
-Result<std::unique_ptr<Launcher>> make_launcher(std::string_view name, std::string agent_path);
+struct LaunchOptions {
+    std::string name = "local";      // local | virtual (slurm: a later back end)
+    std::string agent_path;           // empty: fork the agent; else exec this program
+    std::uint32_t nodes = 1;          // virtual: how many agents
+    std::vector<std::string> hosts;   // virtual: each node's (loopback) listen address
+};
+
+/// The launcher `o.name` with its options checked; Errc::invalid_argument
+/// naming the problem (an unknown launcher lists the known ones).
+Result<std::unique_ptr<Launcher>> make_launcher(const LaunchOptions& o);
 
 /// $DRAGON_AGENT if set (run that agent program), else empty (fork the agent).
 std::string default_agent_path();

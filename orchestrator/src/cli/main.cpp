@@ -95,8 +95,16 @@ int main(int argc, char** argv) {
     auto* run = app.add_subcommand("run", "start a runtime, run PROGRAM in it as the head process, tear down");
     dragon::cli::RunOptions ro;
     bool no_stdin = false, no_oversubscribe = false;
-    run->add_option("--launcher", ro.launcher, "how to start agents: local (one node, this machine)")
+    run->add_option("--launcher", ro.launcher,
+                    "how to start agents: local (one node), virtual (--nodes N agents on this machine, "
+                    "each on its own loopback address)")
         ->capture_default_str();
+    run->add_option("--nodes", ro.nodes, "with --launcher virtual: how many nodes")
+        ->capture_default_str()
+        ->check(CLI::Range(1U, 250U));
+    run->add_option("--hosts", ro.hosts, "with --launcher virtual: each node's listen address (127.x.y.z), in node order")
+        ->delimiter(',')
+        ->type_name("ADDR,...");
     std::uint32_t nprocs = 1;
     run->add_option("-n,--nprocs", nprocs, "run N copies of PROGRAM as one group (ranks 0..N-1)")
         ->capture_default_str()
@@ -113,6 +121,7 @@ int main(int argc, char** argv) {
     run->add_flag("--display-map", ro.display_map, "print rank -> node -> cpus before starting");
     run->add_flag("--dry-run", ro.dry_run, "print the placement and start nothing");
     run->add_flag("--label", ro.label, "prefix every output line with [rank]");
+    run->add_flag("--label-node", ro.label_node, "prefix every output line with [node:puid]");
     run->add_flag("--no-stdin", no_stdin, "give rank 0 /dev/null as stdin instead of forwarding ours");
     run->add_option("--input", ro.input_pattern, "every rank's stdin from this file (%r rank, %n node, %h host, ...)")
         ->type_name("PATTERN");

@@ -169,7 +169,11 @@ void HandshakeIo::fail(Error e, bool send_reject, bool log) {
     if (over()) return;
     const char* role = hs_.role() == Role::initiator ? "connecting to" : "accepting";
     e = std::move(e).context(fmt::format("transport: {} {}", role, peer_name_));
-    if (log) spdlog::warn("{}", e.message());
+    // The dialling side hands the error to its caller, who knows whether it
+    // matters (a peer not listening yet is retried); the accepting side is
+    // the only one that hears of a stranger.
+    if (log && hs_.role() == Role::initiator) spdlog::debug("{}", e.message());
+    else if (log) spdlog::warn("{}", e.message());
     if (send_reject) {
         // Best effort, bounded by the timer still armed: then close.
         rejecting_ = true;
