@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
 #include "../agent/agent.hpp"
 #include "../runtime/spawn.hpp"
 #include "dragon/transport/tcp.hpp"
@@ -38,6 +40,8 @@ Result<pid_t> start_agent(const std::string& agent_path, agent::AgentOptions opt
         const pid_t pid = ::fork();
         if (pid < 0) return sys::error_from_errno("forking an agent");
         if (pid > 0) return pid;
+        // The front end's log files close now, not later over fds reused below.
+        spdlog::shutdown();
         ::setpgid(0, 0);  // a terminal's Ctrl-C reaches the front end only
         for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGTTIN, SIGTTOU}) ::signal(s, SIG_DFL);
         sigset_t none;
