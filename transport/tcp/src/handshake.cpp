@@ -44,7 +44,7 @@ Result<M> decode_frame(const wire::Frame& f) {
 
 Error refusal_of(const wire::Frame& f) {
     auto r = wire::decode_exact<PeerReject>(f.body);
-    if (!r) return Error(Errc::protocol, "handshake: malformed peer_reject: " + r.error().message());
+    if (!r) return {Errc::protocol, "handshake: malformed peer_reject: " + r.error().message()};
     auto code = static_cast<Errc>(r->code);
     if (r->code < static_cast<std::uint16_t>(Errc::invalid_argument) ||
         r->code > static_cast<std::uint16_t>(Errc::internal))
@@ -52,7 +52,7 @@ Error refusal_of(const wire::Frame& f) {
     std::string reason = r->reason;
     for (char& c : reason)
         if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';  // log-safe
-    return Error(code, "refused by the peer: " + reason);
+    return {code, "refused by the peer: " + reason};
 }
 
 }  // namespace

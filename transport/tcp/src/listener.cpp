@@ -14,12 +14,11 @@
 namespace dragon::transport::tcp {
 
 struct Listener::Core : std::enable_shared_from_this<Core> {
-    Core(asio::io_context& io_, const RunSecret& secret_, std::uint32_t node_id_, PeerHandler on_peer_,
-         Options opts_)
+    Core(asio::io_context& io_, RunSecret secret_, std::uint32_t node_id_, PeerHandler on_peer_, Options opts_)
         : io(io_),
           acceptor(io_),
           retry_timer(io_),
-          secret(secret_),
+          secret(std::move(secret_)),
           node_id(node_id_),
           on_peer(std::move(on_peer_)),
           opts(std::move(opts_)) {}
@@ -207,12 +206,21 @@ Listener::Listener(std::shared_ptr<Core> core) : core_(std::move(core)) {}
 Listener::Listener(Listener&&) noexcept = default;
 Listener& Listener::operator=(Listener&& o) noexcept {
     if (this != &o) {
-        close();
+        close_quietly();
         core_ = std::move(o.core_);
     }
     return *this;
 }
-Listener::~Listener() { close(); }
+Listener::~Listener() { close_quietly(); }
+
+void Listener::close_quietly() noexcept {
+    // Closing only releases resources; an allocation failure while logging
+    // an abandoned handshake must not escape a destructor.
+    try {
+        close();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing better to do in a destructor
+    }
+}
 
 void Listener::close() {
     if (core_) core_->close();

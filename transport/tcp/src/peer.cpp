@@ -17,13 +17,12 @@ constexpr std::size_t kMaxChunksPerWrite = kMaxWriteBytes / kChunkSize;
 constexpr std::size_t kCoalesceLimit = 256U << 10;  // small frames are appended to one buffer up to this
 constexpr std::size_t kReadSize = 256U << 10;
 
-Error closed_error(const std::string& name) { return Error(Errc::closed, fmt::format("{}: connection closed", name)); }
+Error closed_error(const std::string& name) { return {Errc::closed, fmt::format("{}: connection closed", name)}; }
 
 }  // namespace
 
-Peer::Peer(const Private& /*unused*/, asio::ip::tcp::socket socket, std::uint32_t remote_node_id,
-           const Options& opts)
-    : socket_(std::move(socket)), remote_node_id_(remote_node_id), opts_(opts) {
+Peer::Peer(const Private& /*unused*/, asio::ip::tcp::socket socket, std::uint32_t remote_node_id, Options opts)
+    : socket_(std::move(socket)), remote_node_id_(remote_node_id), opts_(std::move(opts)) {
     asio::error_code ec;
     remote_ = socket_.remote_endpoint(ec);
     name_ = fmt::format("node {} ({})", remote_node_id_, to_string(remote_));
@@ -89,7 +88,7 @@ SendState Peer::send_payload(std::uint16_t type, std::string_view header, std::s
     Segment s;
     s.payload = payload.data();
     s.payload_size = payload.size();
-    s.done = done ? std::move(done) : DoneHandler([](Status) {});  // marks it a payload even when empty
+    s.done = done ? std::move(done) : DoneHandler([](const Status&) {});  // marks it a payload even when empty
     queue_.push_back(std::move(s));
     const std::size_t chunks = (payload.size() + kChunkSize - 1) / kChunkSize;
     return after_append(begin_bytes + payload.size() + chunks * wire::kFrameHeaderSize);

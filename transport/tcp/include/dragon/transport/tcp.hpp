@@ -148,7 +148,7 @@ public:
 
     // Made by the transport only (after a handshake); public for make_shared.
     struct Private;
-    Peer(const Private&, asio::ip::tcp::socket socket, std::uint32_t remote_node_id, const Options& opts);
+    Peer(const Private&, asio::ip::tcp::socket socket, std::uint32_t remote_node_id, Options opts);
     Peer(const Peer&) = delete;
     Peer& operator=(const Peer&) = delete;
     Peer(Peer&&) = delete;
@@ -255,6 +255,7 @@ public:
 
 private:
     explicit Listener(std::shared_ptr<Core> core);
+    void close_quietly() noexcept;
     std::shared_ptr<Core> core_;
 };
 
