@@ -38,7 +38,7 @@ demo: deps-bench build
 	@scripts/demo.sh
 
 test: deps-test build
-	$(CTEST) --test-dir build -L 'unit|stress|integration'
+	$(CTEST) --test-dir build -L 'unit|stress|integration|system'
 	$(MAKE) --no-print-directory test-fuzz
 
 test-fuzz: deps-test
@@ -49,12 +49,12 @@ test-fuzz: deps-test
 test-asan: deps-test
 	cmake --preset asan >/dev/null
 	cmake --build build-asan -j $(JOBS)
-	$(CTEST) --test-dir build-asan -L 'unit|stress|integration'
+	$(CTEST) --test-dir build-asan -L 'unit|stress|integration|system'
 
 test-tsan: deps-test
 	cmake --preset tsan >/dev/null
 	cmake --build build-tsan -j $(JOBS)
-	$(CTEST) --test-dir build-tsan -L 'unit|stress|integration'
+	$(CTEST) --test-dir build-tsan -L 'unit|stress|integration|system'
 
 bench: deps-bench build
 	/usr/bin/python3 bench/startup.py

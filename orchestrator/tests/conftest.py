@@ -110,3 +110,7 @@ def read_line_with_timeout(stream, timeout=20):
             assert ch, f"stream closed (got {buf!r})"
             buf += ch
     return buf.decode()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "system: several nodes (a virtual cluster) or fault injection")

@@ -204,8 +204,9 @@ void Agent::on_link_lost(std::uint32_t node, const std::string& why) {
         if (phase_ == Phase::finishing) finish_now();
         return;
     }
-    if (phase_ == Phase::running) spdlog::warn("node {}: lost node {} ({})", opts_.node_id, node, why);
-    else spdlog::debug("node {}: link to node {} closed while stopping ({})", opts_.node_id, node, why);
+    // Node 0 is the judge of lost nodes (and says so); here it is only news,
+    // and a peer that finished its teardown first closes the same way.
+    spdlog::info("node {}: link to node {} closed ({})", opts_.node_id, node, why);
 }
 
 void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {

@@ -440,7 +440,11 @@ private:
     static constexpr std::uint64_t kPlanRequest = 1, kStartRequest = 2;
     Puid stdin_puid_ = 0;                        // rank 0 of the group
     std::optional<int> group_exit_code_;         // known once the group is done (or refused)
-    std::uint64_t group_id_ = 0;  // the run's group
+    // The run's group. Node 0 numbers groups from 1 and ours is the first
+    // request anyone can make (no process exists before it), so output that
+    // beats group_started to us (ranks of node 0, while other nodes answer)
+    // is labelled right.
+    std::uint64_t group_id_ = 1;
     // With --label: each stream's prefix and unfinished line.
     std::map<std::pair<Puid, msg::Stream>, std::pair<std::string, std::string>> partial_;
     std::optional<Error> failure_;

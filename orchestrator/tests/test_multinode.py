@@ -1,0 +1,163 @@
+"""Several nodes: virtual clusters of agents on loopback addresses, linked only
+by the TCP transport. Placement over nodes, output and stdin through node 0,
+client groups across nodes, strangers at the port, and lost nodes."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, PY, children_of, read_line_with_timeout, run, start, wait_gone
+
+pytestmark = pytest.mark.system
+
+V4 = ["--launcher", "virtual", "--nodes", "4"]
+
+
+def agent_of_node(fe_pid, node):
+    """The pid of node `node`'s agent among the front end's children (it holds that node's lock)."""
+    for pid in children_of(fe_pid):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(f"-n{node}-lock"):
+                    return pid
+        except (FileNotFoundError, PermissionError):
+            continue
+    return None
+
+
+def test_64_ranks_round_robin_over_4_nodes_with_output_from_every_node():
+    r = run(["run", *V4, "-n", "64", "--placement", "cyclic", "--label", "--", "sh", "-c",
+             'echo "$DRAGON_NODE_ID $DRAGON_LOCAL_RANK $DRAGON_LOCAL_SIZE $DRAGON_NRANKS"'])
+    assert r.returncode == 0, r.stderr
+    seen = {}
+    for line in r.stdout.decode().splitlines():
+        m = re.fullmatch(r"\[(\d+)\] (\d+) (\d+) (\d+) (\d+)", line)
+        assert m, line
+        seen[int(m[1])] = tuple(int(x) for x in m.groups()[1:])
+    assert sorted(seen) == list(range(64))  # every rank's line, from every node, once
+    for rank, (node, local, local_size, nranks) in seen.items():
+        assert (node, local, local_size, nranks) == (rank % 4, rank // 4, 16, 64), rank
+
+
+def test_block_placement_over_synthetic_nodes_matches_the_map():
+    topo = ["--topology", "synthetic:pack:1 core:16 pu:1"]
+    r = run([*topo, "run", *V4, "-n", "64", "--display-map", "--label", "--", "sh", "-c", "echo node $DRAGON_NODE_ID"])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    mapped = {int(m[1]): int(m[2]) for m in re.finditer(r"^\s+(\d+)\s+(\d+)\s+\d+\s+\(not bound\)$", out, re.M)}
+    ran = {int(m[1]): int(m[2]) for m in re.finditer(r"^\[(\d+)\] node (\d+)$", out, re.M)}
+    assert len(mapped) == 64 and ran == mapped
+    assert [mapped[r] for r in (0, 15, 16, 31, 32, 63)] == [0, 0, 1, 1, 2, 3]  # 16 cores per node, filled in order
+
+
+def test_stdin_reaches_rank_0_and_a_failure_on_another_node_names_its_rank():
+    r = run(["run", *V4, "-n", "4", "--", "sh", "-c", 'if [ "$DRAGON_RANK" = 0 ]; then wc -l; fi'],
+            input=b"".join(b"%d\n" % i for i in range(5000)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [b"5000"]
+    r = run(["run", *V4, "-n", "8", "--placement", "cyclic", "--", "sh", "-c",
+             'if [ "$DRAGON_RANK" = 7 ]; then exit 5; fi; exec sleep 30'], timeout=60)
+    assert r.returncode == 5
+    assert re.search(rb"rank 7 \(puid 128849018\d\d\) exited with code 5", r.stderr), r.stderr  # puid of node 3
+
+
+def test_a_client_group_spans_nodes_and_its_pipes_come_back():
+    r = run(["run", *V4, "--", str(BIN / "group_probe"), "basic"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    nodes = {int(m[1]) for m in re.finditer(r"^rank=\d+ .* node=(\d+) ", out, re.M)}
+    assert len(nodes) > 1, out  # placed over several nodes
+    for rank in (2, 3, 4):
+        assert f"out{rank}=entry2 rank {rank} of 5" in out  # owner pipes from other nodes
+    assert "table_after_close=1" in out
+
+
+STRANGER = r"""
+import os, socket, subprocess, sys
+probe = sys.argv[1]
+agent = os.getppid()  # node 0's agent started us
+inodes = set()
+for fd in os.listdir(f"/proc/{agent}/fd"):
+    link = os.readlink(f"/proc/{agent}/fd/{fd}")
+    if link.startswith("socket:["):
+        inodes.add(link[8:-1])
+port = None
+with open("/proc/net/tcp") as f:
+    for line in f.readlines()[1:]:
+        cols = line.split()
+        local, state, inode = cols[1], cols[3], cols[9]
+        if state == "0A" and inode in inodes and local.startswith("0200007F:"):
+            port = int(local.split(":")[1], 16)
+assert port, "node 0's listener not found"
+# A stranger with a secret of its own, claiming to be node 1.
+print(subprocess.run([probe, "127.0.0.2", str(port), "1"], capture_output=True, text=True).stdout.strip())
+# Random bytes, then a half-open connection that says nothing.
+for _ in range(5):
+    s = socket.create_connection(("127.0.0.2", port))
+    s.sendall(os.urandom(4096))
+    s.close()
+print("strangers done", flush=True)
+"""
+
+
+def test_strangers_at_the_port_are_refused_and_the_run_goes_on():
+    r = run(["run", *V4, "--", PY, "-c", STRANGER, str(BIN / "peer_probe")], timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert out.startswith("refused: ") and "strangers done" in out, out
+    assert b"transport: accepting" in r.stderr  # the agent logged each stranger it dropped
+    # The cluster still works after them.
+    r = run(["run", *V4, "-n", "8", "--", "true"])
+    assert r.returncode == 0
+
+
+def start_sleepers(tmp_path, extra=()):
+    fe = start([*extra, "run", *V4, "-n", "8", "--placement", "cyclic", "--", "sh", "-c",
+                f'echo $$ > {tmp_path}/pid.$DRAGON_RANK; exec sleep 60'])
+    deadline = time.monotonic() + 20
+    while len(list(tmp_path.glob("pid.*"))) < 8:
+        assert time.monotonic() < deadline, "ranks did not start"
+        time.sleep(0.02)
+    time.sleep(0.1)  # the last ones reached exec
+    pids = [int(p.read_text()) for p in tmp_path.glob("pid.*")]
+    return fe, pids
+
+
+def test_killing_one_agent_ends_the_run_with_an_error_naming_its_node(tmp_path):
+    fe, pids = start_sleepers(tmp_path)
+    victim = agent_of_node(fe.pid, 2)
+    assert victim
+    os.kill(victim, signal.SIGKILL)
+    out, err = fe.communicate(timeout=30)
+    assert fe.returncode == 70, err
+    assert re.search(rb"rank \d: node 2 \(.*\) was lost", err), err
+    for pid in pids:
+        assert wait_gone(pid), f"rank pid {pid} outlived the run"
+    assert not children_of(fe.pid)
+
+
+def test_a_silent_agent_is_found_by_heartbeats_and_killed(tmp_path):
+    fe, pids = start_sleepers(tmp_path, ["--heartbeat-timeout", "1"])
+    victim = agent_of_node(fe.pid, 1)
+    os.kill(victim, signal.SIGSTOP)  # alive but silent, as behind a cut link
+    out, err = fe.communicate(timeout=30)
+    assert fe.returncode == 70, err
+    assert re.search(rb"node 1 \(.*\) was lost: no word for 1\.\d s", err), err
+    assert wait_gone(victim)
+    for pid in pids:
+        assert wait_gone(pid), f"rank pid {pid} outlived the run"
+
+
+def test_ctrl_c_stops_every_node(tmp_path):
+    fe, pids = start_sleepers(tmp_path)
+    agents = children_of(fe.pid)
+    assert len(agents) == 4
+    fe.send_signal(signal.SIGINT)
+    out, err = fe.communicate(timeout=30)
+    assert fe.returncode == 130, err
+    for pid in pids + agents:
+        assert wait_gone(pid)
