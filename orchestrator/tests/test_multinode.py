@@ -161,3 +161,45 @@ def test_ctrl_c_stops_every_node(tmp_path):
     assert fe.returncode == 130, err
     for pid in pids + agents:
         assert wait_gone(pid)
+
+
+def test_a_start_failure_on_one_node_stops_ranks_started_on_another():
+    # Node 0's rank cannot exec; node 1's rank started meanwhile must be stopped, not waited for.
+    r = run(["run", "--launcher", "virtual", "--nodes", "2", "--placement", "cyclic", "--",
+             "/nonexistent/prog", ":", "-n", "1", "sleep", "300"], timeout=60)
+    assert r.returncode == 127, r.stderr
+    assert b"/nonexistent/prog" in r.stderr
+
+
+def test_exec_launched_agents_join_too():
+    # DRAGON_AGENT: agents exec'd from that program, fds 3/4 and the secret in the environment.
+    r = run(["run", "--launcher", "virtual", "--nodes", "3", "-n", "6", "--label", "--", "sh", "-c",
+             "echo $DRAGON_NODE_ID; env | grep -c DRAGON_RUN_SECRET || true"],
+            env={"DRAGON_AGENT": str(BIN / "dragon-agent")})
+    assert r.returncode == 0, r.stderr
+    nodes, secrets = {}, {}
+    for line in r.stdout.decode().splitlines():
+        rank, value = re.fullmatch(r"\[(\d)\] (\d+)", line).groups()
+        (secrets if int(rank) in nodes else nodes)[int(rank)] = int(value)
+    assert sorted(set(nodes.values())) == [0, 1, 2]  # every node ran ranks
+    assert secrets == {rank: 0 for rank in range(6)}  # no rank sees the run's secret
+
+
+def test_one_shared_output_file_over_nodes_keeps_every_line(tmp_path):
+    r = run(["run", "--launcher", "virtual", "--nodes", "2", "-n", "4", "--placement", "cyclic",
+             "--output", "all.txt", "--", "sh", "-c", "echo rank $DRAGON_RANK"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted((tmp_path / "all.txt").read_text().splitlines()) == [f"rank {i}" for i in range(4)]
+
+
+def test_a_slow_reader_holds_output_back_without_losing_a_node():
+    # Nobody reads our stdout for 3 s while ranks on node 1 write 40 MB: node 0
+    # stops reading node 1's link; heartbeats must not call node 1 lost.
+    fe = start(["--heartbeat-timeout", "1", "run", "--launcher", "virtual", "--nodes", "2", "-n", "2",
+                "--placement", "cyclic", "--", "sh", "-c",
+                'if [ "$DRAGON_RANK" = 1 ]; then head -c 40000000 /dev/zero; fi'])
+    time.sleep(3)
+    out, err = fe.communicate(timeout=60)
+    assert fe.returncode == 0, err
+    assert len(out) == 40_000_000
+    assert b"lost" not in err

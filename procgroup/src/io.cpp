@@ -54,14 +54,20 @@ Status check_path_pattern(std::string_view pattern) {
     return ok();
 }
 
-bool varies_by_process(std::string_view pattern) {
+namespace {
+bool uses_escape(std::string_view pattern, std::string_view letters) {
     for (std::size_t i = 0; i < pattern.size(); ++i) {
         if (pattern[i] != '%') continue;
         ++i;
         while (i < pattern.size() && pattern[i] >= '0' && pattern[i] <= '9') ++i;
-        if (i < pattern.size() && (pattern[i] == 'r' || pattern[i] == 't' || pattern[i] == 'p')) return true;
+        if (i < pattern.size() && letters.find(pattern[i]) != std::string_view::npos) return true;
     }
     return false;
 }
+}  // namespace
+
+bool varies_by_process(std::string_view pattern) { return uses_escape(pattern, "rtp"); }
+
+bool varies_by_node(std::string_view pattern) { return uses_escape(pattern, "nh"); }
 
 }  // namespace dragon::procgroup

@@ -49,6 +49,9 @@ TEST(PathPattern, KnowsWhetherProcessesShareTheFile) {
     EXPECT_TRUE(varies_by_process("out.%p"));
     EXPECT_FALSE(varies_by_process("out.%n.%h.%g"));
     EXPECT_FALSE(varies_by_process("out.%%r"));
+    EXPECT_TRUE(varies_by_node("out.%n"));
+    EXPECT_TRUE(varies_by_node("out.%h.log"));
+    EXPECT_FALSE(varies_by_node("out.%r.%g"));
 }
 
 }  // namespace

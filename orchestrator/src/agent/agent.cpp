@@ -353,7 +353,12 @@ msg::MemberStarted Agent::spawn_member(LocalGroup& g, std::uint32_t rank) {
         auto name = DRAGON_TRY(pg::expand_path(pattern, pc));
         if (!name.starts_with('/') && !spec.cwd.empty()) name = spec.cwd + "/" + name;
         int flags = O_CLOEXEC | (write ? O_WRONLY | O_CREAT | O_APPEND : O_RDONLY);
-        if (write && first_run && (pg::varies_by_process(pattern) || place.local_rank == 0)) flags |= O_TRUNC;
+        // A file of its own is emptied at its first start; a file per node
+        // by that node's local rank 0; a file of the whole group by node 0
+        // before any member starts (global.cpp), never here.
+        if (write && first_run &&
+            (pg::varies_by_process(pattern) || (pg::varies_by_node(pattern) && place.local_rank == 0)))
+            flags |= O_TRUNC;
         const int fd = ::open(name.c_str(), flags, 0644);
         if (fd < 0) return sys::error_from_errno(fmt::format("{}: cannot open {} file '{}'", spec.argv[0], what, name));
         return sys::UniqueFd(fd);
@@ -568,12 +573,10 @@ void Agent::resume_parked_output() {
     auto parked = std::move(parked_output_);
     parked_output_.clear();
     for (auto [puid, stream] : parked) watch_output(puid, stream);
-    if (is_head()) {
-        auto paused = std::move(paused_links_);
-        paused_links_.clear();
-        for (auto& peer : paused)
-            if (peer->is_open()) peer->resume_reading();
-    }
+    auto paused = std::move(paused_links_);
+    paused_links_.clear();
+    for (auto& peer : paused)
+        if (peer->is_open()) peer->resume_reading();
 }
 
 void Agent::reap_children() {
@@ -597,14 +600,30 @@ void Agent::reap_children() {
         if (p->out || p->err) {
             // Let the pipes drain first so the exit follows all of its output.
             p->output_grace = std::make_unique<asio::steady_timer>(io_, kOutputGrace);
-            p->output_grace->async_wait([this, puid = p->puid](const asio::error_code& ec) {
-                if (ec) return;
-                if (Process* q = find(puid)) queue_exit_report(*q);
-            });
+            arm_output_grace(p->puid);
         }
         maybe_report_exit(*p);
     }
     maybe_finish();
+}
+
+void Agent::arm_output_grace(Puid puid) {
+    Process* p = find(puid);
+    if (p == nullptr || !p->output_grace) return;
+    p->output_grace->async_wait([this, puid](const asio::error_code& ec) {
+        if (ec) return;
+        Process* q = find(puid);
+        if (q == nullptr) return;
+        // A stream held back by a full reader is not a stream at EOF: its
+        // bytes are still to come, so the exit waits for them.
+        const bool parked = std::any_of(parked_output_.begin(), parked_output_.end(),
+                                        [puid](const auto& e) { return e.first == puid; });
+        if (parked && phase_ == Phase::running) {
+            q->output_grace->expires_after(kOutputGrace);
+            return arm_output_grace(puid);
+        }
+        queue_exit_report(*q);
+    });
 }
 
 void Agent::maybe_report_exit(Process& p) {
@@ -629,7 +648,7 @@ void Agent::queue_exit_report(Process& p) {
 
 void Agent::flush_exits(std::uint64_t group_id) {
     auto it = local_groups_.find(group_id);
-    if (it == local_groups_.end()) return;
+    if (it == local_groups_.end()) return maybe_finish();
     LocalGroup& lg = it->second;
     lg.exit_flush_posted = false;
     if (!lg.exit_batch.empty()) send_to_node(0, msg::MembersExited{group_id, std::move(lg.exit_batch)});
@@ -677,7 +696,7 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
     auto refuse = [&](Errc code, std::string why) {
         spdlog::warn("{}: {}", c->name(), why);
         c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
-        c->close_after_flush(nullptr);
+        c->close_after_flush([this, id] { on_client_closed(id); });  // its groups are orphaned as on any close
     };
     if (!cl.greeted) {
         auto hello = msg::decode_as<msg::ClientHello>(f);
@@ -707,6 +726,9 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
             // Groups are the global services' business: node 0 answers, wherever the client is.
             if (auto st = msg::validate(f); !st) return refuse(Errc::protocol, st.error().message());
             if (is_head()) return on_client_request(Owner{0, id}, std::move(f));
+            if (!links_[0].peer || !accepting_work())
+                return c->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::closed),
+                                               "node 0 is not reachable: the run is ending"});
             return send_to_node(0, msg::ClientRelay{id, f.type, std::move(f.body)});
         default:
             refuse(Errc::protocol, fmt::format("unexpected message '{}' ({})", msg::type_name(f.type), f.type));
@@ -866,8 +888,11 @@ void Agent::finish() {
         if (e || phase_ != Phase::finishing) return;
         for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
             if (links_[k].peer && !links_[k].shutdown_done) {
-                spdlog::error("node {} did not finish its teardown in time", k);
+                spdlog::error("node {} did not finish its teardown in time; giving up on it", k);
                 exit_code_ = 1;
+                links_[k].shutdown_done = true;  // given up: the front end kills what is left of it
+                links_[k].peer->close();
+                links_[k].peer.reset();
             }
         finish_now();
     });

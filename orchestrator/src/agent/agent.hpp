@@ -46,6 +46,7 @@ namespace pg = dragon::procgroup;
 namespace tcp = dragon::transport::tcp;
 
 struct AgentOptions {
+    explicit AgentOptions(RunId r) : run(std::move(r)) {}
     RunId run;
     std::uint32_t node_id = 0;
     int control_fd = -1;  // node 0: connected stream socket to the front end (owned by the agent)
@@ -209,6 +210,7 @@ private:
     void drain_output(Process& p);
     void reap_children();
     void maybe_report_exit(Process& p);
+    void arm_output_grace(Puid puid);
     void queue_exit_report(Process& p);
     void flush_exits(std::uint64_t group_id);
     /// Sends output toward its reader; false when that path is above high water.
@@ -217,6 +219,7 @@ private:
     // ---- global services (global.cpp, node 0) ----
     void handle_group_start(const msg::GroupStart& req, Owner owner);
     Status check_group_io(const msg::GroupSpec& spec, Owner owner) const;
+    void truncate_shared_files(const Group& g);
     struct GroupPlan {
         std::vector<msg::GroupMember> members;
         std::vector<std::string> warnings;

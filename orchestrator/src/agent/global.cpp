@@ -2,6 +2,9 @@
 // every node, the groups' state machines, and routing between owners (the
 // front end, or a client on any node) and the nodes running the members.
 #include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
@@ -87,7 +90,10 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
     }
     const pg::NodeResources* mine = DRAGON_TRY(node_resources());
     nodes_[0] = *mine;
-    auto plan = DRAGON_TRY(pg::place(nodes_, req));
+    std::vector<pg::NodeResources> live;  // a lost node gets no new work
+    for (std::uint32_t k = 0; k < opts_.nnodes; ++k)
+        if (k == 0 || !links_[k].lost) live.push_back(nodes_[k]);
+    auto plan = DRAGON_TRY(pg::place(live, req));
     out.warnings = std::move(plan.warnings);
     out.members.reserve(plan.slots.size());
     for (auto& s : plan.slots) {
@@ -161,10 +167,11 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
     }
     Group& group = *g;
     groups_.emplace(id, std::move(g));
+    truncate_shared_files(group);
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> unavailable;  // (rank, node)
     for (auto& [node, b] : batches) {
         if (node >= opts_.nnodes || links_[node].lost || (node != 0 && !links_[node].peer)) {
-            for (const auto& m : b.members)
-                apply(group, group.tracker.start_failed(m.rank, fmt::format("node {} is not available", node)));
+            for (const auto& m : b.members) unavailable.emplace_back(m.rank, node);
             continue;
         }
         b.group_id = id;
@@ -176,9 +183,32 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
         send_to_node(node, b);
     }
     spdlog::info("group {}: {} processes on {} nodes", id, group.members.size(), group.nodes.size());
-    if (!group.starting()) {  // nowhere to start anything
-        send_to_owner(owner, msg::GroupStarted{req.request_id, id, {}, group.warnings, group.members});
-        maybe_finish_group(group);
+    // group_started always precedes group_done, even when nothing could start.
+    if (!group.starting()) send_to_owner(owner, msg::GroupStarted{req.request_id, id, {}, group.warnings, group.members});
+    for (auto [rank, node] : unavailable) {
+        apply(group, group.tracker.start_failed(rank, fmt::format("node {} is not available", node)));
+        if (!groups_.contains(id)) return;
+    }
+    if (!group.starting()) maybe_finish_group(group);
+}
+
+void Agent::truncate_shared_files(const Group& g) {
+    // A file every member shares is emptied once, here, before any member
+    // starts (members open files for appending); per-process and per-node
+    // files are emptied by the members' own nodes.
+    std::set<std::string> done;
+    for (const auto& e : g.spec.entries) {
+        const auto& p = e.proc;
+        for (const auto& [used, pattern] : {std::pair{p.stdout_mode == msg::OutputMode::file, &p.stdout_path},
+                                            std::pair{p.stderr_mode == msg::OutputMode::file, &p.stderr_path}}) {
+            if (!used || pg::varies_by_process(*pattern) || pg::varies_by_node(*pattern)) continue;
+            auto name = pg::expand_path(*pattern, pg::PathContext{0, 0, 0, g.tracker.id(), hostname_});
+            if (!name) continue;  // refused before (check_group_io)
+            if (!name->starts_with('/') && !p.cwd.empty()) *name = p.cwd + "/" + *name;
+            if (!done.insert(*name).second) continue;
+            if (::truncate(name->c_str(), 0) != 0 && errno != ENOENT)
+                spdlog::warn("group {}: cannot empty '{}': {}", g.tracker.id(), *name, ::strerror(errno));
+        }
     }
 }
 
@@ -200,6 +230,12 @@ void Agent::on_members_started(std::uint32_t from, const msg::MembersStarted& m)
         g.runs[s.rank].push_back({s.puid, s.pid, false, {}});
         member_of_[s.puid] = {m.group_id, s.rank};
         g.tracker.started(s.rank, s.puid, s.pid);
+    }
+    if (g.tracker.state() == pg::GroupState::stopping) {
+        // The group began stopping while these were being started (a failure
+        // elsewhere, its owner gone): they hear the stop too.
+        if (!g.stop_timer) stop_group(g);
+        else if (g.stop_signal != 0) send_to_node(from, msg::SignalMembers{m.group_id, g.stop_signal});
     }
     if (g.awaiting_start.erase(from) > 0 && !g.starting()) {
         // Every node has answered: one reply to the owner with every member.
@@ -302,6 +338,11 @@ void Agent::close_group(std::uint64_t group_id) {
 }
 
 void Agent::fail_lost_node(std::uint32_t node, const std::string& why) {
+    // Clients of that node are gone with it: their groups are orphaned.
+    std::set<std::uint64_t> owners;
+    for (const auto& [id, g] : groups_)
+        if (g->owner.node == node) owners.insert(g->owner.client);
+    for (std::uint64_t client : owners) on_owner_gone(Owner{node, client});
     const std::string error = fmt::format("node {} ({}) was lost: {}", node,
                                           links_[node].hostname.empty() ? "?" : links_[node].hostname, why);
     std::vector<std::uint64_t> ids;

@@ -9,6 +9,7 @@ namespace dragon::agent {
 
 namespace {
 constexpr auto kDialRetry = std::chrono::milliseconds(100);
+constexpr std::size_t kRelayHighWater = 8U << 20;
 }  // namespace
 
 void Agent::post_to_self(wire::Frame f) {
@@ -85,8 +86,10 @@ void Agent::on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled) {
                     on_node_frame(n, std::move(f));
                 },
                 [this, n](const Error* e) { on_link_lost(n, e != nullptr ? e->message() : "it closed the connection"); });
+    // A full link that drains lets parked output flow again (on node 0 that
+    // is output for an owner on another node).
+    peer->set_on_drained([this] { resume_parked_output(); });
     if (n == 0 && !is_head()) {
-        peer->set_on_drained([this] { resume_parked_output(); });
         const auto ep = listener_->local_endpoint();
         std::string resources;
         if (auto res = node_resources()) {
@@ -165,6 +168,9 @@ void Agent::heartbeat_tick() {
     for (std::uint32_t n = 0; n < opts_.nnodes; ++n) {
         Link& l = links_[n];
         if (!l.peer) continue;
+        // A link we stopped reading (its output's reader is full) is silent
+        // by our choice, not its node's: it is not judged until read again.
+        if (l.peer->reading_paused()) l.last_heard = now;
         if (now - l.last_heard > timeout) {
             on_link_lost(n, fmt::format("no word for {:.1f} s", std::chrono::duration<double>(now - l.last_heard).count()));
             continue;
@@ -243,7 +249,16 @@ void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
                         [&](auto& m) { begin_stop(m.force, m.patience_ms, "shutdown from node 0"); });
                 case msg::Type::client_relay:  // a reply or event for one of our clients
                     return decoded.template operator()<msg::ClientRelay>([&](auto& m) {
-                        if (auto c = clients_.find(m.client); c != clients_.end()) c->second.conn->send_raw(m.type, m.body);
+                        auto c = clients_.find(m.client);
+                        if (c == clients_.end()) return;
+                        c->second.conn->send_raw(m.type, m.body);
+                        if (c->second.conn->queued_bytes() > kRelayHighWater && links_[0].peer &&
+                            !links_[0].peer->reading_paused()) {
+                            // A client that does not read its pipes holds up node 0's link
+                            // until it drains (resume_parked_output), as a full pipe would.
+                            links_[0].peer->pause_reading();
+                            paused_links_.push_back(links_[0].peer);
+                        }
                     });
                 case msg::Type::heartbeat: return;
                 default: break;

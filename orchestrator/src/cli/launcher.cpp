@@ -73,9 +73,15 @@ Result<pid_t> start_agent(const std::string& agent_path, agent::AgentOptions opt
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&attr);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    // dup2 clears close-on-exec on the target; everything else of ours is close-on-exec.
-    if (control) posix_spawn_file_actions_adddup2(&fa, control.get(), kControlFd);
-    if (listen) posix_spawn_file_actions_adddup2(&fa, listen.get(), kListenFd);
+    // dup2 clears close-on-exec on the target; everything else of ours is
+    // close-on-exec. Copies above 4 first: either fd may sit on the other's
+    // target number (a listener bound first is often fd 3).
+    sys::UniqueFd c_high, l_high;
+    if (control) c_high = sys::UniqueFd(::fcntl(control.get(), F_DUPFD_CLOEXEC, kListenFd + 1));
+    if (listen) l_high = sys::UniqueFd(::fcntl(listen.get(), F_DUPFD_CLOEXEC, kListenFd + 1));
+    if ((control && !c_high) || (listen && !l_high)) return sys::error_from_errno("copying an agent's fds");
+    if (c_high) posix_spawn_file_actions_adddup2(&fa, c_high.get(), kControlFd);
+    if (l_high) posix_spawn_file_actions_adddup2(&fa, l_high.get(), kListenFd);
     // Its own process group: a terminal's Ctrl-C reaches the front end only,
     // which then drives an orderly teardown.
     sigset_t none, defaults;

@@ -41,6 +41,7 @@ ProcessGroup::ProcessGroup(ProcessGroup&& o) noexcept
       members_(std::move(o.members_)),
       warnings_(std::move(o.warnings_)),
       closed_(o.closed_),
+      outcome_(std::move(o.outcome_)),
       next_request_(o.next_request_) {
     o.group_id_ = 0;
 }
@@ -48,7 +49,15 @@ ProcessGroup::ProcessGroup(ProcessGroup&& o) noexcept
 ProcessGroup::~ProcessGroup() {
     if (group_id_ == 0 || closed_) return;
     if (!outcome()) {
-        if (auto st = kill(); !st) spdlog::warn("group {}: killing it on destruction: {}", group_id_, st.error().message());
+        // SIGKILL, and a bounded wait: a destructor must not hang. A group
+        // that outlives it is stopped by the agent when this session closes.
+        auto st = session_->call<msg::OkReply>(msg::GroupStop{group_id_, true, 0});
+        auto joined = st ? join(std::chrono::seconds(30)) : Result<bool>(std::move(st).error());
+        if (!joined || !*joined) {
+            spdlog::warn("group {}: not ended on destruction: {}", group_id_,
+                         joined ? std::string("still running after SIGKILL and 30 s") : joined.error().message());
+            return;
+        }
     }
     if (auto st = close(); !st) spdlog::warn("group {}: closing it on destruction: {}", group_id_, st.error().message());
 }
@@ -113,6 +122,7 @@ Result<std::vector<msg::GroupMember>> ProcessGroup::plan() {
 const std::optional<msg::GroupDone>& ProcessGroup::outcome() const {
     static const std::optional<msg::GroupDone> kNone;
     if (group_id_ == 0) return kNone;
+    if (closed_) return outcome_;
     return session_->events(group_id_).done;
 }
 
@@ -152,6 +162,8 @@ Status ProcessGroup::close() {
     DRAGON_CHECK(require_started("close"));
     DRAGON_CHECK(session_->call<msg::OkReply>(msg::GroupClose{group_id_}));
     closed_ = true;
+    outcome_ = session_->events(group_id_).done;  // kept; unread output of a closed group goes
+    session_->forget_events(group_id_);
     return ok();
 }
 
@@ -212,7 +224,11 @@ Status ProcessGroup::write_stdin(std::uint32_t rank, std::string_view data, bool
     const Puid puid = members_[rank].puid;
     constexpr std::size_t kPiece = 64 * 1024;
     while (!data.empty()) {
-        while (session_->stdin_unacked(puid) >= msg::kStdinWindow) DRAGON_CHECK(session_->pump(std::nullopt));
+        while (session_->stdin_unacked(puid) >= msg::kStdinWindow) {
+            if (session_->events(group_id_).done)
+                return make_error(Errc::closed, "write_stdin: group {} has ended", group_id_);
+            DRAGON_CHECK(session_->pump(std::nullopt));
+        }
         const auto n = std::min(data.size(), kPiece);
         DRAGON_CHECK(session_->post(msg::StdinData{puid, std::string(data.substr(0, n)), false}));
         session_->note_stdin_sent(puid, n);

@@ -57,6 +57,7 @@ public:
     /// Closes once everything queued has been written, then calls `done`.
     void close_after_flush(std::function<void()> done) {
         flush_then_ = std::move(done);
+        flushing_ = true;
         if (!writing_active_) finish_flush();
     }
 
@@ -108,7 +109,7 @@ private:
     void write_more() {
         if (closed_ || pending_.empty()) {
             writing_active_ = false;
-            if (flush_then_) finish_flush();
+            if (flushing_) finish_flush();
             else if (on_drained_ && pending_.empty()) on_drained_();
             return;
         }
@@ -129,6 +130,7 @@ private:
     }
 
     void finish_flush() {
+        flushing_ = false;
         auto done = std::move(flush_then_);
         flush_then_ = nullptr;
         close();
@@ -144,7 +146,7 @@ private:
             on_close_ = nullptr;
             cb(e);
         }
-        if (flush_then_) finish_flush();
+        if (flushing_) finish_flush();
     }
 
     static constexpr std::size_t kReadChunk = 64 * 1024;
@@ -155,6 +157,7 @@ private:
     CloseHandler on_close_;
     std::function<void()> on_drained_;
     std::function<void()> flush_then_;
+    bool flushing_ = false;  // close_after_flush was asked (with or without a callback)
     std::string pending_;
     std::string in_flight_;
     bool writing_active_ = false;

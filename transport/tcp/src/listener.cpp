@@ -190,6 +190,11 @@ Result<Listener> Listener::adopt(asio::io_context& io, sys::UniqueFd fd, const R
     DRAGON_CHECK(sys::call("transport: getsockname", [&] {
         return ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
     }));
+    int accepting = 0;
+    socklen_t alen = sizeof accepting;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &alen) != 0 || accepting == 0 ||
+        (ss.ss_family != AF_INET && ss.ss_family != AF_INET6))
+        return Error(Errc::invalid_argument, "transport: the inherited fd is not a listening TCP socket");
     const auto family = ss.ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
     DRAGON_CHECK(sys::call("transport: fcntl", [&] { return ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC); }));
     auto core = std::make_shared<Core>(io, secret, node_id, std::move(on_peer), std::move(opts));

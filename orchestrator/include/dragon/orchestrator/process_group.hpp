@@ -162,6 +162,7 @@ private:
     std::vector<msg::GroupMember> members_;
     std::vector<std::string> warnings_;
     bool closed_ = false;
+    std::optional<msg::GroupDone> outcome_;  // once closed (the session forgets its events)
     std::uint64_t next_request_ = 1;
 };
 

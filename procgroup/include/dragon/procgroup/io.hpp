@@ -35,4 +35,7 @@ Status check_path_pattern(std::string_view pattern);
 /// %r, %t or %p); false when processes share the file it names.
 bool varies_by_process(std::string_view pattern);
 
+/// True when the pattern names a file per node (it uses %n or %h).
+bool varies_by_node(std::string_view pattern);
+
 }  // namespace dragon::procgroup
