@@ -279,31 +279,51 @@ void Agent::exec_members(const msg::ExecMembers& m) {
     lg.local_size = m.local_size;
     std::uint32_t end = 0;
     for (const auto& e : lg.spec.entries) lg.entry_end.push_back(end += e.count);
-    msg::MembersStarted reply{m.group_id, {}};
-    reply.members.reserve(m.members.size());
-    std::string first_failure;
+    lg.to_start.reserve(m.members.size());
     for (const auto& p : m.members) {
-        if (p.rank >= lg.nranks || p.rank >= end) {
-            reply.members.push_back({p.rank, 0, 0, EINVAL, fmt::format("rank {} is not in the group", p.rank)});
-            continue;
-        }
-        lg.placement[p.rank] = p;
-        if (!first_failure.empty()) {  // the group has failed: start no more
-            reply.members.push_back({p.rank, 0, 0, 0, first_failure});
-            continue;
-        }
-        auto r = spawn_member(lg, p.rank);
-        if (r.puid == 0) first_failure = fmt::format("not started: rank {} could not start", p.rank);
-        reply.members.push_back(std::move(r));
+        if (p.rank < lg.nranks && p.rank < end) lg.placement[p.rank] = p;
+        lg.to_start.push_back(p.rank);
     }
-    send_to_node(0, reply);
-    spdlog::info("group {}: {} members started here", m.group_id, m.members.size());
+    lg.started_reply = msg::MembersStarted{m.group_id, {}, false};
+    lg.started_reply.members.reserve(m.members.size());
+    start_some(m.group_id);
     if (!pool_reservation_started_) {
         // Off the start-up path, and not at all for runs shorter than the delay.
         pool_reservation_started_ = true;
         reserve_timer_.expires_after(kReserveDelay);
         reserve_timer_.async_wait([this](const asio::error_code& ec) { if (!ec) reserve_pool_step(0); });
     }
+}
+
+void Agent::start_some(std::uint64_t group_id) {
+    // A slice per loop turn: thousands of spawns must not keep heartbeats,
+    // exits and clients waiting (a silent agent looks lost to its peers).
+    constexpr std::size_t kSlice = 256;
+    auto it = local_groups_.find(group_id);
+    if (it == local_groups_.end()) return;
+    LocalGroup& lg = it->second;
+    auto& reply = lg.started_reply;
+    for (std::size_t n = 0; n < kSlice && lg.next_start < lg.to_start.size(); ++n) {
+        const std::uint32_t rank = lg.to_start[lg.next_start++];
+        if (!lg.placement.contains(rank)) {
+            reply.members.push_back({rank, 0, 0, EINVAL, fmt::format("rank {} is not in the group", rank)});
+            continue;
+        }
+        if (!lg.first_failure.empty()) {  // the group has failed: start no more
+            reply.members.push_back({rank, 0, 0, 0, lg.first_failure});
+            continue;
+        }
+        auto r = spawn_member(lg, rank);
+        if (r.puid == 0) lg.first_failure = fmt::format("not started: rank {} could not start", rank);
+        reply.members.push_back(std::move(r));
+    }
+    // Each slice is reported before any exit of its members can be.
+    reply.complete = lg.next_start >= lg.to_start.size();
+    send_to_node(0, reply);
+    reply.members.clear();
+    if (!reply.complete) return asio::post(io_, [this, group_id] { start_some(group_id); });
+    spdlog::info("group {}: {} members started here", group_id, lg.to_start.size());
+    lg.to_start = {};
 }
 
 msg::MemberStarted Agent::spawn_member(LocalGroup& g, std::uint32_t rank) {
@@ -444,7 +464,7 @@ void Agent::signal_members(const msg::SignalMembers& m) {
 }
 
 void Agent::respawn_member(const msg::RespawnMember& m) {
-    msg::MembersStarted reply{m.group_id, {}};
+    msg::MembersStarted reply{m.group_id, {}, true};
     auto it = local_groups_.find(m.group_id);
     if (it == local_groups_.end() || !it->second.placement.contains(m.rank))
         reply.members.push_back({m.rank, 0, 0, EINVAL, fmt::format("rank {} is not placed on node {}", m.rank, opts_.node_id)});

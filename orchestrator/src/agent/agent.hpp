@@ -104,6 +104,11 @@ struct LocalGroup {
     std::vector<Puid> puids;                   // every process it had here
     std::vector<msg::MemberExited> exit_batch;  // to node 0 at the end of this loop turn
     bool exit_flush_posted = false;
+    // The first start, a slice per loop turn, answered once when all are done.
+    std::vector<std::uint32_t> to_start;
+    std::size_t next_start = 0;
+    msg::MembersStarted started_reply;
+    std::string first_failure;
 };
 
 /// A group as the global services see it (node 0 only).
@@ -197,6 +202,7 @@ private:
 
     // ---- executor (every node) ----
     void exec_members(const msg::ExecMembers& m);
+    void start_some(std::uint64_t group_id);
     msg::MemberStarted spawn_member(LocalGroup& g, std::uint32_t rank);
     void signal_members(const msg::SignalMembers& m);
     void respawn_member(const msg::RespawnMember& m);

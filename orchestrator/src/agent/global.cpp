@@ -94,7 +94,8 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
     for (std::uint32_t k = 0; k < opts_.nnodes; ++k)
         if (k == 0 || !links_[k].lost) live.push_back(nodes_[k]);
     auto plan = DRAGON_TRY(pg::place(live, req));
-    out.warnings = std::move(plan.warnings);
+    // Unbound ranks sharing cpus is what unbound means; say it only when asked to bind.
+    if (req.binding != pg::Binding::none || !req.allow_oversubscribe) out.warnings = std::move(plan.warnings);
     out.members.reserve(plan.slots.size());
     for (auto& s : plan.slots) {
         // Unbound ranks are not pinned, whatever the map says they may use.
@@ -237,7 +238,7 @@ void Agent::on_members_started(std::uint32_t from, const msg::MembersStarted& m)
         if (!g.stop_timer) stop_group(g);
         else if (g.stop_signal != 0) send_to_node(from, msg::SignalMembers{m.group_id, g.stop_signal});
     }
-    if (g.awaiting_start.erase(from) > 0 && !g.starting()) {
+    if (m.complete && g.awaiting_start.erase(from) > 0 && !g.starting()) {
         // Every node has answered: one reply to the owner with every member.
         send_to_owner(g.owner, msg::GroupStarted{g.request_id, g.tracker.id(), {}, g.warnings, g.members});
         spdlog::info("group {} started: {} processes", g.tracker.id(), g.members.size());

@@ -442,12 +442,14 @@ struct MemberStarted {
     DRAGON_WIRE_FIELDS(rank, puid, pid, sys_errno, error)
 };
 
-/// A node -> node 0: how starting members went (a batch, or one respawn).
+/// A node -> node 0: how starting members went (a slice of the batch, or one
+/// respawn). `complete` on the last slice of the node's batch.
 struct MembersStarted {
     static constexpr Type kType = Type::members_started;
     std::uint64_t group_id = 0;
     std::vector<MemberStarted> members;
-    DRAGON_WIRE_FIELDS(group_id, members)
+    bool complete = true;
+    DRAGON_WIRE_FIELDS(group_id, members, complete)
 };
 
 struct MemberExited {
