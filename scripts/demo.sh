@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, narrated: what dragon-orchestrate does on one node today.
+# The main job, narrated: what dragon-orchestrate does on one node and on a
+# virtual cluster of several agents on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORCH=build/bin/dragon-orchestrate
@@ -19,6 +20,14 @@ seq 1 100000 | $ORCH run -- sh -c 'wc -l; echo to-stderr >&2'
 step "The head talks to its node agent over the local socket" \
      "$ORCH run -- build/bin/client_probe"
 $ORCH run -- build/bin/client_probe
+
+step "A group of 8 ranks over a virtual cluster of 4 nodes (one agent per loopback address), round robin" \
+     "$ORCH run --launcher virtual --nodes 4 -n 8 --placement cyclic --label -- sh -c 'echo rank \$DRAGON_RANK on node \$DRAGON_NODE_ID'"
+$ORCH run --launcher virtual --nodes 4 -n 8 --placement cyclic --label -- sh -c 'echo rank $DRAGON_RANK on node $DRAGON_NODE_ID' | sort -t']' -k1.2n
+
+step "A C++ program starts its own ProcessGroup (two templates, a pipe back) across nodes" \
+     "$ORCH run --launcher virtual --nodes 2 -- build/bin/group_probe basic"
+$ORCH run --launcher virtual --nodes 2 -- build/bin/group_probe basic
 
 step "Ctrl-C: SIGINT, then SIGTERM, then SIGKILL after --patience (here a head that ignores SIGINT)" \
      "$ORCH --log-level info run --patience 0.5 -- python3 -c '<ignore SIGINT, sleep>'  # then SIGINT"
