@@ -329,10 +329,7 @@ private:
 template <class M>
 void Agent::send_to_node(std::uint32_t node, const M& m) {
     if (node == opts_.node_id) {
-        wire::Frame f{static_cast<std::uint16_t>(M::kType), {}};
-        wire::Writer w(f.body);
-        wire::encode(w, m);
-        return post_to_self(std::move(f));
+        return post_to_self(wire::Frame{static_cast<std::uint16_t>(M::kType), wire::body_of(m)});
     }
     if (node < links_.size() && links_[node].peer) links_[node].peer->send(m);
 }

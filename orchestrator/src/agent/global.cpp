@@ -29,13 +29,6 @@ msg::GroupStateCode state_code(pg::GroupState s) {
     return msg::GroupStateCode::running;
 }
 
-template <class M>
-std::string body_of(const M& m) {
-    std::string body;
-    wire::Writer w(body);
-    wire::encode(w, m);
-    return body;
-}
 }  // namespace
 
 rt::UnixConnection* Agent::local_owner_conn(std::uint64_t client) {
@@ -46,7 +39,7 @@ rt::UnixConnection* Agent::local_owner_conn(std::uint64_t client) {
 
 template <class M>
 void Agent::send_to_owner(Owner who, const M& m) {
-    send_frame_to_owner(who, static_cast<std::uint16_t>(M::kType), body_of(m));
+    send_frame_to_owner(who, static_cast<std::uint16_t>(M::kType), wire::body_of(m));
 }
 
 void Agent::send_frame_to_owner(Owner who, std::uint16_t type, std::string body) {
@@ -541,7 +534,7 @@ bool Agent::route_output(const msg::Output& o) {
     }
     const auto& peer = links_[to.node].peer;
     if (!peer) return true;
-    return peer->send(msg::ClientRelay{to.client, static_cast<std::uint16_t>(msg::Type::output), body_of(o)}) !=
+    return peer->send(msg::ClientRelay{to.client, static_cast<std::uint16_t>(msg::Type::output), wire::body_of(o)}) !=
            tcp::SendState::above_high_water;
 }
 

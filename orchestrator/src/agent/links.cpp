@@ -93,8 +93,7 @@ void Agent::on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled) {
         const auto ep = listener_->local_endpoint();
         std::string resources;
         if (auto res = node_resources()) {
-            wire::Writer w(resources);
-            wire::encode(w, **res);
+            resources = wire::body_of(**res);
         } else {
             spdlog::error("node {}: {}", opts_.node_id, res.error().message());
         }

@@ -39,6 +39,15 @@ void append_frame(std::string& out, const M& msg) {
     for (std::size_t i = 0; i < 4; ++i) out[start + 4 + i] = static_cast<char>((len >> (8 * i)) & 0xffU);
 }
 
+/// `msg`'s encoded body alone (no header), e.g. to relay it inside another message.
+template <class M>
+std::string body_of(const M& msg) {
+    std::string body;
+    Writer w(body);
+    encode(w, msg);
+    return body;
+}
+
 template <class M>
 std::string frame_of(const M& msg) {
     std::string out;

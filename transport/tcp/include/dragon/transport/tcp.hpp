@@ -114,10 +114,7 @@ public:
     template <class M>
     SendState send_with_payload(const M& msg, std::span<const std::byte> payload, DoneHandler done) {
         static_assert(!is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
-        std::string header;
-        wire::Writer w(header);
-        wire::encode(w, msg);
-        return send_payload(static_cast<std::uint16_t>(M::kType), header, payload, std::move(done));
+        return send_payload(static_cast<std::uint16_t>(M::kType), wire::body_of(msg), payload, std::move(done));
     }
     SendState send_payload(std::uint16_t type, std::string_view header, std::span<const std::byte> payload,
                            DoneHandler done);
