@@ -511,7 +511,9 @@ void Agent::write_stdin(Process& p) {
                           Process* q = find(puid);
                           if (q == nullptr) return;
                           q->stdin_writing = false;
-                          if (ec == asio::error::operation_aborted) return;
+                          // A write that completed just as the process was reaped: close_stdin
+                          // already dropped (and acknowledged) the queue, this piece included.
+                          if (ec == asio::error::operation_aborted || !q->in || q->stdin_queue.empty()) return;
                           const auto n = q->stdin_queue.front().size();
                           q->stdin_queue.pop_front();
                           send_to_node(0, msg::StdinAck{puid, n});
