@@ -49,6 +49,13 @@ constexpr std::string_view name_of() {
         case Type::forget_group: return "forget_group";
         case Type::client_relay: return "client_relay";
         case Type::client_gone: return "client_gone";
+        case Type::chan_send: return "chan_send";
+        case Type::chan_recv: return "chan_recv";
+        case Type::chan_reply: return "chan_reply";
+        case Type::remote_send: return "remote_send";
+        case Type::remote_recv: return "remote_recv";
+        case Type::remote_reply: return "remote_reply";
+        case Type::remote_cancel: return "remote_cancel";
     }
     return "unknown";
 }

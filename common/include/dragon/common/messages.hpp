@@ -36,6 +36,9 @@ enum class Type : std::uint16_t {
     group_close = 38,
     group_query = 39,
     group_status = 40,
+    chan_send = 41,
+    chan_recv = 42,
+    chan_reply = 43,
     ok_reply = 62,
     error_reply = 63,
     // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
@@ -52,6 +55,10 @@ enum class Type : std::uint16_t {
     forget_group = 105,
     client_relay = 106,
     client_gone = 107,
+    remote_send = 108,
+    remote_recv = 109,
+    remote_reply = 110,
+    remote_cancel = 111,
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's
@@ -351,6 +358,50 @@ struct GroupStatus {
     DRAGON_WIRE_FIELDS(group_id, state, restarts, members)
 };
 
+// Channel operations through the gateway (docs/channels.md, "Channels on
+// other nodes"). A timeout is in nanoseconds: negative waits for ever, 0
+// tries once. A channel descriptor travels as its 128-byte encoding.
+
+/// Client -> agent: send a message to a channel on another node. Small
+/// messages travel in `data`; larger ones in a block of this node's pool
+/// (`block`, `size`), which the agent owns (and frees) from the moment it
+/// reads this request. Reply: chan_reply once the message is in the remote
+/// channel, or an error (then nothing was sent).
+struct ChanSend {
+    static constexpr Type kType = Type::chan_send;
+    std::uint64_t request_id = 0;
+    std::string descriptor;
+    std::int64_t timeout_ns = -1;
+    std::string data;
+    std::uint64_t block = 0;
+    std::uint64_t size = 0;
+    DRAGON_WIRE_FIELDS(request_id, descriptor, timeout_ns, data, block, size)
+};
+
+/// Client -> agent: receive the next message of a channel on another node.
+/// Reply: chan_reply carrying it (in `data`, or in a block of this node's
+/// pool that the client then owns and frees).
+struct ChanRecv {
+    static constexpr Type kType = Type::chan_recv;
+    std::uint64_t request_id = 0;
+    std::string descriptor;
+    std::int64_t timeout_ns = -1;
+    DRAGON_WIRE_FIELDS(request_id, descriptor, timeout_ns)
+};
+
+/// Agent -> client: the end of a chan_send or chan_recv. `code` is 0 or a
+/// dragon::Errc value with `message`.
+struct ChanReply {
+    static constexpr Type kType = Type::chan_reply;
+    std::uint64_t request_id = 0;
+    std::uint16_t code = 0;
+    std::string message;
+    std::string data;
+    std::uint64_t block = 0;
+    std::uint64_t size = 0;
+    DRAGON_WIRE_FIELDS(request_id, code, message, data, block, size)
+};
+
 /// Agent -> client: the request was carried out.
 struct OkReply {
     static constexpr Type kType = Type::ok_reply;
@@ -509,12 +560,53 @@ struct ClientGone {
     DRAGON_WIRE_FIELDS(client)
 };
 
+/// Node j -> node k: put a message into a channel of node k (the origin's
+/// op_id names the operation in the reply). The message is `data`, or the
+/// payload when this is the header of a transport payload message.
+struct RemoteSend {
+    static constexpr Type kType = Type::remote_send;
+    std::uint64_t op_id = 0;
+    std::string descriptor;
+    std::int64_t timeout_ns = -1;
+    std::string data;
+    DRAGON_WIRE_FIELDS(op_id, descriptor, timeout_ns, data)
+};
+
+/// Node j -> node k: take the next message of a channel of node k.
+struct RemoteRecv {
+    static constexpr Type kType = Type::remote_recv;
+    std::uint64_t op_id = 0;
+    std::string descriptor;
+    std::int64_t timeout_ns = -1;
+    DRAGON_WIRE_FIELDS(op_id, descriptor, timeout_ns)
+};
+
+/// Node k -> node j: the end of a remote_send or remote_recv. A received
+/// message is `data`, or the payload of this payload message.
+struct RemoteReply {
+    static constexpr Type kType = Type::remote_reply;
+    std::uint64_t op_id = 0;
+    std::uint16_t code = 0;
+    std::string message;
+    std::string data;
+    DRAGON_WIRE_FIELDS(op_id, code, message, data)
+};
+
+/// Node j -> node k: the client behind op_id went away; stop waiting for it
+/// (a receive not yet done then takes no message). No reply.
+struct RemoteCancel {
+    static constexpr Type kType = Type::remote_cancel;
+    std::uint64_t op_id = 0;
+    DRAGON_WIRE_FIELDS(op_id)
+};
+
 /// Every message type, for dispatch and fuzzing.
 using AllMessages = std::tuple<AgentHello, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
                                GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, GroupSignal,
                                GroupStop, GroupClose, GroupQuery, GroupStatus, OkReply, ErrorReply, NodeHello, NodeTable,
                                NodeReady, Heartbeat, ExecMembers, MembersStarted, MembersExited, SignalMembers,
-                               RespawnMember, ForgetGroup, ClientRelay, ClientGone>;
+                               RespawnMember, ForgetGroup, ClientRelay, ClientGone, ChanSend, ChanRecv, ChanReply,
+                               RemoteSend, RemoteRecv, RemoteReply, RemoteCancel>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

@@ -1,0 +1,107 @@
+// Channels anywhere in the runtime. A channel lives in one node's pool; its
+// descriptor names that node. On the caller's own node a ChannelRef uses the
+// channel directly through shared memory; on another node every operation goes
+// through the local agent's gateway, the transport and the remote agent, with
+// the same blocking, timeout and ordering rules (docs/channels.md).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dragon/channels/channel.hpp"
+#include "dragon/channels/descriptor.hpp"
+#include "dragon/channels/pool.hpp"
+#include "dragon/common/framing.hpp"
+#include "dragon/common/ids.hpp"
+#include "dragon/common/messages.hpp"
+#include "dragon/common/result.hpp"
+#include "dragon/common/sys.hpp"
+
+namespace dragon::client {
+
+/// A process's connection to its node agent's channel gateway, and its view
+/// of the node's pool. Share one per process (std::shared_ptr): every
+/// ChannelRef keeps its gateway alive. Thread-safe: operations of several
+/// threads are in flight at once, each answered on its own.
+class Gateway {
+public:
+    /// Connects to the agent named by DRAGON_AGENT_SOCKET as DRAGON_PUID.
+    /// Errc::not_found when the process does not run under Dragon.
+    static Result<std::shared_ptr<Gateway>> connect_from_env();
+    /// Connects to the agent at an abstract socket name ("@name" or "name").
+    static Result<std::shared_ptr<Gateway>> connect(const std::string& socket_name, Puid self);
+
+    Gateway(const Gateway&) = delete;
+    Gateway& operator=(const Gateway&) = delete;
+    ~Gateway();
+
+    [[nodiscard]] std::uint32_t node_id() const { return welcome_.node_id; }
+    [[nodiscard]] const std::string& run_id() const { return welcome_.run_id; }
+    /// This node's pool: create local channels in it.
+    [[nodiscard]] const channels::Pool& pool() const { return pool_; }
+
+    /// Sends `msg` to the channel `d` of another node; returns once the
+    /// message is in that channel. Errc::would_block / Errc::timeout (nothing
+    /// was sent), Errc::closed when the node or the agent went away (the
+    /// message may or may not have arrived), or the remote channel's error.
+    Status send(const channels::ChannelDescriptor& d, std::span<const std::byte> msg, channels::Timeout timeout);
+    /// Receives the next message of the channel `d` of another node.
+    Status recv(const channels::ChannelDescriptor& d, std::vector<std::byte>& out, channels::Timeout timeout);
+
+    /// Messages up to this size travel inline on the agent socket; larger ones
+    /// in a block of the node's pool (no copy through the socket).
+    static constexpr std::size_t kInlineMax = 32U << 10;
+
+private:
+    Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool);
+    static Result<std::shared_ptr<Gateway>> greet(sys::UniqueFd fd, Puid self);
+    Result<msg::ChanReply> call(std::uint64_t id, const std::string& frame);
+    Status write_all(const std::string& frame);
+
+    sys::UniqueFd fd_;
+    msg::ClientWelcome welcome_;
+    channels::Pool pool_;
+    std::mutex write_mu_;
+    std::mutex mu_;  // guards everything below
+    std::condition_variable cv_;
+    bool reading_ = false;  // one thread reads for all; the others wait on cv_
+    std::optional<Error> broken_;
+    std::uint64_t next_id_ = 1;
+    std::map<std::uint64_t, msg::ChanReply> replies_;
+    wire::FrameDecoder decoder_{8U << 20};
+};
+
+/// A channel on any node, by descriptor. Does not own the channel (the
+/// creator destroys it). Move-only; methods are safe from several threads.
+class ChannelRef {
+public:
+    /// On this node: attaches the channel (Errc::invalid_argument for a stale
+    /// or foreign descriptor). On another node: checks nothing yet; the first
+    /// operation does.
+    static Result<ChannelRef> open(std::shared_ptr<Gateway> gateway, const channels::ChannelDescriptor& d);
+
+    [[nodiscard]] bool is_local() const { return local_.has_value(); }
+    [[nodiscard]] const channels::ChannelDescriptor& descriptor() const { return d_; }
+
+    /// Sends a copy of `msg`; blocks up to `timeout` for room in the channel.
+    /// Messages of one sender arrive in the order sent.
+    Status send(std::span<const std::byte> msg, channels::Timeout timeout = channels::kForever);
+    /// Receives the next message into `out`; blocks up to `timeout`.
+    Status recv(std::vector<std::byte>& out, channels::Timeout timeout = channels::kForever);
+
+private:
+    ChannelRef(std::shared_ptr<Gateway> gw, channels::ChannelDescriptor d, std::optional<channels::Channel> local)
+        : gw_(std::move(gw)), d_(std::move(d)), local_(std::move(local)) {}
+    std::shared_ptr<Gateway> gw_;
+    channels::ChannelDescriptor d_;
+    std::optional<channels::Channel> local_;
+};
+
+}  // namespace dragon::client
