@@ -232,19 +232,32 @@ Status Channel::destroy() {
 Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
     if (h_ == nullptr) return closed_error();
     Deadline dl(timeout);
-    const bool big = msg.size() > h_->block_size;
-    std::uint64_t block = 0;
-    if (big) {
-        // Copy outside the ring lock: a sender dying here leaks the block but
-        // never exposes a half-written message.
-        auto b = pool_->allocate(msg.size(), dl);
-        if (!b) return std::move(b).error().context("sending a large message");
-        block = *b;
-        std::memcpy(pool_->at(block), msg.data(), msg.size());
-    }
-    auto give_back = [&] {
-        if (block != 0) (void)pool_->free(block);
-    };
+    if (msg.size() <= h_->block_size) return enqueue(msg.data(), msg.size(), 0, dl);
+    // Copy outside the ring lock: a sender dying here leaks the block but
+    // never exposes a half-written message.
+    auto b = pool_->allocate(msg.size(), dl);
+    if (!b) return std::move(b).error().context("sending a large message");
+    std::memcpy(pool_->at(*b), msg.data(), msg.size());
+    Status st = enqueue(nullptr, msg.size(), *b, dl);
+    if (!st) (void)pool_->free(*b);
+    return st;
+}
+
+Status Channel::send_block(std::uint64_t block, std::size_t size, Timeout timeout) {
+    if (h_ == nullptr) return closed_error();
+    auto bs = pool_->block_size(block);
+    if (!bs || *bs < size)
+        return make_error(Errc::invalid_argument, "channel {}: offset {} is not a block of {} bytes or more in {}",
+                          h_->id, block, size, pool_->name());
+    Deadline dl(timeout);
+    if (size > h_->block_size) return enqueue(nullptr, size, block, dl);
+    DRAGON_CHECK(enqueue(pool_->at(block), size, 0, dl));
+    (void)pool_->free(block);
+    return ok();
+}
+
+Status Channel::enqueue(const std::byte* data, std::size_t size, std::uint64_t block, const Deadline& dl) {
+    const bool big = block != 0;
     const std::uint64_t cap = h_->capacity;
     auto budget_allows = [this](std::uint64_t n, std::uint64_t t) {
         std::uint64_t limit = h_->max_queued_bytes;
@@ -252,38 +265,29 @@ Status Channel::send(std::span<const std::byte> msg, Timeout timeout) {
     };
     for (;;) {
         {
-            auto g = RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_, Side::send); });
-            if (!g) {
-                give_back();
-                return std::move(g).error();
-            }
+            auto g = DRAGON_TRY(RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_, Side::send); }));
             std::uint64_t t = h_->send_tail;
             if (t - h_->send_cached_head >= cap) h_->send_cached_head = h_->head.load(std::memory_order_acquire);
-            if (t - h_->send_cached_head < cap && (!big || budget_allows(msg.size(), t))) {
+            if (t - h_->send_cached_head < cap && (!big || budget_allows(size, t))) {
                 std::byte* s = slot(slots_, h_, t);
-                SlotHeader sh{msg.size(), block};
+                SlotHeader sh{size, block};
                 std::memcpy(s, &sh, sizeof sh);
-                if (!big && !msg.empty()) std::memcpy(s + kSlotHeader, msg.data(), msg.size());
-                if (big) h_->queued_bytes.fetch_add(msg.size());
+                if (!big && size != 0) std::memcpy(s + kSlotHeader, data, size);
+                if (big) h_->queued_bytes.fetch_add(size);
                 h_->tail.store(t + 1);  // the commit (seq_cst: also orders the waiter check below)
                 h_->send_tail = t + 1;
-                g->unlock();
+                g.unlock();
                 notify(h_->data_seq);
                 return ok();
             }
         }
-        if (dl.try_once()) {
-            give_back();
-            return make_error(Errc::would_block, "channel {} is full", h_->id);
-        }
-        auto space = [this, cap, big, &budget_allows, n = msg.size()] {
+        if (dl.try_once()) return make_error(Errc::would_block, "channel {} is full", h_->id);
+        auto space = [this, cap, big, &budget_allows, size] {
             std::uint64_t t = h_->tail.load(std::memory_order_relaxed);
-            return t - h_->head.load() < cap && (!big || budget_allows(n, t));
+            return t - h_->head.load() < cap && (!big || budget_allows(size, t));
         };
-        if (wait_until(space, h_->space_seq, dl, *spin_) == WaitResult::timed_out) {
-            give_back();
+        if (wait_until(space, h_->space_seq, dl, *spin_) == WaitResult::timed_out)
             return make_error(Errc::timeout, "channel {}: send timed out (full)", h_->id);
-        }
     }
 }
 

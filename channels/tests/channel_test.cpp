@@ -50,6 +50,48 @@ TEST(Channel, EverySizeRoundTripsThroughEveryRecvFlavour) {
     ASSERT_TRUE(ch->destroy());
 }
 
+TEST(Channel, SendBlockLinksLargeCopiesSmallAndLeavesFailuresToTheCaller) {
+    ScopedPool sp(16 << 20);
+    ASSERT_TRUE(sp.ok());
+    auto ch = Channel::create(*sp, {.capacity = 2, .block_size = 200});
+    ASSERT_TRUE(ch);
+    const PoolStats before = sp->stats();
+    auto filled = [&](std::size_t size) {
+        auto b = sp->allocate(size);
+        EXPECT_TRUE(b);
+        for (std::size_t i = 0; i < size; ++i) sp->at(*b)[i] = static_cast<std::byte>(i * 3 + size);
+        return *b;
+    };
+    // Large: linked without a copy, so the received message lives in that very block.
+    const std::uint64_t big = filled(100000);
+    ASSERT_TRUE(ch->send_block(big, 100000, kTryOnce));
+    // Small: copied into its slot, the block freed at once.
+    ASSERT_TRUE(ch->send_block(filled(150), 150, kTryOnce));
+    // Full: the caller keeps its block.
+    const std::uint64_t third = filled(5000);
+    EXPECT_EQ(ch->send_block(third, 5000, kTryOnce).error().code(), Errc::would_block);
+    EXPECT_TRUE(sp->block_size(third));
+    ASSERT_TRUE(sp->free(third));
+    // Not a block, or a block too small for the size claimed.
+    EXPECT_EQ(ch->send_block(12345, 10, kTryOnce).error().code(), Errc::invalid_argument);
+    const std::uint64_t small = filled(300);
+    EXPECT_EQ(ch->send_block(small, 1 << 20, kTryOnce).error().code(), Errc::invalid_argument);
+    ASSERT_TRUE(sp->free(small));
+
+    auto m = ch->recv_message(kTryOnce);
+    ASSERT_TRUE(m);
+    ASSERT_EQ(m->size(), 100000U);
+    EXPECT_EQ(m->data().data(), sp->at(big));
+    for (std::size_t i = 0; i < 100000; i += 997) EXPECT_EQ(m->data()[i], static_cast<std::byte>(i * 3 + 100000));
+    *m = Message{};
+    std::vector<std::byte> out;
+    ASSERT_TRUE(ch->recv(out, kTryOnce));
+    ASSERT_EQ(out.size(), 150U);
+    EXPECT_EQ(out[149], static_cast<std::byte>((149 * 3 + 150) & 0xff));
+    EXPECT_EQ(sp->stats().free_bytes, before.free_bytes);
+    ASSERT_TRUE(ch->destroy());
+}
+
 TEST(Channel, TryOnceTimeoutsAndTooSmallBuffers) {
     ScopedPool sp(4 << 20);
     ASSERT_TRUE(sp.ok());

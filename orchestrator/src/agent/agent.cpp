@@ -100,7 +100,7 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
     if (opts_.nnodes > 1) phase_ = Phase::joining;
 }
 
-Agent::~Agent() = default;
+Agent::~Agent() { stop_waiting_all(); }
 
 int agent_main(AgentOptions opts) {
     const std::string log_dir = opts.config.log_dir();
@@ -752,6 +752,9 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
                 return c->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::closed),
                                                "node 0 is not reachable: the run is ending"});
             return send_to_node(0, msg::ClientRelay{id, f.type, std::move(f.body)});
+        case msg::Type::chan_send:
+        case msg::Type::chan_recv:
+            return on_chan_request(id, std::move(f));
         default:
             refuse(Errc::protocol, fmt::format("unexpected message '{}' ({})", msg::type_name(f.type), f.type));
     }
@@ -759,6 +762,7 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
 
 void Agent::on_client_closed(std::uint64_t id) {
     if (clients_.erase(id) == 0) return;
+    gateway_client_gone(id);
     if (is_head()) on_owner_gone(Owner{0, id});
     else send_to_node(0, msg::ClientGone{id});
 }
@@ -872,6 +876,7 @@ void Agent::kill_strays() {
 void Agent::finish() {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     phase_ = Phase::finishing;
+    stop_waiting_all();  // other nodes' channel operations waiting here end now
     escalation_.cancel();
     reserve_timer_.cancel();
     join_timer_.cancel();

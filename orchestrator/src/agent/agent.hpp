@@ -20,7 +20,10 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <deque>
+#include <functional>
+#include <thread>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +36,7 @@
 
 #include "../runtime/connection.hpp"
 #include "../runtime/node_lock.hpp"
+#include "dragon/channels/channel.hpp"
 #include "dragon/channels/pool.hpp"
 #include "dragon/common/config.hpp"
 #include "dragon/common/ids.hpp"
@@ -154,6 +158,21 @@ struct Link {
     bool ready = false;          // (node 0) it said node_ready
     bool lost = false;
     bool shutdown_done = false;  // (node 0) it finished its teardown
+    std::uint64_t incoming_block = 0;  // a pool block a payload from it is being read into
+};
+
+/// A local client's channel operation on another node, until its reply.
+struct GatewayOp {
+    std::uint64_t client = 0;  // 0 once the client went away
+    std::uint64_t request_id = 0;
+    std::uint32_t node = 0;
+};
+
+/// Another node's channel operation waiting on one of ours in a worker thread.
+struct Waiting {
+    std::shared_ptr<std::atomic<bool>> cancel;
+    std::function<void(Status)> finish;  // on the loop, with the result
+    std::thread thread;
 };
 
 class Agent {
@@ -261,6 +280,25 @@ private:
     void on_client_frame(std::uint64_t id, wire::Frame&& f);
     void on_client_closed(std::uint64_t id);
 
+    // ---- channel gateway (gateway.cpp) ----
+    void on_chan_request(std::uint64_t client, wire::Frame&& f);
+    void reply_to_client(std::uint64_t op, msg::ChanReply r);
+    void on_remote_reply(std::uint32_t from, msg::RemoteReply&& m);
+    Result<tcp::PayloadSink> on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size);
+    void gateway_client_gone(std::uint64_t client);
+    void gateway_link_lost(std::uint32_t node, const std::string& why);
+    void send_remote_reply(std::uint32_t to, std::uint64_t op, Status st);
+    void send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m);
+    void serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size);
+    void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
+    void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
+                        std::function<Status(channels::Channel&, channels::Timeout)> attempt,
+                        std::function<void(Status)> finish);
+    void end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st);
+    void on_remote_cancel(std::uint32_t from, std::uint64_t op);
+    Result<tcp::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);
+    void stop_waiting_all();
+
     // ---- teardown ----
     void wait_signals();
     void begin_stop(bool force, std::uint32_t patience_ms, const char* why);
@@ -318,6 +356,11 @@ private:
     // clients
     std::map<std::uint64_t, Client> clients_;
     std::uint64_t next_client_id_ = 1;
+
+    // channel gateway
+    std::unordered_map<std::uint64_t, GatewayOp> gateway_ops_;  // by op id: ours on other nodes
+    std::uint64_t next_op_id_ = 1;
+    std::map<std::pair<std::uint32_t, std::uint64_t>, Waiting> waiting_;  // (node, op id): theirs on ours
 
     Phase phase_ = Phase::running;
     std::uint32_t patience_ms_ = 2000;

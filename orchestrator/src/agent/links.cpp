@@ -85,7 +85,11 @@ void Agent::on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled) {
                     links_[n].last_heard = std::chrono::steady_clock::now();
                     on_node_frame(n, std::move(f));
                 },
-                [this, n](const Error* e) { on_link_lost(n, e != nullptr ? e->message() : "it closed the connection"); });
+                [this, n](const Error* e) { on_link_lost(n, e != nullptr ? e->message() : "it closed the connection"); },
+                [this, n](wire::Frame&& header, std::uint64_t size) {
+                    links_[n].last_heard = std::chrono::steady_clock::now();
+                    return on_link_payload(n, std::move(header), size);
+                });
     // A full link that drains lets parked output flow again (on node 0 that
     // is output for an owner on another node).
     peer->set_on_drained([this] { resume_parked_output(); });
@@ -188,6 +192,7 @@ void Agent::on_link_lost(std::uint32_t node, const std::string& why) {
         l.peer->close();
         l.peer.reset();
     }
+    gateway_link_lost(node, why);
     if (l.shutdown_done || phase_ == Phase::done) {
         spdlog::debug("node {}: link to node {} closed after its teardown", opts_.node_id, node);
         if (phase_ == Phase::finishing) finish_now();
@@ -224,6 +229,19 @@ void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
     const bool from_head = from == 0;
     const auto type = static_cast<msg::Type>(f.type);
     if (type == msg::Type::heartbeat) return;  // hearing anything was the point
+    // Channel operations, between any two nodes (gateway.cpp).
+    switch (type) {
+        case msg::Type::remote_send:
+            return decoded.template operator()<msg::RemoteSend>(
+                [&](auto& m) { serve_remote_send(from, std::move(m), 0, 0); });
+        case msg::Type::remote_recv:
+            return decoded.template operator()<msg::RemoteRecv>([&](auto& m) { serve_remote_recv(from, std::move(m)); });
+        case msg::Type::remote_reply:
+            return decoded.template operator()<msg::RemoteReply>([&](auto& m) { on_remote_reply(from, std::move(m)); });
+        case msg::Type::remote_cancel:
+            return decoded.template operator()<msg::RemoteCancel>([&](auto& m) { on_remote_cancel(from, m.op_id); });
+        default: break;
+    }
     // What node 0 tells every executor (its own included).
     if (from_head) {
         switch (type) {

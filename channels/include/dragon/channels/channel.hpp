@@ -16,6 +16,7 @@ namespace dragon::channels {
 
 namespace detail {
 struct ChannelHeader;
+class Deadline;
 }
 struct PollItem;
 
@@ -94,6 +95,14 @@ public:
     /// Errc::would_block / Errc::timeout when it could not; nothing is sent then.
     Status send(std::span<const std::byte> msg, Timeout timeout = kForever);
 
+    /// Sends the `size` bytes already written at the start of `block`, a block
+    /// of this channel's pool (Pool::allocate) that the caller owns. On
+    /// success the channel owns it (a large message is linked, not copied; a
+    /// small one is copied into its slot and the block freed). On failure the
+    /// caller still owns it. Errc::invalid_argument if `block` is not an
+    /// allocated block of at least `size` bytes. Blocks as send() does.
+    Status send_block(std::uint64_t block, std::size_t size, Timeout timeout = kForever);
+
     /// Receives into `buffer`; returns the message size. Errc::too_large if the
     /// next message does not fit (it stays queued). Blocks up to `timeout`.
     Result<std::size_t> recv(std::span<std::byte> buffer, Timeout timeout = kForever);
@@ -117,6 +126,9 @@ private:
 
     template <class Sink>
     Status recv_impl(Timeout timeout, Sink&& sink);
+    // Puts one message into the ring: `size` bytes inline from `data`, or the
+    // pool block `block` (non-zero) by reference. Nothing is freed here.
+    Status enqueue(const std::byte* data, std::size_t size, std::uint64_t block, const detail::Deadline& dl);
 
     std::shared_ptr<detail::PoolMapping> pool_;
     std::uint64_t offset_ = 0;

@@ -62,7 +62,8 @@ public:
 private:
     Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool);
     static Result<std::shared_ptr<Gateway>> greet(sys::UniqueFd fd, Puid self);
-    Result<msg::ChanReply> call(std::uint64_t id, const std::string& frame);
+    Status post_request(const std::string& frame);
+    Result<msg::ChanReply> wait_reply(std::uint64_t id);
     Status write_all(const std::string& frame);
 
     sys::UniqueFd fd_;

@@ -76,6 +76,7 @@ public:
     void note_stdin_sent(Puid puid, std::uint64_t n) { stdin_unacked_[puid] += n; }
 
 private:
+    friend class Gateway;  // greets through a Session, then keeps its socket
     Session(sys::UniqueFd fd, msg::ClientWelcome w) : fd_(std::move(fd)), welcome_(std::move(w)) {}
     Status send_bytes(const std::string& frame);
     Status file_frame(wire::Frame&& f);

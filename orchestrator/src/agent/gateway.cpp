@@ -1,0 +1,365 @@
+// The channel gateway: channel operations of local clients on other nodes'
+// channels, and other nodes' operations on this node's channels.
+//
+// Origin (node j): a client's chan_send/chan_recv becomes a remote_send or
+// remote_recv to the channel's node, and its remote_reply becomes the
+// client's chan_reply. Large messages stay in pool blocks at both ends: the
+// transport writes them from the sender's block and reads them into a block
+// of the receiving node's pool (docs/channels.md).
+//
+// Serving (node k): the loop tries the operation once; if the channel is
+// full (send) or empty (recv) and the caller allows waiting, a worker thread
+// waits on the channel's futex in slices (so it can be cancelled) and posts
+// the result back to the loop. One sender has one operation in flight, so
+// its messages arrive in the order sent.
+#include <spdlog/spdlog.h>
+
+#include "agent.hpp"
+#include "dragon/channels/channel.hpp"
+#include "dragon/channels/descriptor.hpp"
+
+namespace dragon::agent {
+
+namespace {
+
+/// Messages up to this size travel inside the agent-to-agent frame; larger
+/// ones as transport payloads (no copy into a frame).
+constexpr std::size_t kRemoteInlineMax = 32U << 10;
+/// A waiting worker looks at its cancel flag at least this often.
+constexpr auto kWaitSlice = std::chrono::milliseconds(100);
+/// Operations waiting at once on this node's channels; beyond, callers get Errc::no_space.
+constexpr std::size_t kMaxWaiting = 1024;
+
+channels::Timeout to_timeout(std::int64_t ns) {
+    return ns < 0 ? channels::kForever : channels::Timeout(ns);
+}
+
+std::span<const std::byte> as_bytes(const std::string& s) {
+    return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+std::string as_string(std::span<const std::byte> b) {
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+Result<channels::ChannelDescriptor> decode_descriptor(const std::string& bytes) {
+    auto d = channels::ChannelDescriptor::decode(as_bytes(bytes));
+    if (!d) return std::move(d).error().context("channel descriptor");
+    return d;
+}
+
+}  // namespace
+
+// ---- origin: a local client's operation on another node's channel ----------------
+
+void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
+    auto c = clients_.find(client);
+    if (c == clients_.end()) return;
+    auto conn = c->second.conn;
+    const bool is_send = f.type == static_cast<std::uint16_t>(msg::Type::chan_send);
+    std::uint64_t request_id = 0;
+    std::uint64_t block = 0;  // ours from the moment the request is read
+    auto fail = [&](Errc code, std::string why) {
+        if (block != 0) (void)pool_.free(block);
+        conn->send(msg::ChanReply{request_id, static_cast<std::uint16_t>(code), std::move(why), {}, 0, 0});
+    };
+    msg::ChanSend send;
+    msg::ChanRecv recv;
+    if (is_send) {
+        auto m = msg::decode_as<msg::ChanSend>(f);
+        if (!m) return fail(Errc::protocol, m.error().message());
+        send = std::move(*m);
+        request_id = send.request_id;
+        if (send.block != 0) {
+            auto bs = pool_.block_size(send.block);
+            if (!bs || *bs < send.size)
+                return fail(Errc::invalid_argument,
+                            fmt::format("offset {} is not a block of {} bytes in this node's pool", send.block, send.size));
+            block = send.block;
+        }
+    } else {
+        auto m = msg::decode_as<msg::ChanRecv>(f);
+        if (!m) return fail(Errc::protocol, m.error().message());
+        recv = std::move(*m);
+        request_id = recv.request_id;
+    }
+    const std::string& desc_bytes = is_send ? send.descriptor : recv.descriptor;
+    auto d = decode_descriptor(desc_bytes);
+    if (!d) return fail(d.error().code(), d.error().message());
+    const std::uint32_t node = d->node_id;
+    if (node == opts_.node_id)
+        return fail(Errc::invalid_argument, fmt::format("channel {} is on this node ({}): attach it directly",
+                                                        d->channel_id, node));
+    if (node >= opts_.nnodes)
+        return fail(Errc::invalid_argument,
+                    fmt::format("channel {} names node {}, but the run has {} nodes", d->channel_id, node, opts_.nnodes));
+    if (phase_ == Phase::done || !links_[node].peer)
+        return fail(Errc::closed, fmt::format("node {} is not reachable{}", node,
+                                              links_[node].lost ? " (it was lost)" : ""));
+    const std::uint64_t op = next_op_id_++;
+    gateway_ops_[op] = GatewayOp{client, request_id, node};
+    tcp::Peer& peer = *links_[node].peer;
+    if (!is_send) {
+        peer.send(msg::RemoteRecv{op, desc_bytes, recv.timeout_ns});
+        return;
+    }
+    if (block == 0) {
+        peer.send(msg::RemoteSend{op, desc_bytes, send.timeout_ns, std::move(send.data)});
+        return;
+    }
+    // Written to the socket straight from the client's block, freed once the kernel has it.
+    std::span<const std::byte> payload(pool_.at(block), send.size);
+    peer.send_with_payload(msg::RemoteSend{op, desc_bytes, send.timeout_ns, {}}, payload,
+                           [this, block](const Status&) { (void)pool_.free(block); });
+}
+
+void Agent::reply_to_client(std::uint64_t op, msg::ChanReply r) {
+    auto it = gateway_ops_.find(op);
+    if (it == gateway_ops_.end()) {
+        if (r.block != 0) (void)pool_.free(r.block);
+        return;
+    }
+    const std::uint64_t client = it->second.client;
+    r.request_id = it->second.request_id;
+    gateway_ops_.erase(it);
+    auto c = clients_.find(client);
+    if (client == 0 || c == clients_.end()) {  // the client went away meanwhile
+        if (r.block != 0) (void)pool_.free(r.block);
+        return;
+    }
+    c->second.conn->send(r);
+}
+
+void Agent::on_remote_reply(std::uint32_t from, msg::RemoteReply&& m) {
+    auto it = gateway_ops_.find(m.op_id);
+    if (it == gateway_ops_.end() || it->second.node != from) return;  // not an operation of ours on that node
+    reply_to_client(m.op_id, msg::ChanReply{0, m.code, std::move(m.message), std::move(m.data), 0, 0});
+}
+
+Result<tcp::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size) {
+    auto it = gateway_ops_.find(m.op_id);
+    if (it == gateway_ops_.end() || it->second.node != from) return tcp::PayloadSink{};  // not ours: discard
+    if (it->second.client == 0) {
+        return tcp::PayloadSink{{}, {}, [this, op = m.op_id] { gateway_ops_.erase(op); }};  // nobody waits: discard
+    }
+    // Into a block of our pool, which the client takes over with the reply.
+    if (auto b = pool_.allocate(size, channels::kTryOnce)) {
+        const std::uint64_t block = *b;
+        links_[from].incoming_block = block;
+        return tcp::PayloadSink{{pool_.at(block), size}, {}, [this, from, op = m.op_id, block, size] {
+                                    links_[from].incoming_block = 0;
+                                    reply_to_client(op, msg::ChanReply{0, 0, {}, {}, block, size});
+                                }};
+    }
+    // The pool is full: the message comes through the socket instead.
+    auto buf = std::make_shared<std::string>();
+    buf->reserve(size);
+    return tcp::PayloadSink{{},
+                            [buf](std::span<const std::byte> piece) { buf->append(as_string(piece)); },
+                            [this, op = m.op_id, buf] { reply_to_client(op, msg::ChanReply{0, 0, {}, std::move(*buf), 0, 0}); }};
+}
+
+void Agent::gateway_client_gone(std::uint64_t client) {
+    for (auto& [op, g] : gateway_ops_) {
+        if (g.client != client) continue;
+        g.client = 0;  // the reply is dropped when it comes
+        if (links_[g.node].peer) links_[g.node].peer->send(msg::RemoteCancel{op});
+    }
+}
+
+void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
+    // Our clients' operations on that node's channels end now.
+    std::vector<std::uint64_t> ops;
+    for (const auto& [op, g] : gateway_ops_)
+        if (g.node == node) ops.push_back(op);
+    for (std::uint64_t op : ops)
+        reply_to_client(op, msg::ChanReply{0, static_cast<std::uint16_t>(Errc::closed),
+                                           fmt::format("node {} was lost ({}); the message may or may not have arrived",
+                                                       node, why),
+                                           {}, 0, 0});
+    // Its operations on our channels stop waiting.
+    for (auto& [key, w] : waiting_)
+        if (key.first == node) w.cancel->store(true);
+    if (links_[node].incoming_block != 0) {
+        (void)pool_.free(links_[node].incoming_block);
+        links_[node].incoming_block = 0;
+    }
+}
+
+// ---- serving: another node's operation on one of our channels ----------------------
+
+void Agent::send_remote_reply(std::uint32_t to, std::uint64_t op, Status st) {
+    if (to >= links_.size() || !links_[to].peer) return;
+    msg::RemoteReply r{op, 0, {}, {}};
+    if (!st) {
+        r.code = static_cast<std::uint16_t>(st.error().code());
+        r.message = st.error().message();
+    }
+    links_[to].peer->send(r);
+}
+
+void Agent::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m) {
+    if (to >= links_.size() || !links_[to].peer) {
+        spdlog::warn("node {}: a message received for node {} is dropped: the link is gone", opts_.node_id, to);
+        return;
+    }
+    if (m.size() <= kRemoteInlineMax) {
+        links_[to].peer->send(msg::RemoteReply{op, 0, {}, as_string(m.data())});
+        return;
+    }
+    // Written from the pool block; the block is freed once the kernel has it.
+    auto held = std::make_shared<channels::Message>(std::move(m));
+    links_[to].peer->send_with_payload(msg::RemoteReply{op, 0, {}, {}}, held->data(), [held](const Status&) {});
+}
+
+void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size) {
+    auto give_back = [&] {
+        if (block != 0) (void)pool_.free(block);
+    };
+    auto d = decode_descriptor(m.descriptor);
+    if (!d) {
+        give_back();
+        return send_remote_reply(from, m.op_id, std::move(d).error());
+    }
+    auto ch = channels::Channel::attach(pool_, *d);
+    if (!ch) {
+        give_back();
+        return send_remote_reply(from, m.op_id, std::move(ch).error());
+    }
+    Status st = block != 0 ? ch->send_block(block, size, channels::kTryOnce) : ch->send(as_bytes(m.data), channels::kTryOnce);
+    if (st || st.error().code() != Errc::would_block || m.timeout_ns == 0) {
+        if (!st) give_back();
+        return send_remote_reply(from, m.op_id, std::move(st));
+    }
+    auto finish = [this, from, op = m.op_id, block](Status r) {
+        if (!r && block != 0) (void)pool_.free(block);
+        send_remote_reply(from, op, std::move(r));
+    };
+    wait_in_worker(from, m.op_id, std::move(*ch), to_timeout(m.timeout_ns),
+                   [block, size, data = std::move(m.data)](channels::Channel& c, channels::Timeout t) {
+                       return block != 0 ? c.send_block(block, size, t) : c.send(as_bytes(data), t);
+                   },
+                   std::move(finish));
+}
+
+void Agent::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
+    auto d = decode_descriptor(m.descriptor);
+    if (!d) return send_remote_reply(from, m.op_id, std::move(d).error());
+    auto ch = channels::Channel::attach(pool_, *d);
+    if (!ch) return send_remote_reply(from, m.op_id, std::move(ch).error());
+    auto got = ch->recv_message(channels::kTryOnce);
+    if (got) return send_remote_message(from, m.op_id, std::move(*got));
+    if (got.error().code() != Errc::would_block || m.timeout_ns == 0)
+        return send_remote_reply(from, m.op_id, std::move(got).error());
+    auto message = std::make_shared<channels::Message>();
+    auto finish = [this, from, op = m.op_id, message](Status r) {
+        if (!r) return send_remote_reply(from, op, std::move(r));
+        send_remote_message(from, op, std::move(*message));
+    };
+    wait_in_worker(from, m.op_id, std::move(*ch), to_timeout(m.timeout_ns),
+                   [message](channels::Channel& c, channels::Timeout t) -> Status {
+                       auto r = c.recv_message(t);
+                       if (!r) return std::move(r).error();
+                       *message = std::move(*r);
+                       return ok();
+                   },
+                   std::move(finish));
+}
+
+void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
+                           std::function<Status(channels::Channel&, channels::Timeout)> attempt,
+                           std::function<void(Status)> finish) {
+    const std::pair<std::uint32_t, std::uint64_t> key{from, op};
+    if (waiting_.size() >= kMaxWaiting || waiting_.contains(key)) {
+        return finish(make_error(Errc::no_space, "node {}: {} channel operations are already waiting here",
+                                 opts_.node_id, waiting_.size()));
+    }
+    auto cancel = std::make_shared<std::atomic<bool>>(false);
+    const auto deadline = timeout == channels::kForever ? std::chrono::steady_clock::time_point::max()
+                                                        : std::chrono::steady_clock::now() + timeout;
+    Waiting& w = waiting_[key];
+    w.cancel = cancel;
+    w.finish = std::move(finish);
+    w.thread = std::thread([this, key, cancel, deadline, ch = std::move(ch), attempt = std::move(attempt)]() mutable {
+        Status st = ok();
+        for (;;) {
+            if (cancel->load()) {
+                st = make_error(Errc::closed, "cancelled: the caller went away");
+                break;
+            }
+            const auto now = std::chrono::steady_clock::now();
+            const auto left = deadline - now;
+            const auto slice = deadline == std::chrono::steady_clock::time_point::max()
+                                   ? channels::Timeout(kWaitSlice)
+                                   : std::clamp(channels::Timeout(left), channels::Timeout(0), channels::Timeout(kWaitSlice));
+            st = attempt(ch, slice);
+            if (st) break;
+            const Errc e = st.error().code();
+            if (e != Errc::timeout && e != Errc::would_block) break;  // a real failure
+            if (std::chrono::steady_clock::now() >= deadline) {
+                st = make_error(Errc::timeout, "{} (after waiting the full timeout on node {})", st.error().message(),
+                                opts_.node_id);
+                break;
+            }
+        }
+        asio::post(io_, [this, key, st = std::move(st)]() mutable { end_waiting(key, std::move(st)); });
+    });
+}
+
+void Agent::end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st) {
+    auto it = waiting_.find(key);
+    if (it == waiting_.end()) return;
+    Waiting w = std::move(it->second);
+    waiting_.erase(it);
+    if (w.thread.joinable()) w.thread.join();  // it has posted this and is returning
+    if (w.cancel->load() && st) {
+        // Done just as its caller went away: a received message has nobody to go to.
+        spdlog::warn("node {}: a channel operation of node {} finished after its caller went away", opts_.node_id,
+                     key.first);
+    }
+    w.finish(std::move(st));
+}
+
+void Agent::on_remote_cancel(std::uint32_t from, std::uint64_t op) {
+    if (auto it = waiting_.find({from, op}); it != waiting_.end()) it->second.cancel->store(true);
+}
+
+Result<tcp::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
+    switch (static_cast<msg::Type>(header.type)) {
+        case msg::Type::remote_send: {
+            auto m = DRAGON_TRY(msg::decode_as<msg::RemoteSend>(header));
+            if (auto b = pool_.allocate(size, channels::kTryOnce)) {
+                // Straight into a block of our pool, then linked into the channel without a copy.
+                const std::uint64_t block = *b;
+                links_[from].incoming_block = block;
+                auto held = std::make_shared<msg::RemoteSend>(std::move(m));
+                return tcp::PayloadSink{{pool_.at(block), size}, {}, [this, from, held, block, size] {
+                                            links_[from].incoming_block = 0;
+                                            serve_remote_send(from, std::move(*held), block, size);
+                                        }};
+            }
+            // The pool is full now: keep the bytes aside; the send waits for room as any send does.
+            auto held = std::make_shared<msg::RemoteSend>(std::move(m));
+            held->data.reserve(size);
+            return tcp::PayloadSink{{},
+                                    [held](std::span<const std::byte> piece) { held->data.append(as_string(piece)); },
+                                    [this, from, held] { serve_remote_send(from, std::move(*held), 0, 0); }};
+        }
+        case msg::Type::remote_reply: {
+            auto m = DRAGON_TRY(msg::decode_as<msg::RemoteReply>(header));
+            return on_remote_reply_payload(from, std::move(m), size);
+        }
+        default:
+            return make_error(Errc::protocol, "unexpected payload message '{}' ({}) from node {}",
+                              msg::type_name(header.type), header.type, from);
+    }
+}
+
+void Agent::stop_waiting_all() {
+    for (auto& [key, w] : waiting_) w.cancel->store(true);
+    for (auto& [key, w] : waiting_)
+        if (w.thread.joinable()) w.thread.join();
+    waiting_.clear();
+}
+
+}  // namespace dragon::agent
