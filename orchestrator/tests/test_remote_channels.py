@@ -1,0 +1,57 @@
+"""Channels on other nodes, through the agents' gateways: a virtual cluster
+whose head program opens gateways as processes of node 0 and node 1 would
+(gateway_probe), checks sizes, timeouts, waits, threads, bad requests, and a
+node lost under a waiting receive."""
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import BIN, dead_entries, read_line_with_timeout, run, shm_entries, start
+
+from test_multinode import agent_of_node
+
+pytestmark = pytest.mark.system
+
+V2 = ["--launcher", "virtual", "--nodes", "2"]
+
+
+def checks_of(out):
+    lines = [l for l in out.splitlines() if l.startswith(("ok ", "FAILED "))]
+    assert lines, out
+    return lines
+
+
+def test_sizes_timeouts_waits_and_threads_across_two_nodes():
+    r = run(["run", *V2, "--", str(BIN / "gateway_probe"), "basic"], timeout=120)
+    lines = checks_of(r.stdout.decode())
+    assert not [l for l in lines if l.startswith("FAILED")], r.stdout.decode() + r.stderr.decode()
+    assert len(lines) == 11, lines
+    assert r.returncode == 0, r.stderr
+    assert not dead_entries(shm_entries())
+
+
+def test_bad_requests_get_reasons_and_the_agent_keeps_serving():
+    r = run(["run", *V2, "--", str(BIN / "gateway_probe"), "errors"], timeout=60)
+    lines = checks_of(r.stdout.decode())
+    assert not [l for l in lines if l.startswith("FAILED")], r.stdout.decode() + r.stderr.decode()
+    assert len(lines) == 9, lines
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_receive_waiting_on_a_lost_node_ends_with_an_error():
+    fe = start(["run", *V2, "--", str(BIN / "gateway_probe"), "lost"])
+    line = read_line_with_timeout(fe.stdout, 30)
+    assert line == "waiting\n", line
+    time.sleep(0.3)  # the receive is waiting on node 1 now
+    victim = agent_of_node(fe.pid, 1)
+    assert victim
+    os.kill(victim, signal.SIGKILL)
+    out, err = fe.communicate(timeout=30)
+    out = line + out.decode()
+    assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
+    assert b"node 1 (" in err and b"lost" in err, err
+    # The head ran on node 0 and handled the loss itself, so the run ends with its code.
+    assert fe.returncode == 0, err
