@@ -28,6 +28,7 @@ lint_pkgs=(
 )
 slurm_pkgs=(
   slurm-wlm munge   # slurmctld, slurmd and the clients; munge authenticates them
+  libpmix-dev       # srun --mpi=pmix dlopens pmix2/lib/libpmix.so, which only -dev ships
 )
 
 want=()
