@@ -105,8 +105,10 @@ private:
         while (pos_ < expr_.size() && expr_[pos_] != ',') {
             char c = expr_[pos_];
             if (c == '[') {
-                Piece p{std::move(text), DRAGON_TRY(parse_bracket())};
-                g.pieces.push_back(std::move(p));
+                // Not inside the braces: DRAGON_TRY's early return from an
+                // aggregate half built would skip the prefix's destructor.
+                std::vector<Range> ranges = DRAGON_TRY(parse_bracket());
+                g.pieces.push_back(Piece{std::move(text), std::move(ranges)});
                 text.clear();
             } else if (c == ']') {
                 return fail(pos_, "']' without '['");
