@@ -487,7 +487,8 @@ int run_program(RunOptions opts) {
     auto agents = (*launcher)->launch(*run, opts.config);
     if (!agents) {
         std::fprintf(stderr, "dragon-orchestrate: error: %s\n", agents.error().message().c_str());
-        return kExitRuntimeFailure;
+        // A request the environment cannot meet (no allocation, too many nodes) is a usage error.
+        return agents.error().code() == Errc::invalid_argument ? kExitUsage : kExitRuntimeFailure;
     }
     return FrontEnd(std::move(opts), std::move(*run), std::move(*agents)).run();
 }

@@ -1,0 +1,144 @@
+"""Inside a real Slurm allocation: a 4-node Slurm cluster on this machine
+(scripts/slurm-cluster.sh: munge, slurmctld, four slurmd n1..n4), agents
+started by srun, groups over the allocation's nodes, exit codes, channels
+across nodes, scancel, and the errors of an allocation that cannot be used."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, ORCH, dead_entries, pid_alive, shm_entries, wait_gone
+
+pytestmark = pytest.mark.slurm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLUSTER = os.path.join(ROOT, "scripts", "slurm-cluster.sh")
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    """The cluster's environment; brings the cluster up for these tests (and
+    down after) unless one is already up, which is then left as found."""
+    was_up = subprocess.run([CLUSTER, "status"], capture_output=True).returncode == 0
+    if not was_up:
+        up = subprocess.run([CLUSTER, "up"], capture_output=True, timeout=120)
+        assert up.returncode == 0, up.stdout.decode() + up.stderr.decode()
+    env_lines = subprocess.run([CLUSTER, "env"], capture_output=True, check=True).stdout.decode()
+    env = dict(os.environ)
+    env.pop("DRAGON_LOG_LEVEL", None)
+    for m in re.finditer(r"^export (\w+)=(.*)$", env_lines, re.M):
+        env[m[1]] = m[2].strip("'\"")
+    yield env
+    if not was_up:
+        subprocess.run([CLUSTER, "down"], capture_output=True, timeout=120)
+
+
+def salloc(env, args, nodes=4, timeout=120, **kw):
+    """salloc -N nodes dragon-orchestrate ARGS (the front end runs where salloc runs it)."""
+    return subprocess.run(["salloc", f"-N{nodes}", "--quiet", ORCH, *args], env=env, capture_output=True,
+                          timeout=timeout, **kw)
+
+
+def test_64_ranks_over_the_4_nodes_of_an_allocation(slurm_env):
+    r = salloc(slurm_env, ["run", "-n", "64", "--placement", "cyclic", "--label", "--", "sh", "-c",
+                           'echo "$DRAGON_NODE_ID $SLURMD_NODENAME $DRAGON_NRANKS"'])
+    assert r.returncode == 0, r.stderr.decode()
+    seen = {}
+    for line in r.stdout.decode().splitlines():
+        m = re.fullmatch(r"\[(\d+)\] (\d+) (n\d) 64", line)
+        assert m, line
+        seen[int(m[1])] = (int(m[2]), m[3])
+    assert sorted(seen) == list(range(64))
+    for rank, (node, name) in seen.items():
+        assert node == rank % 4, (rank, node)
+        assert name == f"n{node + 1}", (rank, name)  # node k is the allocation's k-th node
+    assert not dead_entries(shm_entries())
+
+
+def test_the_launcher_is_chosen_inside_an_allocation_and_exit_codes_pass_through(slurm_env):
+    r = salloc(slurm_env, ["run", "-n", "8", "--", "sh", "-c", 'if [ "$DRAGON_RANK" = 6 ]; then exit 5; fi'])
+    assert r.returncode == 5, r.stderr.decode()
+    assert re.search(rb"rank 6 \(puid \d+\) exited with code 5", r.stderr), r.stderr
+    r = salloc(slurm_env, ["run", "--", "sh", "-c", "exit 3"], nodes=2)
+    assert r.returncode == 3, r.stderr.decode()
+
+
+def test_channels_between_nodes_of_an_allocation(slurm_env):
+    # gateway_probe opens node 1's agent socket as a process of node 1 would:
+    # in Slurm's multiple-slurmd mode every node is on this host.
+    r = salloc(slurm_env, ["run", "--", str(BIN / "gateway_probe"), "basic"], nodes=2)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "FAILED" not in out and out.count("\nok ") + out.startswith("ok ") == 11, out
+
+
+def test_fewer_nodes_than_the_allocation_and_too_many(slurm_env):
+    r = salloc(slurm_env, ["run", "--nodes", "2", "-n", "4", "--placement", "cyclic", "--label", "--", "sh", "-c",
+                           "echo $DRAGON_NODE_ID"])
+    assert r.returncode == 0, r.stderr.decode()
+    assert sorted(r.stdout.decode().splitlines()) == ["[0] 0", "[1] 1", "[2] 0", "[3] 1"]
+    r = salloc(slurm_env, ["run", "--nodes", "8", "--", "true"])
+    assert r.returncode == 2, r.stderr.decode()
+    assert b"--nodes 8: the allocation (job " in r.stderr and b"has 4 nodes" in r.stderr, r.stderr
+
+
+def test_srun_refusing_the_step_is_a_clear_error(slurm_env):
+    r = salloc(slurm_env, ["run", "--srun-args", "--nodelist=n9", "--", "true"], timeout=90)
+    assert r.returncode == 70, r.stderr.decode()
+    err = r.stderr.decode()
+    assert "srun: error" in err, err  # srun's own message reaches the user
+    assert "srun ended (code 1) before the agents of node 0 (n1)" in err, err
+
+
+def test_outside_an_allocation_slurm_is_refused_with_the_reason(slurm_env):
+    env = {k: v for k, v in slurm_env.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+    r = subprocess.run([ORCH, "run", "--launcher", "slurm", "--", "true"], env=env, capture_output=True, timeout=30)
+    assert r.returncode == 2
+    assert b"not inside a Slurm allocation" in r.stderr, r.stderr
+    # Without an allocation the default is the local launcher.
+    r = subprocess.run([ORCH, "run", "--", "sh", "-c", "echo $DRAGON_NODE_ID"], env=env, capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == b"0\n", r.stderr
+
+
+def test_scancel_mid_run_leaves_nothing_behind(slurm_env, tmp_path):
+    fe = subprocess.Popen(["salloc", "-N4", "--quiet", ORCH, "run", "-n", "8", "--placement", "cyclic", "--", "sh",
+                           "-c", f'echo $$ > {tmp_path}/pid.$DRAGON_RANK; exec sleep 120'],
+                          env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("pid.*"))) < 8:
+        assert time.monotonic() < deadline and fe.poll() is None, "ranks did not start"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    pids = [int(p.read_text()) for p in tmp_path.glob("pid.*")]
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i"], env=slurm_env, capture_output=True, check=True).stdout.split()
+    assert len(jobs) == 1, jobs
+    subprocess.run(["scancel", jobs[0].decode()], env=slurm_env, check=True)
+    fe.communicate(timeout=60)
+    for pid in pids:
+        assert wait_gone(pid, 30), f"rank pid {pid} outlived scancel"
+    deadline = time.monotonic() + 30
+    job = jobs[0].decode()
+    while dead_entries(shm_entries()) or agents_of_job(job):
+        assert time.monotonic() < deadline, (shm_entries(), agents_of_job(job))
+        time.sleep(0.1)
+
+
+def agents_of_job(job):
+    """Pids of live dragon-agent processes started for Slurm job `job`."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() != "dragon-agent":
+                    continue
+            with open(f"/proc/{p}/environ", "rb") as f:
+                if f"SLURM_JOB_ID={job}".encode() in f.read().split(b"\0") and pid_alive(int(p)):
+                    found.append(int(p))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return found
