@@ -142,3 +142,18 @@ def agents_of_job(job):
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             pass
     return found
+
+
+def test_placement_uses_the_cpus_slurm_granted_not_the_machine(slurm_env):
+    # A synthetic 16-core node: only the cpus of the allocation count.
+    args = ["--topology", "synthetic:core:16 pu:1", "run", "-n", "8", "--bind", "core", "--display-map", "--dry-run",
+            "--", "true"]
+    r = subprocess.run(["salloc", "-N4", "--ntasks-per-node=2", "--quiet", ORCH, *args], env=slurm_env,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", r.stdout.decode(), re.M)
+    assert [(int(a), int(b), int(d)) for a, b, c, d in rows] == [(k, k // 2, k % 2) for k in range(8)], r.stdout
+    assert b"oversubscribed" not in r.stderr
+    r = subprocess.run(["salloc", "-N4", "--quiet", ORCH, *args], env=slurm_env, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"oversubscribed: 8 ranks on 4 slots" in r.stderr, r.stderr  # one cpu granted per node

@@ -78,6 +78,17 @@ Result<NodeResources> NodeResources::from(const Topology& topology, std::uint32_
     return r;
 }
 
+void NodeResources::keep_first(std::uint32_t n) {
+    if (n == 0 || n >= pus.size()) return;
+    pus.resize(n);
+    Dense cores, numas, sockets;  // indices stay dense over what is left
+    for (Pu& p : pus) {
+        p.core = cores(p.core);
+        p.numa = numas(p.numa);
+        p.socket = sockets(p.socket);
+    }
+}
+
 std::uint32_t NodeResources::core_count() const {
     return dense_count(pus, &Pu::core);
 }

@@ -82,6 +82,25 @@ std::string error_of(const std::vector<NodeResources>& nodes, const PlacementReq
 
 // ---- one node ----
 
+TEST(NodeResourcesLimit, KeepFirstTruncatesAndKeepsIndicesDense) {
+    auto t = Topology::synthetic("pack:2 numa:2 core:4 pu:2");
+    ASSERT_TRUE(t);
+    auto r = NodeResources::from(*t, 3, "h");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->pus.size(), 32U);
+    auto all = *r;
+    all.keep_first(0);
+    EXPECT_EQ(all, *r);  // 0: no limit
+    all.keep_first(64);
+    EXPECT_EQ(all, *r);  // more than there are: no change
+    r->keep_first(11);   // 5 whole cores and half of the 6th, all in the first NUMA domains
+    ASSERT_EQ(r->pus.size(), 11U);
+    EXPECT_TRUE(r->validate());
+    EXPECT_EQ(r->core_count(), 6U);
+    EXPECT_EQ(r->numa_count(), 2U);
+    EXPECT_EQ(r->socket_count(), 1U);
+}
+
 TEST(PlaceOneNode, BlockCore) {
     expect_plan(ok_place({big()}, req(4, Policy::block, Binding::core)),
                 {{0, 0, {0, 1}}, {0, 1, {2, 3}}, {0, 2, {4, 5}}, {0, 3, {6, 7}}});

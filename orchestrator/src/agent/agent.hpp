@@ -63,6 +63,7 @@ struct AgentOptions {
     std::string head_address;  // node k > 0: where node 0 listens
     std::uint16_t head_port = 0;
     std::optional<transport::RunSecret> secret;
+    std::uint32_t cpu_limit = 0;  // a batch system granted this many cpus here (0: all the topology allows)
 };
 
 /// Sets up the agent's logging, creates it and runs it to the end; returns

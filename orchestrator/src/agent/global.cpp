@@ -61,6 +61,11 @@ Result<const pg::NodeResources*> Agent::node_resources() {
     else topo = pg::Topology::discover();
     if (!topo) return std::move(topo).error().context("topology");
     auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, hostname_));
+    if (opts_.cpu_limit != 0 && opts_.cpu_limit < res.pus.size()) {
+        spdlog::info("node {}: using {} of its {} cpus (the batch system's grant)", opts_.node_id, opts_.cpu_limit,
+                     res.pus.size());
+        res.keep_first(opts_.cpu_limit);
+    }
     spdlog::info("topology of node {}: {} cpus, {} cores, {} NUMA domains, {} sockets", opts_.node_id, res.pus.size(),
                  res.core_count(), res.numa_count(), res.socket_count());
     resources_ = std::move(res);

@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
             return fail(fmt::format("--slurm: SLURM_NODEID is '{}', not a node id below {}", id != nullptr ? id : "",
                                     opts.nnodes));
         opts.node_id = static_cast<std::uint32_t>(v);
+        // Place on the cpus Slurm granted here, not on the whole machine.
+        if (const char* c = std::getenv("SLURM_CPUS_ON_NODE")) opts.cpu_limit = static_cast<std::uint32_t>(std::strtoul(c, nullptr, 10));
     }
     if (opts.nnodes > 1 || !rendezvous.empty()) {
         auto secret = dragon::transport::RunSecret::from_env();

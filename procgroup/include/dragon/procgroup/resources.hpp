@@ -46,6 +46,11 @@ struct NodeResources {
     /// NUMA domain and socket. The error names the node and the offending PU.
     [[nodiscard]] Status validate() const;
 
+    /// Keeps only the first `n` PUs (in topology order) when there are more,
+    /// renumbering core/numa/socket densely: a batch system granted n cpus
+    /// of this node (0: keep all).
+    void keep_first(std::uint32_t n);
+
     [[nodiscard]] std::uint32_t core_count() const;
     [[nodiscard]] std::uint32_t numa_count() const;
     [[nodiscard]] std::uint32_t socket_count() const;
