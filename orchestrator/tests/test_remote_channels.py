@@ -43,15 +43,20 @@ def test_bad_requests_get_reasons_and_the_agent_keeps_serving():
 
 def test_a_receive_waiting_on_a_lost_node_ends_with_an_error():
     fe = start(["run", *V2, "--", str(BIN / "gateway_probe"), "lost"])
-    line = read_line_with_timeout(fe.stdout, 30)
-    assert line == "waiting\n", line
-    time.sleep(0.3)  # the receive is waiting on node 1 now
-    victim = agent_of_node(fe.pid, 1)
-    assert victim
-    os.kill(victim, signal.SIGKILL)
-    out, err = fe.communicate(timeout=30)
-    out = line + out.decode()
-    assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
-    assert b"node 1 (" in err and b"lost" in err, err
-    # The head ran on node 0 and handled the loss itself, so the run ends with its code.
-    assert fe.returncode == 0, err
+    try:
+        line = read_line_with_timeout(fe.stdout, 30)
+        assert line == "waiting\n", line
+        time.sleep(0.3)  # the receive is waiting on node 1 now
+        victim = agent_of_node(fe.pid, 1)
+        assert victim
+        os.kill(victim, signal.SIGKILL)
+        out, err = fe.communicate(timeout=30)
+        out = line + out.decode()
+        assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
+        assert b"node 1 (" in err and b"lost" in err, err
+        # The head ran on node 0 and handled the loss itself, so the run ends with its code.
+        assert fe.returncode == 0, err
+    finally:
+        if fe.poll() is None:  # a failed check must not leave the run behind
+            fe.send_signal(signal.SIGTERM)
+            fe.communicate(timeout=30)
