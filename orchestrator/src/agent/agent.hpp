@@ -155,6 +155,7 @@ struct Link {
     std::string address;
     std::uint16_t port = 0;
     std::chrono::steady_clock::time_point last_heard;
+    std::uint64_t bytes_heard = 0;  // peer->bytes_read() at the last heartbeat tick
     bool ready = false;          // (node 0) it said node_ready
     bool lost = false;
     bool shutdown_done = false;  // (node 0) it finished its teardown

@@ -25,6 +25,8 @@ namespace {
 /// Messages up to this size travel inside the agent-to-agent frame; larger
 /// ones as transport payloads (no copy into a frame).
 constexpr std::size_t kRemoteInlineMax = 32U << 10;
+/// A received message goes through the client socket when the pool is full, up to this size.
+constexpr std::size_t kSocketFallbackMax = 4U << 20;
 /// A waiting worker looks at its cancel flag at least this often.
 constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 /// Operations waiting at once on this node's channels; beyond, callers get Errc::no_space.
@@ -151,7 +153,16 @@ Result<tcp::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from, msg:
                                     reply_to_client(op, msg::ChanReply{0, 0, {}, {}, block, size});
                                 }};
     }
-    // The pool is full: the message comes through the socket instead.
+    // The pool is full: a message of moderate size comes through the socket instead.
+    if (size > kSocketFallbackMax) {
+        return tcp::PayloadSink{{}, {}, [this, op = m.op_id, size] {
+                                    reply_to_client(op, msg::ChanReply{0, static_cast<std::uint16_t>(Errc::no_space),
+                                                                       fmt::format("a message of {} bytes was received for "
+                                                                                   "you, but this node's pool has no room "
+                                                                                   "for it: it is lost", size),
+                                                                       {}, 0, 0});
+                                }};
+    }
     auto buf = std::make_shared<std::string>();
     buf->reserve(size);
     return tcp::PayloadSink{{},

@@ -174,6 +174,11 @@ void Agent::heartbeat_tick() {
         // A link we stopped reading (its output's reader is full) is silent
         // by our choice, not its node's: it is not judged until read again.
         if (l.peer->reading_paused()) l.last_heard = now;
+        // Bytes of a long payload (a large channel message) count as word from it.
+        if (l.peer->bytes_read() != l.bytes_heard) {
+            l.bytes_heard = l.peer->bytes_read();
+            l.last_heard = now;
+        }
         if (now - l.last_heard > timeout) {
             on_link_lost(n, fmt::format("no word for {:.1f} s", std::chrono::duration<double>(now - l.last_heard).count()));
             continue;

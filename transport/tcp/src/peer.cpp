@@ -287,6 +287,7 @@ void Peer::on_read(const asio::error_code& ec, std::size_t n) {
         fail(Error(Errc::closed, fmt::format("{}: read: {}", name_, ec.message())), false);
         return;
     }
+    bytes_read_ += n;
     const std::size_t direct = std::min(n, direct_len_);
     dest_off_ += direct;
     chunk_left_ -= direct;

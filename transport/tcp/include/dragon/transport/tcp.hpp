@@ -119,6 +119,10 @@ public:
     SendState send_payload(std::uint16_t type, std::string_view header, std::span<const std::byte> payload,
                            DoneHandler done);
 
+    /// Bytes read from the socket so far (payload chunks included): a peer
+    /// in the middle of a long payload sends no frame, but this still grows.
+    [[nodiscard]] std::uint64_t bytes_read() const { return bytes_read_; }
+
     /// Bytes queued (frames and referenced payload bytes) not yet written to the socket.
     [[nodiscard]] std::size_t queued_bytes() const { return queued_bytes_; }
     /// Fires each time the queue falls to low water after send() reported above_high_water.
@@ -197,6 +201,7 @@ private:
     std::vector<DoneHandler> inflight_done_;
     std::size_t inflight_bytes_ = 0;
     std::size_t queued_bytes_ = 0;
+    std::uint64_t bytes_read_ = 0;
     bool writing_ = false;
     bool above_high_ = false;
 
