@@ -443,6 +443,8 @@ int mesh(int argc, char** argv) {
             ++got;
         }
         // The table to every inbox (remote sends to the other nodes), then the tokens.
+        // A member sends data only after taking a token, and a send returns once the
+        // message is in the channel, so every table is in its inbox before any data.
         std::string table = "table";
         for (const auto& x : inboxes) table += " " + x;
         for (std::uint32_t r = 0; r < n; ++r) {
