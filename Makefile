@@ -44,7 +44,7 @@ test: deps-test build
 
 test-fuzz: deps-test
 	cmake --preset fuzz >/dev/null
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec fuzz_transport_handshake
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec fuzz_transport_handshake fuzz_hostlist
 	$(CTEST) --test-dir build-fuzz -L fuzz
 
 test-asan: deps-test

@@ -2,9 +2,11 @@
 # Installs the Debian 12 packages Dragon needs, idempotently: only what is
 # missing is installed, and `apt-get update` runs only when something is.
 #
-#   scripts/install-deps.sh [build|test|bench|lint|all]...   (default: all)
+#   scripts/install-deps.sh [build|test|bench|lint|slurm|all]...   (default: all)
 #
-# Profiles are cumulative in practice (test and bench need build).
+# Profiles are cumulative in practice (test and bench need build). `slurm`
+# stands alone: the daemons scripts/slurm-cluster.sh runs as a 4-node test
+# cluster on this machine (docs/slurm.md); `all` leaves it out.
 set -euo pipefail
 
 build_pkgs=(
@@ -24,6 +26,10 @@ bench_pkgs=(
 lint_pkgs=(
   clang-tidy clang-format
 )
+slurm_pkgs=(
+  slurm-wlm munge   # slurmctld, slurmd and the clients; munge authenticates them
+  libpmix-dev       # srun --mpi=pmix dlopens pmix2/lib/libpmix.so, which only -dev ships
+)
 
 want=()
 [ $# -eq 0 ] && set -- all
@@ -33,8 +39,9 @@ for profile in "$@"; do
     test)  want+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
     lint)  want+=("${build_pkgs[@]}" "${lint_pkgs[@]}") ;;
+    slurm) want+=("${slurm_pkgs[@]}") ;;
     all)   want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" "${lint_pkgs[@]}") ;;
-    *) echo "install-deps: unknown profile '$profile' (build|test|bench|lint|all)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown profile '$profile' (build|test|bench|lint|slurm|all)" >&2; exit 2 ;;
   esac
 done
 

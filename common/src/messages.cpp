@@ -49,6 +49,8 @@ constexpr std::string_view name_of() {
         case Type::forget_group: return "forget_group";
         case Type::client_relay: return "client_relay";
         case Type::client_gone: return "client_gone";
+        case Type::agent_checkin: return "agent_checkin";
+        case Type::head_address: return "head_address";
         case Type::chan_send: return "chan_send";
         case Type::chan_recv: return "chan_recv";
         case Type::chan_reply: return "chan_reply";

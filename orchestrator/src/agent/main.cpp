@@ -8,12 +8,18 @@
 
 #include <CLI/CLI.hpp>
 
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include "../runtime/rendezvous.hpp"
 #include "agent.hpp"
 #include "dragon/common/log.hpp"
+#include "dragon/transport/tcp.hpp"
 
 int main(int argc, char** argv) {
     CLI::App app{"dragon-agent: the Dragon node agent (started by dragon-orchestrate)"};
-    std::string run_id, head, address;
+    std::string run_id, head, address, rendezvous;
+    bool slurm = false;
     std::uint32_t node_id = 0, nnodes = 1;
     int control_fd = -1, listen_fd = -1;
     app.add_option("--run-id", run_id, "the run this agent belongs to")->required();
@@ -23,6 +29,8 @@ int main(int argc, char** argv) {
     app.add_option("--address", address, "several nodes: the address this agent listens on");
     app.add_option("--listen-fd", listen_fd, "several nodes: an inherited listening socket");
     app.add_option("--head", head, "node k > 0: ADDRESS:PORT where node 0 listens");
+    app.add_option("--rendezvous", rendezvous, "batch launchers: ADDRESS:PORT of the front end to check in with");
+    app.add_flag("--slurm", slurm, "started by srun: the node id is $SLURM_NODEID, the node name $SLURMD_NODENAME");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -44,18 +52,63 @@ int main(int argc, char** argv) {
     opts.control_fd = control_fd;
     opts.listen_fd = listen_fd;
     opts.address = address;
-    if (!head.empty()) {
-        const auto colon = head.rfind(':');
-        const long port = colon == std::string::npos ? -1 : std::strtol(head.c_str() + colon + 1, nullptr, 10);
-        if (port <= 0 || port > 65535) return fail("--head needs ADDRESS:PORT, not '" + head + "'");
-        opts.head_address = head.substr(0, colon);
-        opts.head_port = static_cast<std::uint16_t>(port);
+    auto split_host_port = [](const std::string& s, std::string& host, std::uint16_t& port) {
+        const auto colon = s.rfind(':');
+        const long p = colon == std::string::npos ? -1 : std::strtol(s.c_str() + colon + 1, nullptr, 10);
+        if (p <= 0 || p > 65535) return false;
+        host = s.substr(0, colon);
+        port = static_cast<std::uint16_t>(p);
+        return true;
+    };
+    if (!head.empty() && !split_host_port(head, opts.head_address, opts.head_port))
+        return fail("--head needs ADDRESS:PORT, not '" + head + "'");
+    if (slurm) {
+        const char* id = std::getenv("SLURM_NODEID");
+        char* end = nullptr;
+        const unsigned long v = id != nullptr ? std::strtoul(id, &end, 10) : 0;
+        if (id == nullptr || *id == '\0' || *end != '\0' || v >= opts.nnodes)
+            return fail(fmt::format("--slurm: SLURM_NODEID is '{}', not a node id below {}", id != nullptr ? id : "",
+                                    opts.nnodes));
+        opts.node_id = static_cast<std::uint32_t>(v);
     }
-    if (opts.nnodes > 1) {
+    if (opts.nnodes > 1 || !rendezvous.empty()) {
         auto secret = dragon::transport::RunSecret::from_env();
         if (!secret) return fail(secret.error().message());
         opts.secret = std::move(*secret);
         ::unsetenv(dragon::transport::kSecretHexEnv);  // not for the processes this agent starts
+        ::unsetenv(dragon::transport::kSecretFileEnv);
+    }
+    if (!rendezvous.empty()) {
+        // Started by a batch system: listen on this host's address, then check in with the front end.
+        std::string fe_host;
+        std::uint16_t fe_port = 0;
+        if (!split_host_port(rendezvous, fe_host, fe_port)) return fail("--rendezvous needs ADDRESS:PORT");
+        if (opts.address.empty()) opts.address = dragon::rt::own_address();
+        std::uint16_t port = 0;
+        if (opts.nnodes > 1) {  // the other agents' links come to this listener
+            auto lfd = dragon::transport::tcp::bind_listening_socket(opts.address, 0);
+            if (!lfd) return fail(lfd.error().message());
+            sockaddr_storage ss{};
+            socklen_t len = sizeof ss;
+            ::getsockname(lfd->get(), reinterpret_cast<sockaddr*>(&ss), &len);
+            port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                                  : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+            opts.listen_fd = lfd->release();
+        }
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        const char* name = std::getenv("SLURMD_NODENAME");
+        const dragon::msg::AgentCheckin me{dragon::msg::kProtocolVersion, opts.node_id, static_cast<std::int32_t>(::getpid()),
+                                           host, name != nullptr ? name : host, opts.address, port};
+        auto r = dragon::rt::rendezvous_with_frontend(fe_host, fe_port, *opts.secret, me,
+                                                      std::chrono::steady_clock::now() + std::chrono::seconds(60));
+        if (!r) return fail(fmt::format("node {}: {}", opts.node_id, r.error().message()));
+        if (opts.node_id == 0) {
+            opts.control_fd = r->fd.release();
+        } else {
+            opts.head_address = r->head.address;
+            opts.head_port = r->head.port;
+        }
     }
     opts.config = std::move(*config);
     return dragon::agent::agent_main(std::move(opts));

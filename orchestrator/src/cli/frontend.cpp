@@ -42,6 +42,12 @@ public:
             } else if (a.pid > 0) {
                 other_pids_.push_back(a.pid);
             }
+            if (a.node_id == 0 && a.pid > 0 && a.exit_grace > std::chrono::milliseconds(2000)) {
+                // A batch step (srun) stands for every agent: wait for it like for the others.
+                agent_pid_ = 0;
+                other_pids_.push_back(a.pid);
+                exit_grace_ = a.exit_grace;
+            }
         }
     }
 
@@ -66,7 +72,7 @@ public:
             if (e || state_ != State::starting) return;
             fail(make_error(Errc::timeout, "the agents did not start within {} s",
                             std::chrono::duration_cast<std::chrono::seconds>(kAgentStartTimeout).count()));
-            ::kill(agent_pid_, SIGKILL);
+            if (agent_pid_ > 0) ::kill(agent_pid_, SIGKILL);
             for (pid_t p : other_pids_) ::kill(p, SIGKILL);
         });
         io_.run();
@@ -392,7 +398,7 @@ private:
         // The other nodes' agents end once node 0 has seen them finish; one
         // that did not (lost, hung) is killed, so nothing of the run stays.
         bool killed_any = false;
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        const auto deadline = std::chrono::steady_clock::now() + exit_grace_;
         for (pid_t p : other_pids_) {
             int status = 0;
             while (::waitpid(p, &status, WNOHANG) == 0) {
@@ -435,7 +441,8 @@ private:
     sys::UniqueFd control_;
     std::shared_ptr<rt::UnixConnection> agent_;
     pid_t agent_pid_ = 0;
-    std::vector<pid_t> other_pids_;  // the other nodes' agents, when they are our children
+    std::vector<pid_t> other_pids_;  // the other nodes' agents, when they are our children (or srun)
+    std::chrono::milliseconds exit_grace_{2000};
     State state_ = State::starting;
     static constexpr std::uint64_t kPlanRequest = 1, kStartRequest = 2;
     Puid stdin_puid_ = 0;                        // rank 0 of the group
@@ -469,7 +476,8 @@ int run_program(RunOptions opts) {
     }
     if (auto stale = rt::cleanup_stale(false); stale && !stale->removed.empty())
         spdlog::info("removed {} shared-memory entries of dead runs", stale->removed.size());
-    auto launcher = make_launcher(LaunchOptions{opts.launcher, default_agent_path(), opts.nodes, opts.hosts});
+    auto launcher = make_launcher(LaunchOptions{opts.launcher, default_agent_path(), opts.nodes, opts.hosts,
+                                                opts.srun_args, opts.control_address});
     if (!launcher) {
         std::fprintf(stderr, "dragon-orchestrate: error: %s\n", launcher.error().message().c_str());
         return kExitUsage;

@@ -20,9 +20,11 @@ struct ProgramEntry {
 struct RunOptions {
     std::vector<ProgramEntry> programs;
     Config config;
-    std::string launcher = "local";
-    std::uint32_t nodes = 1;           // --launcher virtual: agents on this machine
+    std::string launcher;              // empty: slurm inside an allocation, else local
+    std::uint32_t nodes = 0;           // virtual: agents on this machine (0: 1); slurm: nodes used (0: all)
     std::vector<std::string> hosts;    // --launcher virtual: each node's listen address
+    std::vector<std::string> srun_args;  // --launcher slurm: extra srun arguments
+    std::string control_address;       // --launcher slurm: where the front end listens for agents
     bool forward_stdin = true;      // to rank 0
     std::string input_pattern;      // non-empty: every rank's stdin from this file pattern
     std::string output_pattern;     // non-empty: every rank's stdout to this file pattern

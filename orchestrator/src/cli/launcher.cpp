@@ -15,8 +15,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+
 #include "../agent/agent.hpp"
+#include "../runtime/rendezvous.hpp"
 #include "../runtime/spawn.hpp"
+#include "dragon/common/hostlist.hpp"
 #include "dragon/transport/tcp.hpp"
 
 extern char** environ;
@@ -197,9 +203,224 @@ private:
     std::vector<std::string> addresses_;
 };
 
+/// The first executable `name` on PATH, or empty.
+std::string find_in_path(const std::string& name) {
+    const char* path = std::getenv("PATH");
+    if (path == nullptr) return {};
+    std::string_view rest(path);
+    while (!rest.empty()) {
+        const auto colon = rest.find(':');
+        std::string dir(rest.substr(0, colon));
+        rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+        if (dir.empty()) dir = ".";
+        std::string full = dir + "/" + name;
+        if (::access(full.c_str(), X_OK) == 0) return full;
+    }
+    return {};
+}
+
+std::uint16_t port_of(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    return ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+}
+
+constexpr auto kSlurmCheckinTimeout = std::chrono::seconds(60);
+constexpr auto kSlurmHandshakeTimeout = std::chrono::seconds(5);
+
+/// One agent per node of the Slurm allocation, all started by one srun. The
+/// agents check in with the front end over TCP (rt::rendezvous_with_frontend):
+/// node 0's connection becomes its control connection, the others learn
+/// where node 0 listens and link up with it as in any multi-node run.
+class SlurmLauncher final : public Launcher {
+public:
+    explicit SlurmLauncher(LaunchOptions o) : o_(std::move(o)) {}
+    [[nodiscard]] std::string_view name() const override { return "slurm"; }
+
+    Result<std::vector<AgentHandle>> launch(const RunId& run, const Config& config) override {
+        const char* nn = std::getenv("SLURM_JOB_NUM_NODES");
+        if (nn == nullptr) nn = std::getenv("SLURM_NNODES");
+        if (nn == nullptr || std::getenv("SLURM_JOB_ID") == nullptr)
+            return Error(Errc::invalid_argument,
+                         "--launcher slurm: not inside a Slurm allocation (SLURM_JOB_ID and SLURM_JOB_NUM_NODES are "
+                         "not set); run under salloc or sbatch, or use --launcher local");
+        const auto alloc = static_cast<std::uint32_t>(std::strtoul(nn, nullptr, 10));
+        std::vector<std::string> names;
+        if (const char* nl = std::getenv("SLURM_JOB_NODELIST"); nl != nullptr && *nl != '\0') {
+            auto e = expand_hostlist(nl);
+            if (!e) return std::move(e).error().context("SLURM_JOB_NODELIST");
+            names = std::move(*e);
+        }
+        const std::uint32_t n = o_.nodes != 0 ? o_.nodes : alloc;
+        if (alloc == 0 || n > alloc)
+            return make_error(Errc::invalid_argument, "--nodes {}: the allocation (job {}) has {} nodes", n,
+                              std::getenv("SLURM_JOB_ID"), alloc);
+        auto name_of = [&](std::uint32_t k) { return k < names.size() ? names[k] : fmt::format("node {}", k); };
+
+        const std::string srun = find_in_path("srun");
+        if (srun.empty()) return Error(Errc::not_found, "--launcher slurm: srun is not on PATH");
+        std::string agent = o_.agent_path;
+        if (agent.empty()) {
+            // The dragon-agent installed next to this program.
+            std::string self(4096, '\0');
+            const ssize_t len = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
+            if (len <= 0) return sys::error_from_errno("finding dragon-agent next to /proc/self/exe");
+            self.resize(static_cast<std::size_t>(len));
+            agent = self.substr(0, self.rfind('/') + 1) + "dragon-agent";
+        }
+        if (::access(agent.c_str(), X_OK) != 0)
+            return make_error(Errc::not_found, "--launcher slurm: the agent program {} is not there (set DRAGON_AGENT)",
+                              agent);
+
+        auto secret = DRAGON_TRY(transport::RunSecret::generate());
+        const std::string address = o_.control_address.empty() ? rt::own_address() : o_.control_address;
+        auto listener = transport::tcp::bind_listening_socket(address, 0);
+        if (!listener) return std::move(listener).error().context("the front end's rendezvous port");
+        const std::uint16_t port = port_of(listener->get());
+
+        std::vector<std::string> args = {srun,
+                                         fmt::format("--nodes={}", n),
+                                         fmt::format("--ntasks={}", n),
+                                         "--ntasks-per-node=1",
+                                         "--cpu-bind=none",
+                                         "--unbuffered",
+                                         "--kill-on-bad-exit=1",
+                                         "--job-name=dragon-agents"};
+        args.insert(args.end(), o_.srun_args.begin(), o_.srun_args.end());
+        args.insert(args.end(), {agent, "--run-id", run.str(), "--nnodes", std::to_string(n), "--slurm",
+                                 "--rendezvous", fmt::format("{}:{}", address, port)});
+        std::vector<std::string> env;
+        for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+        env = rt::merge_env(std::move(env), config.to_env());
+        env = rt::merge_env(std::move(env), {fmt::format("{}={}", transport::kSecretHexEnv, secret.to_hex())});
+        const pid_t pid = DRAGON_TRY(spawn_srun(args, env));
+        spdlog::info("srun (pid {}) starts {} agents; they check in at {}:{}", pid, n, address, port);
+
+        auto fail = [&](Error e) -> Error {
+            ::kill(pid, SIGKILL);  // the step ends with it; the agents also stop without node 0
+            int st = 0;
+            ::waitpid(pid, &st, 0);
+            return e;
+        };
+        // Check-ins, in any order, until every node has come or the deadline.
+        const auto deadline = std::chrono::steady_clock::now() + kSlurmCheckinTimeout;
+        std::vector<sys::UniqueFd> waiting;  // nodes k > 0 that came before node 0
+        std::vector<bool> came(n, false);
+        std::uint32_t count = 0;
+        std::optional<msg::HeadAddress> head;
+        sys::UniqueFd control;
+        while (count < n) {
+            int status = 0;
+            if (::waitpid(pid, &status, WNOHANG) == pid) {
+                auto s = msg::ExitStatus::from_wait_status(status);
+                std::string missing;
+                for (std::uint32_t k = 0; k < n; ++k)
+                    if (!came[k]) missing += fmt::format("{}{} ({})", missing.empty() ? "" : ", ", k, name_of(k));
+                return make_error(Errc::closed,
+                                  "srun ended ({}) before the agents of node {} checked in; srun's messages are above",
+                                  s.signal != 0 ? fmt::format("signal {}", s.signal) : fmt::format("code {}", s.exit_code),
+                                  missing);
+            }
+            if (std::chrono::steady_clock::now() >= deadline) {
+                std::string missing;
+                for (std::uint32_t k = 0; k < n; ++k)
+                    if (!came[k]) missing += fmt::format("{}{} ({})", missing.empty() ? "" : ", ", k, name_of(k));
+                return fail(make_error(Errc::timeout, "the agents of node {} did not check in within {} s", missing,
+                                       std::chrono::duration_cast<std::chrono::seconds>(kSlurmCheckinTimeout).count()));
+            }
+            pollfd p{listener->get(), POLLIN, 0};
+            if (::poll(&p, 1, 100) <= 0) continue;
+            sys::UniqueFd c(::accept4(listener->get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+            if (!c) continue;
+            auto hs = transport::Handshake::acceptor(secret, rt::kFrontEndNodeId);
+            if (!hs) return fail(std::move(hs).error());
+            const auto until = std::min(deadline, std::chrono::steady_clock::now() + kSlurmHandshakeTimeout);
+            if (auto st = rt::run_handshake(c.get(), *hs, until); !st) {
+                spdlog::warn("rendezvous: dropped a connection that did not authenticate: {}", st.error().message());
+                continue;
+            }
+            auto f = rt::read_frame(c.get(), 4096, until);
+            auto in = f ? msg::decode_as<msg::AgentCheckin>(*f) : Result<msg::AgentCheckin>(std::move(f).error());
+            if (!in || in->version != msg::kProtocolVersion || in->node_id >= n || came[in->node_id] ||
+                in->node_id != hs->peer_node_id()) {
+                spdlog::warn("rendezvous: dropped a bad check-in: {}", in ? "wrong node id or version" : in.error().message());
+                continue;
+            }
+            came[in->node_id] = true;
+            ++count;
+            spdlog::info("node {} ({}) checked in: host {}, agent pid {}, listening on {}:{}", in->node_id,
+                         in->node_name, in->hostname, in->pid, in->address, in->port);
+            if (in->node_id == 0) {
+                head = msg::HeadAddress{in->address, in->port};
+                control = std::move(c);
+                for (auto& w : waiting) (void)rt::write_all(w.get(), wire::frame_of(*head), until);
+                waiting.clear();
+            } else if (head) {
+                (void)rt::write_all(c.get(), wire::frame_of(*head), until);
+            } else {
+                waiting.push_back(std::move(c));
+            }
+        }
+        // Blocking from here, as the local launcher's socketpair is.
+        ::fcntl(control.get(), F_SETFL, ::fcntl(control.get(), F_GETFL) & ~O_NONBLOCK);
+        std::vector<AgentHandle> out;
+        out.push_back({0, pid, std::move(control), std::chrono::milliseconds(15000)});
+        return out;
+    }
+
+private:
+    /// srun in its own process group (a terminal's Ctrl-C reaches the front
+    /// end only, which tears the run down in order), stdin from /dev/null;
+    /// its stdout and stderr (and the agents') are ours.
+    static Result<pid_t> spawn_srun(const std::vector<std::string>& args, std::vector<std::string> env) {
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        sigset_t none, defaults;
+        sigemptyset(&none);
+        sigemptyset(&defaults);
+        for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGTTIN, SIGTTOU}) sigaddset(&defaults, s);
+        posix_spawnattr_setpgroup(&attr, 0);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &defaults);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        std::vector<char*> argv, envp;
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        for (auto& e : env) envp.push_back(e.data());
+        envp.push_back(nullptr);
+        pid_t pid = 0;
+        const int rc = ::posix_spawn(&pid, args[0].c_str(), &fa, &attr, argv.data(), envp.data());
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        if (rc != 0) return sys::error_from_errno("starting " + args[0], rc);
+        return pid;
+    }
+
+    LaunchOptions o_;
+};
+
 }  // namespace
 
-Result<std::unique_ptr<Launcher>> make_launcher(const LaunchOptions& o) {
+std::string default_launcher_name() {
+    if (std::getenv("SLURM_JOB_ID") != nullptr && !find_in_path("srun").empty()) return "slurm";
+    return "local";
+}
+
+Result<std::unique_ptr<Launcher>> make_launcher(const LaunchOptions& opts) {
+    LaunchOptions o = opts;
+    if (o.name.empty()) o.name = default_launcher_name();
+    if (o.name == "slurm") {
+        if (!o.hosts.empty()) return Error(Errc::invalid_argument, "--hosts is for --launcher virtual (Slurm names the nodes)");
+        return std::unique_ptr<Launcher>(std::make_unique<SlurmLauncher>(std::move(o)));
+    }
+    if (!o.srun_args.empty() || !o.control_address.empty())
+        return Error(Errc::invalid_argument, "--srun-args and --control-address are for --launcher slurm");
+    if (o.nodes == 0) o.nodes = 1;
     if (o.name == "local") {
         if (o.nodes != 1 || !o.hosts.empty())
             return Error(Errc::invalid_argument, "the local launcher runs one node: use --launcher virtual for more");
@@ -222,7 +443,7 @@ Result<std::unique_ptr<Launcher>> make_launcher(const LaunchOptions& o) {
         }
         return std::unique_ptr<Launcher>(std::make_unique<VirtualLauncher>(o.agent_path, std::move(addresses)));
     }
-    return make_error(Errc::invalid_argument, "unknown launcher '{}' (available: local, virtual)", o.name);
+    return make_error(Errc::invalid_argument, "unknown launcher '{}' (available: local, virtual, slurm)", o.name);
 }
 
 std::string default_agent_path() {

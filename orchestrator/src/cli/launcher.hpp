@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,6 +26,9 @@ struct AgentHandle {
     std::uint32_t node_id = 0;
     pid_t pid = 0;
     sys::UniqueFd control;
+    /// How long the front end waits for `pid` to exit after node 0 is done
+    /// before it kills it (srun needs longer than a forked agent).
+    std::chrono::milliseconds exit_grace{2000};
 };
 
 class Launcher {
@@ -36,11 +40,17 @@ public:
 };
 
 struct LaunchOptions {
-    std::string name = "local";      // local | virtual (slurm: a later back end)
+    std::string name;                 // local | virtual | slurm; empty: slurm inside an allocation, else local
     std::string agent_path;           // empty: fork the agent; else exec this program
-    std::uint32_t nodes = 1;          // virtual: how many agents
+    std::uint32_t nodes = 0;          // virtual: how many agents (0: 1); slurm: how many nodes (0: all)
     std::vector<std::string> hosts;   // virtual: each node's (loopback) listen address
+    std::vector<std::string> srun_args;  // slurm: extra arguments for srun
+    std::string control_address;      // slurm: where the front end listens for the agents (empty: this host's)
 };
+
+/// The launcher chosen when --launcher is not given: `slurm` when
+/// SLURM_JOB_ID is set and srun is on PATH, else `local`.
+std::string default_launcher_name();
 
 /// The launcher `o.name` with its options checked; Errc::invalid_argument
 /// naming the problem (an unknown launcher lists the known ones).

@@ -97,14 +97,20 @@ int main(int argc, char** argv) {
     bool no_stdin = false, no_oversubscribe = false;
     run->add_option("--launcher", ro.launcher,
                     "how to start agents: local (one node), virtual (--nodes N agents on this machine, "
-                    "each on its own loopback address)")
-        ->capture_default_str();
-    run->add_option("--nodes", ro.nodes, "with --launcher virtual: how many nodes")
-        ->capture_default_str()
-        ->check(CLI::Range(1U, 250U));
+                    "each on its own loopback address), slurm (one agent per node of the allocation, "
+                    "with srun); default: slurm inside a Slurm allocation, else local");
+    run->add_option("--nodes", ro.nodes, "virtual: how many nodes (default 1); slurm: use the first N nodes of the "
+                                         "allocation (default all)")
+        ->check(CLI::Range(1U, 65535U));
     run->add_option("--hosts", ro.hosts, "with --launcher virtual: each node's listen address (127.x.y.z), in node order")
         ->delimiter(',')
         ->type_name("ADDR,...");
+    std::string srun_args;
+    run->add_option("--srun-args", srun_args, "with --launcher slurm: extra arguments for the srun that starts the agents")
+        ->type_name("'ARGS'");
+    run->add_option("--control-address", ro.control_address,
+                    "with --launcher slurm: the address agents reach this front end at (default: this host's)")
+        ->type_name("ADDR");
     std::uint32_t nprocs = 1;
     run->add_option("-n,--nprocs", nprocs, "run N copies of PROGRAM as one group (ranks 0..N-1)")
         ->capture_default_str()
@@ -187,6 +193,13 @@ int main(int argc, char** argv) {
     }
     ro.programs = std::move(*programs);
     ro.config = std::move(*config);
+    for (std::size_t i = 0; i < srun_args.size();) {  // split on blanks (no quoting: pass simple options)
+        const auto b = srun_args.find_first_not_of(" \t", i);
+        if (b == std::string::npos) break;
+        const auto e = srun_args.find_first_of(" \t", b);
+        ro.srun_args.push_back(srun_args.substr(b, e == std::string::npos ? std::string::npos : e - b));
+        i = e == std::string::npos ? srun_args.size() : e;
+    }
     ro.forward_stdin = !no_stdin;
     ro.allow_oversubscribe = !no_oversubscribe;
     if (ro.restart && ro.max_restarts == 0) ro.max_restarts = 1U << 20;  // --restart alone: keep replacing

@@ -26,6 +26,8 @@ enum class Type : std::uint16_t {
     group_start = 10,
     group_started = 11,
     group_done = 12,
+    agent_checkin = 13,
+    head_address = 14,
     // local client <-> agent
     client_hello = 32,
     client_welcome = 33,
@@ -97,6 +99,30 @@ struct AgentHello {
     std::int32_t pid = 0;
     std::string hostname;
     DRAGON_WIRE_FIELDS(version, run_id, node_id, pid, hostname)
+};
+
+/// Agent -> front end, on the rendezvous connection of a batch launcher
+/// (slurm), after the transport handshake: where this node's agent listens.
+struct AgentCheckin {
+    static constexpr Type kType = Type::agent_checkin;
+    std::uint32_t version = kProtocolVersion;
+    std::uint32_t node_id = 0;
+    std::int32_t pid = 0;
+    std::string hostname;
+    std::string node_name;  // the batch system's name of the node (SLURMD_NODENAME)
+    std::string address;    // where its listener is
+    std::uint16_t port = 0;
+    DRAGON_WIRE_FIELDS(version, node_id, pid, hostname, node_name, address, port)
+};
+
+/// Front end -> agent k > 0 on the rendezvous connection: where node 0
+/// listens (then the front end closes it). Node 0's rendezvous connection
+/// becomes its control connection instead.
+struct HeadAddress {
+    static constexpr Type kType = Type::head_address;
+    std::string address;
+    std::uint16_t port = 0;
+    DRAGON_WIRE_FIELDS(address, port)
 };
 
 /// One process to start.
@@ -601,7 +627,7 @@ struct RemoteCancel {
 };
 
 /// Every message type, for dispatch and fuzzing.
-using AllMessages = std::tuple<AgentHello, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
+using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
                                GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, GroupSignal,
                                GroupStop, GroupClose, GroupQuery, GroupStatus, OkReply, ErrorReply, NodeHello, NodeTable,
                                NodeReady, Heartbeat, ExecMembers, MembersStarted, MembersExited, SignalMembers,
