@@ -22,6 +22,7 @@
 // GCC 12 reports a false -Wnull-dereference inside std::string as inlined from CLI11.
 #pragma GCC diagnostic ignored "-Wnull-dereference"
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -30,6 +31,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -53,6 +55,7 @@ struct Config {
     int rtt_warmup = 200;
     int big_msgs = 300;
     int big_warmup = 20;
+    int stream_threads = 1;  // dragon: threads of the sender sharing the stream (a send is one round trip)
     std::size_t small = 64;
     std::size_t big = 1 << 20;
     int run_timeout_s = 60;
@@ -62,13 +65,15 @@ struct Config {
 
     [[nodiscard]] std::vector<std::string> args() const {
         return {std::to_string(rtt_iters), std::to_string(rtt_warmup), std::to_string(big_msgs),
-                std::to_string(big_warmup)};
+                std::to_string(big_warmup), std::to_string(stream_threads)};
     }
+    static constexpr int kArgs = 5;
     void from_args(char** a) {
         rtt_iters = std::atoi(a[0]);
         rtt_warmup = std::atoi(a[1]);
         big_msgs = std::atoi(a[2]);
         big_warmup = std::atoi(a[3]);
+        stream_threads = std::max(1, std::atoi(a[4]));
     }
 };
 
@@ -273,7 +278,20 @@ int member(char** argv) {
             Clock::time_point t0;
             for (int phase : {c.big_warmup, c.big_msgs}) {
                 t0 = Clock::now();
-                for (int i = 0; i < phase; ++i) need(peer.send(big, kOpTimeout), "stream send");
+                if (c.stream_threads == 1) {
+                    for (int i = 0; i < phase; ++i) need(peer.send(big, kOpTimeout), "stream send");
+                } else {  // the same gateway and ChannelRef from several threads: sends overlap
+                    std::vector<std::thread> senders;
+                    std::atomic<int> next{0};
+                    std::atomic<bool> failed{false};
+                    for (int t = 0; t < c.stream_threads; ++t)
+                        senders.emplace_back([&] {
+                            while (next.fetch_add(1) < phase)
+                                if (!peer.send(big, kOpTimeout)) failed = true;
+                        });
+                    for (auto& t : senders) t.join();
+                    if (failed) throw Fail{"stream send failed"};
+                }
                 need(inbox.recv(buf, kOpTimeout), "stream ack");
             }
             r.gbps = stream_gbps(c, Clock::now() - t0);
@@ -440,8 +458,8 @@ Results combine(const std::vector<Results>& rs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc == 6 && std::string(argv[1]) == "head") return head(argv + 2);
-    if (argc == 6 && std::string(argv[1]) == "member") return member(argv + 2);
+    if (argc == 2 + Config::kArgs && std::string(argv[1]) == "head") return head(argv + 2);
+    if (argc == 2 + Config::kArgs && std::string(argv[1]) == "member") return member(argv + 2);
     Config c;
     CLI::App app{
         "Dragon remote channels benchmark: channels across 2 virtual nodes vs raw TCP between the same "
@@ -456,6 +474,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 1000000));
     app.add_option("--big-warmup", c.big_warmup, "1 MiB messages streamed before measuring")
         ->check(CLI::Range(0, 100000));
+    app.add_option("--stream-threads", c.stream_threads,
+                   "dragon: threads sending the 1 MiB stream at once (default 1: one message at a time)")
+        ->check(CLI::Range(1, 64));
     app.add_option("--run-timeout", c.run_timeout_s, "seconds before a run counts as hung")
         ->check(CLI::Range(5, 3600));
     app.add_option("--orchestrate", c.orchestrate, "dragon-orchestrate (default: next to this program)");
@@ -483,11 +504,14 @@ int main(int argc, char** argv) {
         "nothing pinned), median of %d interleaved rounds, %.1f s\n",
         c.client_ip.c_str(), c.server_ip.c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), c.rounds,
         seconds(Clock::now() - t0));
+    const std::string how = c.stream_threads == 1
+                                ? std::string("one at a time")
+                                : "from " + std::to_string(c.stream_threads) + " threads at once";
     std::printf(
         "dragon: a member on each node sends to the inbox on the other node (gateway -> agent -> transport "
-        "-> agent) and receives on its own inbox (shared memory), %d round trips, %d x 1 MiB one at a time "
-        "+ ack; raw: 2 processes, blocking TCP %s -> %s, TCP_NODELAY, same script\n",
-        c.rtt_iters, c.big_msgs, c.client_ip.c_str(), c.server_ip.c_str());
+        "-> agent) and receives on its own inbox (shared memory), %d round trips, %d x 1 MiB %s + ack; "
+        "raw: 2 processes, blocking TCP %s -> %s, TCP_NODELAY, same script\n",
+        c.rtt_iters, c.big_msgs, how.c_str(), c.client_ip.c_str(), c.server_ip.c_str());
     std::printf("%-28s %11s %11s   %s\n", "metric", "dragon", "raw tcp", "ratio (goal)");
     std::printf("%-28s %11.2f %11.2f   dragon/raw = %.2fx (<= 2x) %s\n", "RTT 64 B median [us]",
                 d.rtt_median_us, r.rtt_median_us, rtt_ratio, met(rtt_ratio <= 2.0));
