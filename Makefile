@@ -7,8 +7,8 @@
 #                   slurm (a real 4-node Slurm cluster on this machine) tests and a fuzz smoke run
 #   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
-#   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels and
-#                   transport benchmarks, each against its peer in the same run
+#   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels (local and
+#                   across 2 virtual nodes) and transport benchmarks, each against its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
 
@@ -63,6 +63,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/launch.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
+	build/bin/dragon-bench-remote-channels
 
 lint: deps-lint build
 	run-clang-tidy -p build -quiet $(shell git ls-files '*.cpp' | grep -v '^tests/fuzz/')

@@ -1,6 +1,7 @@
 """Several nodes: virtual clusters of agents on loopback addresses, linked only
 by the TCP transport. Placement over nodes, output and stdin through node 0,
-client groups across nodes, strangers at the port, and lost nodes."""
+client groups across nodes, channels across nodes, strangers at the port,
+and lost nodes."""
 import os
 import re
 import signal
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, PY, children_of, read_line_with_timeout, run, start, wait_gone
+from conftest import BIN, PY, children_of, pid_alive, read_line_with_timeout, run, shm_entries, start, wait_gone
 
 pytestmark = pytest.mark.system
 
@@ -203,3 +204,65 @@ def test_a_slow_reader_holds_output_back_without_losing_a_node():
     assert fe.returncode == 0, err
     assert len(out) == 40_000_000
     assert b"lost" not in err
+
+
+CHAN_PROBE = str(BIN / "chan_probe")
+
+
+def processes_of(program):
+    """Live processes whose argv[0] is `program`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if argv0 == program.encode() and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def run_mesh(args, n, k, nodes, timeout):
+    """Runs `chan_probe mesh n k` as the head; returns {rank: node} after checking the summary,
+    that nothing of the run is left in /dev/shm and no probe process outlived it."""
+    r = run([*args, "--", CHAN_PROBE, "mesh", str(n), str(k)], timeout=timeout)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    m = re.search(rf"^mesh ok: {n} members on nodes {{([\d,]+)}}, {n}\*{n - 1}\*{k} = (\d+) messages "
+                  rf"\((\d+) remote sends\)$", out, re.M)
+    assert m, out
+    assert m[1] == ",".join(str(i) for i in range(nodes)), out
+    assert int(m[2]) == n * (n - 1) * k
+    placed = dict(tuple(int(x) for x in pair.split(":"))
+                  for pair in re.search(r"^rank:node (.*)$", out, re.M)[1].split())
+    assert sorted(placed) == list(range(n))
+    # Remote sends: to every member on another node, K messages each.
+    remote = sum(k for a in placed for b in placed if a != b and placed[a] != placed[b])
+    assert int(m[3]) == remote, out
+    run_id = re.search(r"^run ([0-9a-f]+)$", out, re.M)[1]
+
+    def ours():
+        return sorted(e for e in shm_entries() if e.startswith(f"dragon-{run_id}-"))
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (ours() or processes_of(CHAN_PROBE)):
+        time.sleep(0.05)
+    assert not ours(), f"left in /dev/shm: {ours()}"
+    assert not processes_of(CHAN_PROBE), "a chan_probe process outlived the run"
+    return placed
+
+
+def test_channels_across_4_nodes_deliver_every_message_once_and_in_order():
+    # 16 members over 4 nodes, every one sending 50 messages (up to 100 KiB) to
+    # every other one's inbox: remote sends, a blocking remote receive, remote
+    # timeouts (empty and full channels) checked by the probe.
+    placed = run_mesh(["run", *V4], 16, 50, 4, timeout=180)
+    assert placed == {rank: rank % 4 for rank in range(16)}
+
+
+def test_channels_on_one_node_work_the_same_locally():
+    placed = run_mesh(["run"], 4, 20, 1, timeout=120)
+    assert placed == {rank: 0 for rank in range(4)}
