@@ -89,10 +89,11 @@ int basic() {
     for (std::size_t size : {0UL, 1UL, 496UL, 497UL, 32768UL, 32769UL, 1UL << 20, 6UL << 20}) {
         const auto m = pattern(size, static_cast<unsigned>(size));
         std::vector<std::byte> out;
-        all &= static_cast<bool>(to1.send(m)) && c1.recv(out, ch::kTryOnce) && out == m;
+        all &= static_cast<bool>(to1.send(m, 10s)) && c1.recv(out, ch::kTryOnce) && out == m;  // timed: in the channel on return
+        all &= static_cast<bool>(to1.send(m)) && c1.recv(out, 10s) && out == m;                // default: on its way
         all &= static_cast<bool>(c0.send(m)) && from0.recv(out, ch::kTryOnce) && out == m;
     }
-    check(all, "sizes 0 B to 6 MiB arrive intact by remote send and by remote receive");
+    check(all && gw0->flush(10s), "sizes 0 B to 6 MiB arrive intact by remote send (timed and default) and receive");
     check(gw0->pool().stats().free_bytes == before0.free_bytes && gw1->pool().stats().free_bytes == before1.free_bytes,
           "no pool block is left behind on either node");
 
@@ -105,6 +106,7 @@ int basic() {
 
     const auto small = pattern(10, 7);
     for (int i = 0; i < 4; ++i) (void)to1.send(small);
+    (void)gw0->flush(10s);
     check(code_of(to1.send(small, ch::kTryOnce)) == Errc::would_block, "try-once send to a full remote channel");
     t0 = Clock::now();
     const auto full = to1.send(small, 250ms);
@@ -128,6 +130,35 @@ int basic() {
     const auto got = from0.recv(out, 10s);
     feed.join();
     check(got && out == pattern(77, 3), "a blocked remote receive completes when a local sender sends");
+
+    // Default sends into a full channel: on their way at once (up to the
+    // window), queued at node 1 behind the one waiting for room, in order.
+    for (int i = 0; i < 4; ++i) (void)to1.send(small);
+    bool quick = true;
+    for (int i = 0; i < 40; ++i) {
+        const std::string m = "seq " + std::to_string(i);
+        t0 = Clock::now();
+        quick &= static_cast<bool>(to1.send(std::as_bytes(std::span(m)))) && ms_since(t0) < 1000;
+    }
+    // A timed send behind them times out in the queue and is not sent.
+    const auto queued_out = to1.send(pattern(6, 6), 150ms);
+    for (int i = 0; i < 4; ++i) (void)c1.recv(out, 10s);
+    bool in_order = quick && code_of(queued_out) == Errc::timeout;
+    for (int i = 0; i < 40; ++i) {
+        in_order &= c1.recv(out, 10s) && std::string(reinterpret_cast<const char*>(out.data()), out.size()) ==
+                                              "seq " + std::to_string(i);
+    }
+    check(in_order && gw0->flush(10s) && c1.queued() == 0,
+          "40 default sends to a full remote channel return at once and arrive in order as it drains; "
+          "a timed send queued behind them times out unsent");
+    ch::ChannelDescriptor gone = c1.descriptor();
+    gone.channel_id += 1;
+    auto stale = must(cl::ChannelRef::open(gw0, gone), "open");
+    const bool accepted = static_cast<bool>(stale.send(small));
+    const auto later = gw0->flush(10s);
+    const auto again = stale.send(small, 1s);
+    check(accepted && code_of(later) == Errc::invalid_argument && code_of(again) == Errc::invalid_argument,
+          "a default send to a stale channel: flush() reports invalid_argument");
 
     // Several threads on one gateway, each with its own sender order.
     auto big = must(ch::Channel::create(gw1->pool(), {.capacity = 64}), "channel on node 1");

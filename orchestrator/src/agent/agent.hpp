@@ -170,6 +170,21 @@ struct GatewayOp {
     std::uint32_t node = 0;
 };
 
+/// Another node's sends to one of our channels, while one of them waits for
+/// room: the later ones queue here, so one sender's messages stay in order.
+using LaneKey = std::pair<std::uint32_t, std::string>;  // (node, encoded descriptor)
+struct QueuedSend {
+    msg::RemoteSend m;
+    std::uint64_t block = 0;
+    std::uint64_t size = 0;
+    std::chrono::steady_clock::time_point deadline;
+    std::shared_ptr<asio::steady_timer> timer;  // a finite timeout that may pass in the queue
+};
+struct SendLane {
+    bool waiting = false;  // its head waits in a worker
+    std::deque<QueuedSend> queue;
+};
+
 /// Another node's channel operation waiting on one of ours in a worker thread.
 struct Waiting {
     std::shared_ptr<std::atomic<bool>> cancel;
@@ -292,6 +307,10 @@ private:
     void send_remote_reply(std::uint32_t to, std::uint64_t op, Status st);
     void send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m);
     void serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size);
+    void attempt_remote_send(LaneKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
+                             std::chrono::steady_clock::time_point deadline);
+    void next_in_lane(const LaneKey& key);
+    void expire_queued_send(const LaneKey& key, std::uint64_t op);
     void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
     void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                         std::function<Status(channels::Channel&, channels::Timeout)> attempt,
@@ -363,6 +382,7 @@ private:
     std::unordered_map<std::uint64_t, GatewayOp> gateway_ops_;  // by op id: ours on other nodes
     std::uint64_t next_op_id_ = 1;
     std::map<std::pair<std::uint32_t, std::uint64_t>, Waiting> waiting_;  // (node, op id): theirs on ours
+    std::map<LaneKey, SendLane> send_lanes_;
 
     Phase phase_ = Phase::running;
     std::uint32_t patience_ms_ = 2000;

@@ -22,11 +22,11 @@ namespace dragon::agent {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 /// Messages up to this size travel inside the agent-to-agent frame; larger
 /// ones as transport payloads (no copy into a frame).
 constexpr std::size_t kRemoteInlineMax = 32U << 10;
-/// A received message goes through the client socket when the pool is full, up to this size.
-constexpr std::size_t kSocketFallbackMax = 4U << 20;
 /// A waiting worker looks at its cancel flag at least this often.
 constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 /// Operations waiting at once on this node's channels; beyond, callers get Errc::no_space.
@@ -153,16 +153,8 @@ Result<tcp::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from, msg:
                                     reply_to_client(op, msg::ChanReply{0, 0, {}, {}, block, size});
                                 }};
     }
-    // The pool is full: a message of moderate size comes through the socket instead.
-    if (size > kSocketFallbackMax) {
-        return tcp::PayloadSink{{}, {}, [this, op = m.op_id, size] {
-                                    reply_to_client(op, msg::ChanReply{0, static_cast<std::uint16_t>(Errc::no_space),
-                                                                       fmt::format("a message of {} bytes was received for "
-                                                                                   "you, but this node's pool has no room "
-                                                                                   "for it: it is lost", size),
-                                                                       {}, 0, 0});
-                                }};
-    }
+    // The pool is full: the message comes through the socket instead (never dropped:
+    // a failed receive must not have consumed it).
     auto buf = std::make_shared<std::string>();
     buf->reserve(size);
     return tcp::PayloadSink{{},
@@ -191,6 +183,16 @@ void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
     // Its operations on our channels stop waiting.
     for (auto& [key, w] : waiting_)
         if (key.first == node) w.cancel->store(true);
+    // Its sends queued behind a waiting one are dropped.
+    for (auto& [key, lane] : send_lanes_) {
+        if (key.first != node) continue;
+        for (auto& q : lane.queue) {
+            if (q.timer) q.timer->cancel();
+            if (q.block != 0) (void)pool_.free(q.block);
+        }
+        lane.queue.clear();
+    }
+    std::erase_if(send_lanes_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
     if (links_[node].incoming_block != 0) {
         (void)pool_.free(links_[node].incoming_block);
         links_[node].incoming_block = 0;
@@ -224,6 +226,32 @@ void Agent::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Me
 }
 
 void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size) {
+    const auto deadline = m.timeout_ns < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::nanoseconds(m.timeout_ns);
+    LaneKey key{from, m.descriptor};
+    auto lane = send_lanes_.find(key);
+    if (lane != send_lanes_.end()) {
+        // An earlier send of that node to this channel is waiting for room:
+        // this one goes after it (one sender's messages stay in order).
+        if (m.timeout_ns == 0) {
+            if (block != 0) (void)pool_.free(block);
+            return send_remote_reply(from, m.op_id, make_error(Errc::would_block, "the channel is full"));
+        }
+        QueuedSend q{std::move(m), block, size, deadline, nullptr};
+        if (deadline != Clock::time_point::max()) {
+            q.timer = std::make_shared<asio::steady_timer>(io_, deadline);
+            q.timer->async_wait([this, key, op = q.m.op_id](const asio::error_code& ec) {
+                if (!ec) expire_queued_send(key, op);
+            });
+        }
+        lane->second.queue.push_back(std::move(q));
+        return;
+    }
+    attempt_remote_send(key, std::move(m), block, size, deadline);
+}
+
+void Agent::attempt_remote_send(LaneKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
+                                Clock::time_point deadline) {
+    const std::uint32_t from = key.first;
     auto give_back = [&] {
         if (block != 0) (void)pool_.free(block);
     };
@@ -238,19 +266,56 @@ void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint
         return send_remote_reply(from, m.op_id, std::move(ch).error());
     }
     Status st = block != 0 ? ch->send_block(block, size, channels::kTryOnce) : ch->send(as_bytes(m.data), channels::kTryOnce);
-    if (st || st.error().code() != Errc::would_block || m.timeout_ns == 0) {
+    const auto now = Clock::now();
+    if (st || st.error().code() != Errc::would_block || m.timeout_ns == 0 || now >= deadline) {
         if (!st) give_back();
+        if (!st && st.error().code() == Errc::would_block && m.timeout_ns != 0)
+            st = make_error(Errc::timeout, "channel {}: send timed out (full)", d->channel_id);
         return send_remote_reply(from, m.op_id, std::move(st));
     }
-    auto finish = [this, from, op = m.op_id, block](Status r) {
+    // Full: wait in a worker; later sends of that node to this channel queue behind it.
+    send_lanes_[key].waiting = true;
+    auto finish = [this, key, op = m.op_id, block](Status r) {
         if (!r && block != 0) (void)pool_.free(block);
-        send_remote_reply(from, op, std::move(r));
+        send_remote_reply(key.first, op, std::move(r));
+        if (auto lane = send_lanes_.find(key); lane != send_lanes_.end()) lane->second.waiting = false;
+        next_in_lane(key);
     };
-    wait_in_worker(from, m.op_id, std::move(*ch), to_timeout(m.timeout_ns),
+    const auto left = deadline == Clock::time_point::max() ? channels::kForever
+                                                           : channels::Timeout(deadline - now);
+    wait_in_worker(from, m.op_id, std::move(*ch), left,
                    [block, size, data = std::move(m.data)](channels::Channel& c, channels::Timeout t) {
                        return block != 0 ? c.send_block(block, size, t) : c.send(as_bytes(data), t);
                    },
                    std::move(finish));
+}
+
+void Agent::next_in_lane(const LaneKey& key) {
+    for (;;) {
+        auto lane = send_lanes_.find(key);
+        if (lane == send_lanes_.end()) return;
+        if (lane->second.waiting) return;
+        if (lane->second.queue.empty()) {
+            send_lanes_.erase(lane);
+            return;
+        }
+        QueuedSend q = std::move(lane->second.queue.front());
+        lane->second.queue.pop_front();
+        if (q.timer) q.timer->cancel();
+        attempt_remote_send(key, std::move(q.m), q.block, q.size, q.deadline);  // may wait again
+    }
+}
+
+void Agent::expire_queued_send(const LaneKey& key, std::uint64_t op) {
+    auto lane = send_lanes_.find(key);
+    if (lane == send_lanes_.end()) return;
+    auto& q = lane->second.queue;
+    for (auto it = q.begin(); it != q.end(); ++it) {
+        if (it->m.op_id != op) continue;
+        if (it->block != 0) (void)pool_.free(it->block);
+        q.erase(it);
+        return send_remote_reply(key.first, op, make_error(Errc::timeout, "send timed out (the channel stayed full)"));
+    }
 }
 
 void Agent::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {

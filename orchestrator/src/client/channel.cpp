@@ -4,6 +4,7 @@
 // a time reads the socket and hands every reply to the thread it belongs to.
 #include "dragon/orchestrator/channel.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -73,28 +74,26 @@ Status Gateway::post_request(const std::string& frame) {
     return ok();
 }
 
-Result<msg::ChanReply> Gateway::wait_reply(std::uint64_t id) {
-    std::unique_lock lk(mu_);
+template <class Pred>
+Status Gateway::wait_for(std::unique_lock<std::mutex>& lk, Pred done) {
     for (;;) {
-        if (auto it = replies_.find(id); it != replies_.end()) {
-            msg::ChanReply r = std::move(it->second);
-            replies_.erase(it);
-            return r;
-        }
+        if (done()) return ok();
         if (broken_) return *broken_;
         if (reading_) {
             cv_.wait(lk);
             continue;
         }
-        // This thread reads for everyone until its own reply is filed.
+        // This thread reads for everyone until what it waits for is filed.
         reading_ = true;
         lk.unlock();
         std::vector<msg::ChanReply> got;
         std::optional<Error> failed;
         constexpr std::size_t kChunk = 64 * 1024;
         char* buf = decoder_.prepare(kChunk);
-        const ssize_t n = ::recv(fd_.get(), buf, kChunk, 0);
-        if (n < 0 && errno != EINTR) failed = Error(Errc::closed, sys::error_from_errno("reading from the agent").message());
+        // A bounded wait, so a deadline in done() is seen even when no reply comes.
+        pollfd p{fd_.get(), POLLIN, 0};
+        const ssize_t n = ::poll(&p, 1, 100) > 0 ? ::recv(fd_.get(), buf, kChunk, MSG_DONTWAIT) : (errno = EAGAIN, -1);
+        if (n < 0 && errno != EINTR && errno != EAGAIN) failed = Error(Errc::closed, sys::error_from_errno("reading from the agent").message());
         if (n == 0) failed = Error(Errc::closed, "the agent closed the connection");
         if (n > 0) {
             decoder_.commit(static_cast<std::size_t>(n));
@@ -121,26 +120,85 @@ Result<msg::ChanReply> Gateway::wait_reply(std::uint64_t id) {
         }
         lk.lock();
         reading_ = false;
-        for (auto& r : got) replies_[r.request_id] = std::move(r);
+        for (auto& r : got) {
+            if (auto b = buffered_.find(r.request_id); b != buffered_.end()) {
+                // A send nobody waits for: keep its failure for the next send to that channel.
+                if (r.code != 0) deferred_.try_emplace(b->second.first, static_cast<Errc>(r.code), r.message);
+                buffered_bytes_ -= b->second.second;
+                buffered_.erase(b);
+                continue;
+            }
+            replies_[r.request_id] = std::move(r);
+        }
         if (failed && !broken_) broken_ = std::move(failed);
         cv_.notify_all();
     }
 }
 
+Result<msg::ChanReply> Gateway::wait_reply(std::uint64_t id) {
+    std::unique_lock lk(mu_);
+    DRAGON_CHECK(wait_for(lk, [&] { return replies_.contains(id); }));
+    auto it = replies_.find(id);
+    msg::ChanReply r = std::move(it->second);
+    replies_.erase(it);
+    return r;
+}
+
+void Gateway::forget_buffered(std::uint64_t id) {
+    std::lock_guard lk(mu_);
+    if (auto b = buffered_.find(id); b != buffered_.end()) {
+        buffered_bytes_ -= b->second.second;
+        buffered_.erase(b);
+    }
+    cv_.notify_all();
+}
+
+Status Gateway::flush(channels::Timeout timeout) {
+    std::unique_lock lk(mu_);
+    const auto deadline = timeout == channels::kForever ? std::chrono::steady_clock::time_point::max()
+                                                        : std::chrono::steady_clock::now() + timeout;
+    DRAGON_CHECK(wait_for(lk, [&] { return buffered_.empty() || std::chrono::steady_clock::now() >= deadline; }));
+    if (!buffered_.empty())
+        return make_error(Errc::timeout, "{} sends are still on their way", buffered_.size());
+    if (deferred_.empty()) return ok();
+    Error e = deferred_.begin()->second;
+    deferred_.clear();
+    return e;
+}
+
 Status Gateway::send(const channels::ChannelDescriptor& d, std::span<const std::byte> data, channels::Timeout timeout) {
     msg::ChanSend m;
-    {
-        std::lock_guard lk(mu_);
-        m.request_id = next_id_++;
-    }
     m.descriptor = encoded(d);
+    const bool buffered = timeout == channels::kForever;
+    {
+        std::unique_lock lk(mu_);
+        if (buffered) {
+            // On its way without waiting for the remote channel, at most kMaxBuffered at once.
+            DRAGON_CHECK(wait_for(lk, [&] {
+                return buffered_.empty() || (buffered_.size() < kMaxBuffered && buffered_bytes_ + data.size() <= kMaxBufferedBytes);
+            }));
+        }
+        if (auto it = deferred_.find(m.descriptor); it != deferred_.end()) {
+            Error e = std::move(it->second);  // an earlier send to this channel failed: say so, send nothing
+            deferred_.erase(it);
+            return e;
+        }
+        m.request_id = next_id_++;
+        if (buffered) {
+            buffered_.emplace(m.request_id, std::make_pair(m.descriptor, data.size()));
+            buffered_bytes_ += data.size();
+        }
+    }
     const auto start = std::chrono::steady_clock::now();
     if (data.size() <= kInlineMax) {
         m.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
     } else {
         // Through the pool: the agent sends it from there (no copy through the socket).
         auto b = pool_.allocate(data.size(), timeout);
-        if (!b) return std::move(b).error().context("sending a large message to another node");
+        if (!b) {
+            if (buffered) forget_buffered(m.request_id);
+            return std::move(b).error().context("sending a large message to another node");
+        }
         std::memcpy(pool_.at(*b), data.data(), data.size());
         m.block = *b;
         m.size = data.size();
@@ -150,8 +208,10 @@ Status Gateway::send(const channels::ChannelDescriptor& d, std::span<const std::
     m.timeout_ns = to_ns(timeout);
     if (auto st = post_request(wire::frame_of(m)); !st) {
         if (m.block != 0) (void)pool_.free(m.block);  // the agent never had it
+        if (buffered) forget_buffered(m.request_id);
         return st;
     }
+    if (buffered) return ok();
     // From here the block is the agent's, whatever happens.
     auto r = DRAGON_TRY(wait_reply(m.request_id));
     return reply_status(r);

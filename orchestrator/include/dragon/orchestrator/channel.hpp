@@ -47,11 +47,25 @@ public:
     /// This node's pool: create local channels in it.
     [[nodiscard]] const channels::Pool& pool() const { return pool_; }
 
-    /// Sends `msg` to the channel `d` of another node; returns once the
-    /// message is in that channel. Errc::would_block / Errc::timeout (nothing
-    /// was sent), Errc::closed when the node or the agent went away (the
-    /// message may or may not have arrived), or the remote channel's error.
+    /// Sends `msg` to the channel `d` of another node.
+    /// With a timeout (kTryOnce included) it returns once the message is in
+    /// that channel, or with Errc::would_block / Errc::timeout (nothing was
+    /// sent), Errc::closed when the node or the agent went away (the message
+    /// may or may not have arrived), or the remote channel's error.
+    /// Without one (kForever) it returns as soon as the message is on its
+    /// way: in order after this process's earlier sends to that channel, at
+    /// most kMaxBuffered messages and kMaxBufferedBytes on their way at once
+    /// (then it waits). Should such a
+    /// send fail (a stale descriptor, a lost node), the next send to that
+    /// channel returns the error instead of sending, and so does flush().
     Status send(const channels::ChannelDescriptor& d, std::span<const std::byte> msg, channels::Timeout timeout);
+    /// Waits up to `timeout` until every send without a timeout has arrived
+    /// (or failed); returns the first failure not yet reported, and forgets it.
+    Status flush(channels::Timeout timeout = channels::kForever);
+    /// Sends without a timeout on their way at once, per gateway: at most
+    /// this many, and this many bytes (one larger message goes alone).
+    static constexpr std::size_t kMaxBuffered = 64;
+    static constexpr std::size_t kMaxBufferedBytes = 8U << 20;
     /// Receives the next message of the channel `d` of another node.
     Status recv(const channels::ChannelDescriptor& d, std::vector<std::byte>& out, channels::Timeout timeout);
 
@@ -63,7 +77,11 @@ private:
     Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool);
     static Result<std::shared_ptr<Gateway>> greet(sys::UniqueFd fd, Puid self);
     Status post_request(const std::string& frame);
+    void forget_buffered(std::uint64_t id);
     Result<msg::ChanReply> wait_reply(std::uint64_t id);
+    /// With mu_ held: waits until done(), reading the socket when no other thread does.
+    template <class Pred>
+    Status wait_for(std::unique_lock<std::mutex>& lk, Pred done);
     Status write_all(const std::string& frame);
 
     sys::UniqueFd fd_;
@@ -76,7 +94,12 @@ private:
     std::optional<Error> broken_;
     std::uint64_t next_id_ = 1;
     std::map<std::uint64_t, msg::ChanReply> replies_;
-    wire::FrameDecoder decoder_{8U << 20};
+    std::map<std::uint64_t, std::pair<std::string, std::size_t>> buffered_;  // on their way: id -> (descriptor, size)
+    std::size_t buffered_bytes_ = 0;
+    std::map<std::string, Error> deferred_;          // by descriptor: a failed send not yet reported
+    // The agent is the only peer; a message received while the pool is full
+    // comes inline and may be as large as a pool.
+    wire::FrameDecoder decoder_{std::size_t{1} << 32};
 };
 
 /// A channel on any node, by descriptor. Does not own the channel (the
@@ -92,7 +115,8 @@ public:
     [[nodiscard]] const channels::ChannelDescriptor& descriptor() const { return d_; }
 
     /// Sends a copy of `msg`; blocks up to `timeout` for room in the channel.
-    /// Messages of one sender arrive in the order sent.
+    /// Messages of one sender arrive in the order sent. On another node,
+    /// kForever returns once the message is on its way (Gateway::send).
     Status send(std::span<const std::byte> msg, channels::Timeout timeout = channels::kForever);
     /// Receives the next message into `out`; blocks up to `timeout`.
     Status recv(std::vector<std::byte>& out, channels::Timeout timeout = channels::kForever);
