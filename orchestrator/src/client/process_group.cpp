@@ -130,11 +130,14 @@ Result<bool> ProcessGroup::join(std::optional<std::chrono::milliseconds> timeout
     DRAGON_CHECK(require_started("join"));
     std::optional<Clock::time_point> deadline;
     if (timeout) deadline = Clock::now() + *timeout;
-    while (!session_->events(group_id_).done) {
-        if (deadline && Clock::now() >= *deadline) return false;
+    for (;;) {
+        if (session_->events(group_id_).done) return true;
+        const bool expired = deadline && Clock::now() >= *deadline;
+        // Past the deadline this still takes what has arrived (join(0ms) polls).
         DRAGON_CHECK(session_->pump(deadline));
+        if (session_->events(group_id_).done) return true;
+        if (expired) return false;
     }
-    return true;
 }
 
 Status ProcessGroup::send_signal(int sig) {
