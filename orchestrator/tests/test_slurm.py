@@ -157,3 +157,16 @@ def test_placement_uses_the_cpus_slurm_granted_not_the_machine(slurm_env):
     r = subprocess.run(["salloc", "-N4", "--quiet", ORCH, *args], env=slurm_env, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
     assert b"oversubscribed: 8 ranks on 4 slots" in r.stderr, r.stderr  # one cpu granted per node
+
+
+def test_an_sbatch_script_runs_a_mesh_of_channels_over_the_nodes(slurm_env, tmp_path):
+    out = tmp_path / "job.out"
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\nexec {ORCH} run -- {BIN / 'chan_probe'} mesh 8 20\n")
+    script.chmod(0o755)
+    r = subprocess.run(["sbatch", "-N4", "--wait", "--quiet", f"--output={out}", str(script)], env=slurm_env,
+                       capture_output=True, timeout=180)
+    text = out.read_text() if out.exists() else ""
+    assert r.returncode == 0, r.stderr.decode() + text
+    assert re.search(r"mesh ok: 8 members on nodes \{0,1,2,3\}", text), text
+    assert not dead_entries(shm_entries())
