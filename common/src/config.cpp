@@ -75,6 +75,13 @@ Status validate_log_level(std::string_view s) {
     return ok();
 }
 Status validate_any(std::string_view) { return ok(); }
+Status validate_micros(std::string_view s) {
+    unsigned long v = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc{} || p != s.data() + s.size() || v > 100000)
+        return make_error(Errc::invalid_argument, "bad microseconds '{}' (expected 0 to 100000)", s);
+    return ok();
+}
 Status validate_seconds(std::string_view s) {
     DRAGON_CHECK(parse_seconds(s));
     return ok();
@@ -93,6 +100,10 @@ constexpr ConfigOption kTable[] = {
     {"heartbeat-timeout", "DRAGON_HEARTBEAT_TIMEOUT", "6",
      "seconds without a word from another node's agent before it is declared lost (heartbeats every quarter of it)",
      validate_seconds},
+    {"agent-spin-us", "DRAGON_AGENT_SPIN_US", "200",
+     "microseconds an agent keeps polling for more work after each event before it sleeps (0: never polls); "
+     "cuts the latency of channel traffic between nodes",
+     validate_micros},
     {"topology", "DRAGON_TOPOLOGY", "",
      "plan with this topology instead of the machine's: synthetic:<hwloc description> or xml:<file>",
      validate_topology},
@@ -137,6 +148,13 @@ LogLevel Config::log_level() const { return parse_log_level(get("log-level")).va
 
 std::uint32_t Config::patience_ms() const {
     return static_cast<std::uint32_t>(std::lround(parse_seconds(get("patience")).value_or(2.0) * 1000.0));
+}
+
+std::uint32_t Config::agent_spin_us() const {
+    unsigned long v = 0;
+    const std::string& s = get("agent-spin-us");
+    std::from_chars(s.data(), s.data() + s.size(), v);
+    return static_cast<std::uint32_t>(v);
 }
 
 std::uint32_t Config::heartbeat_timeout_ms() const {

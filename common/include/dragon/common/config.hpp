@@ -49,6 +49,7 @@ public:
     [[nodiscard]] std::uint32_t patience_ms() const;
     /// How long another node's agent may stay silent before it is lost, in milliseconds.
     [[nodiscard]] std::uint32_t heartbeat_timeout_ms() const;
+    [[nodiscard]] std::uint32_t agent_spin_us() const;
     /// Bytes of each node's shared-memory pool.
     [[nodiscard]] std::uint64_t pool_size() const;
 
