@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -32,6 +33,16 @@ Error error_from_errno(std::string_view what, int err) {
 void UniqueFd::reset(int fd) noexcept {
     if (fd_ >= 0 && fd_ != fd) ::close(fd_);
     fd_ = fd;
+}
+
+Status send_all(int fd, std::string_view data, std::string_view what) {
+    while (!data.empty()) {
+        const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return error_from_errno(what);
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return ok();
 }
 
 Status write_all(int fd, const void* data, std::size_t len) {

@@ -197,14 +197,15 @@ int Agent::run() {
     spdlog::info("agent n{} of run {} up, pid {}", opts_.node_id, opts_.run.str(), ::getpid());
     if (opts_.nnodes > 1) {
         heartbeat_tick();
-        join_timer_.expires_after(std::chrono::seconds(20));
+        join_timer_.expires_after(opts_.join_timeout);
         join_timer_.async_wait([this](const asio::error_code& ec) {
             if (ec || phase_ != Phase::joining) return;
             std::string missing;
             for (std::uint32_t n = 0; n < opts_.nnodes; ++n)
                 if (n != opts_.node_id && !(links_[n].peer && (!is_head() || links_[n].ready)))
                     missing += fmt::format("{}{}", missing.empty() ? "" : ", ", n);
-            spdlog::error("node {}: nodes {} did not join within 20 s; giving up", opts_.node_id, missing);
+            spdlog::error("node {}: nodes {} did not join within {} s; giving up", opts_.node_id, missing,
+                          opts_.join_timeout.count());
             exit_code_ = 1;
             begin_stop(true, 0, "join timeout");
         });

@@ -63,6 +63,7 @@ struct AgentOptions {
     std::string head_address;  // node k > 0: where node 0 listens
     std::uint16_t head_port = 0;
     std::optional<transport::RunSecret> secret;
+    std::chrono::seconds join_timeout{20};  // all nodes linked within this, or the run fails
     std::uint32_t cpu_limit = 0;  // a batch system granted this many cpus here (0: all the topology allows)
 };
 
@@ -168,6 +169,7 @@ struct GatewayOp {
     std::uint64_t client = 0;  // 0 once the client went away
     std::uint64_t request_id = 0;
     std::uint32_t node = 0;
+    bool cancellable = true;  // false: a send without a timeout (its client was told it is on its way)
 };
 
 /// Another node's sends to one of our channels, while one of them waits for
@@ -314,7 +316,7 @@ private:
     void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
     void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                         std::function<Status(channels::Channel&, channels::Timeout)> attempt,
-                        std::function<void(Status)> finish);
+                        std::function<void(Status)> finish, bool capped);
     void end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st);
     void on_remote_cancel(std::uint32_t from, std::uint64_t op);
     Result<tcp::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);

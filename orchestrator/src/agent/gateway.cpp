@@ -99,7 +99,9 @@ void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
         return fail(Errc::closed, fmt::format("node {} is not reachable{}", node,
                                               links_[node].lost ? " (it was lost)" : ""));
     const std::uint64_t op = next_op_id_++;
-    gateway_ops_[op] = GatewayOp{client, request_id, node};
+    // A send without a timeout was "on its way" for the client when it returned:
+    // it is carried out even if the client goes away.
+    gateway_ops_[op] = GatewayOp{client, request_id, node, !(is_send && send.timeout_ns < 0)};
     tcp::Peer& peer = *links_[node].peer;
     if (!is_send) {
         peer.send(msg::RemoteRecv{op, desc_bytes, recv.timeout_ns});
@@ -166,7 +168,7 @@ void Agent::gateway_client_gone(std::uint64_t client) {
     for (auto& [op, g] : gateway_ops_) {
         if (g.client != client) continue;
         g.client = 0;  // the reply is dropped when it comes
-        if (links_[g.node].peer) links_[g.node].peer->send(msg::RemoteCancel{op});
+        if (g.cancellable && links_[g.node].peer) links_[g.node].peer->send(msg::RemoteCancel{op});
     }
 }
 
@@ -226,6 +228,10 @@ void Agent::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Me
 }
 
 void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size) {
+    if (phase_ == Phase::finishing || phase_ == Phase::done) {
+        if (block != 0) (void)pool_.free(block);
+        return send_remote_reply(from, m.op_id, make_error(Errc::closed, "node {} is shutting down", opts_.node_id));
+    }
     const auto deadline = m.timeout_ns < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::nanoseconds(m.timeout_ns);
     LaneKey key{from, m.descriptor};
     auto lane = send_lanes_.find(key);
@@ -287,7 +293,7 @@ void Agent::attempt_remote_send(LaneKey key, msg::RemoteSend&& m, std::uint64_t 
                    [block, size, data = std::move(m.data)](channels::Channel& c, channels::Timeout t) {
                        return block != 0 ? c.send_block(block, size, t) : c.send(as_bytes(data), t);
                    },
-                   std::move(finish));
+                   std::move(finish), false);
 }
 
 void Agent::next_in_lane(const LaneKey& key) {
@@ -319,6 +325,8 @@ void Agent::expire_queued_send(const LaneKey& key, std::uint64_t op) {
 }
 
 void Agent::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
+    if (phase_ == Phase::finishing || phase_ == Phase::done)
+        return send_remote_reply(from, m.op_id, make_error(Errc::closed, "node {} is shutting down", opts_.node_id));
     auto d = decode_descriptor(m.descriptor);
     if (!d) return send_remote_reply(from, m.op_id, std::move(d).error());
     auto ch = channels::Channel::attach(pool_, *d);
@@ -339,16 +347,21 @@ void Agent::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
                        *message = std::move(*r);
                        return ok();
                    },
-                   std::move(finish));
+                   std::move(finish), true);
 }
 
 void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                            std::function<Status(channels::Channel&, channels::Timeout)> attempt,
-                           std::function<void(Status)> finish) {
+                           std::function<void(Status)> finish, bool capped) {
     const std::pair<std::uint32_t, std::uint64_t> key{from, op};
-    if (waiting_.size() >= kMaxWaiting || waiting_.contains(key)) {
-        return finish(make_error(Errc::no_space, "node {}: {} channel operations are already waiting here",
-                                 opts_.node_id, waiting_.size()));
+    // Receives are capped; sends are not: at most one per (node, channel)
+    // waits (the rest queue in its lane), and one that returned to its
+    // sender must not be dropped.
+    if ((capped && waiting_.size() >= kMaxWaiting) || waiting_.contains(key)) {
+        Error e = make_error(Errc::no_space, "node {}: {} channel operations are already waiting here", opts_.node_id,
+                             waiting_.size());
+        asio::post(io_, [finish = std::move(finish), e = std::move(e)]() mutable { finish(std::move(e)); });
+        return;
     }
     auto cancel = std::make_shared<std::atomic<bool>>(false);
     const auto deadline = timeout == channels::kForever ? std::chrono::steady_clock::time_point::max()
@@ -401,6 +414,9 @@ void Agent::on_remote_cancel(std::uint32_t from, std::uint64_t op) {
 }
 
 Result<tcp::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
+    // No channel message is larger than a pool (every node's is the same size).
+    if (size > pool_.size())
+        return make_error(Errc::protocol, "a payload of {} bytes from node {}: larger than any pool", size, from);
     switch (static_cast<msg::Type>(header.type)) {
         case msg::Type::remote_send: {
             auto m = DRAGON_TRY(msg::decode_as<msg::RemoteSend>(header));

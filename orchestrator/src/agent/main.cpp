@@ -85,26 +85,30 @@ int main(int argc, char** argv) {
         std::string fe_host;
         std::uint16_t fe_port = 0;
         if (!split_host_port(rendezvous, fe_host, fe_port)) return fail("--rendezvous needs ADDRESS:PORT");
-        if (opts.address.empty()) opts.address = dragon::rt::own_address();
-        std::uint16_t port = 0;
-        if (opts.nnodes > 1) {  // the other agents' links come to this listener
-            auto lfd = dragon::transport::tcp::bind_listening_socket(opts.address, 0);
-            if (!lfd) return fail(lfd.error().message());
+        // Listen on the address this host reached the front end from (a host
+        // name may resolve to a loopback address); DRAGON_AGENT_ADDRESS overrides.
+        if (const char* a = std::getenv("DRAGON_AGENT_ADDRESS"); a != nullptr && *a != '\0') opts.address = a;
+        auto listen = [&opts](const std::string& local) -> dragon::Result<std::pair<std::string, std::uint16_t>> {
+            if (opts.address.empty()) opts.address = local;
+            if (opts.nnodes == 1) return std::make_pair(opts.address, std::uint16_t{0});
+            auto lfd = DRAGON_TRY(dragon::transport::tcp::bind_listening_socket(opts.address, 0));
             sockaddr_storage ss{};
             socklen_t len = sizeof ss;
-            ::getsockname(lfd->get(), reinterpret_cast<sockaddr*>(&ss), &len);
-            port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
-                                                  : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-            opts.listen_fd = lfd->release();
-        }
+            ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+            const auto port = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                                             : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+            opts.listen_fd = lfd.release();  // the other agents' links come to this listener
+            return std::make_pair(opts.address, port);
+        };
         char host[256] = {};
         ::gethostname(host, sizeof host - 1);
         const char* name = std::getenv("SLURMD_NODENAME");
         const dragon::msg::AgentCheckin me{dragon::msg::kProtocolVersion, opts.node_id, static_cast<std::int32_t>(::getpid()),
-                                           host, name != nullptr ? name : host, opts.address, port};
-        auto r = dragon::rt::rendezvous_with_frontend(fe_host, fe_port, *opts.secret, me,
+                                           host, name != nullptr ? name : host, {}, 0};
+        auto r = dragon::rt::rendezvous_with_frontend(fe_host, fe_port, *opts.secret, me, listen,
                                                       std::chrono::steady_clock::now() + std::chrono::seconds(60));
         if (!r) return fail(fmt::format("node {}: {}", opts.node_id, r.error().message()));
+        opts.join_timeout = std::chrono::seconds(75);  // the front end waits up to 60 s for the last check-in
         if (opts.node_id == 0) {
             opts.control_fd = r->fd.release();
         } else {

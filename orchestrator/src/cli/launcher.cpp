@@ -34,6 +34,19 @@ namespace {
 constexpr int kControlFd = 3;  // where an agent finds its control socket
 constexpr int kListenFd = 4;   // and its listening socket
 
+/// A spawned launcher child in its own process group, with no signal blocked
+/// and the signals the front end handles back at their defaults.
+void own_group_default_signals(posix_spawnattr_t& attr) {
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGTTIN, SIGTTOU}) sigaddset(&defaults, s);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+}
+
 /// Starts one agent: exec'd from `agent_path`, or (empty path) forked from
 /// this process, saving an exec on the start-up path. `control` and
 /// `listen` become fds 3 and 4 of the agent; nothing else of ours stays
@@ -90,14 +103,7 @@ Result<pid_t> start_agent(const std::string& agent_path, agent::AgentOptions opt
     if (l_high) posix_spawn_file_actions_adddup2(&fa, l_high.get(), kListenFd);
     // Its own process group: a terminal's Ctrl-C reaches the front end only,
     // which then drives an orderly teardown.
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGTTIN, SIGTTOU}) sigaddset(&defaults, s);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    own_group_default_signals(attr);
 
     std::vector<std::string> env_final;
     for (char** e = environ; *e != nullptr; ++e) env_final.emplace_back(*e);
@@ -299,9 +305,14 @@ public:
         spdlog::info("srun (pid {}) starts {} agents; they check in at {}:{}", pid, n, address, port);
 
         auto fail = [&](Error e) -> Error {
-            ::kill(pid, SIGKILL);  // the step ends with it; the agents also stop without node 0
+            // SIGTERM first: srun passes it on to the step's tasks; a killed srun could not.
+            ::kill(pid, SIGTERM);
             int st = 0;
-            ::waitpid(pid, &st, 0);
+            for (int i = 0; i < 200 && ::waitpid(pid, &st, WNOHANG) == 0; ++i) ::usleep(10'000);
+            if (::waitpid(pid, &st, WNOHANG) == 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, &st, 0);
+            }
             return e;
         };
         // Check-ins, in any order, until every node has come or the deadline.
@@ -380,14 +391,7 @@ private:
         posix_spawn_file_actions_init(&fa);
         posix_spawnattr_init(&attr);
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        sigset_t none, defaults;
-        sigemptyset(&none);
-        sigemptyset(&defaults);
-        for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGTTIN, SIGTTOU}) sigaddset(&defaults, s);
-        posix_spawnattr_setpgroup(&attr, 0);
-        posix_spawnattr_setsigmask(&attr, &none);
-        posix_spawnattr_setsigdefault(&attr, &defaults);
-        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        own_group_default_signals(attr);
         std::vector<char*> argv, envp;
         for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
         argv.push_back(nullptr);

@@ -46,26 +46,13 @@ Result<std::shared_ptr<Gateway>> Gateway::connect(const std::string& socket_name
     return std::shared_ptr<Gateway>(new Gateway(std::move(s.fd_), std::move(s.welcome_), std::move(pool)));
 }
 
-Status Gateway::write_all(const std::string& frame) {
-    const char* p = frame.data();
-    std::size_t left = frame.size();
-    while (left > 0) {
-        const ssize_t n = ::send(fd_.get(), p, left, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return sys::error_from_errno("sending to the agent");
-        p += n;
-        left -= static_cast<std::size_t>(n);
-    }
-    return ok();
-}
-
 Status Gateway::post_request(const std::string& frame) {
     std::lock_guard wl(write_mu_);
     {
         std::lock_guard lk(mu_);
         if (broken_) return *broken_;
     }
-    if (auto st = write_all(frame); !st) {
+    if (auto st = sys::send_all(fd_.get(), frame, "sending to the agent"); !st) {
         std::lock_guard lk(mu_);
         if (!broken_) broken_ = Error(Errc::closed, st.error().message());
         cv_.notify_all();

@@ -16,19 +16,8 @@
 namespace dragon::client {
 
 Status Session::send_bytes(const std::string& frame) {
-    // send(MSG_NOSIGNAL), not write: an agent that hangs up must give an
-    // error, never a SIGPIPE that kills the process this library lives in.
     // Blocking is safe: the agent reads its clients whatever it is sending.
-    const char* p = frame.data();
-    std::size_t left = frame.size();
-    while (left > 0) {
-        const ssize_t n = ::send(fd_.get(), p, left, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return sys::error_from_errno("sending to the agent");
-        p += n;
-        left -= static_cast<std::size_t>(n);
-    }
-    return ok();
+    return sys::send_all(fd_.get(), frame, "sending to the agent");
 }
 
 Result<bool> Session::pump(std::optional<Clock::time_point> deadline) {

@@ -91,8 +91,8 @@ Status run_handshake(int fd, transport::Handshake& hs, Deadline deadline) {
 }
 
 Result<Rendezvous> rendezvous_with_frontend(const std::string& address, std::uint16_t port,
-                                            const transport::RunSecret& secret, const msg::AgentCheckin& me,
-                                            Deadline deadline) {
+                                            const transport::RunSecret& secret, msg::AgentCheckin me,
+                                            const ListenFn& listen, Deadline deadline) {
     sockaddr_storage ss{};
     socklen_t len = 0;
     if (auto* v4 = reinterpret_cast<sockaddr_in*>(&ss); ::inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
@@ -130,6 +130,15 @@ Result<Rendezvous> rendezvous_with_frontend(const std::string& address, std::uin
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto hs = DRAGON_TRY(transport::Handshake::initiator(secret, me.node_id, kFrontEndNodeId));
     if (auto st = run_handshake(fd.get(), hs, deadline); !st) return std::move(st).error().context(where);
+    sockaddr_storage local{};
+    socklen_t llen = sizeof local;
+    char text[INET6_ADDRSTRLEN] = {};
+    ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &llen);
+    if (local.ss_family == AF_INET6) ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr, text, sizeof text);
+    else ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&local)->sin_addr, text, sizeof text);
+    auto where_i_listen = DRAGON_TRY(listen(text));
+    me.address = std::move(where_i_listen.first);
+    me.port = where_i_listen.second;
     DRAGON_CHECK(write_all(fd.get(), wire::frame_of(me), deadline));
     Rendezvous out;
     if (me.node_id != 0) {

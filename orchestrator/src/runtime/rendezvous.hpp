@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <string>
 
 #include "dragon/common/framing.hpp"
@@ -41,12 +43,18 @@ struct Rendezvous {
     sys::UniqueFd fd;
     msg::HeadAddress head;  // nodes k > 0
 };
+/// `listen` runs after the handshake, with the local address of the
+/// connection (one the front end's network reaches); it returns the
+/// address and port this agent listens on, which the check-in reports.
+using ListenFn = std::function<Result<std::pair<std::string, std::uint16_t>>(const std::string& local_address)>;
 Result<Rendezvous> rendezvous_with_frontend(const std::string& address, std::uint16_t port,
-                                            const transport::RunSecret& secret, const msg::AgentCheckin& me,
-                                            Deadline deadline);
+                                            const transport::RunSecret& secret, msg::AgentCheckin me,
+                                            const ListenFn& listen, Deadline deadline);
 
-/// This host's address for others to reach it: $DRAGON_AGENT_ADDRESS if
-/// set, else the first IPv4 address the host name resolves to, else 127.0.0.1.
+/// The front end's default rendezvous address: $DRAGON_AGENT_ADDRESS if
+/// set, else the first IPv4 address the host name resolves to, else
+/// 127.0.0.1 (--control-address chooses another). Agents do not use it: they
+/// listen on the local address of their connection to the front end.
 std::string own_address();
 
 }  // namespace dragon::rt

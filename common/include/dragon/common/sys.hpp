@@ -55,6 +55,11 @@ private:
 /// writes and EINTR; waits with poll if the fd turns out to be non-blocking).
 Status write_all(int fd, const void* data, std::size_t len);
 
+/// Sends all of `data` on a blocking socket with MSG_NOSIGNAL: a peer that
+/// hung up gives an error (naming `what`), never a SIGPIPE that would kill
+/// the process a library lives in. Retries short sends and EINTR.
+Status send_all(int fd, std::string_view data, std::string_view what);
+
 /// Reads exactly len bytes from a blocking fd; Errc::closed on EOF before len.
 Status read_exact(int fd, void* data, std::size_t len);
 

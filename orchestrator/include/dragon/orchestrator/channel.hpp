@@ -82,7 +82,6 @@ private:
     /// With mu_ held: waits until done(), reading the socket when no other thread does.
     template <class Pred>
     Status wait_for(std::unique_lock<std::mutex>& lk, Pred done);
-    Status write_all(const std::string& frame);
 
     sys::UniqueFd fd_;
     msg::ClientWelcome welcome_;
