@@ -29,6 +29,10 @@ step "A C++ program starts its own ProcessGroup (two templates, a pipe back) acr
      "$ORCH run --launcher virtual --nodes 2 -- build/bin/group_probe basic"
 $ORCH run --launcher virtual --nodes 2 -- build/bin/group_probe basic
 
+step "Channels across nodes: 16 members on 4 nodes each send 20 messages to every other's inbox (exactly once, in order)" \
+     "$ORCH run --launcher virtual --nodes 4 -- build/bin/chan_probe mesh 16 20"
+$ORCH run --launcher virtual --nodes 4 -- build/bin/chan_probe mesh 16 20 | grep "^mesh"
+
 step "Ctrl-C: SIGINT, then SIGTERM, then SIGKILL after --patience (here a head that ignores SIGINT)" \
      "$ORCH --log-level info run --patience 0.5 -- python3 -c '<ignore SIGINT, sleep>'  # then SIGINT"
 before=$(ls /dev/shm | grep '^dragon-' | sort || true)
