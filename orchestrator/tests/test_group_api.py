@@ -165,7 +165,7 @@ def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # a process being reaped may give ESRCH
         return False
 deadline = time.monotonic() + 15
 while any(alive(p) for p in pids) and time.monotonic() < deadline:
