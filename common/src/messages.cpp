@@ -58,6 +58,8 @@ constexpr std::string_view name_of() {
         case Type::remote_recv: return "remote_recv";
         case Type::remote_reply: return "remote_reply";
         case Type::remote_cancel: return "remote_cancel";
+        case Type::pmi_fence: return "pmi_fence";
+        case Type::pmi_abort: return "pmi_abort";
     }
     return "unknown";
 }

@@ -31,7 +31,7 @@ void GroupTracker::started(std::uint32_t rank, Puid puid, std::int32_t pid) {
 
 Action GroupTracker::start_failed(std::uint32_t rank, std::string error, int sys_errno) {
     if (rank < members_.size()) members_[rank].state = MemberState::exited;
-    if (!failure_) failure_ = Failure{rank, 0, {}, std::move(error), sys_errno};
+    if (!failure_) failure_ = Failure{rank, 0, {}, std::move(error), sys_errno, msg::FailKind::not_started};
     if (state_ == GroupState::running) state_ = GroupState::stopping;
     return after_exit();
 }
@@ -50,14 +50,15 @@ Action GroupTracker::exited(Puid puid, msg::ExitStatus status) {
     return exit_member(*m, status);
 }
 
-Action GroupTracker::exit_member(Member& member, msg::ExitStatus status) {
+Action GroupTracker::exit_member(Member& member, msg::ExitStatus status, std::string error) {
     Member* m = &member;
     const Puid puid = m->puid;
     m->state = MemberState::exited;
     m->status = status;
     --running_;
-    const bool failed = status.signal != 0 || status.exit_code != 0;
+    const bool failed = status.signal != 0 || status.exit_code != 0 || !error.empty();
     if (!failed || state_ != GroupState::running) return after_exit();
+    const auto kind = error.empty() ? msg::FailKind::exited : msg::FailKind::runtime;
 
     if (policy_.restart) {
         if (restarts_ < policy_.max_restarts) {
@@ -66,18 +67,31 @@ Action GroupTracker::exit_member(Member& member, msg::ExitStatus status) {
             return {Action::respawn, m->rank};
         }
         // Out of restarts: the group has failed, but members still running may finish their work.
-        if (!failure_) failure_ = Failure{m->rank, puid, status, {}, 0};
+        if (!failure_) failure_ = Failure{m->rank, puid, status, std::move(error), 0, kind};
         return after_exit();
     }
-    if (!failure_) failure_ = Failure{m->rank, puid, status, {}, 0};
+    if (!failure_) failure_ = Failure{m->rank, puid, status, std::move(error), 0, kind};
     state_ = GroupState::stopping;
     return running_ > 0 ? Action{Action::stop_all, 0} : after_exit();
 }
 
-Action GroupTracker::exited(std::uint32_t rank, Puid puid, msg::ExitStatus status) {
-    if (rank >= members_.size() || members_[rank].puid != puid) return exited(puid, status);
+Action GroupTracker::exited(std::uint32_t rank, Puid puid, msg::ExitStatus status, std::string error) {
+    if (rank >= members_.size() || members_[rank].puid != puid) {
+        for (auto& x : members_)
+            if (x.puid == puid && x.state == MemberState::running) return exit_member(x, status, std::move(error));
+        return {};
+    }
     if (members_[rank].state != MemberState::running) return {};
-    return exit_member(members_[rank], status);
+    return exit_member(members_[rank], status, std::move(error));
+}
+
+Action GroupTracker::aborted(std::uint32_t rank, int exit_code, std::string message) {
+    if (rank >= members_.size()) return {};
+    if (!failure_)
+        failure_ = Failure{rank, members_[rank].puid, msg::ExitStatus{exit_code, 0}, std::move(message), 0,
+                           msg::FailKind::aborted};
+    if (state_ == GroupState::running) state_ = GroupState::stopping;
+    return running_ > 0 ? Action{Action::stop_all, 0} : after_exit();
 }
 
 Action GroupTracker::lost(std::uint32_t rank, std::string error) {
@@ -87,7 +101,7 @@ Action GroupTracker::lost(std::uint32_t rank, std::string error) {
     if (m.state == MemberState::running) --running_;
     m.state = MemberState::exited;
     m.status = msg::ExitStatus{0, 9};  // as good as SIGKILLed: its node is gone
-    if (!failure_) failure_ = Failure{rank, m.puid, m.status, std::move(error), 0};
+    if (!failure_) failure_ = Failure{rank, m.puid, m.status, std::move(error), 0, msg::FailKind::lost};
     if (state_ == GroupState::running) state_ = GroupState::stopping;
     return after_exit();
 }

@@ -310,6 +310,11 @@ void Agent::exec_members(const msg::ExecMembers& m) {
     }
     lg.started_reply = msg::MembersStarted{m.group_id, {}, false};
     lg.started_reply.members.reserve(m.members.size());
+    if (m.spec.pmi != msg::PmiMode::none)
+        if (auto st = start_pmi(lg, m); !st) {
+            spdlog::error("group {}: {}", m.group_id, st.error().message());
+            lg.first_failure = fmt::format("not started: {}", st.error().message());
+        }
     start_some(m.group_id);
     if (!pool_reservation_started_) {
         // Off the start-up path, and not at all for runs shorter than the delay.
@@ -380,8 +385,17 @@ msg::MemberStarted Agent::spawn_member(LocalGroup& g, std::uint32_t rank) {
                                         fmt::format("DRAGON_LOCAL_RANK={}", place.local_rank),
                                         fmt::format("DRAGON_LOCAL_SIZE={}", g.local_size),
                                         fmt::format("DRAGON_GROUP_ID={}", g.id),
+                                        fmt::format("DRAGON_NODE_ID={}", opts_.node_id),
                                         fmt::format("{}={}", names::kEnvPuid, *puid),
                                     });
+    std::pair<sys::UniqueFd, sys::UniqueFd> pmi_fds;  // (the child's end, ours) of its PMI_FD socket
+    if (g.pmi) {
+        std::vector<std::string> pmi_env;
+        auto fds = pmi_for_member(g, rank, pmi_env);
+        if (!fds) return fail_io(fds.error());
+        pmi_fds = std::move(*fds);
+        env = merge_env(std::move(env), pmi_env);
+    }
     std::string path_env = path_env_;
     for (const auto& kv : spec.env)
         if (kv.starts_with("PATH=")) path_env = kv.substr(5);
@@ -441,9 +455,13 @@ msg::MemberStarted Agent::spawn_member(LocalGroup& g, std::uint32_t rank) {
     int err_fd = err_p[1] ? err_p[1].get() : err_file.get();
     if (spec.stderr_mode == msg::OutputMode::file && !err_file) err_fd = out_file.get();  // one file for both
     ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, in_fd, out_fd, err_fd,
-                 {place.cpus.begin(), place.cpus.end()}};
+                 {place.cpus.begin(), place.cpus.end()}, pmi_fds.first.get()};
     auto pid = spawn_child(cs);
     if (!pid) return fail(pid.error());
+    if (g.pmi) {
+        pmi_fds.first.reset();
+        pmi_member_started(g, rank, std::move(pmi_fds.second));
+    }
 
     auto p = std::make_unique<Process>();
     p->puid = *puid;
@@ -685,7 +703,9 @@ void Agent::queue_exit_report(Process& p) {
     auto it = local_groups_.find(p.group_id);
     if (it == local_groups_.end()) return;
     LocalGroup& lg = it->second;
-    lg.exit_batch.push_back({p.rank, p.puid, p.pid, p.status});
+    std::string why;
+    if (lg.pmi) why = lg.pmi->server->rank_exited(p.rank);
+    lg.exit_batch.push_back({p.rank, p.puid, p.pid, p.status, std::move(why)});
     if (!lg.exit_flush_posted) {
         lg.exit_flush_posted = true;  // one members_exited per group per loop turn, however many exits
         asio::post(io_, [this, id = lg.id] { flush_exits(id); });

@@ -20,6 +20,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -41,6 +42,7 @@
 #include "dragon/common/config.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
+#include "dragon/pmi/server.hpp"
 #include "dragon/procgroup/group.hpp"
 #include "dragon/procgroup/resources.hpp"
 #include "dragon/transport/tcp.hpp"
@@ -98,6 +100,45 @@ struct Process {
     std::unique_ptr<asio::steady_timer> output_grace;  // after reaping, how long to wait for EOF
 };
 
+class Agent;
+
+/// One PMI connection of a local rank (a PMI_FD socket or an accepted
+/// PMI_PORT connection), with what is queued to write to it.
+struct PmiConn {
+    asio::posix::stream_descriptor sock;
+    std::deque<std::string> out;
+    bool writing = false;
+    bool closing = false;  // the server is done with it: close once `out` is written
+    std::array<char, 4096> buf{};
+    explicit PmiConn(asio::io_context& io) : sock(io) {}
+};
+
+/// The PMI server of a group on this node (pmi.cpp): the JobServer and the
+/// sockets it talks through.
+struct PmiJob final : pmi::JobHost {
+    PmiJob(Agent& a, std::uint64_t group) : agent(a), group_id(group) {}
+    ~PmiJob() override;
+    PmiJob(const PmiJob&) = delete;
+    PmiJob& operator=(const PmiJob&) = delete;
+    void send(pmi::ConnId conn, std::string bytes) override;
+    void close(pmi::ConnId conn) override;
+    void fence_out(std::uint64_t seq, std::string batch) override;
+    void abort(std::uint32_t rank, int exit_code, std::string message) override;
+    void rank_error(std::optional<std::uint32_t> rank, std::string message) override;
+    /// Closes a connection's socket (ending its pending operations) and forgets it.
+    void drop(std::map<pmi::ConnId, std::shared_ptr<PmiConn>>::iterator it);
+
+    Agent& agent;
+    std::uint64_t group_id;
+    std::unique_ptr<pmi::JobServer> server;
+    std::set<std::uint32_t> other_nodes;
+    std::map<pmi::ConnId, std::shared_ptr<PmiConn>> conns;
+    std::unique_ptr<asio::ip::tcp::acceptor> acceptor;  // with PMI_PORT
+    std::string port;                                   // PMI_PORT's host:port
+    std::vector<std::string> env;                       // what every rank of the group gets
+    std::vector<std::uint32_t> node_index;              // by node id: the job's own node number (PALS_NODEID)
+};
+
 /// The part of a group placed on this node (executor side).
 struct LocalGroup {
     std::uint64_t id = 0;
@@ -115,6 +156,7 @@ struct LocalGroup {
     std::size_t next_start = 0;
     msg::MembersStarted started_reply;
     std::string first_failure;
+    std::unique_ptr<PmiJob> pmi;  // when its members get PMI
 };
 
 /// A group as the global services see it (node 0 only).
@@ -260,6 +302,19 @@ private:
     /// Sends output toward its reader; false when that path is above high water.
     bool send_output(msg::Output&& o);
 
+    // ---- PMI (pmi.cpp) ----
+    Status start_pmi(LocalGroup& g, const msg::ExecMembers& m);
+    /// What a member needs for PMI: environment, and (PMI_FD) the child's end of its socket.
+    /// Returns (the child's end, our end) of its PMI_FD socket, or two empty fds with PMI_PORT.
+    Result<std::pair<sys::UniqueFd, sys::UniqueFd>> pmi_for_member(LocalGroup& g, std::uint32_t rank,
+                                                                   std::vector<std::string>& env);
+    void pmi_member_started(LocalGroup& g, std::uint32_t rank, sys::UniqueFd parent_end);
+    void pmi_read(std::uint64_t group_id, pmi::ConnId conn);
+    void pmi_write(std::uint64_t group_id, pmi::ConnId conn);
+    void pmi_accept(std::uint64_t group_id);
+    void on_pmi_fence(std::uint32_t from, msg::PmiFence&& m);
+    friend struct PmiJob;
+
     // ---- global services (global.cpp, node 0) ----
     void handle_group_start(const msg::GroupStart& req, Owner owner);
     Status check_group_io(const msg::GroupSpec& spec, Owner owner) const;
@@ -272,6 +327,7 @@ private:
     Result<const pg::NodeResources*> node_resources();
     void on_members_started(std::uint32_t from, const msg::MembersStarted& m);
     void on_members_exited(std::uint32_t from, const msg::MembersExited& m);
+    void on_pmi_abort(std::uint32_t from, const msg::PmiAbort& m);
     void apply(Group& g, pg::Action a);
     void stop_group(Group& g);
     void escalate_group(std::uint64_t group_id);
@@ -360,6 +416,9 @@ private:
     std::unordered_map<pid_t, Puid> by_pid_;
     std::map<std::uint64_t, LocalGroup> local_groups_;
     std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for their path to drain
+    std::map<std::uint64_t, std::vector<std::pair<std::uint32_t, msg::PmiFence>>> early_fences_;  // before exec_members
+    std::size_t early_fence_count_ = 0;
+    std::string shim_dir_;  // where libpmi.so.0 is (--pmi cray), found on first need
 
     // global (node 0)
     std::map<std::uint64_t, std::unique_ptr<Group>> groups_;

@@ -143,6 +143,8 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
     for (const auto& e : req.spec.entries)
         if (e.count > 0 && e.proc.argv.empty()) return refuse("a group entry has an empty argv");
     if (auto st = check_group_io(req.spec, owner); !st) return refuse(st.error().message());
+    if (req.spec.pmi != msg::PmiMode::none && req.spec.restart)
+        return refuse("restart cannot be combined with PMI: an MPI job cannot take a replacement rank");
     auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total), req.dry_run);
     if (!plan) return refuse(plan.error().message());
     if (req.dry_run) {
@@ -177,6 +179,10 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
         b.nranks = static_cast<std::uint32_t>(group.members.size());
         b.local_size = static_cast<std::uint32_t>(b.members.size());
         b.spec = group.spec;
+        if (group.spec.pmi != msg::PmiMode::none) {
+            b.rank_nodes.reserve(group.members.size());
+            for (const auto& m : group.members) b.rank_nodes.push_back(m.node_id);
+        }
         group.nodes.insert(node);
         group.awaiting_start.insert(node);
         send_to_node(node, b);
@@ -258,10 +264,21 @@ void Agent::on_members_exited(std::uint32_t from, const msg::MembersExited& m) {
                 run.status = e.status;
             }
         if (g.owner == Owner{0, 0}) for_front_end.exits.push_back({e.puid, e.pid, e.status});
-        apply(g, g.tracker.exited(e.rank, e.puid, e.status));
+        if (!e.error.empty()) spdlog::warn("group {}: rank {} failed: {}", id, e.rank, e.error);
+        apply(g, g.tracker.exited(e.rank, e.puid, e.status, e.error));
         if (!groups_.contains(id)) return;
     }
     if (!for_front_end.exits.empty()) send_to_owner(Owner{0, 0}, for_front_end);
+}
+
+void Agent::on_pmi_abort(std::uint32_t from, const msg::PmiAbort& m) {
+    auto it = groups_.find(m.group_id);
+    if (it == groups_.end()) return;
+    Group& g = *it->second;
+    if (m.rank >= g.members.size() || g.members[m.rank].node_id != from) return;
+    spdlog::warn("group {}: rank {} aborts the job with exit code {}{}{}", m.group_id, m.rank, m.exit_code,
+                 m.message.empty() ? "" : ": ", m.message);
+    apply(g, g.tracker.aborted(m.rank, m.exit_code, m.message));
 }
 
 // ---- the state machine's decisions -------------------------------------------------------
@@ -318,6 +335,7 @@ void Agent::maybe_finish_group(Group& g) {
         done.fail_status = f->status;
         done.fail_error = f->error;
         done.fail_errno = f->sys_errno;
+        done.fail_kind = f->kind;
     }
     if (!g.tracker.members().empty()) done.rank0_status = g.tracker.members().front().status;
     done.restarts = g.tracker.restarts();

@@ -245,6 +245,8 @@ void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
             return decoded.template operator()<msg::RemoteReply>([&](auto& m) { on_remote_reply(from, std::move(m)); });
         case msg::Type::remote_cancel:
             return decoded.template operator()<msg::RemoteCancel>([&](auto& m) { on_remote_cancel(from, m.op_id); });
+        case msg::Type::pmi_fence:  // between the nodes of a PMI job (pmi.cpp)
+            return decoded.template operator()<msg::PmiFence>([&](auto& m) { on_pmi_fence(from, std::move(m)); });
         default: break;
     }
     // What node 0 tells every executor (its own included).
@@ -294,6 +296,8 @@ void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
                 return decoded.template operator()<msg::MembersStarted>([&](auto& m) { on_members_started(from, m); });
             case msg::Type::members_exited:
                 return decoded.template operator()<msg::MembersExited>([&](auto& m) { on_members_exited(from, m); });
+            case msg::Type::pmi_abort:
+                return decoded.template operator()<msg::PmiAbort>([&](auto& m) { on_pmi_abort(from, m); });
             case msg::Type::stdin_ack:
                 return decoded.template operator()<msg::StdinAck>([&](auto& m) { route_stdin_ack(m); });
             case msg::Type::output:

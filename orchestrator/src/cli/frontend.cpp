@@ -168,6 +168,9 @@ private:
         req.spec.allow_oversubscribe = opts_.allow_oversubscribe;
         req.spec.restart = opts_.restart;
         req.spec.max_restarts = opts_.max_restarts;
+        req.spec.pmi = opts_.pmi == "cray" ? msg::PmiMode::cray : opts_.pmi == "simple" ? msg::PmiMode::simple
+                                                                                       : msg::PmiMode::none;
+        req.spec.pmi_port = opts_.pmi_port;
         if (opts_.display_map || opts_.dry_run) {
             req.request_id = kPlanRequest;
             req.dry_run = true;
@@ -213,7 +216,18 @@ private:
                 group_exit_code_ = d.rank0_status.shell_code();
                 break;
             case msg::GroupOutcome::failed:
-                if (!d.fail_error.empty() && d.fail_puid != 0) {
+                if (d.fail_kind == msg::FailKind::aborted) {
+                    // MPI_Abort: the job ends with the code the rank gave.
+                    std::fprintf(stderr, "dragon-orchestrate: rank %u (puid %llu) aborted the job with exit code %d%s%s\n",
+                                 d.fail_rank, static_cast<unsigned long long>(d.fail_puid), d.fail_status.exit_code,
+                                 d.fail_error.empty() ? "" : ": ", d.fail_error.c_str());
+                    group_exit_code_ = d.fail_status.exit_code != 0 ? d.fail_status.exit_code & 0xff : 1;
+                    if (*group_exit_code_ == 0) group_exit_code_ = 1;
+                } else if (d.fail_kind == msg::FailKind::runtime) {
+                    std::fprintf(stderr, "dragon-orchestrate: error: rank %u (puid %llu) %s\n", d.fail_rank,
+                                 static_cast<unsigned long long>(d.fail_puid), d.fail_error.c_str());
+                    group_exit_code_ = d.fail_status.shell_code() != 0 ? d.fail_status.shell_code() : 1;
+                } else if (!d.fail_error.empty() && d.fail_puid != 0) {
                     // It ran, then the runtime lost it (its node went away).
                     std::fprintf(stderr, "dragon-orchestrate: error: %s%s\n",
                                  opts_.total_ranks() > 1 ? fmt::format("rank {}: ", d.fail_rank).c_str() : "",

@@ -35,6 +35,8 @@ struct RunOptions {
     bool allow_oversubscribe = true;
     bool restart = false;
     std::uint32_t max_restarts = 0;
+    std::string pmi = "none";  // none | simple | cray (docs/pmi.md)
+    bool pmi_port = false;     // PMI_PORT + PMI_ID instead of a PMI_FD socket
     bool display_map = false;       // print the placement before starting
     bool dry_run = false;           // print the placement, start nothing
     bool label = false;             // prefix output lines with [rank]

@@ -124,6 +124,13 @@ int main(int argc, char** argv) {
     run->add_flag("--restart", ro.restart, "replace a rank that fails instead of failing the group");
     run->add_option("--max-restarts", ro.max_restarts, "with --restart: replacements allowed in all")
         ->capture_default_str();
+    run->add_option("--pmi", ro.pmi,
+                    "serve PMI to the ranks (MPI programs, no mpirun): none, simple (PMI-1/PMI-2 wire, MPICH) or "
+                    "cray (simple plus the PALS environment and our libpmi.so.0 first in LD_LIBRARY_PATH)")
+        ->check(CLI::IsMember({"none", "simple", "cray"}))
+        ->capture_default_str();
+    run->add_flag("--pmi-port", ro.pmi_port, "with --pmi: ranks connect to PMI_PORT (host:port, PMI_ID) instead of "
+                                             "inheriting a PMI_FD socket");
     run->add_flag("--display-map", ro.display_map, "print rank -> node -> cpus before starting");
     run->add_flag("--dry-run", ro.dry_run, "print the placement and start nothing");
     run->add_flag("--label", ro.label, "prefix every output line with [rank]");
@@ -203,5 +210,14 @@ int main(int argc, char** argv) {
     ro.forward_stdin = !no_stdin;
     ro.allow_oversubscribe = !no_oversubscribe;
     if (ro.restart && ro.max_restarts == 0) ro.max_restarts = 1U << 20;  // --restart alone: keep replacing
+    if (ro.pmi_port && ro.pmi == "none") {
+        std::fprintf(stderr, "dragon-orchestrate: error: run: --pmi-port needs --pmi simple or --pmi cray\n");
+        return dragon::cli::kExitUsage;
+    }
+    if (ro.restart && ro.pmi != "none") {
+        std::fprintf(stderr, "dragon-orchestrate: error: run: --restart cannot be combined with --pmi: an MPI job "
+                             "cannot take a replacement rank\n");
+        return dragon::cli::kExitUsage;
+    }
     return dragon::cli::run_program(std::move(ro));
 }

@@ -63,6 +63,7 @@ struct ChildArgs {
     char* const* envp;
     const char* cwd;
     int in, out, err;
+    int extra;  // -1: none; else installed as fd_limit
     int devnull;
     int errpipe;
     pid_t parent;
@@ -80,7 +81,7 @@ struct ChildArgs {
 // quadratic. Process-wide; used from one thread (the agent's loop).
 class FdSlots {
 public:
-    static constexpr int kStdin = 0, kStdout = 1, kStderr = 2, kErrPipe = 3, kCount = 4;
+    static constexpr int kStdin = 0, kStdout = 1, kStderr = 2, kErrPipe = 3, kExtra = 4, kCount = 5;
 
     static Result<FdSlots*> get() {
         static FdSlots slots;
@@ -113,7 +114,7 @@ private:
         }
         return ok();
     }
-    int fds_[kCount] = {-1, -1, -1, -1};
+    int fds_[kCount] = {-1, -1, -1, -1, -1};
     int devnull_ = -1;
     int limit_ = 0;
 };
@@ -151,6 +152,8 @@ void reset_signal(int sig) {
     // Programs get stdin, stdout and stderr, nothing else of ours or of whoever
     // started us (the error pipe still works until exec closes it).
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    // The extra fd goes just above the slots: free, since the private table ends there.
+    if (a->extra >= 0 && ::dup2(a->extra, a->fd_limit) < 0) child_fail(a->errpipe, kStepDup);
     if (a->cwd != nullptr && ::chdir(a->cwd) != 0) child_fail(a->errpipe, kStepChdir);
     if (a->cpus != nullptr && ::sched_setaffinity(0, a->cpus_size, a->cpus) != 0) child_fail(a->errpipe, kStepAffinity);
     sigset_t none;
@@ -214,6 +217,11 @@ std::vector<std::string> merge_env(std::vector<std::string> base, const std::vec
     return base;
 }
 
+Result<int> extra_fd_number() {
+    FdSlots* slots = DRAGON_TRY(FdSlots::get());
+    return slots->limit();
+}
+
 Result<pid_t> spawn_child(const ChildSpec& spec) {
     // Everything the child needs is prepared here: after vfork it may not allocate.
     std::vector<char*> argv;
@@ -248,10 +256,11 @@ Result<pid_t> spawn_child(const ChildSpec& spec) {
     DRAGON_CHECK(slots->put(FdSlots::kStdout, spec.stdout_fd));
     DRAGON_CHECK(slots->put(FdSlots::kStderr, spec.stderr_fd));
     DRAGON_CHECK(slots->put(FdSlots::kErrPipe, err_w.get()));
+    if (spec.extra_fd >= 0) DRAGON_CHECK(slots->put(FdSlots::kExtra, spec.extra_fd));
 
     const ChildArgs args{spec.path.c_str(), argv.data(), envp.data(), spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
                          slots->fd(FdSlots::kStdin), slots->fd(FdSlots::kStdout), slots->fd(FdSlots::kStderr),
-                         slots->devnull(), slots->fd(FdSlots::kErrPipe), ::getpid(), mask.get(), mask_size,
+                         spec.extra_fd >= 0 ? slots->fd(FdSlots::kExtra) : -1, slots->devnull(), slots->fd(FdSlots::kErrPipe), ::getpid(), mask.get(), mask_size,
                          slots->limit()};
     // Block every signal so no handler of ours runs in the child before exec.
     sigset_t all, old;

@@ -23,7 +23,12 @@ struct ChildSpec {
     int stdout_fd = -1;
     int stderr_fd = -1;
     std::vector<unsigned> cpus;     // OS cpu (PU) indices to bind to before exec; empty: inherit
+    int extra_fd = -1;              // one more fd for the child (a PMI socket), as fd number extra_fd_number()
 };
+
+/// The fd number a ChildSpec's extra_fd has in the child: the same for every
+/// child of this process (a low number above the agent's reserved slots).
+Result<int> extra_fd_number();
 
 /// Starts the child; returns its pid once it has exec'd. The fds in `spec` stay
 /// owned by the caller. Errors name the program and the reason (errno kept).

@@ -61,6 +61,8 @@ enum class Type : std::uint16_t {
     remote_recv = 109,
     remote_reply = 110,
     remote_cancel = 111,
+    pmi_fence = 112,
+    pmi_abort = 113,
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's
@@ -72,11 +74,24 @@ enum class StdinMode : std::uint8_t { null = 0, forward = 1, file = 2, owner = 3
 enum class OutputMode : std::uint8_t { forward = 0, discard = 1, file = 2, owner = 3 };
 enum class Stream : std::uint8_t { out = 1, err = 2 };
 enum class ProcState : std::uint8_t { running = 1, exited = 2 };
+/// Which PMI a group's members get (docs/pmi.md): none, the simple PMI-1/PMI-2
+/// wire server, or that server plus the Cray/PALS environment and our libpmi.
+enum class PmiMode : std::uint8_t { none = 0, simple = 1, cray = 2 };
+/// Why a group failed first (GroupDone::fail_kind).
+enum class FailKind : std::uint8_t {
+    exited = 0,       // a member exited non-zero or was killed (fail_status)
+    not_started = 1,  // a member could not be started (fail_error, fail_errno)
+    lost = 2,         // a member's node went away (fail_error)
+    aborted = 3,      // a member asked to abort the job (MPI_Abort): fail_status holds its code
+    runtime = 4,      // the runtime failed the member (fail_error: e.g. it left PMI without finalize)
+};
 
 inline bool wire_valid(StdinMode v) { return static_cast<std::uint8_t>(v) <= 3; }
 inline bool wire_valid(OutputMode v) { return static_cast<std::uint8_t>(v) <= 3; }
 inline bool wire_valid(Stream v) { return v == Stream::out || v == Stream::err; }
 inline bool wire_valid(ProcState v) { return v == ProcState::running || v == ProcState::exited; }
+inline bool wire_valid(PmiMode v) { return static_cast<std::uint8_t>(v) <= 2; }
+inline bool wire_valid(FailKind v) { return static_cast<std::uint8_t>(v) <= 4; }
 
 /// How a process ended: exactly one of exit_code / signal is meaningful.
 struct ExitStatus {
@@ -222,7 +237,10 @@ struct GroupSpec {
     bool allow_oversubscribe = true;  // false: refuse more ranks than cpus
     bool restart = false;             // true: replace failed members (Pool-like)
     std::uint32_t max_restarts = 0;
-    DRAGON_WIRE_FIELDS(entries, placement, binding, cpus_per_proc, allow_oversubscribe, restart, max_restarts)
+    PmiMode pmi = PmiMode::none;  // serve PMI to the members (MPI ranks)
+    bool pmi_port = false;        // PMI_PORT + PMI_ID (a TCP port) instead of a PMI_FD socket
+    DRAGON_WIRE_FIELDS(entries, placement, binding, cpus_per_proc, allow_oversubscribe, restart, max_restarts, pmi,
+                       pmi_port)
 };
 
 /// Front end -> agent: place and start a group (or, with dry_run, only place it).
@@ -275,8 +293,9 @@ struct GroupDone {
     std::string fail_error;
     ExitStatus rank0_status;  // how rank 0 last ended (the exit code of a stopped group)
     std::uint32_t restarts = 0;
+    FailKind fail_kind = FailKind::exited;
     DRAGON_WIRE_FIELDS(group_id, outcome, fail_rank, fail_puid, fail_status, fail_errno, fail_error, rank0_status,
-                       restarts)
+                       restarts, fail_kind)
 };
 
 // ---- local client <-> agent ---------------------------------------------------
@@ -507,7 +526,8 @@ struct ExecMembers {
     std::uint32_t local_size = 0;
     GroupSpec spec;  // the whole spec: members name their entry by rank
     std::vector<MemberPlacement> members;
-    DRAGON_WIRE_FIELDS(group_id, nranks, local_size, spec, members)
+    std::vector<std::uint32_t> rank_nodes;  // with PMI: the node of every rank of the group (else empty)
+    DRAGON_WIRE_FIELDS(group_id, nranks, local_size, spec, members, rank_nodes)
 };
 
 struct MemberStarted {
@@ -534,7 +554,8 @@ struct MemberExited {
     std::uint64_t puid = 0;
     std::int32_t pid = 0;
     ExitStatus status;
-    DRAGON_WIRE_FIELDS(rank, puid, pid, status)
+    std::string error;  // set: a failure whatever the status (e.g. it left PMI without finalize)
+    DRAGON_WIRE_FIELDS(rank, puid, pid, status, error)
 };
 
 /// A node -> node 0: members that ended, each after all of its output was sent.
@@ -626,13 +647,37 @@ struct RemoteCancel {
     DRAGON_WIRE_FIELDS(op_id)
 };
 
+/// Node j -> node k: node j's key/values of PMI fence `seq` of a group
+/// (docs/pmi.md); `batch` is an encoded list of (key, value). Every node of
+/// the group sends its batch to every other; a fence ends on a node when it
+/// has them all.
+struct PmiFence {
+    static constexpr Type kType = Type::pmi_fence;
+    std::uint64_t group_id = 0;
+    std::uint64_t seq = 0;
+    std::string batch;
+    DRAGON_WIRE_FIELDS(group_id, seq, batch)
+};
+
+/// A node -> node 0: a rank of a group asked to abort the job (PMI abort,
+/// as MPI_Abort does): the group fails with that rank and exit code, and
+/// its other members are stopped.
+struct PmiAbort {
+    static constexpr Type kType = Type::pmi_abort;
+    std::uint64_t group_id = 0;
+    std::uint32_t rank = 0;
+    std::int32_t exit_code = 1;
+    std::string message;
+    DRAGON_WIRE_FIELDS(group_id, rank, exit_code, message)
+};
+
 /// Every message type, for dispatch and fuzzing.
 using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
                                GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, GroupSignal,
                                GroupStop, GroupClose, GroupQuery, GroupStatus, OkReply, ErrorReply, NodeHello, NodeTable,
                                NodeReady, Heartbeat, ExecMembers, MembersStarted, MembersExited, SignalMembers,
                                RespawnMember, ForgetGroup, ClientRelay, ClientGone, ChanSend, ChanRecv, ChanReply,
-                               RemoteSend, RemoteRecv, RemoteReply, RemoteCancel>;
+                               RemoteSend, RemoteRecv, RemoteReply, RemoteCancel, PmiFence, PmiAbort>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

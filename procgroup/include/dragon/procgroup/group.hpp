@@ -48,8 +48,9 @@ struct Failure {
     std::uint32_t rank = 0;
     Puid puid = 0;
     msg::ExitStatus status;  // exit_code/signal of that member
-    std::string error;       // set when the member could not be started at all
+    std::string error;       // set when the member could not be started at all (or see kind)
     int sys_errno = 0;       // and the errno behind that, if any
+    msg::FailKind kind = msg::FailKind::exited;
 };
 
 /// What the executor must do after an event.
@@ -68,8 +69,14 @@ public:
     Action start_failed(std::uint32_t rank, std::string error, int sys_errno = 0);
     /// The process `puid` ended. Unknown puids (not current members) are ignored.
     Action exited(Puid puid, msg::ExitStatus status);
-    /// The same, with the rank known (no search).
-    Action exited(std::uint32_t rank, Puid puid, msg::ExitStatus status);
+    /// The same, with the rank known (no search). A non-empty `error` makes
+    /// the exit a failure whatever its status (the runtime's reason, e.g. a
+    /// rank that left PMI without finalize).
+    Action exited(std::uint32_t rank, Puid puid, msg::ExitStatus status, std::string error = {});
+    /// Rank `rank` asked to abort the whole job with `exit_code` (MPI_Abort):
+    /// the group fails with it (unless it failed already) and the rest stop,
+    /// restart policy or not.
+    Action aborted(std::uint32_t rank, int exit_code, std::string message);
     /// Rank `rank` is gone with its node: a failure (never restarted) that
     /// stops the group; `error` says which node and why.
     Action lost(std::uint32_t rank, std::string error);
@@ -88,7 +95,7 @@ public:
 
 private:
     Action after_exit();
-    Action exit_member(Member& m, msg::ExitStatus status);
+    Action exit_member(Member& m, msg::ExitStatus status, std::string error = {});
     std::uint64_t id_;
     RestartPolicy policy_;
     GroupState state_ = GroupState::running;
