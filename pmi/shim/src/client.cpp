@@ -71,7 +71,13 @@ int Client::fail(const std::string& why) {
 
 // ---------------------------------------------------------------- raw I/O
 
+bool Client::tracing() {
+    static const bool on = env("DRAGON_PMI_TRACE") != nullptr;
+    return on;
+}
+
 int Client::write_all(std::string_view bytes) {
+    if (tracing()) std::fprintf(stderr, "pmi-shim[%d] -> %.*s%s", rank_, static_cast<int>(std::min<std::size_t>(bytes.size(), 300)), bytes.data(), bytes.empty() || bytes.back() != '\n' ? "\n" : "");
     std::size_t done = 0;
     while (done < bytes.size()) {
         ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
@@ -91,6 +97,7 @@ std::optional<std::string> Client::read_line() {
         if (nl != std::string::npos) {
             std::string line = rbuf_.substr(0, nl);
             rbuf_.erase(0, nl + 1);
+            if (tracing()) std::fprintf(stderr, "pmi-shim[%d] <- %.300s\n", rank_, line.c_str());
             return line;
         }
         if (rbuf_.size() > kMaxReplyLine) {
@@ -123,6 +130,7 @@ std::optional<std::string> Client::read_exact(std::size_t want) {
     }
     std::string out = rbuf_.substr(0, want);
     rbuf_.erase(0, want);
+    if (tracing()) std::fprintf(stderr, "pmi-shim[%d] <- %.300s\n", rank_, out.c_str());
     return out;
 }
 
@@ -395,8 +403,8 @@ int Client::universe_size(int* out) {
         if (!m) return kFail;
         const std::string* v = m->find("size");
         auto n = v != nullptr ? parse_int(*v) : std::nullopt;
-        if (!n || *n < 0 || *n > (1 << 30)) return fail("bad universe_size answer");
-        *out = static_cast<int>(*n);
+        if (!n || *n > (1 << 30)) return fail("bad universe_size answer");
+        *out = *n > 0 ? static_cast<int>(*n) : size_;  // hydra answers -1 when no universe was given
         return kOk;
     }
     if (proto_ == Proto::pmi2) {

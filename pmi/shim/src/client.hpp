@@ -97,6 +97,7 @@ private:
     int init_pmi1();
     int init_pmi2();
     int fail(const std::string& why);
+    static bool tracing();
     int write_all(std::string_view bytes);
     std::optional<std::string> read_line();
     std::optional<std::string> read_exact(std::size_t n);
