@@ -289,13 +289,16 @@ int Client::init_pmi2() {
     if (!init) return kFail;
     const std::string* ver = init->find("pmi_version");
     if (!rc_ok(*init) || ver == nullptr || *ver != "2") return fail("the PMI server refused PMI-2");
+    // Servers differ in what identifies us (hydra 4.0 insists on pmirank even
+    // with PMI_PORT, where only PMI_ID is set): send every identity we have.
     Message full{"fullinit", {}};
-    if (const char* id = env("PMI_ID")) {
-        full.kv.emplace_back("pmiid", id);
-    } else {
-        if (const char* job = env("PMI_JOBID")) full.kv.emplace_back("pmijobid", job);
-        full.kv.emplace_back("pmirank", to_str(rank_));
+    const char* id = env("PMI_ID");
+    if (id != nullptr) full.kv.emplace_back("pmiid", id);
+    if (const char* job = env("PMI_JOBID")) full.kv.emplace_back("pmijobid", job);
+    if (env("PMI_RANK") == nullptr && id != nullptr) {
+        if (auto n = parse_int(id); n && *n >= 0 && *n < (1 << 30)) rank_ = static_cast<int>(*n);
     }
+    full.kv.emplace_back("pmirank", to_str(rank_));
     full.kv.emplace_back("threaded", "FALSE");
     auto resp = pmi2_call(full);
     if (!resp) return kFail;
@@ -310,9 +313,9 @@ int Client::init_pmi2() {
     num("size", size_);
     num("appnum", appnum_);
     if (const std::string* sp = resp->find("spawner-jobid")) spawned_ = !sp->empty();
-    auto id = pmi2_call(Message{"job-getid", {}});
-    if (!id || !rc_ok(*id) || id->find("jobid") == nullptr) return fail("job-getid failed");
-    kvsname_ = *id->find("jobid");
+    auto jid = pmi2_call(Message{"job-getid", {}});
+    if (!jid || !rc_ok(*jid) || jid->find("jobid") == nullptr) return fail("job-getid failed");
+    kvsname_ = *jid->find("jobid");
     kvsname_max_ = 256;
     key_max_ = 64;
     value_max_ = 1024;
