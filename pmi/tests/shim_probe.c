@@ -6,6 +6,7 @@
  *   abort      after init, rank size-1 calls PMI_Abort(7) (PMI2_Abort in
  *              pmi2 mode); the launcher must end the job with that status.
  * Exit 0 when every check passed; otherwise 1 and a message naming the check. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,26 @@ static void failf(const char *check, const char *fmt, ...) {
     } while (0)
 
 static unsigned char pattern(int rank, size_t i) { return (unsigned char)((rank * 31 + (int)i * 7 + 3) & 0xff); }
+
+/* Several threads share the one connection: each gets other ranks' keys. */
+struct getter {
+    int size, rank, thread, bad;
+    const char *kvsname, *mode;
+};
+
+static void *get_many(void *arg) {
+    struct getter *g = arg;
+    for (int i = 0; i < 25; ++i) {
+        int peer = (g->rank + g->thread + i) % g->size;
+        char key[64], want[64], got[256];
+        snprintf(key, sizeof key, "probe.k1.%d", peer);
+        snprintf(want, sizeof want, "v1-%d-%s", peer, g->mode);
+        if (PMI_KVS_Get(g->kvsname, key, got, (int)sizeof got) != PMI_SUCCESS || strcmp(got, want) != 0) g->bad++;
+        int nid = -1;
+        if (PMI_Get_nid(peer, &nid) != PMI_SUCCESS || nid < 0) g->bad++;
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "pmi1";
@@ -141,6 +162,18 @@ int main(int argc, char **argv) {
         CHECK("pmi2-kvs-get", strcmp(got, want) == 0 && vallen == (int)strlen(want), "%s = '%s' (len %d), want '%s'", key,
               got, vallen, want);
         if (k > 2) break; /* a few peers are enough at large scale */
+    }
+    {
+        pthread_t th[4];
+        struct getter gs[4];
+        for (int t = 0; t < 4; ++t) {
+            gs[t] = (struct getter){size, rank, t, 0, kvsname, mode};
+            CHECK("threads", pthread_create(&th[t], NULL, get_many, &gs[t]) == 0, "pthread_create");
+        }
+        for (int t = 0; t < 4; ++t) {
+            pthread_join(th[t], NULL);
+            CHECK("threads", gs[t].bad == 0, "thread %d saw %d bad answers", t, gs[t].bad);
+        }
     }
     CHECK("kvs-get-missing", PMI_KVS_Get(kvsname, "probe.no.such.key", val, (int)sizeof val) != PMI_SUCCESS,
           "a missing key was found");
@@ -321,7 +354,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < clique_size && ct + 16 < sizeof clique_text; ++i)
         ct += (size_t)snprintf(clique_text + ct, sizeof clique_text - ct, i ? ",%d" : "%d", clique[i]);
     printf("shim rank=%d size=%d nid=%d clique=%s smp=%d appnum=%d universe=%d kvsname=%s mode=%s mapping=%s "
-           "version=%d.%d.%d kvs=ok jobattr=ok nodeattr=ok allgather=ok allgather_big=ok allgatherv=ok bcast=ok "
+           "version=%d.%d.%d kvs=ok threads=ok jobattr=ok nodeattr=ok allgather=ok allgather_big=ok allgatherv=ok bcast=ok "
            "ring=ok nameserv=%s spawn=refused\n",
            rank, size, nid, clique_text, smp, appnum, universe, kvsname, mode, have_mapping ? "found" : "absent", maj, min,
            rev, ns);
