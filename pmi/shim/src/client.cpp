@@ -64,6 +64,13 @@ Client& Client::instance() {
     return *c;
 }
 
+int Client::wire_error(const std::string& why) {
+    // The stream may now be out of step with the server: refuse further use.
+    fail(why + "; the PMI connection is unusable from now on");
+    broken_ = true;
+    return kFail;
+}
+
 int Client::fail(const std::string& why) {
     std::fprintf(stderr, "dragon-pmi-shim[rank %d]: %s\n", rank_, why.c_str());
     return kFail;
@@ -77,6 +84,7 @@ bool Client::tracing() {
 }
 
 int Client::write_all(std::string_view bytes) {
+    if (broken_) return kFail;
     if (tracing()) std::fprintf(stderr, "pmi-shim[%d] -> %.*s%s", rank_, static_cast<int>(std::min<std::size_t>(bytes.size(), 300)), bytes.data(), bytes.empty() || bytes.back() != '\n' ? "\n" : "");
     std::size_t done = 0;
     while (done < bytes.size()) {
@@ -84,7 +92,7 @@ int Client::write_all(std::string_view bytes) {
         if (n < 0 && errno == ENOTSOCK) n = ::write(fd_, bytes.data() + done, bytes.size() - done);
         if (n < 0) {
             if (errno == EINTR) continue;
-            return fail(std::string("write to the PMI server failed: ") + std::strerror(errno));
+            return wire_error(std::string("write to the PMI server failed: ") + std::strerror(errno));
         }
         done += static_cast<std::size_t>(n);
     }
@@ -92,6 +100,7 @@ int Client::write_all(std::string_view bytes) {
 }
 
 std::optional<std::string> Client::read_line() {
+    if (broken_) return std::nullopt;
     while (true) {
         std::size_t nl = rbuf_.find('\n');
         if (nl != std::string::npos) {
@@ -101,14 +110,14 @@ std::optional<std::string> Client::read_line() {
             return line;
         }
         if (rbuf_.size() > kMaxReplyLine) {
-            fail("PMI server sent a line longer than " + to_str(static_cast<long long>(kMaxReplyLine)) + " bytes");
+            wire_error("PMI server sent a line longer than " + to_str(static_cast<long long>(kMaxReplyLine)) + " bytes");
             return std::nullopt;
         }
         char buf[4096];
         ssize_t n = ::read(fd_, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            fail(n == 0 ? std::string("PMI server closed the connection")
+            wire_error(n == 0 ? std::string("PMI server closed the connection")
                         : std::string("read from the PMI server failed: ") + std::strerror(errno));
             return std::nullopt;
         }
@@ -117,12 +126,13 @@ std::optional<std::string> Client::read_line() {
 }
 
 std::optional<std::string> Client::read_exact(std::size_t want) {
+    if (broken_) return std::nullopt;
     while (rbuf_.size() < want) {
         char buf[4096];
         ssize_t n = ::read(fd_, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            fail(n == 0 ? std::string("PMI server closed the connection")
+            wire_error(n == 0 ? std::string("PMI server closed the connection")
                         : std::string("read from the PMI server failed: ") + std::strerror(errno));
             return std::nullopt;
         }
@@ -139,11 +149,11 @@ std::optional<Message> Client::pmi1_read(std::string_view expect) {
     if (!line) return std::nullopt;
     auto m = parse_pmi1_line(*line);
     if (!m) {
-        fail("malformed PMI-1 answer: '" + line->substr(0, 200) + "'");
+        wire_error("malformed PMI-1 answer: '" + line->substr(0, 200) + "'");
         return std::nullopt;
     }
     if (m->cmd != expect) {
-        fail("PMI-1 answer '" + m->cmd + "' where '" + std::string(expect) + "' was expected");
+        wire_error("PMI-1 answer '" + m->cmd + "' where '" + std::string(expect) + "' was expected");
         return std::nullopt;
     }
     return m;
@@ -169,18 +179,18 @@ std::optional<Message> Client::pmi2_call(const Message& req) {
     if (!len_text) return std::nullopt;
     auto len = parse_int(*len_text);
     if (!len || *len <= 0 || *len > static_cast<long long>(kMaxFrame)) {
-        fail("bad PMI-2 frame length '" + *len_text + "'");
+        wire_error("bad PMI-2 frame length '" + *len_text + "'");
         return std::nullopt;
     }
     auto body = read_exact(static_cast<std::size_t>(*len));
     if (!body) return std::nullopt;
     auto m = parse_pmi2_body(*body);
     if (!m) {
-        fail("malformed PMI-2 answer: '" + body->substr(0, 200) + "'");
+        wire_error("malformed PMI-2 answer: '" + body->substr(0, 200) + "'");
         return std::nullopt;
     }
     if (m->cmd != req.cmd + "-response") {
-        fail("PMI-2 answer '" + m->cmd + "' to '" + req.cmd + "'");
+        wire_error("PMI-2 answer '" + m->cmd + "' to '" + req.cmd + "'");
         return std::nullopt;
     }
     return m;
@@ -328,6 +338,7 @@ int Client::init(Proto wanted) {
     if (proto_ != Proto::none) return finalized_ ? kErrInit : kOk;
     rank_ = 0;
     size_ = 1;
+    broken_ = false;
     int rc = wanted == Proto::pmi2 ? init_pmi2() : init_pmi1();
     if (rc == kErrInit && fd_ < 0) {
         // No server named in the environment: a singleton, as MPICH allows.

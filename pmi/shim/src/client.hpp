@@ -97,6 +97,7 @@ private:
     int init_pmi1();
     int init_pmi2();
     int fail(const std::string& why);
+    int wire_error(const std::string& why);
     static bool tracing();
     int write_all(std::string_view bytes);
     std::optional<std::string> read_line();
@@ -117,6 +118,7 @@ private:
     Proto proto_ = Proto::none;
     bool finalized_ = false;
     int fd_ = -1;
+    bool broken_ = false;  // a wire error put the stream out of step
     std::string rbuf_;
     int rank_ = 0;
     int size_ = 1;
