@@ -264,7 +264,10 @@ void Agent::on_members_exited(std::uint32_t from, const msg::MembersExited& m) {
                 run.status = e.status;
             }
         if (g.owner == Owner{0, 0}) for_front_end.exits.push_back({e.puid, e.pid, e.status});
-        if (!e.error.empty()) spdlog::warn("group {}: rank {} failed: {}", id, e.rank, e.error);
+        if (!e.error.empty()) {  // after the group began to stop, members killed inside PMI are expected
+            if (g.tracker.state() == pg::GroupState::running) spdlog::warn("group {}: rank {} failed: {}", id, e.rank, e.error);
+            else spdlog::debug("group {}: rank {}: {}", id, e.rank, e.error);
+        }
         apply(g, g.tracker.exited(e.rank, e.puid, e.status, e.error));
         if (!groups_.contains(id)) return;
     }
