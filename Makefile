@@ -3,8 +3,10 @@
 #
 #   make            build (preset dev: optimised, debug info, in build/)
 #   make demo       install deps, build, run the demo
-#   make test       install deps, build, run unit, stress, integration, system (virtual clusters) and
-#                   slurm (a real 4-node Slurm cluster on this machine) tests and a fuzz smoke run
+#   make test       install deps, build, run unit, stress, integration, system (virtual clusters),
+#                   slurm (a real 4-node Slurm cluster on this machine) and mpi (real MPICH programs
+#                   and Slurm's PMI-2 client under --pmi, one node and virtual clusters) tests and a
+#                   fuzz smoke run
 #   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
 #   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels (local and
@@ -26,7 +28,7 @@ all: build
 deps-build:
 	@scripts/install-deps.sh build
 deps-test:
-	@scripts/install-deps.sh test slurm
+	@scripts/install-deps.sh test slurm mpi
 deps-bench:
 	@scripts/install-deps.sh bench
 deps-lint:
@@ -40,7 +42,7 @@ demo: deps-bench build
 	@scripts/demo.sh
 
 test: deps-test build
-	$(CTEST) --test-dir build -L 'unit|stress|integration|system|slurm'
+	$(CTEST) --test-dir build -L 'unit|stress|integration|system|slurm|mpi'
 	$(MAKE) --no-print-directory test-fuzz
 
 test-fuzz: deps-test
