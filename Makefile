@@ -10,7 +10,8 @@
 #   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
 #   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels (local and
-#                   across 2 virtual nodes) and transport benchmarks, each against its peer in the same run
+#                   across 2 virtual nodes), transport and PMI (MPI_Init of 64 ranks, fences of 256 ranks over
+#                   4 virtual nodes, against mpiexec.hydra) benchmarks, each against its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
 
@@ -63,6 +64,7 @@ test-tsan: deps-test
 bench: deps-bench build
 	/usr/bin/python3 bench/startup.py
 	/usr/bin/python3 bench/launch.py
+	/usr/bin/python3 bench/pmi.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels
