@@ -3,12 +3,15 @@
 #
 #   make            build (preset dev: optimised, debug info, in build/)
 #   make demo       install deps, build, run the demo
-#   make test       install deps, build, run unit, stress, integration, system (virtual clusters) and
-#                   slurm (a real 4-node Slurm cluster on this machine) tests and a fuzz smoke run
+#   make test       install deps, build, run unit, stress, integration, system (virtual clusters),
+#                   slurm (a real 4-node Slurm cluster on this machine) and mpi (real MPICH programs
+#                   and Slurm's PMI-2 client under --pmi, one node and virtual clusters) tests and a
+#                   fuzz smoke run
 #   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/)
 #   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
 #   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels (local and
-#                   across 2 virtual nodes) and transport benchmarks, each against its peer in the same run
+#                   across 2 virtual nodes), transport and PMI (MPI_Init of 64 ranks, fences of 256 ranks over
+#                   4 virtual nodes, against mpiexec.hydra) benchmarks, each against its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
 
@@ -26,7 +29,7 @@ all: build
 deps-build:
 	@scripts/install-deps.sh build
 deps-test:
-	@scripts/install-deps.sh test slurm
+	@scripts/install-deps.sh test slurm mpi
 deps-bench:
 	@scripts/install-deps.sh bench
 deps-lint:
@@ -40,7 +43,7 @@ demo: deps-bench build
 	@scripts/demo.sh
 
 test: deps-test build
-	$(CTEST) --test-dir build -L 'unit|stress|integration|system|slurm'
+	$(CTEST) --test-dir build -L 'unit|stress|integration|system|slurm|mpi'
 	$(MAKE) --no-print-directory test-fuzz
 
 test-fuzz: deps-test
@@ -61,6 +64,7 @@ test-tsan: deps-test
 bench: deps-bench build
 	/usr/bin/python3 bench/startup.py
 	/usr/bin/python3 bench/launch.py
+	/usr/bin/python3 bench/pmi.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels

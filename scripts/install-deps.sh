@@ -2,11 +2,13 @@
 # Installs the Debian 12 packages Dragon needs, idempotently: only what is
 # missing is installed, and `apt-get update` runs only when something is.
 #
-#   scripts/install-deps.sh [build|test|bench|lint|slurm|all]...   (default: all)
+#   scripts/install-deps.sh [build|test|bench|lint|slurm|mpi|all]...   (default: all)
 #
 # Profiles are cumulative in practice (test and bench need build). `slurm`
 # stands alone: the daemons scripts/slurm-cluster.sh runs as a 4-node test
-# cluster on this machine (docs/slurm.md); `all` leaves it out.
+# cluster on this machine (docs/slurm.md); `all` leaves it out. `mpi` also
+# stands alone: Debian's MPICH (mpicc.mpich, mpiexec.hydra), NetPIPE and Slurm's
+# PMI-2 client library, for the real-MPI test programs (tests/mpi/).
 set -euo pipefail
 
 build_pkgs=(
@@ -22,6 +24,12 @@ test_pkgs=(
 )
 bench_pkgs=(
   python3 mpich hyperfine
+  libmpich-dev   # mpicc.mpich: bench/pmi.py runs MPI programs built from tests/mpi/
+)
+mpi_pkgs=(
+  mpich libmpich-dev   # MPICH 4.0.2 (ch4:ucx), mpicc.mpich and mpiexec.hydra
+  netpipe-mpich2       # NPmpich2: a real MPI point-to-point benchmark
+  libpmi2-0-dev        # Slurm's PMI-2 client (libpmi2.so, slurm/pmi2.h): a real peer for a PMI-2 server
 )
 lint_pkgs=(
   clang-tidy clang-format
@@ -40,8 +48,9 @@ for profile in "$@"; do
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
     lint)  want+=("${build_pkgs[@]}" "${lint_pkgs[@]}") ;;
     slurm) want+=("${slurm_pkgs[@]}") ;;
+    mpi)   want+=("${mpi_pkgs[@]}") ;;
     all)   want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" "${lint_pkgs[@]}") ;;
-    *) echo "install-deps: unknown profile '$profile' (build|test|bench|lint|slurm|all)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown profile '$profile' (build|test|bench|lint|slurm|mpi|all)" >&2; exit 2 ;;
   esac
 done
 

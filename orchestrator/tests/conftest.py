@@ -115,3 +115,4 @@ def read_line_with_timeout(stream, timeout=20):
 def pytest_configure(config):
     config.addinivalue_line("markers", "system: several nodes (a virtual cluster) or fault injection")
     config.addinivalue_line("markers", "slurm: inside a real Slurm cluster on this machine (scripts/slurm-cluster.sh)")
+    config.addinivalue_line("markers", "mpi: real MPI programs (MPICH, NetPIPE, Slurm's PMI-2 client) under --pmi")
