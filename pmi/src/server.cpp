@@ -190,8 +190,17 @@ void JobServer::received(ConnId id, std::string_view bytes) {
 void JobServer::disconnected(ConnId id) {
     auto it = conns_.find(id);
     if (it == conns_.end()) return;
-    if (Rank* r = rank_of(it->second); r != nullptr && r->conn == id) r->conn.reset();
+    const auto rank = it->second.rank;
+    Rank* r = rank_of(it->second);
     conns_.erase(it);
+    if (r == nullptr || r->conn != id) return;
+    r->conn.reset();
+    if (r->phase != Phase::initialized) return;
+    // It began PMI and left without finalize: its peers would wait for it in
+    // the next fence for ever.
+    r->phase = Phase::failed;
+    r->error = "closed its PMI connection without finalize";
+    host_.rank_error(rank, r->error);
 }
 
 void JobServer::fail_conn(ConnId id, std::string why) {

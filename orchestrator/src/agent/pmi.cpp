@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -58,8 +59,12 @@ void PmiJob::abort(std::uint32_t rank, int exit_code, std::string message) {
 }
 
 void PmiJob::rank_error(std::optional<std::uint32_t> rank, std::string message) {
-    if (rank) spdlog::warn("group {}: rank {}: {}", group_id, *rank, message);
-    else spdlog::warn("group {}: a PMI connection: {}", group_id, message);
+    if (!rank) return spdlog::warn("group {}: a PMI connection: {}", group_id, message);
+    spdlog::warn("group {}: rank {}: {}; ending it", group_id, *rank, message);
+    // Its peers would wait for it in a fence: end it now; its exit report
+    // carries the reason (JobServer::rank_exited) and fails the group.
+    for (const auto& [puid, p] : agent.procs_)
+        if (p->group_id == group_id && p->rank == *rank && p->state == msg::ProcState::running) ::kill(-p->pid, SIGKILL);
 }
 
 // ---- set-up ------------------------------------------------------------------------------

@@ -282,13 +282,17 @@ private:
     // ---- the head's stdio ---------------------------------------------------------
 
     void write_output(const msg::Output& m) {
-        if (!opts_.label && !opts_.label_node) return write_stream(m.stream, m.data);
-        // Whole lines only, each prefixed with its rank ([group:rank] for a
-        // group a process of the run started); a partial line waits for its end.
+        const bool labelled = opts_.label || opts_.label_node;
+        // One process: its bytes as they come (a prompt without a newline shows).
+        if (!labelled && opts_.total_ranks() <= 1) return write_stream(m.stream, m.data);
+        // Several: whole lines only, so two ranks never mix within a line; with
+        // a label each is prefixed with its rank ([group:rank] for a group a
+        // process of the run started). A partial line waits for its end.
         auto& [prefix, partial] = partial_[{m.puid, m.stream}];
-        if (prefix.empty() && opts_.label_node) prefix = fmt::format("[{}:{}] ", puid_node(m.puid), m.puid);
-        else if (prefix.empty())
-            prefix = m.group_id == group_id_ ? fmt::format("[{}] ", m.rank) : fmt::format("[{}:{}] ", m.group_id, m.rank);
+        if (labelled && prefix.empty())
+            prefix = opts_.label_node           ? fmt::format("[{}:{}] ", puid_node(m.puid), m.puid)
+                     : m.group_id == group_id_ ? fmt::format("[{}] ", m.rank)
+                                               : fmt::format("[{}:{}] ", m.group_id, m.rank);
         std::string out;
         std::size_t start = 0;
         for (std::size_t nl; (nl = m.data.find('\n', start)) != std::string::npos; start = nl + 1) {
@@ -305,7 +309,8 @@ private:
         for (auto& [key, line] : partial_) {
             auto& [prefix, partial] = line;
             if (partial.empty()) continue;
-            write_stream(key.second, fmt::format("{}{}\n", prefix, partial));
+            const bool labelled = opts_.label || opts_.label_node;
+            write_stream(key.second, labelled ? fmt::format("{}{}\n", prefix, partial) : partial);
             partial.clear();
         }
     }

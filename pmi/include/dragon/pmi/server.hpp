@@ -61,7 +61,10 @@ public:
     virtual void fence_out(std::uint64_t seq, std::string batch) = 0;
     /// A rank asked to abort the job with this exit code.
     virtual void abort(std::uint32_t rank, int exit_code, std::string message) = 0;
-    /// A rank broke the protocol; the server already closed its connection.
+    /// A rank broke the protocol, or closed its connection after init
+    /// without finalize; the server is done with its connection. The job
+    /// cannot go on with it: the host should end the rank's process, whose
+    /// exit then fails the job with this message (rank_exited).
     virtual void rank_error(std::optional<std::uint32_t> rank, std::string message) = 0;
 };
 
