@@ -48,7 +48,7 @@ test: deps-test build
 
 test-fuzz: deps-test
 	cmake --preset fuzz >/dev/null
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec fuzz_transport_handshake fuzz_hostlist
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec fuzz_transport_handshake fuzz_hostlist fuzz_pmi
 	$(CTEST) --test-dir build-fuzz -L fuzz
 
 test-asan: deps-test
