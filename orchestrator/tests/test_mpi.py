@@ -252,6 +252,56 @@ def test_slurm_pmi2_client_over_4_virtual_nodes(placement):
         assert int(kv["node"]) == (r // 2 if placement == "block" else r % 4), kv  # from PMI_process_mapping
 
 
+# --- Dragon's Cray-PMI shim (libpmi.so.0 / libpmi2.so.0) ------------------------
+
+def shim(name):
+    p = BIN / name
+    if not p.exists():
+        pytest.skip(f"{p} not built")
+    return str(p)
+
+
+@pytest.mark.parametrize("placement", ["block", "cyclic"])
+@pytest.mark.parametrize("mode", ["pmi1", "pmi2"])
+def test_cray_shim_every_call_over_4_nodes_x_2_ranks(mode, placement):
+    """shim_probe calls every exported function and checks what it can itself
+    (allgather/allgatherv/bcast contents, ring neighbours, puts of other ranks
+    after a fence, node attributes); here its answers are checked against the
+    placement: nid and SMP peers of every rank, and the PALS environment."""
+    job = ok(run_job(["run", *V4, "-n", "8", "--placement", placement, "--pmi", "cray", "--",
+                      shim("shim_probe"), mode], timeout=90))
+    ranks = per_rank(job.out, "shim", 8)
+    node = (lambda r: r // 2) if placement == "block" else (lambda r: r % 4)
+    for r, kv in ranks.items():
+        assert int(kv["nid"]) == node(r), kv
+        peers = sorted(q for q in range(8) if node(q) == node(r))
+        assert [int(x) for x in kv["clique"].split(",")] == peers, kv
+        assert int(kv["smp"]) == 2 and kv["mode"] == mode and kv["mapping"] == "found", kv
+        for check in ("kvs", "jobattr", "nodeattr", "allgather", "allgather_big", "allgatherv", "bcast", "ring"):
+            assert kv[check] == "ok", (check, kv)
+    assert len({kv["kvsname"] for kv in ranks.values()}) == 1, job
+
+
+def test_cray_environment_and_our_libpmi_first():
+    env_dump = (
+        "import os; e=os.environ; print('pals', ' '.join(f'{k}={e.get(k, \"-\")}' for k in "
+        "['PALS_RANKID','PALS_NODEID','PALS_LOCAL_RANKID','PALS_LOCAL_SIZE','PALS_APID','PALS_DEPTH','PMI_RANK']), "
+        "'ld=' + e.get('LD_LIBRARY_PATH', '-').split(':')[0], flush=True)")
+    job = ok(run_job(["run", *V4, "-n", "8", "--pmi", "cray", "--", PY, "-c", env_dump], timeout=60))
+    apids = set()
+    lines = [l for l in job.out.splitlines() if l.startswith("pals ")]
+    assert len(lines) == 8, job
+    for line in lines:
+        kv = dict(m.groups() for m in re.finditer(r"(\w+)=(\S+)", line))
+        r = int(kv["PALS_RANKID"])
+        assert kv["PMI_RANK"] == str(r)
+        assert kv["PALS_NODEID"] == str(r // 2) and kv["PALS_LOCAL_RANKID"] == str(r % 2), line
+        assert kv["PALS_LOCAL_SIZE"] == "2" and kv["PALS_DEPTH"] == "1", line
+        assert os.path.exists(os.path.join(kv["ld"], "libpmi.so.0")), line
+        apids.add(kv["PALS_APID"])
+    assert len(apids) == 1
+
+
 # --- failures: MPI_Abort, no finalize, broken PMI ------------------------------
 
 def pids_of(out, word):

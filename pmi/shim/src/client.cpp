@@ -721,6 +721,27 @@ int Client::do_layout() {
     if (found) {
         if (auto m = parse_process_mapping(text, size_)) {
             node_of_ = std::move(*m);
+            // The mapping numbers the job's nodes 0..k-1; under Dragon,
+            // dragon.node_ids turns those into the runtime's node ids (nids).
+            std::string ids;
+            bool have = false;
+            if (int rc = do_job_attr("dragon.node_ids", &ids, &have); rc != kOk) return rc;
+            if (have) {
+                std::vector<int> nid;
+                std::size_t start = 0;
+                while (start <= ids.size()) {
+                    auto comma = ids.find(',', start);
+                    if (comma == std::string::npos) comma = ids.size();
+                    auto n = parse_int(std::string_view(ids).substr(start, comma - start));
+                    if (!n || *n < 0 || *n > (1 << 30)) break;
+                    nid.push_back(static_cast<int>(*n));
+                    start = comma + 1;
+                }
+                bool fits = true;
+                for (int n : node_of_) fits = fits && n >= 0 && static_cast<std::size_t>(n) < nid.size();
+                if (fits)
+                    for (int& n : node_of_) n = nid[static_cast<std::size_t>(n)];
+            }
             layout_done_ = true;
             return kOk;
         }
