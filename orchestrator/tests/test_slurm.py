@@ -170,3 +170,20 @@ def test_an_sbatch_script_runs_a_mesh_of_channels_over_the_nodes(slurm_env, tmp_
     assert r.returncode == 0, r.stderr.decode() + text
     assert re.search(r"mesh ok: 8 members on nodes \{0,1,2,3\}", text), text
     assert not dead_entries(shm_entries())
+
+
+def test_mpi_ranks_over_the_nodes_of_an_allocation_without_mpirun(slurm_env):
+    """MPICH ranks on every node of a real allocation, wired by the agents'
+    PMI (no srun --mpi, no mpiexec); and MPI_Abort's code comes back."""
+    prog = BIN / "mpi" / "mpi_allreduce"
+    if not prog.exists():
+        pytest.skip(f"{prog} not built (scripts/install-deps.sh mpi)")
+    r = salloc(slurm_env, ["run", "-n", "8", "--pmi", "simple", "--", str(prog)])
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    lines = [l for l in out.splitlines() if l.startswith("allreduce ")]
+    assert len(lines) == 8 and all("sum=28" in l and "vector=ok" in l for l in lines), out
+    r = salloc(slurm_env, ["run", "-n", "8", "--pmi", "simple", "--", str(BIN / "mpi" / "mpi_abort"), "5", "7"])
+    assert r.returncode == 7, r.stderr.decode()
+    assert re.search(rb"rank 5 \(puid \d+\) aborted the job with exit code 7", r.stderr), r.stderr
+    assert not dead_entries(shm_entries())
