@@ -131,6 +131,21 @@ std::map<std::string, Scenario> scenarios() {
     std::map<std::string, Scenario> s;
 
     // Two templates (MPMD): ranks 0-1 exit 0, ranks 2-4 exit 0 after printing their rank.
+    // An MPI job from the C++ API: group_probe mpi PROGRAM N [ARGS...]
+    s["mpi"] = [](Session& ses, int argc, char** argv) {
+        if (argc < 2) return 2;
+        ProcessGroup g(ses, {.pmi = msg::PmiMode::simple});
+        std::vector<std::string> cmd{argv[0]};
+        for (int i = 2; i < argc; ++i) cmd.emplace_back(argv[i]);
+        g.add(ProcessTemplate::command(cmd), static_cast<std::uint32_t>(std::atoi(argv[1])));
+        must(g.start(), "start");
+        must(g.join(std::nullopt), "join");
+        print_outcome(g);
+        std::printf("fail_kind=%d\n", g.outcome() ? static_cast<int>(g.outcome()->fail_kind) : -1);
+        must(g.close(), "close");
+        return 0;
+    };
+
     s["basic"] = [](Session& ses, int, char**) {
         ProcessGroup g(ses);
         g.add(ProcessTemplate::command({"true"}), 2);

@@ -302,6 +302,18 @@ def test_cray_environment_and_our_libpmi_first():
     assert len(apids) == 1
 
 
+# --- the C++ ProcessGroup API ------------------------------------------------------
+
+def test_mpi_job_from_the_cpp_process_group_api():
+    probe = str(BIN / "group_probe")
+    job = ok(run_job(["run", *V4, "--", probe, "mpi", prog("mpi_allreduce"), "8"], timeout=90))
+    check_program("mpi_allreduce", job.out, 8)
+    assert "outcome=succeeded" in job.out, job
+    job = ok(run_job(["run", *V4, "--", probe, "mpi", prog("mpi_abort"), "8", "3", "7"], timeout=90))
+    assert re.search(r"outcome=failed fail_rank=3 fail_code=7 ", job.out), job
+    assert "fail_kind=3" in job.out, job  # aborted
+
+
 # --- failures: MPI_Abort, no finalize, broken PMI ------------------------------
 
 def pids_of(out, word):

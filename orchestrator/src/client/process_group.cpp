@@ -91,6 +91,8 @@ msg::GroupSpec ProcessGroup::spec() const {
     s.allow_oversubscribe = options_.allow_oversubscribe;
     s.restart = options_.restart;
     s.max_restarts = options_.max_restarts;
+    s.pmi = options_.pmi;
+    s.pmi_port = options_.pmi_port;
     return s;
 }
 

@@ -63,6 +63,8 @@ struct GroupOptions {
     bool allow_oversubscribe = true;  // false: more ranks than cpus is an error
     bool restart = false;             // true: replace a failed member (Pool-like)
     std::uint32_t max_restarts = 0;   // with restart: replacements in all
+    msg::PmiMode pmi = msg::PmiMode::none;  // simple | cray: MPI ranks get PMI from their agents (docs/pmi.md)
+    bool pmi_port = false;                  // with pmi: PMI_PORT + PMI_ID instead of a PMI_FD socket
 };
 
 /// One rank of a started group, as the agent last reported it.
