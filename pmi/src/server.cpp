@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <limits>
+#include <random>
 
 namespace dragon::pmi {
 
@@ -142,6 +144,15 @@ JobServer::JobServer(JobLayout layout, JobHost& host) : layout_(std::move(layout
         if (layout_.rank_node[r] == layout_.node) local_[static_cast<std::uint32_t>(r)] = Rank{};
         else other_nodes_.insert(layout_.rank_node[r]);
     }
+    // PMI_IDs for PMI_PORT: random, distinct, below 2^31 (clients atoi them).
+    std::random_device rd;
+    for (auto& [rank, r] : local_) {
+        std::uint32_t id = 0;
+        do id = (static_cast<std::uint32_t>(rd()) & 0x7fffffffU) | 1U;
+        while (rank_of_port_id_.contains(id));
+        r.port_id = id;
+        rank_of_port_id_[id] = rank;
+    }
     // MPICH reads replies into a 1024-byte line with ~40 bytes of framing.
     mapping_ = process_mapping(dense, kMaxValue - 64);
     node_ids_ = fmt::format("{}", fmt::join(ids, ","));
@@ -160,11 +171,25 @@ ConnId JobServer::connect(std::optional<std::uint32_t> rank) {
                 host_.close(*it->second.conn);
                 conns_.erase(*it->second.conn);
             }
+            const auto pid = it->second.port_id;
             it->second = Rank{};
+            it->second.port_id = pid;
             it->second.conn = id;
+            it->second.bound = true;
         }
     }
     return id;
+}
+
+std::uint32_t JobServer::port_id(std::uint32_t rank) const {
+    auto it = local_.find(rank);
+    return it == local_.end() ? 0 : it->second.port_id;
+}
+
+std::optional<ConnId> JobServer::conn_of(std::uint32_t rank) const {
+    auto it = local_.find(rank);
+    if (it == local_.end() || !it->second.conn || !conns_.contains(*it->second.conn)) return std::nullopt;
+    return it->second.conn;
 }
 
 JobServer::Rank* JobServer::rank_of(const Conn& c) {
@@ -193,6 +218,7 @@ void JobServer::disconnected(ConnId id) {
     const auto rank = it->second.rank;
     Rank* r = rank_of(it->second);
     conns_.erase(it);
+    drop_waits(id);
     if (r == nullptr || r->conn != id) return;
     r->conn.reset();
     if (r->phase != Phase::initialized) return;
@@ -200,7 +226,7 @@ void JobServer::disconnected(ConnId id) {
     // the next fence for ever.
     r->phase = Phase::failed;
     r->error = "closed its PMI connection without finalize";
-    host_.rank_error(rank, r->error);
+    host_.rank_error(rank, r->error, false);
 }
 
 void JobServer::fail_conn(ConnId id, std::string why) {
@@ -211,32 +237,38 @@ void JobServer::fail_conn(ConnId id, std::string why) {
         r->conn.reset();
         if (r->phase != Phase::finalized && r->phase != Phase::aborted) {
             r->phase = Phase::failed;
+            r->protocol = true;
             r->error = why;
         }
     }
     conns_.erase(it);
+    drop_waits(id);
     host_.close(id);
-    host_.rank_error(rank, std::move(why));
+    host_.rank_error(rank, std::move(why), true);
 }
 
 Status JobServer::bind_rank(ConnId id, Conn& c, std::string_view text) {
-    auto rank = to_uint(text);
-    if (!rank || *rank >= layout_.rank_node.size())
-        return make_error(Errc::protocol, "PMI: '{}' is not a rank of this job (size {})", text,
-                          layout_.rank_node.size());
-    auto r = static_cast<std::uint32_t>(*rank);
+    auto pid = to_uint(text);
+    auto found = pid && *pid <= 0xffffffffU ? rank_of_port_id_.find(static_cast<std::uint32_t>(*pid))
+                                            : rank_of_port_id_.end();
+    if (found == rank_of_port_id_.end())
+        return make_error(Errc::protocol, "PMI: '{}' is not the PMI_ID of a rank on this node", text.substr(0, 20));
+    const std::uint32_t r = found->second;
     if (c.rank) {
         if (*c.rank != r) return make_error(Errc::protocol, "PMI: rank {} says it is rank {}", *c.rank, r);
         return ok();
     }
-    auto it = local_.find(r);
-    if (it == local_.end()) return make_error(Errc::protocol, "PMI: rank {} does not run on this node", r);
-    if (it->second.conn && conns_.contains(*it->second.conn))
-        return make_error(Errc::protocol, "PMI: rank {} is already connected", r);
+    Rank& rk = local_.at(r);
+    if (rk.bound) return make_error(Errc::protocol, "PMI: rank {} already connected once", r);
     c.rank = r;
-    it->second = Rank{};
-    it->second.conn = id;
+    rk.bound = true;
+    rk.conn = id;
     return ok();
+}
+
+void JobServer::drop_waits(ConnId id) {
+    for (auto it = attr_waiters_.begin(); it != attr_waiters_.end();)
+        it = it->second == id ? attr_waiters_.erase(it) : std::next(it);
 }
 
 Status JobServer::put(std::string_view key, std::string_view value) {
@@ -244,6 +276,12 @@ Status JobServer::put(std::string_view key, std::string_view value) {
         return make_error(Errc::invalid_argument, "key of {} bytes (1 to {})", key.size(), kMaxKey);
     if (value.size() > kMaxValue)
         return make_error(Errc::invalid_argument, "value of {} bytes (at most {})", value.size(), kMaxValue);
+    const std::size_t bytes = key.size() + value.size() + 8;
+    if (pending_bytes_ + bytes > kMaxFenceBytes)
+        return make_error(Errc::no_space, "more than {} bytes put on this node since the last fence", kMaxFenceBytes);
+    if (kvs_bytes_ + pending_bytes_ + bytes > kMaxJobBytes)
+        return make_error(Errc::no_space, "the job holds more than {} bytes of keys", kMaxJobBytes);
+    pending_bytes_ += bytes;
     pending_.push_back({std::string(key), std::string(value)});
     return ok();
 }
@@ -312,6 +350,7 @@ void JobServer::handle_v1(ConnId id, Conn& c, const Command& cmd) {
     } else if (name == "get_universe_size") {
         reply("universe_size", {{"size", std::to_string(layout_.universe_size)}});
     } else if (name == "put") {
+        if (!c.rank) return fail_conn(id, "PMI: put before the rank is known (initack)");
         const std::string* key = need("key");
         if (key == nullptr) return;
         const std::string* value = need("value");
@@ -323,11 +362,13 @@ void JobServer::handle_v1(ConnId id, Conn& c, const Command& cmd) {
         }
         auto st = put(*key, *value);
         if (!st) {
-            reply("put_result", {{"rc", "-1"}, {"msg", "key_or_value_too_long"}});
+            reply("put_result", {{"rc", "-1"}, {"msg", st.error().code() == Errc::no_space ? "too_many_keys"
+                                                                                           : "key_or_value_too_long"}});
             return;
         }
         reply("put_result", {{"rc", "0"}, {"msg", "success"}});
     } else if (name == "get") {
+        if (!c.rank) return fail_conn(id, "PMI: get before the rank is known (initack)");
         const std::string* key = need("key");
         if (key == nullptr) return;
         auto v = lookup(*key);
@@ -348,7 +389,10 @@ void JobServer::handle_v1(ConnId id, Conn& c, const Command& cmd) {
         const auto parsed = code != nullptr ? to_int(*code) : std::nullopt;
         const std::string* text = cmd.get("msg") != nullptr ? cmd.get("msg") : cmd.get("message");
         r->phase = Phase::aborted;
-        host_.abort(*c.rank, parsed ? static_cast<int>(*parsed) : 1, text != nullptr ? *text : std::string());
+        const auto exit_code = parsed ? std::clamp<std::int64_t>(*parsed, std::numeric_limits<int>::min(),
+                                                            std::numeric_limits<int>::max())
+                                 : 1;
+        host_.abort(*c.rank, static_cast<int>(exit_code), text != nullptr ? *text : std::string());
     } else if (name == "publish_name") {
         reply("publish_result", {{"rc", "-1"}, {"msg", "name_service_not_supported"}});
     } else if (name == "unpublish_name") {
@@ -356,7 +400,11 @@ void JobServer::handle_v1(ConnId id, Conn& c, const Command& cmd) {
     } else if (name == "lookup_name") {
         reply("lookup_result", {{"rc", "-1"}, {"msg", "name_service_not_supported"}});
     } else if (name == "spawn") {
-        reply("spawn_result", {{"rc", "-1"}, {"msg", "spawn_not_supported"}});
+        // MPI_Comm_spawn_multiple sends one block per command and reads one answer.
+        const std::string* total = cmd.get("totspawns");
+        const std::string* sofar = cmd.get("spawnssofar");
+        if (total == nullptr || sofar == nullptr || *total == *sofar)
+            reply("spawn_result", {{"rc", "-1"}, {"msg", "spawn_not_supported"}});
     } else {
         fail_conn(id, fmt::format("PMI: unknown command '{}'", name.substr(0, 64)));
     }
@@ -370,10 +418,14 @@ void JobServer::handle_v2(ConnId id, Conn& c, const Command& cmd) {
         return v != nullptr ? std::string_view(*v) : std::string_view();
     };
     if (name == "fullinit") {
-        const std::string* who = cmd.get("pmiid") != nullptr ? cmd.get("pmiid") : cmd.get("pmirank");
-        if (who == nullptr && !c.rank) return fail_conn(id, "PMI-2: fullinit without pmirank= or pmiid=");
-        if (who != nullptr)
+        // A PMI_PORT connection says who it is with the PMI_ID it was given.
+        if (!c.rank) {
+            const std::string* who = cmd.get("pmiid") != nullptr ? cmd.get("pmiid") : cmd.get("srcid");
+            if (who == nullptr) return fail_conn(id, "PMI-2: fullinit on a PMI_PORT connection without pmiid=");
             if (auto st = bind_rank(id, c, *who); !st) return fail_conn(id, st.error().message());
+        } else if (const std::string* pr = cmd.get("pmirank"); pr != nullptr && *pr != std::to_string(*c.rank)) {
+            return fail_conn(id, fmt::format("PMI-2: rank {} says it is rank {}", *c.rank, pr->substr(0, 20)));
+        }
         Rank* r = rank_of(c);
         if (r == nullptr) return fail_conn(id, "PMI-2: fullinit from a rank not on this node");
         if (r->phase == Phase::idle) r->phase = Phase::initialized;
@@ -383,6 +435,8 @@ void JobServer::handle_v2(ConnId id, Conn& c, const Command& cmd) {
                                     {"size", size}, {"appnum", "0"}, {"debugged", "FALSE"}, {"pmiverbose", "FALSE"}});
     } else if (name == "job-getid") {
         reply("job-getid-response", {{"rc", "0"}, {"jobid", layout_.kvsname}});
+    } else if (!c.rank) {
+        fail_conn(id, fmt::format("PMI-2: {} before fullinit", name.substr(0, 64)));
     } else if (name == "kvs-put") {
         if (cmd.get("key") == nullptr || cmd.get("value") == nullptr)
             return fail_conn(id, "PMI-2: kvs-put needs key= and value=");
@@ -414,6 +468,10 @@ void JobServer::handle_v2(ConnId id, Conn& c, const Command& cmd) {
             reply("info-putnodeattr-response", {{"rc", "-1"}, {"errmsg", "key or value too long"}});
             return;
         }
+        if (node_attrs_.size() >= kMaxNodeAttrs && !node_attrs_.contains(key)) {
+            reply("info-putnodeattr-response", {{"rc", "-1"}, {"errmsg", "too many node attributes"}});
+            return;
+        }
         node_attrs_[key] = std::string(arg("value"));
         reply("info-putnodeattr-response", {{"rc", "0"}});
         auto [lo, hi] = attr_waiters_.equal_range(key);
@@ -430,8 +488,8 @@ void JobServer::handle_v2(ConnId id, Conn& c, const Command& cmd) {
         if (auto it = node_attrs_.find(key); it != node_attrs_.end()) {
             reply("info-getnodeattr-response", {{"rc", "0"}, {"found", "TRUE"}, {"value", it->second}});
         } else if (arg("wait") == "TRUE") {
-            if (attr_waiters_.size() >= 4 * local_.size() + 64)
-                return fail_conn(id, "PMI-2: too many info-getnodeattr waits");
+            for (const auto& [k, w] : attr_waiters_)
+                if (w == id) return fail_conn(id, "PMI-2: info-getnodeattr while one waits already");
             attr_waiters_.emplace(key, id);
         } else {
             reply("info-getnodeattr-response", {{"rc", "0"}, {"found", "FALSE"}});
@@ -476,6 +534,8 @@ Status JobServer::remote_fence(std::uint32_t from, std::uint64_t seq, std::strin
                           layout_.job_id);
     if (seq != fence_seq_ && seq != fence_seq_ + 1)
         return make_error(Errc::protocol, "PMI fence batch {} from node {} while at fence {}", seq, from, fence_seq_);
+    if (batch.size() > kMaxFenceBytes + (kMaxFenceBytes / 8) + 64)
+        return make_error(Errc::protocol, "PMI fence batch of {} bytes from node {}", batch.size(), from);
     auto kvs = wire::decode_exact<std::vector<KeyValue>>(batch);
     if (!kvs) return make_error(Errc::protocol, "PMI fence batch from node {}: {}", from, kvs.error().message());
     auto& slot = remote_[seq];
@@ -494,8 +554,14 @@ void JobServer::maybe_complete_fence() {
     if (have != other_nodes_.size()) return;
     // Merge in node order, so a key put on two nodes resolves the same everywhere.
     bool own_done = false;
+    auto store = [&](KeyValue&& kv) {
+        auto [slot, fresh] = kvs_.try_emplace(std::move(kv.key));
+        kvs_bytes_ -= fresh ? 0 : slot->first.size() + slot->second.size() + 8;
+        kvs_bytes_ += slot->first.size() + kv.value.size() + 8;
+        slot->second = std::move(kv.value);
+    };
     auto apply_own = [&] {
-        for (auto& kv : pending_) kvs_[std::move(kv.key)] = std::move(kv.value);
+        for (auto& kv : pending_) store(std::move(kv));
         own_done = true;
     };
     if (it != remote_.end()) {
@@ -503,12 +569,13 @@ void JobServer::maybe_complete_fence() {
             if (!own_done && node > layout_.node) apply_own();
             auto kvs = wire::decode_exact<std::vector<KeyValue>>(batch);  // checked on arrival
             if (kvs)
-                for (auto& kv : *kvs) kvs_[std::move(kv.key)] = std::move(kv.value);
+                for (auto& kv : *kvs) store(std::move(kv));
         }
         remote_.erase(it);
     }
     if (!own_done) apply_own();
     pending_.clear();
+    pending_bytes_ = 0;
     ++fence_seq_;
     local_sent_ = false;
     for (auto& [rank, r] : local_) {
@@ -524,7 +591,7 @@ void JobServer::maybe_complete_fence() {
     maybe_send_local();
 }
 
-std::string JobServer::rank_exited(std::uint32_t rank) {
+std::string JobServer::rank_exited(std::uint32_t rank, bool clean) {
     auto it = local_.find(rank);
     if (it == local_.end()) return {};
     Rank& r = it->second;
@@ -532,6 +599,7 @@ std::string JobServer::rank_exited(std::uint32_t rank) {
         if (conns_.contains(*r.conn)) {
             host_.close(*r.conn);
             conns_.erase(*r.conn);
+            drop_waits(*r.conn);
         }
         r.conn.reset();
     }
@@ -542,11 +610,15 @@ std::string JobServer::rank_exited(std::uint32_t rank) {
             maybe_send_local();
             break;
         case Phase::initialized:
-            why = r.in_fence ? "exited inside a PMI fence, without PMI finalize"
-                             : "exited after PMI init without PMI finalize";
+            if (clean)
+                why = r.in_fence ? "exited inside a PMI fence, without PMI finalize"
+                                 : "exited after PMI init without PMI finalize";
             r.phase = Phase::failed;
             break;
-        case Phase::failed: why = fmt::format("PMI protocol error: {}", r.error); break;
+        case Phase::failed:
+            if (r.protocol) why = fmt::format("PMI protocol error: {}", r.error);
+            else if (clean) why = r.error;
+            break;
         case Phase::finalized:
         case Phase::aborted:
         case Phase::gone: break;

@@ -154,9 +154,12 @@ Result<std::optional<Command>> StreamDecoder::next_v1() {
             if (++multi_lines_ > kMaxSpawnLines)
                 return make_error(Errc::protocol, "PMI: an mcmd={} request of more than {} lines", multi_->cmd,
                                   kMaxSpawnLines);
-            auto part = parse_v1(std::string("cmd=x ") + std::string(l));
-            if (!part) return std::move(part).error();
-            for (auto& kv : part->args) multi_->args.push_back(std::move(kv));
+            // One key=value per line; a value may hold spaces (arguments).
+            const auto eq = l.find('=');
+            if (eq == std::string_view::npos || eq == 0)
+                return make_error(Errc::protocol, "PMI: '{}' in an mcmd={} request is not key=value", excerpt(l),
+                                  multi_->cmd);
+            multi_->args.emplace_back(std::string(l.substr(0, eq)), std::string(l.substr(eq + 1)));
             consume(nl + 1);
             continue;
         }

@@ -102,7 +102,7 @@ struct Recorder : JobHost {
     void close(ConnId c) override { closed.push_back(c); }
     void fence_out(std::uint64_t seq, std::string batch) override { fences.emplace_back(seq, std::move(batch)); }
     void abort(std::uint32_t rank, int code, std::string) override { aborts.emplace_back(rank, code); }
-    void rank_error(std::optional<std::uint32_t>, std::string m) override { errors.push_back(std::move(m)); }
+    void rank_error(std::optional<std::uint32_t>, std::string m, bool) override { errors.push_back(std::move(m)); }
     std::string take(ConnId c) { return std::exchange(sent[c], {}); }
 };
 
@@ -220,21 +220,63 @@ TEST(JobServer, BadInputFailsOnlyThatRank) {
     s3.disconnected(e);
     ASSERT_EQ(h3.errors.size(), 1U);
     EXPECT_NE(s3.rank_exited(0), "");
+    // ... unless the process died of something else, which then speaks for itself.
+    Recorder h4;
+    JobServer s4(l, h4);
+    const ConnId f = s4.connect(0);
+    s4.received(f, "cmd=init pmi_version=1 pmi_subversion=1\n");
+    s4.disconnected(f);
+    EXPECT_EQ(s4.rank_exited(0, false), "");
 }
 
-TEST(JobServer, PortConnectionsSayWhoTheyAre) {
+TEST(JobServer, PortConnectionsProveWhoTheyAreOnce) {
     Recorder h;
     JobLayout l = two_nodes(1);  // ranks 2 and 3 are here
     JobServer s(l, h);
+    EXPECT_EQ(s.port_id(0), 0U);  // not here
+    ASSERT_NE(s.port_id(3), 0U);
+    EXPECT_NE(s.port_id(2), s.port_id(3));
     const ConnId a = s.connect(std::nullopt);
-    s.received(a, "cmd=initack pmiid=3\n");
-    EXPECT_EQ(h.take(a), "cmd=initack\ncmd=set size=4\ncmd=set rank=3\ncmd=set debug=0\n");
+    s.received(a, "cmd=get kvsname=kvs_5 key=PMI_process_mapping\n");  // who is asking?
+    EXPECT_EQ(h.closed, std::vector<ConnId>{a});
     const ConnId b = s.connect(std::nullopt);
-    s.received(b, "cmd=initack pmiid=0\n");  // rank 0 is on node 0
-    EXPECT_EQ(h.closed, std::vector<ConnId>{b});
+    s.received(b, fmt::format("cmd=initack pmiid={}\n", s.port_id(3)));
+    EXPECT_EQ(h.take(b), "cmd=initack\ncmd=set size=4\ncmd=set rank=3\ncmd=set debug=0\n");
     const ConnId c = s.connect(std::nullopt);
-    s.received(c, "cmd=initack pmiid=3\n");  // already connected
+    s.received(c, "cmd=initack pmiid=3\n");  // the rank number is not its PMI_ID
     EXPECT_EQ(h.closed.size(), 2U);
+    const ConnId d = s.connect(std::nullopt);
+    s.received(d, fmt::format("cmd=initack pmiid={}\n", s.port_id(3)));  // already spoken for
+    EXPECT_EQ(h.closed.size(), 3U);
+    // PMI-2 on a port: fullinit must carry the PMI_ID.
+    const ConnId e = s.connect(std::nullopt);
+    s.received(e, "cmd=init pmi_version=2 pmi_subversion=0\n" + format_v2("fullinit", {{"pmirank", "2"}}));
+    EXPECT_EQ(h.closed.size(), 4U);
+    const ConnId f = s.connect(std::nullopt);
+    s.received(f, "cmd=init pmi_version=2 pmi_subversion=0\n" +
+                      format_v2("fullinit", {{"pmiid", std::to_string(s.port_id(2))}, {"pmirank", "2"}}));
+    EXPECT_NE(h.take(f).find("rank=2;size=4;"), std::string::npos);
+}
+
+TEST(JobServer, PutsAreBoundedAndSpawnAnswersOnce) {
+    Recorder h;
+    JobLayout l = two_nodes(0);
+    l.rank_node = {0};
+    JobServer s(l, h);
+    const ConnId a = s.connect(0);
+    const std::string value(900, 'v');
+    std::size_t refused = 0;
+    for (int i = 0; i < 20000 && refused == 0; ++i) {
+        s.received(a, fmt::format("cmd=put kvsname=kvs_5 key=k{} value={}\n", i, value));
+        if (h.take(a).find("rc=-1 msg=too_many_keys") != std::string::npos) ++refused;
+    }
+    EXPECT_EQ(refused, 1U);  // 16 MiB per fence
+    // Two spawn blocks of one MPI_Comm_spawn_multiple: one answer; a value may hold spaces.
+    s.received(a, "mcmd=spawn\nnprocs=1\nexecname=x\ntotspawns=2\nspawnssofar=1\narg1=a b\nendcmd\n");
+    EXPECT_EQ(h.take(a), "");
+    s.received(a, "mcmd=spawn\nnprocs=1\nexecname=y\ntotspawns=2\nspawnssofar=2\nendcmd\n");
+    EXPECT_EQ(h.take(a), "cmd=spawn_result rc=-1 msg=spawn_not_supported\n");
+    EXPECT_TRUE(h.closed.empty());
 }
 
 }  // namespace

@@ -86,7 +86,7 @@ Action GroupTracker::exited(std::uint32_t rank, Puid puid, msg::ExitStatus statu
 }
 
 Action GroupTracker::aborted(std::uint32_t rank, int exit_code, std::string message) {
-    if (rank >= members_.size()) return {};
+    if (rank >= members_.size() || finished()) return {};
     if (!failure_)
         failure_ = Failure{rank, members_[rank].puid, msg::ExitStatus{exit_code, 0}, std::move(message), 0,
                            msg::FailKind::aborted};

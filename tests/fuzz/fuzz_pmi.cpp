@@ -15,7 +15,7 @@ struct NullHost : dragon::pmi::JobHost {
     void close(dragon::pmi::ConnId) override {}
     void fence_out(std::uint64_t, std::string b) override { bytes += b.size(); }
     void abort(std::uint32_t, int, std::string) override {}
-    void rank_error(std::optional<std::uint32_t>, std::string) override {}
+    void rank_error(std::optional<std::uint32_t>, std::string, bool) override {}
 };
 }  // namespace
 

@@ -525,6 +525,7 @@ void Agent::forget_group(std::uint64_t group_id) {
         procs_.erase(p);  // closes its pipes; pending handlers find the puid gone
         ++forgotten;
     }
+    if (it->second.pmi) pmi_forget(group_id);
     local_groups_.erase(it);
     spdlog::debug("group {} closed: {} processes forgotten here", group_id, forgotten);
 }
@@ -704,7 +705,10 @@ void Agent::queue_exit_report(Process& p) {
     if (it == local_groups_.end()) return;
     LocalGroup& lg = it->second;
     std::string why;
-    if (lg.pmi) why = lg.pmi->server->rank_exited(p.rank);
+    if (lg.pmi) {
+        pmi_drain(lg, p.rank);
+        why = lg.pmi->server->rank_exited(p.rank, p.status.signal == 0 && p.status.exit_code == 0);
+    }
     lg.exit_batch.push_back({p.rank, p.puid, p.pid, p.status, std::move(why)});
     if (!lg.exit_flush_posted) {
         lg.exit_flush_posted = true;  // one members_exited per group per loop turn, however many exits

@@ -109,6 +109,7 @@ struct PmiConn {
     std::deque<std::string> out;
     bool writing = false;
     bool closing = false;  // the server is done with it: close once `out` is written
+    bool read_paused = false;  // replies pile up unread: no more requests until they drain
     std::array<char, 4096> buf{};
     explicit PmiConn(asio::io_context& io) : sock(io) {}
 };
@@ -124,7 +125,7 @@ struct PmiJob final : pmi::JobHost {
     void close(pmi::ConnId conn) override;
     void fence_out(std::uint64_t seq, std::string batch) override;
     void abort(std::uint32_t rank, int exit_code, std::string message) override;
-    void rank_error(std::optional<std::uint32_t> rank, std::string message) override;
+    void rank_error(std::optional<std::uint32_t> rank, std::string message, bool protocol) override;
     /// Closes a connection's socket (ending its pending operations) and forgets it.
     void drop(std::map<pmi::ConnId, std::shared_ptr<PmiConn>>::iterator it);
 
@@ -135,6 +136,7 @@ struct PmiJob final : pmi::JobHost {
     std::map<pmi::ConnId, std::shared_ptr<PmiConn>> conns;
     std::unique_ptr<asio::ip::tcp::acceptor> acceptor;  // with PMI_PORT
     std::string port;                                   // PMI_PORT's host:port
+    std::unique_ptr<asio::steady_timer> accept_backoff;
     std::vector<std::string> env;                       // what every rank of the group gets
     std::vector<std::uint32_t> node_index;              // by node id: the job's own node number (PALS_NODEID)
 };
@@ -313,6 +315,9 @@ private:
     void pmi_write(std::uint64_t group_id, pmi::ConnId conn);
     void pmi_accept(std::uint64_t group_id);
     void on_pmi_fence(std::uint32_t from, msg::PmiFence&& m);
+    /// Feeds what a rank wrote before it exited (an abort, say) to its server.
+    void pmi_drain(LocalGroup& g, std::uint32_t rank);
+    void pmi_forget(std::uint64_t group_id);
     friend struct PmiJob;
 
     // ---- global services (global.cpp, node 0) ----
@@ -417,7 +422,8 @@ private:
     std::map<std::uint64_t, LocalGroup> local_groups_;
     std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for their path to drain
     std::map<std::uint64_t, std::vector<std::pair<std::uint32_t, msg::PmiFence>>> early_fences_;  // before exec_members
-    std::size_t early_fence_count_ = 0;
+    std::size_t early_fence_bytes_ = 0;
+    std::set<std::uint64_t> forgotten_pmi_;  // groups closed here: late fence batches for them are dropped
     std::string shim_dir_;  // where libpmi.so.0 is (--pmi cray), found on first need
 
     // global (node 0)

@@ -17,7 +17,9 @@
 namespace dragon::agent {
 
 namespace {
-constexpr std::size_t kMaxEarlyFences = 4096;  // fence batches held for groups not yet started here
+constexpr std::size_t kMaxEarlyFenceBytes = 64U << 20;  // fence batches held for groups not started here yet
+constexpr std::size_t kReadPauseBytes = 64U << 10;      // unread replies before a rank's requests wait
+constexpr auto kLostConnectionGrace = std::chrono::seconds(2);
 }
 
 // ---- the JobServer's host --------------------------------------------------------------
@@ -58,13 +60,24 @@ void PmiJob::abort(std::uint32_t rank, int exit_code, std::string message) {
     agent.send_to_node(0, msg::PmiAbort{group_id, rank, exit_code, std::move(message)});
 }
 
-void PmiJob::rank_error(std::optional<std::uint32_t> rank, std::string message) {
+void PmiJob::rank_error(std::optional<std::uint32_t> rank, std::string message, bool protocol) {
     if (!rank) return spdlog::warn("group {}: a PMI connection: {}", group_id, message);
-    spdlog::warn("group {}: rank {}: {}; ending it", group_id, *rank, message);
-    // Its peers would wait for it in a fence: end it now; its exit report
-    // carries the reason (JobServer::rank_exited) and fails the group.
+    // Its peers would wait for it in a fence: end it; its exit report carries
+    // the reason (JobServer::rank_exited) and fails the group. A lost
+    // connection is most often a crash in progress: its own exit comes first.
+    Puid who = 0;
     for (const auto& [puid, p] : agent.procs_)
-        if (p->group_id == group_id && p->rank == *rank && p->state == msg::ProcState::running) ::kill(-p->pid, SIGKILL);
+        if (p->group_id == group_id && p->rank == *rank && p->state == msg::ProcState::running) who = puid;
+    if (who == 0) return;
+    auto end_it = [&agent = agent, who, group = group_id, r = *rank, message] {
+        Process* p = agent.find(who);
+        if (p == nullptr || p->state != msg::ProcState::running) return;
+        spdlog::warn("group {}: rank {}: {}; ending it", group, r, message);
+        ::kill(-p->pid, SIGKILL);
+    };
+    if (protocol) return end_it();
+    auto timer = std::make_shared<asio::steady_timer>(agent.io_, kLostConnectionGrace);
+    timer->async_wait([timer, end_it](const asio::error_code& ec) { if (!ec) end_it(); });
 }
 
 // ---- set-up ------------------------------------------------------------------------------
@@ -89,8 +102,9 @@ Status Agent::start_pmi(LocalGroup& g, const msg::ExecMembers& m) {
     job->server = std::make_unique<pmi::JobServer>(std::move(layout), *job);
 
     if (m.spec.pmi_port) {
-        // One listener per group and node, on the node's own address.
-        const std::string host = opts_.address.empty() ? std::string("127.0.0.1") : opts_.address;
+        // One listener per group and node, on loopback: only this node's ranks
+        // connect, and each proves who it is with its random PMI_ID.
+        const std::string host = "127.0.0.1";
         asio::error_code ec;
         auto addr = asio::ip::make_address(host, ec);
         if (ec) return make_error(Errc::invalid_argument, "PMI_PORT: bad node address '{}': {}", host, ec.message());
@@ -140,8 +154,10 @@ Status Agent::start_pmi(LocalGroup& g, const msg::ExecMembers& m) {
     if (auto early = early_fences_.find(g.id); early != early_fences_.end()) {
         auto batches = std::move(early->second);
         early_fences_.erase(early);
-        early_fence_count_ -= batches.size();
-        for (auto& [from, f] : batches) on_pmi_fence(from, std::move(f));
+        for (auto& [from, f] : batches) {
+            early_fence_bytes_ -= f.batch.size();
+            on_pmi_fence(from, std::move(f));
+        }
     }
     return ok();
 }
@@ -160,7 +176,7 @@ Result<std::pair<sys::UniqueFd, sys::UniqueFd>> Agent::pmi_for_member(LocalGroup
     }
     if (job.acceptor) {
         env.push_back(fmt::format("PMI_PORT={}", job.port));
-        env.push_back(fmt::format("PMI_ID={}", rank));
+        env.push_back(fmt::format("PMI_ID={}", job.server->port_id(rank)));
         return std::pair<sys::UniqueFd, sys::UniqueFd>();
     }
     int sv[2];
@@ -204,8 +220,16 @@ void Agent::pmi_accept(std::uint64_t group_id) {
                 job.conns.emplace(id, std::move(conn));
                 pmi_read(group_id, id);
             }
+            if (job.conns.size() > 2 * job.server->local_size() + 8) {  // more than its ranks could want
+                spdlog::warn("group {}: too many PMI connections; closing the newest", group_id);
+                job.drop(std::prev(job.conns.end()));
+            }
         } else {
+            // Out of fds, say: try again a little later, not in a busy loop.
             spdlog::warn("group {}: accepting a PMI connection: {}", group_id, ec.message());
+            job.accept_backoff = std::make_unique<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+            job.accept_backoff->async_wait([this, group_id](const asio::error_code& e) { if (!e) pmi_accept(group_id); });
+            return;
         }
         pmi_accept(group_id);
     });
@@ -219,6 +243,13 @@ void Agent::pmi_read(std::uint64_t group_id, pmi::ConnId id) {
     auto c = g->second.pmi->conns.find(id);
     if (c == g->second.pmi->conns.end() || c->second->closing) return;
     auto conn = c->second;
+    std::size_t queued = 0;
+    for (const auto& b : conn->out) queued += b.size();
+    if (queued > kReadPauseBytes) {  // it does not read its replies: take no more requests for now
+        conn->read_paused = true;
+        return;
+    }
+    conn->read_paused = false;
     conn->sock.async_read_some(asio::buffer(conn->buf), [this, group_id, id, conn](const asio::error_code& ec,
                                                                                   std::size_t n) {
         auto grp = local_groups_.find(group_id);
@@ -270,6 +301,7 @@ void Agent::pmi_write(std::uint64_t group_id, pmi::ConnId id) {
                               return;
                           }
                           pmi_write(group_id, id);
+                          if (conn->read_paused && !conn->writing) pmi_read(group_id, id);
                       });
 }
 
@@ -278,10 +310,11 @@ void Agent::pmi_write(std::uint64_t group_id, pmi::ConnId id) {
 void Agent::on_pmi_fence(std::uint32_t from, msg::PmiFence&& m) {
     auto g = local_groups_.find(m.group_id);
     if (g == local_groups_.end()) {
+        if (forgotten_pmi_.contains(m.group_id)) return;  // it ended here while its peers were in a fence
         // Its members here are not started yet (exec_members comes over another link).
-        if (early_fence_count_ >= kMaxEarlyFences)
+        if (early_fence_bytes_ + m.batch.size() > kMaxEarlyFenceBytes)
             return spdlog::error("PMI fence batch for unknown group {} from node {} dropped", m.group_id, from);
-        ++early_fence_count_;
+        early_fence_bytes_ += m.batch.size();
         early_fences_[m.group_id].emplace_back(from, std::move(m));
         return;
     }
@@ -289,6 +322,32 @@ void Agent::on_pmi_fence(std::uint32_t from, msg::PmiFence&& m) {
         return spdlog::error("PMI fence batch from node {} for group {}, which has no PMI", from, m.group_id);
     if (auto st = g->second.pmi->server->remote_fence(from, m.seq, m.batch); !st)
         spdlog::error("group {}: {}", m.group_id, st.error().message());
+}
+
+void Agent::pmi_drain(LocalGroup& g, std::uint32_t rank) {
+    PmiJob& job = *g.pmi;
+    auto id = job.server->conn_of(rank);
+    if (!id) return;
+    auto c = job.conns.find(*id);
+    if (c == job.conns.end()) return;
+    auto conn = c->second;
+    // Whatever is still in its socket was written before it exited.
+    char buf[4096];
+    for (int i = 0; i < 64; ++i) {
+        const auto n = ::recv(conn->sock.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0) break;
+        job.server->received(*id, std::string_view(buf, static_cast<std::size_t>(n)));
+        if (!job.server->conn_of(rank)) break;
+    }
+}
+
+void Agent::pmi_forget(std::uint64_t group_id) {
+    if (auto early = early_fences_.find(group_id); early != early_fences_.end()) {
+        for (const auto& [from, f] : early->second) early_fence_bytes_ -= f.batch.size();
+        early_fences_.erase(early);
+    }
+    forgotten_pmi_.insert(group_id);
+    while (forgotten_pmi_.size() > 4096) forgotten_pmi_.erase(forgotten_pmi_.begin());  // ids only grow
 }
 
 }  // namespace dragon::agent

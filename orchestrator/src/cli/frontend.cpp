@@ -92,8 +92,11 @@ private:
             case msg::Type::proc_exit: {
                 auto m = msg::decode_as<msg::ProcExit>(f);
                 if (!m) return fail(std::move(m).error());
-                for (const auto& e : m->exits)
+                for (const auto& e : m->exits) {
                     spdlog::debug("puid {} ended: exit code {}, signal {}", e.puid, e.status.exit_code, e.status.signal);
+                    flush_partial_line(e.puid, msg::Stream::out);  // its output all came before this
+                    flush_partial_line(e.puid, msg::Stream::err);
+                }
                 return;
             }
             case msg::Type::stdin_ack: {
@@ -295,7 +298,9 @@ private:
                                                : fmt::format("[{}:{}] ", m.group_id, m.rank);
         std::string out;
         std::size_t start = 0;
-        for (std::size_t nl; (nl = m.data.find('\n', start)) != std::string::npos; start = nl + 1) {
+        // Unlabelled, a carriage return ends a line too, so progress bars move.
+        const char* ends = labelled ? "\n" : "\n\r";
+        for (std::size_t nl; (nl = m.data.find_first_of(ends, start)) != std::string::npos; start = nl + 1) {
             out += prefix;
             out += partial;
             partial.clear();
@@ -303,16 +308,23 @@ private:
         }
         partial.append(m.data, start);
         if (!out.empty()) write_stream(m.stream, out);
+        if (partial.size() > kMaxPartialLine) flush_partial_line(m.puid, m.stream);  // no newline in sight
+    }
+
+    static constexpr std::size_t kMaxPartialLine = 64U << 10;
+
+    /// A process's unfinished line goes out as it is (labelled: as a line).
+    void flush_partial_line(Puid puid, msg::Stream stream) {
+        auto it = partial_.find({puid, stream});
+        if (it == partial_.end()) return;
+        auto& [prefix, partial] = it->second;
+        const bool labelled = opts_.label || opts_.label_node;
+        if (!partial.empty()) write_stream(stream, labelled ? fmt::format("{}{}\n", prefix, partial) : partial);
+        partial_.erase(it);
     }
 
     void flush_partial_lines() {
-        for (auto& [key, line] : partial_) {
-            auto& [prefix, partial] = line;
-            if (partial.empty()) continue;
-            const bool labelled = opts_.label || opts_.label_node;
-            write_stream(key.second, labelled ? fmt::format("{}{}\n", prefix, partial) : partial);
-            partial.clear();
-        }
+        while (!partial_.empty()) flush_partial_line(partial_.begin()->first.first, partial_.begin()->first.second);
     }
 
     void write_stream(msg::Stream stream, const std::string& data) {

@@ -46,6 +46,11 @@ Result<std::vector<std::uint32_t>> expand_process_mapping(std::string_view mappi
 
 using ConnId = std::uint64_t;
 
+// Bounds on what ranks can make a node hold (a put past them answers rc=-1).
+inline constexpr std::size_t kMaxFenceBytes = 16U << 20;  // one node's new key/values per fence
+inline constexpr std::size_t kMaxJobBytes = 256U << 20;   // the job's key/values on a node
+inline constexpr std::size_t kMaxNodeAttrs = 4096;        // PMI-2 node attributes per job and node
+
 /// What the server needs from its host. Every call is made from inside a
 /// JobServer call, on the host's thread.
 class JobHost {
@@ -65,7 +70,9 @@ public:
     /// without finalize; the server is done with its connection. The job
     /// cannot go on with it: the host should end the rank's process, whose
     /// exit then fails the job with this message (rank_exited).
-    virtual void rank_error(std::optional<std::uint32_t> rank, std::string message) = 0;
+    /// `protocol`: bad bytes (end it now); else a lost connection (the
+    /// process may be crashing: give its exit a moment to be seen first).
+    virtual void rank_error(std::optional<std::uint32_t> rank, std::string message, bool protocol) = 0;
 };
 
 class JobServer {
@@ -73,8 +80,14 @@ public:
     JobServer(JobLayout layout, JobHost& host);
 
     /// A new connection. `rank` is known for a PMI_FD socket made for that
-    /// rank; for a PMI_PORT connection it comes with `initack pmiid=`.
+    /// rank; for a PMI_PORT connection it comes with `initack pmiid=ID` (or
+    /// PMI-2 `fullinit pmiid=ID`), where ID is port_id(rank): a random number
+    /// only that rank was given, so nobody else can speak for it.
     ConnId connect(std::optional<std::uint32_t> rank);
+    /// The PMI_ID a local rank gets with PMI_PORT (0 for a rank not on this node).
+    [[nodiscard]] std::uint32_t port_id(std::uint32_t rank) const;
+    /// The open connection of a local rank, if any.
+    [[nodiscard]] std::optional<ConnId> conn_of(std::uint32_t rank) const;
     /// Bytes that arrived on a connection: handles every complete request.
     void received(ConnId conn, std::string_view bytes);
     /// The peer closed the connection (or it failed).
@@ -85,11 +98,14 @@ public:
     /// of step) leaves the server as it was.
     Status remote_fence(std::uint32_t from_node, std::uint64_t seq, std::string_view batch);
 
-    /// A local rank's process ended. Returns why that fails the job, or an
-    /// empty string: a rank that began PMI (init) and did not finalize fails
-    /// it, so no peer waits for it in a fence for ever. A rank that never
-    /// spoke PMI counts as arrived at every later fence (with no keys).
-    std::string rank_exited(std::uint32_t rank);
+    /// A local rank's process ended (`clean`: exit code 0). Returns why that
+    /// fails the job, or an empty string: a rank that began PMI (init) and
+    /// exited 0 without finalize fails it, so no peer waits for it in a
+    /// fence for ever; one that broke the protocol fails it with the reason.
+    /// An unclean exit speaks for itself (empty string unless the protocol
+    /// was broken). A rank that never spoke PMI counts as arrived at every
+    /// later fence (with no keys).
+    std::string rank_exited(std::uint32_t rank, bool clean = true);
 
     [[nodiscard]] const JobLayout& layout() const { return layout_; }
     [[nodiscard]] std::uint64_t fences_done() const { return fence_seq_; }
@@ -101,8 +117,11 @@ private:
     struct Rank {
         Phase phase = Phase::idle;
         bool in_fence = false;
+        bool bound = false;       // a connection has spoken for it (it can never be taken over)
+        bool protocol = false;    // the failure was bad bytes, not a lost connection
         std::optional<ConnId> conn;
         std::string error;
+        std::uint32_t port_id = 0;
     };
     struct Conn {
         StreamDecoder dec;
@@ -115,7 +134,8 @@ private:
     void handle_v2(ConnId id, Conn& c, const Command& cmd);
     void fail_conn(ConnId id, std::string why);
     Rank* rank_of(const Conn& c);
-    Status bind_rank(ConnId id, Conn& c, std::string_view text);
+    Status bind_rank(ConnId id, Conn& c, std::string_view port_id);
+    void drop_waits(ConnId id);
     Status put(std::string_view key, std::string_view value);
     [[nodiscard]] std::optional<std::string> lookup(std::string_view key) const;
     [[nodiscard]] std::optional<std::string> job_attr(std::string_view key) const;
@@ -136,6 +156,9 @@ private:
     // node's puts since the last fence, in order.
     std::unordered_map<std::string, std::string> kvs_;
     std::vector<KeyValue> pending_;
+    std::size_t pending_bytes_ = 0;
+    std::size_t kvs_bytes_ = 0;
+    std::unordered_map<std::uint32_t, std::uint32_t> rank_of_port_id_;
     std::uint64_t fence_seq_ = 0;         // fences completed
     bool local_sent_ = false;             // this node's batch of fence fence_seq_ went out
     std::size_t arrived_ = 0;             // local ranks in the current fence (or gone)
