@@ -54,7 +54,7 @@ test-fuzz: deps-test
 test-asan: deps-test
 	cmake --preset asan >/dev/null
 	cmake --build build-asan -j $(JOBS)
-	$(CTEST) --test-dir build-asan -L 'unit|stress|integration|system'
+	$(CTEST) --test-dir build-asan -L 'unit|stress|integration|system|mpi'
 
 test-tsan: deps-test
 	cmake --preset tsan >/dev/null
