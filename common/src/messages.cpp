@@ -60,6 +60,8 @@ constexpr std::string_view name_of() {
         case Type::remote_cancel: return "remote_cancel";
         case Type::pmi_fence: return "pmi_fence";
         case Type::pmi_abort: return "pmi_abort";
+        case Type::pmix_dmodex_request: return "pmix_dmodex_request";
+        case Type::pmix_dmodex_reply: return "pmix_dmodex_reply";
     }
     return "unknown";
 }

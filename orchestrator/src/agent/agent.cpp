@@ -311,7 +311,7 @@ void Agent::exec_members(const msg::ExecMembers& m) {
     lg.started_reply = msg::MembersStarted{m.group_id, {}, false};
     lg.started_reply.members.reserve(m.members.size());
     if (m.spec.pmi != msg::PmiMode::none)
-        if (auto st = start_pmi(lg, m); !st) {
+        if (auto st = m.spec.pmi == msg::PmiMode::pmix ? start_pmix(lg, m) : start_pmi(lg, m); !st) {
             spdlog::error("group {}: {}", m.group_id, st.error().message());
             lg.first_failure = fmt::format("not started: {}", st.error().message());
         }
@@ -389,6 +389,11 @@ msg::MemberStarted Agent::spawn_member(LocalGroup& g, std::uint32_t rank) {
                                         fmt::format("{}={}", names::kEnvPuid, *puid),
                                     });
     std::pair<sys::UniqueFd, sys::UniqueFd> pmi_fds;  // (the child's end, ours) of its PMI_FD socket
+    if (g.pmix) {
+        auto pmix_env = pmix_for_member(g, rank);
+        if (!pmix_env) return fail_io(pmix_env.error());
+        env = merge_env(std::move(env), *pmix_env);
+    }
     if (g.pmi) {
         std::vector<std::string> pmi_env;
         auto fds = pmi_for_member(g, rank, pmi_env);
@@ -525,7 +530,8 @@ void Agent::forget_group(std::uint64_t group_id) {
         procs_.erase(p);  // closes its pipes; pending handlers find the puid gone
         ++forgotten;
     }
-    if (it->second.pmi) pmi_forget(group_id);
+    if (it->second.pmi || it->second.pmix) pmi_forget(group_id);
+    if (it->second.pmix) pmix_forget(it->second);
     local_groups_.erase(it);
     spdlog::debug("group {} closed: {} processes forgotten here", group_id, forgotten);
 }
@@ -705,10 +711,12 @@ void Agent::queue_exit_report(Process& p) {
     if (it == local_groups_.end()) return;
     LocalGroup& lg = it->second;
     std::string why;
+    const bool clean = p.status.signal == 0 && p.status.exit_code == 0;
     if (lg.pmi) {
         pmi_drain(lg, p.rank);
-        why = lg.pmi->server->rank_exited(p.rank, p.status.signal == 0 && p.status.exit_code == 0);
+        why = lg.pmi->server->rank_exited(p.rank, clean);
     }
+    if (lg.pmix) why = pmix_rank_exited(lg, p.rank, clean);
     lg.exit_batch.push_back({p.rank, p.puid, p.pid, p.status, std::move(why)});
     if (!lg.exit_flush_posted) {
         lg.exit_flush_posted = true;  // one members_exited per group per loop turn, however many exits
@@ -936,6 +944,7 @@ void Agent::finish() {
         p->in.reset();
         if (p->output_grace) p->output_grace->cancel();
     }
+    stop_pmix_server();  // its namespaces, its thread, its rendezvous directory
     if (auto removed = lock_.remove_node_segments(); !removed) {
         spdlog::error("removing shared memory: {}", removed.error().message());
         exit_code_ = 1;

@@ -43,6 +43,9 @@
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
 #include "dragon/pmi/server.hpp"
+#if DRAGON_HAVE_PMIX
+#include "dragon/pmi/pmix.hpp"
+#endif
 #include "dragon/procgroup/group.hpp"
 #include "dragon/procgroup/resources.hpp"
 #include "dragon/transport/tcp.hpp"
@@ -141,6 +144,25 @@ struct PmiJob final : pmi::JobHost {
     std::vector<std::uint32_t> node_index;              // by node id: the job's own node number (PALS_NODEID)
 };
 
+/// A group's PMIx job on this node (pmix.cpp): its namespace, its fences
+/// across nodes, and which local ranks began and ended PMIx.
+struct PmixJob {
+    std::string nspace;
+    std::vector<std::uint32_t> rank_node;
+    std::vector<std::uint32_t> local_ranks;
+    std::set<std::uint32_t> other_nodes;
+    std::uint64_t fences_started = 0;  // this node's fence_nb calls so far
+    struct Fence {
+        bool local = false;
+        std::string own;
+        std::function<void(Status, std::string)> done;
+        std::map<std::uint32_t, std::string> remote;
+    };
+    std::map<std::uint64_t, Fence> fences;  // by sequence number
+    std::set<std::uint32_t> connected, finalized;
+    bool registered = false;
+};
+
 /// The part of a group placed on this node (executor side).
 struct LocalGroup {
     std::uint64_t id = 0;
@@ -159,6 +181,7 @@ struct LocalGroup {
     msg::MembersStarted started_reply;
     std::string first_failure;
     std::unique_ptr<PmiJob> pmi;  // when its members get PMI
+    std::unique_ptr<PmixJob> pmix;  // when they get PMIx
 };
 
 /// A group as the global services see it (node 0 only).
@@ -318,6 +341,17 @@ private:
     /// Feeds what a rank wrote before it exited (an abort, say) to its server.
     void pmi_drain(LocalGroup& g, std::uint32_t rank);
     void pmi_forget(std::uint64_t group_id);
+
+    // ---- PMIx (pmix.cpp) ----
+    Status start_pmix(LocalGroup& g, const msg::ExecMembers& m);
+    Result<std::vector<std::string>> pmix_for_member(LocalGroup& g, std::uint32_t rank);
+    std::string pmix_rank_exited(LocalGroup& g, std::uint32_t rank, bool clean);
+    void pmix_forget(LocalGroup& g);
+    void on_pmix_fence(std::uint32_t from, msg::PmiFence&& m, LocalGroup& g);
+    void on_pmix_dmodex_request(std::uint32_t from, const msg::PmixDmodexRequest& m);
+    void on_pmix_dmodex_reply(const msg::PmixDmodexReply& m);
+    LocalGroup* group_of_nspace(const std::string& nspace);
+    void stop_pmix_server();
     friend struct PmiJob;
 
     // ---- global services (global.cpp, node 0) ----
@@ -425,6 +459,12 @@ private:
     std::size_t early_fence_bytes_ = 0;
     std::set<std::uint64_t> forgotten_pmi_;  // groups closed here: late fence batches for them are dropped
     std::string shim_dir_;  // where libpmi.so.0 is (--pmi cray), found on first need
+#if DRAGON_HAVE_PMIX
+    std::unique_ptr<pmi::pmix::Server> pmix_;  // made for the first PMIx group here
+#endif
+    std::string pmix_tmpdir_;
+    std::uint64_t next_dmodex_ = 1;
+    std::map<std::uint64_t, std::function<void(Status, std::string)>> dmodex_waiting_;
 
     // global (node 0)
     std::map<std::uint64_t, std::unique_ptr<Group>> groups_;

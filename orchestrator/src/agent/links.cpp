@@ -245,8 +245,12 @@ void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
             return decoded.template operator()<msg::RemoteReply>([&](auto& m) { on_remote_reply(from, std::move(m)); });
         case msg::Type::remote_cancel:
             return decoded.template operator()<msg::RemoteCancel>([&](auto& m) { on_remote_cancel(from, m.op_id); });
-        case msg::Type::pmi_fence:  // between the nodes of a PMI job (pmi.cpp)
+        case msg::Type::pmi_fence:  // between the nodes of a PMI job (pmi.cpp, pmix.cpp)
             return decoded.template operator()<msg::PmiFence>([&](auto& m) { on_pmi_fence(from, std::move(m)); });
+        case msg::Type::pmix_dmodex_request:
+            return decoded.template operator()<msg::PmixDmodexRequest>([&](auto& m) { on_pmix_dmodex_request(from, m); });
+        case msg::Type::pmix_dmodex_reply:
+            return decoded.template operator()<msg::PmixDmodexReply>([&](auto& m) { on_pmix_dmodex_reply(m); });
         default: break;
     }
     // What node 0 tells every executor (its own included).

@@ -318,6 +318,7 @@ void Agent::on_pmi_fence(std::uint32_t from, msg::PmiFence&& m) {
         early_fences_[m.group_id].emplace_back(from, std::move(m));
         return;
     }
+    if (g->second.pmix) return on_pmix_fence(from, std::move(m), g->second);
     if (!g->second.pmi)
         return spdlog::error("PMI fence batch from node {} for group {}, which has no PMI", from, m.group_id);
     if (auto st = g->second.pmi->server->remote_fence(from, m.seq, m.batch); !st)

@@ -171,8 +171,10 @@ private:
         req.spec.allow_oversubscribe = opts_.allow_oversubscribe;
         req.spec.restart = opts_.restart;
         req.spec.max_restarts = opts_.max_restarts;
-        req.spec.pmi = opts_.pmi == "cray" ? msg::PmiMode::cray : opts_.pmi == "simple" ? msg::PmiMode::simple
-                                                                                       : msg::PmiMode::none;
+        req.spec.pmi = opts_.pmi == "cray"     ? msg::PmiMode::cray
+                       : opts_.pmi == "simple" ? msg::PmiMode::simple
+                       : opts_.pmi == "pmix"   ? msg::PmiMode::pmix
+                                               : msg::PmiMode::none;
         req.spec.pmi_port = opts_.pmi_port;
         if (opts_.display_map || opts_.dry_run) {
             req.request_id = kPlanRequest;

@@ -126,8 +126,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     run->add_option("--pmi", ro.pmi,
                     "serve PMI to the ranks (MPI programs, no mpirun): none, simple (PMI-1/PMI-2 wire, MPICH) or "
-                    "cray (simple plus the PALS environment and our libpmi.so.0 first in LD_LIBRARY_PATH)")
-        ->check(CLI::IsMember({"none", "simple", "cray"}))
+                    "cray (simple plus the PALS environment and our libpmi.so.0 first in LD_LIBRARY_PATH) or pmix "
+                    "(a PMIx server: Open MPI, mpi4py)")
+        ->check(CLI::IsMember({"none", "simple", "cray", "pmix"}))
         ->capture_default_str();
     run->add_flag("--pmi-port", ro.pmi_port, "with --pmi: ranks connect to PMI_PORT (host:port, PMI_ID) instead of "
                                              "inheriting a PMI_FD socket");
@@ -210,7 +211,7 @@ int main(int argc, char** argv) {
     ro.forward_stdin = !no_stdin;
     ro.allow_oversubscribe = !no_oversubscribe;
     if (ro.restart && ro.max_restarts == 0) ro.max_restarts = 1U << 20;  // --restart alone: keep replacing
-    if (ro.pmi_port && ro.pmi == "none") {
+    if (ro.pmi_port && (ro.pmi == "none" || ro.pmi == "pmix")) {
         std::fprintf(stderr, "dragon-orchestrate: error: run: --pmi-port needs --pmi simple or --pmi cray\n");
         return dragon::cli::kExitUsage;
     }

@@ -63,6 +63,8 @@ enum class Type : std::uint16_t {
     remote_cancel = 111,
     pmi_fence = 112,
     pmi_abort = 113,
+    pmix_dmodex_request = 114,
+    pmix_dmodex_reply = 115,
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's
@@ -75,8 +77,9 @@ enum class OutputMode : std::uint8_t { forward = 0, discard = 1, file = 2, owner
 enum class Stream : std::uint8_t { out = 1, err = 2 };
 enum class ProcState : std::uint8_t { running = 1, exited = 2 };
 /// Which PMI a group's members get (docs/pmi.md): none, the simple PMI-1/PMI-2
-/// wire server, or that server plus the Cray/PALS environment and our libpmi.
-enum class PmiMode : std::uint8_t { none = 0, simple = 1, cray = 2 };
+/// wire server, that server plus the Cray/PALS environment and our libpmi, or
+/// the PMIx server (Open MPI, mpi4py).
+enum class PmiMode : std::uint8_t { none = 0, simple = 1, cray = 2, pmix = 3 };
 /// Why a group failed first (GroupDone::fail_kind).
 enum class FailKind : std::uint8_t {
     exited = 0,       // a member exited non-zero or was killed (fail_status)
@@ -90,7 +93,7 @@ inline bool wire_valid(StdinMode v) { return static_cast<std::uint8_t>(v) <= 3; 
 inline bool wire_valid(OutputMode v) { return static_cast<std::uint8_t>(v) <= 3; }
 inline bool wire_valid(Stream v) { return v == Stream::out || v == Stream::err; }
 inline bool wire_valid(ProcState v) { return v == ProcState::running || v == ProcState::exited; }
-inline bool wire_valid(PmiMode v) { return static_cast<std::uint8_t>(v) <= 2; }
+inline bool wire_valid(PmiMode v) { return static_cast<std::uint8_t>(v) <= 3; }
 inline bool wire_valid(FailKind v) { return static_cast<std::uint8_t>(v) <= 4; }
 
 /// How a process ended: exactly one of exit_code / signal is meaningful.
@@ -671,13 +674,34 @@ struct PmiAbort {
     DRAGON_WIRE_FIELDS(group_id, rank, exit_code, message)
 };
 
+/// Node j -> node k: a rank of node j wants the PMIx data of `rank`, which
+/// runs on node k (a direct modex). Answered by pmix_dmodex_reply.
+struct PmixDmodexRequest {
+    static constexpr Type kType = Type::pmix_dmodex_request;
+    std::uint64_t group_id = 0;
+    std::uint32_t rank = 0;
+    std::uint64_t request_id = 0;
+    DRAGON_WIRE_FIELDS(group_id, rank, request_id)
+};
+
+/// Node k -> node j: the data (`code` 0) or why not (a dragon::Errc value).
+struct PmixDmodexReply {
+    static constexpr Type kType = Type::pmix_dmodex_reply;
+    std::uint64_t request_id = 0;
+    std::uint16_t code = 0;
+    std::string message;
+    std::string data;
+    DRAGON_WIRE_FIELDS(request_id, code, message, data)
+};
+
 /// Every message type, for dispatch and fuzzing.
 using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
                                GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, GroupSignal,
                                GroupStop, GroupClose, GroupQuery, GroupStatus, OkReply, ErrorReply, NodeHello, NodeTable,
                                NodeReady, Heartbeat, ExecMembers, MembersStarted, MembersExited, SignalMembers,
                                RespawnMember, ForgetGroup, ClientRelay, ClientGone, ChanSend, ChanRecv, ChanReply,
-                               RemoteSend, RemoteRecv, RemoteReply, RemoteCancel, PmiFence, PmiAbort>;
+                               RemoteSend, RemoteRecv, RemoteReply, RemoteCancel, PmiFence, PmiAbort,
+                               PmixDmodexRequest, PmixDmodexReply>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

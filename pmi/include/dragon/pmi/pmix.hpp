@@ -1,0 +1,77 @@
+// The node agent's PMIx server, on OpenPMIx's public server API
+// (docs/pmi.md, "PMIx"): namespaces per job, client registration and the
+// fork environment of each rank, and the upcalls the host must carry out
+// (fence across nodes, direct modex, abort, finalize). OpenPMIx calls the
+// upcalls on its own progress thread; this wrapper never blocks there and
+// hands each one to the host's thread through `Post`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dragon/common/result.hpp"
+
+namespace dragon::pmi::pmix {
+
+/// Runs a function on the host's thread (the agent's event loop), later.
+using Post = std::function<void(std::function<void()>)>;
+/// Completes a fence or a direct modex: the data goes back to OpenPMIx.
+using DataDone = std::function<void(Status st, std::string data)>;
+
+/// What the host does for the PMIx server; every call comes on the host's thread.
+struct Upcalls {
+    /// This node's ranks of `nspace` are all in a fence; `blob` is this
+    /// node's data. Send it to every other node of the job, gather theirs,
+    /// and call `done` with all nodes' blobs concatenated (any order).
+    std::function<void(const std::string& nspace, std::string blob, bool collect, DataDone done)> fence;
+    /// A local rank wants rank `rank`'s data, which lives on another node:
+    /// ask that node (its host calls Server::dmodex_request) and call `done`.
+    std::function<void(const std::string& nspace, std::uint32_t rank, DataDone done)> direct_modex;
+    /// A local rank called PMIx_Abort.
+    std::function<void(const std::string& nspace, std::uint32_t rank, int status, std::string message)> abort;
+    /// A local rank called PMIx_Finalize.
+    std::function<void(const std::string& nspace, std::uint32_t rank)> finalized;
+};
+
+/// A job (one ProcessGroup) as this node registers it.
+struct Job {
+    std::string nspace;
+    std::uint32_t node = 0;                  // this node's runtime id
+    std::vector<std::uint32_t> rank_node;    // runtime node id of every rank
+    std::vector<std::string> node_names;     // by runtime node id (entries of nodes without ranks may be empty)
+    std::uint32_t cpus_per_rank = 1;
+};
+
+/// The process's one PMIx server (OpenPMIx allows one per process).
+class Server {
+public:
+    /// PMIx_server_init with its rendezvous files in `tmpdir` (created; the
+    /// caller removes it after the server is gone). Fails if a server exists.
+    static Result<std::unique_ptr<Server>> create(const std::string& tmpdir, const std::string& hostname, Post post,
+                                                  Upcalls upcalls);
+    ~Server();  // PMIx_server_finalize
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    /// Registers the job's namespace (job, node and per-rank keys) and this
+    /// node's local support. Blocks briefly (OpenPMIx's own thread does it).
+    Status register_job(const Job& job);
+    /// Registers one local rank and returns the environment it needs
+    /// ("K=V": PMIX_NAMESPACE, PMIX_RANK, PMIX_SERVER_URI*, ...).
+    Result<std::vector<std::string>> setup_rank(const std::string& nspace, std::uint32_t rank);
+    /// Forgets a job: its clients and namespace.
+    void deregister_job(const std::string& nspace, const std::vector<std::uint32_t>& local_ranks);
+    /// Another node asks for the data of our local rank: `done` comes on the host's thread.
+    void dmodex_request(const std::string& nspace, std::uint32_t rank, DataDone done);
+
+    struct Impl;
+
+private:
+    explicit Server(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dragon::pmi::pmix
