@@ -57,10 +57,12 @@ def have_mpi4py():
 
 def pmix_tmp_entries():
     """Entries in /tmp that a PMIx server or an Open MPI rank would make there
-    (pmix-*, pmix_dstor*, ompi.HOST.UID session directories). The agents'
-    servers must keep theirs under their run directory and remove them."""
+    (pmix-PID rendezvous files, pmix_dstor_* stores, ompi.HOST.UID session
+    directories; mpirun.openmpi leaves an empty ompi.HOST.UID behind, so only
+    new entries count). The agents' servers must keep theirs under their run
+    directory and remove them."""
     try:
-        return {e for e in os.listdir("/tmp") if e.startswith(("pmix", "ompi."))}
+        return {e for e in os.listdir("/tmp") if re.match(r"(pmix[-_.]|ompi\.)", e)}
     except FileNotFoundError:
         return set()
 
