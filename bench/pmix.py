@@ -98,7 +98,9 @@ def rounds(cases, runs):
             try:
                 v = f()
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-                failed[name] = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+                lines = str(e).strip().splitlines()
+                errors = [l for l in lines if "error" in l.lower()]  # e.g. the CLI's line, not its "Run --help"
+                failed[name] = (errors or lines)[-1][:200] if lines else type(e).__name__
                 continue
             if it > 0:
                 rows[name].append(v)
