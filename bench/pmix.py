@@ -100,7 +100,7 @@ def rounds(cases, runs):
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
                 lines = str(e).strip().splitlines()
                 errors = [l for l in lines if "error" in l.lower()]  # e.g. the CLI's line, not its "Run --help"
-                failed[name] = (errors or lines)[-1][:200] if lines else type(e).__name__
+                failed[name] = (errors or lines)[-1][-160:] if lines else type(e).__name__
                 continue
             if it > 0:
                 rows[name].append(v)
