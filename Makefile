@@ -11,7 +11,9 @@
 #   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
 #   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels (local and
 #                   across 2 virtual nodes), transport and PMI (MPI_Init of 64 ranks, fences of 256 ranks over
-#                   4 virtual nodes, against mpiexec.hydra) benchmarks, each against its peer in the same run
+#                   4 virtual nodes, against mpiexec.hydra), PMIx (Open MPI's MPI_Init of 32 ranks against
+#                   mpirun.openmpi, and srun --mpi=pmix when a Slurm cluster is up) benchmarks, each against
+#                   its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
 
@@ -65,6 +67,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/startup.py
 	/usr/bin/python3 bench/launch.py
 	/usr/bin/python3 bench/pmi.py
+	/usr/bin/python3 bench/pmix.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels

@@ -7,8 +7,11 @@
 # Profiles are cumulative in practice (test and bench need build). `slurm`
 # stands alone: the daemons scripts/slurm-cluster.sh runs as a 4-node test
 # cluster on this machine (docs/slurm.md); `all` leaves it out. `mpi` also
-# stands alone: Debian's MPICH (mpicc.mpich, mpiexec.hydra), NetPIPE and Slurm's
+# stands alone: Debian's MPICH (mpicc.mpich, mpiexec.hydra), Open MPI
+# (mpicc.openmpi, mpirun.openmpi) and mpi4py, NetPIPE for both, and Slurm's
 # PMI-2 client library, for the real-MPI test programs (tests/mpi/).
+# Installing Open MPI switches the mpicc/mpiexec alternatives to it: always
+# name mpicc.mpich / mpiexec.hydra / mpicc.openmpi / mpirun.openmpi.
 set -euo pipefail
 
 build_pkgs=(
@@ -17,6 +20,7 @@ build_pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libhwloc-dev   # topology discovery and binding (procgroup placement)
   libssl-dev     # libcrypto: HMAC-SHA256 peer authentication (transport)
+  libpmix-dev    # OpenPMIx 4.2.2 server API (pkg-config pmix): the agents' PMIx server (--pmi pmix)
 )
 test_pkgs=(
   python3 python3-pytest
@@ -25,11 +29,15 @@ test_pkgs=(
 bench_pkgs=(
   python3 mpich hyperfine
   libmpich-dev   # mpicc.mpich: bench/pmi.py runs MPI programs built from tests/mpi/
+  libopenmpi-dev # mpicc.openmpi: bench/pmix.py runs the Open MPI builds of tests/mpi/
 )
 mpi_pkgs=(
   mpich libmpich-dev   # MPICH 4.0.2 (ch4:ucx), mpicc.mpich and mpiexec.hydra
   netpipe-mpich2       # NPmpich2: a real MPI point-to-point benchmark
   libpmi2-0-dev        # Slurm's PMI-2 client (libpmi2.so, slurm/pmi2.h): a real peer for a PMI-2 server
+  openmpi-bin libopenmpi-dev   # Open MPI 4.1.4 (PMIx client: OpenPMIx 4.2.2), mpicc.openmpi, mpirun.openmpi
+  python3-mpi4py       # mpi4py 3.1.4, built against Open MPI
+  netpipe-openmpi      # NPopenmpi
 )
 lint_pkgs=(
   clang-tidy clang-format

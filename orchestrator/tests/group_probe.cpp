@@ -146,6 +146,45 @@ std::map<std::string, Scenario> scenarios() {
         return 0;
     };
 
+    // Several PMIx jobs in one runtime: group_probe pmix_many PROGRAM [ARGS...]
+    // Two groups of 4 ranks of PROGRAM at once (started both, then joined
+    // both), then three more one after another; one `pmix_many` line per group.
+    s["pmix_many"] = [](Session& ses, int argc, char** argv) {
+        if (argc < 1) return 2;
+        // msg::PmiMode::pmix: the value the PMIx server will use (not yet in the enum).
+        const auto pmix = static_cast<msg::PmiMode>(3);
+        std::vector<std::string> cmd(argv, argv + argc);
+        auto report = [](const char* phase, int i, const ProcessGroup& g) {
+            const auto& d = g.outcome();
+            std::printf("pmix_many phase=%s group=%d outcome=%s fail_rank=%u fail_code=%d fail_signal=%d fail_kind=%d\n",
+                        phase, i, d ? outcome_name(d->outcome) : "none", d ? d->fail_rank : 0u,
+                        d ? d->fail_status.exit_code : 0, d ? d->fail_status.signal : 0,
+                        d ? static_cast<int>(d->fail_kind) : -1);
+        };
+        {
+            ProcessGroup a(ses, {.pmi = pmix}), b(ses, {.pmi = pmix});
+            a.add(ProcessTemplate::command(cmd), 4);
+            b.add(ProcessTemplate::command(cmd), 4);
+            must(a.start(), "start a");
+            must(b.start(), "start b");
+            must(a.join(std::nullopt), "join a");
+            must(b.join(std::nullopt), "join b");
+            report("together", 0, a);
+            report("together", 1, b);
+            must(a.close(), "close a");
+            must(b.close(), "close b");
+        }
+        for (int i = 0; i < 3; ++i) {
+            ProcessGroup g(ses, {.pmi = pmix});
+            g.add(ProcessTemplate::command(cmd), 4);
+            must(g.start(), "start");
+            must(g.join(std::nullopt), "join");
+            report("sequence", i, g);
+            must(g.close(), "close");
+        }
+        return 0;
+    };
+
     s["basic"] = [](Session& ses, int, char**) {
         ProcessGroup g(ses);
         g.add(ProcessTemplate::command({"true"}), 2);
