@@ -152,7 +152,7 @@ std::map<std::string, Scenario> scenarios() {
     s["pmix_many"] = [](Session& ses, int argc, char** argv) {
         if (argc < 1) return 2;
         // msg::PmiMode::pmix: the value the PMIx server will use (not yet in the enum).
-        const auto pmix = static_cast<msg::PmiMode>(3);
+        const auto pmix = msg::PmiMode::pmix;
         std::vector<std::string> cmd(argv, argv + argc);
         auto report = [](const char* phase, int i, const ProcessGroup& g) {
             const auto& d = g.outcome();
