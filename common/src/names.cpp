@@ -36,4 +36,8 @@ std::string agent_socket_name(const RunId& run, std::uint32_t node) {
     return fmt::format("dragon-{}-n{}-agent", run.str(), node);
 }
 
+std::string pmix_dir(std::string_view run, std::uint32_t node) {
+    return fmt::format("/tmp/dragon-{}-n{}-pmix", run, node);
+}
+
 }  // namespace dragon::names

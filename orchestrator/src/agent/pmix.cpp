@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "agent.hpp"
+#include "dragon/common/names.hpp"
 
 namespace dragon::agent {
 
@@ -24,7 +25,7 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
         return make_error(Errc::protocol, "PMIx group {}: {} rank nodes for {} ranks", m.group_id, m.rank_nodes.size(),
                           m.nranks);
     if (!pmix_) {
-        pmix_tmpdir_ = fmt::format("/tmp/dragon-{}-n{}-pmix", opts_.run.str(), opts_.node_id);
+        pmix_tmpdir_ = names::pmix_dir(opts_.run.str(), opts_.node_id);
         pmi::pmix::Upcalls up;
         up.fence = [this](const std::string& ns, std::string blob, bool, pmi::pmix::DataDone done) {
             LocalGroup* lg = group_of_nspace(ns);

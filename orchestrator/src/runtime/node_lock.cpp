@@ -1,6 +1,8 @@
 // Node lock files and stale-run removal.
 #include "node_lock.hpp"
 
+#include <filesystem>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -112,6 +114,13 @@ Result<CleanupReport> cleanup_stale(bool dry_run, const RunId* only_run) {
         for (const auto& name : members) {
             if (dry_run || ::unlink(shm_path(name).c_str()) == 0) report.removed.push_back(name);
             else if (errno != ENOENT) spdlog::warn("removing {}: {}", shm_path(name), std::strerror(errno));
+        }
+        // The PMIx server's rendezvous directory of that agent, if it had one.
+        const auto pmix_dir = names::pmix_dir(key.first, key.second);
+        std::error_code ec;
+        if (std::filesystem::exists(pmix_dir, ec)) {
+            if (!dry_run) std::filesystem::remove_all(pmix_dir, ec);
+            if (!ec) report.removed.push_back(pmix_dir);
         }
     }
     return report;

@@ -30,6 +30,11 @@ std::optional<ShmNameParts> parse_shm_name(std::string_view name);
 /// The abstract Unix socket name (without the leading NUL) of a node's agent.
 std::string agent_socket_name(const RunId& run, std::uint32_t node);
 
+/// The directory of a node agent's PMIx server (its rendezvous files):
+/// /tmp/dragon-<run>-n<node>-pmix; the run id is given as text so the
+/// cleanup of dead runs can name it too.
+std::string pmix_dir(std::string_view run, std::uint32_t node);
+
 // Environment variables the agent sets for every process it starts.
 inline constexpr const char* kEnvRunId = "DRAGON_RUN_ID";
 inline constexpr const char* kEnvNodeId = "DRAGON_NODE_ID";
