@@ -463,6 +463,7 @@ private:
     std::unique_ptr<pmi::pmix::Server> pmix_;  // made for the first PMIx group here
 #endif
     std::string pmix_tmpdir_;
+    std::string pmix_topology_xml_;
     std::uint64_t next_dmodex_ = 1;
     std::map<std::uint64_t, std::function<void(Status, std::string)>> dmodex_waiting_;
 

@@ -9,6 +9,7 @@
 
 #include "agent.hpp"
 #include "dragon/common/names.hpp"
+#include "dragon/procgroup/topology.hpp"
 
 namespace dragon::agent {
 
@@ -62,6 +63,12 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
         auto server = pmi::pmix::Server::create(pmix_tmpdir_, hostname_, post, std::move(up));
         if (!server) return std::move(server).error();
         pmix_ = std::move(*server);
+        spdlog::debug("PMIx server up in {}", pmix_tmpdir_);
+        // The real machine's topology (whatever placement was told to use).
+        auto topo = procgroup::Topology::discover();
+        auto xml = topo ? topo->to_xml() : Result<std::string>(topo.error());
+        if (xml) pmix_topology_xml_ = std::move(*xml);
+        else spdlog::warn("PMIx: no topology for the ranks ({}); each discovers its own", xml.error().message());
     }
     auto job = std::make_unique<PmixJob>();
     job->nspace = fmt::format("dragon.{}.{}", opts_.run.str().substr(0, 12), m.group_id);
@@ -76,6 +83,7 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
     spec.node = opts_.node_id;
     spec.rank_node = m.rank_nodes;
     spec.cpus_per_rank = m.spec.cpus_per_proc;
+    spec.topology_xml = pmix_topology_xml_;
     std::set<std::uint32_t> nodes(m.rank_nodes.begin(), m.rank_nodes.end());
     std::map<std::string, int> seen;
     auto host_of = [&](std::uint32_t n) { return n == opts_.node_id || n >= links_.size() ? hostname_ : links_[n].hostname; };
@@ -83,8 +91,11 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
     spec.node_names.resize(nodes.empty() ? 0 : *nodes.rbegin() + 1);
     for (std::uint32_t n : nodes)
         spec.node_names[n] = seen[host_of(n)] > 1 ? fmt::format("{}-n{}", host_of(n), n) : host_of(n);
+    spdlog::debug("group {}: registering PMIx namespace {}", m.group_id, job->nspace);
     DRAGON_CHECK(pmix_->register_job(spec));
     job->registered = true;
+    DRAGON_CHECK(pmix_->register_ranks(job->nspace, job->local_ranks));
+    spdlog::debug("group {}: {} PMIx clients registered", m.group_id, job->local_ranks.size());
     g.pmix = std::move(job);
     // Fence batches of other nodes that came before this group did.
     if (auto early = early_fences_.find(g.id); early != early_fences_.end()) {

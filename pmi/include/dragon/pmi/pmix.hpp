@@ -43,6 +43,7 @@ struct Job {
     std::vector<std::uint32_t> rank_node;    // runtime node id of every rank
     std::vector<std::string> node_names;     // by runtime node id (entries of nodes without ranks may be empty)
     std::uint32_t cpus_per_rank = 1;
+    std::string topology_xml;  // this node's hwloc (v2) XML: ranks load it instead of probing /sys each
 };
 
 /// The process's one PMIx server (OpenPMIx allows one per process).
@@ -59,8 +60,10 @@ public:
     /// Registers the job's namespace (job, node and per-rank keys) and this
     /// node's local support. Blocks briefly (OpenPMIx's own thread does it).
     Status register_job(const Job& job);
-    /// Registers one local rank and returns the environment it needs
-    /// ("K=V": PMIX_NAMESPACE, PMIX_RANK, PMIX_SERVER_URI*, ...).
+    /// Registers the job's local ranks as clients (all at once; blocks until done).
+    Status register_ranks(const std::string& nspace, const std::vector<std::uint32_t>& ranks);
+    /// The environment a registered rank needs ("K=V": PMIX_NAMESPACE,
+    /// PMIX_RANK, PMIX_SERVER_URI*, ...). Does not block.
     Result<std::vector<std::string>> setup_rank(const std::string& nspace, std::uint32_t rank);
     /// Forgets a job: its clients and namespace.
     void deregister_job(const std::string& nspace, const std::vector<std::uint32_t>& local_ranks);
