@@ -341,6 +341,8 @@ private:
     /// Feeds what a rank wrote before it exited (an abort, say) to its server.
     void pmi_drain(LocalGroup& g, std::uint32_t rank);
     void pmi_forget(std::uint64_t group_id);
+    /// Feeds the fence batches that came for a group before its exec_members.
+    void replay_early_fences(std::uint64_t group_id);
 
     // ---- PMIx (pmix.cpp) ----
     Status start_pmix(LocalGroup& g, const msg::ExecMembers& m);

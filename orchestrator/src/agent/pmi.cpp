@@ -150,16 +150,20 @@ Status Agent::start_pmi(LocalGroup& g, const msg::ExecMembers& m) {
     g.pmi = std::move(job);
     if (g.pmi->acceptor) pmi_accept(g.id);
 
-    // Fence batches of other nodes that came before this group did.
-    if (auto early = early_fences_.find(g.id); early != early_fences_.end()) {
-        auto batches = std::move(early->second);
-        early_fences_.erase(early);
-        for (auto& [from, f] : batches) {
-            early_fence_bytes_ -= f.batch.size();
-            on_pmi_fence(from, std::move(f));
-        }
-    }
+    replay_early_fences(g.id);
     return ok();
+}
+
+void Agent::replay_early_fences(std::uint64_t group_id) {
+    // Fence batches of other nodes that came before this group did.
+    auto early = early_fences_.find(group_id);
+    if (early == early_fences_.end()) return;
+    auto batches = std::move(early->second);
+    early_fences_.erase(early);
+    for (auto& [from, f] : batches) {
+        early_fence_bytes_ -= f.batch.size();
+        on_pmi_fence(from, std::move(f));
+    }
 }
 
 Result<std::pair<sys::UniqueFd, sys::UniqueFd>> Agent::pmi_for_member(LocalGroup& g, std::uint32_t rank,

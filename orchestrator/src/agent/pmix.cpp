@@ -97,15 +97,7 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
     DRAGON_CHECK(pmix_->register_ranks(job->nspace, job->local_ranks));
     spdlog::debug("group {}: {} PMIx clients registered", m.group_id, job->local_ranks.size());
     g.pmix = std::move(job);
-    // Fence batches of other nodes that came before this group did.
-    if (auto early = early_fences_.find(g.id); early != early_fences_.end()) {
-        auto batches = std::move(early->second);
-        early_fences_.erase(early);
-        for (auto& [from, f] : batches) {
-            early_fence_bytes_ -= f.batch.size();
-            on_pmi_fence(from, std::move(f));
-        }
-    }
+    replay_early_fences(g.id);
     return ok();
 }
 
