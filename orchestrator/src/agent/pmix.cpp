@@ -94,9 +94,9 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
     spdlog::debug("group {}: registering PMIx namespace {}", m.group_id, job->nspace);
     DRAGON_CHECK(pmix_->register_job(spec));
     job->registered = true;
-    DRAGON_CHECK(pmix_->register_ranks(job->nspace, job->local_ranks));
-    spdlog::debug("group {}: {} PMIx clients registered", m.group_id, job->local_ranks.size());
-    g.pmix = std::move(job);
+    g.pmix = std::move(job);  // from here on, closing the group deregisters it
+    DRAGON_CHECK(pmix_->register_ranks(g.pmix->nspace, g.pmix->local_ranks));
+    spdlog::debug("group {}: {} PMIx clients registered", m.group_id, g.pmix->local_ranks.size());
     replay_early_fences(g.id);
     return ok();
 }
@@ -167,9 +167,11 @@ std::string Agent::pmix_rank_exited(LocalGroup& g, std::uint32_t rank, bool clea
 
 void Agent::pmix_forget(LocalGroup& g) {
     if (!g.pmix || !g.pmix->registered || !pmix_) return;
-    pmix_->deregister_job(g.pmix->nspace, g.pmix->local_ranks);
+    // Fences still open get their answer while the namespace still exists.
     for (auto& [seq, f] : g.pmix->fences)
         if (f.done) f.done(Error(Errc::closed, "the job ended"), {});
+    g.pmix->fences.clear();
+    pmix_->deregister_job(g.pmix->nspace, g.pmix->local_ranks);
     g.pmix.reset();
 }
 
