@@ -19,18 +19,18 @@
 
 namespace dragon::pmi::pmix {
 
-struct Server::Impl {
+namespace {
+
+struct Impl {
     Post post;
     Upcalls up;
 };
 
-namespace {
-
 // OpenPMIx's upcalls carry no pointer of ours: the one server of the process.
 std::mutex g_mutex;
-Server::Impl* g_impl = nullptr;
+Impl* g_impl = nullptr;
 
-Server::Impl* impl() {
+Impl* impl() {
     std::lock_guard lock(g_mutex);
     return g_impl;
 }
@@ -115,7 +115,7 @@ void give(pmix_modex_cbfunc_t cbfunc, void* cbdata, Status st, std::string data)
 pmix_status_t on_connected(const pmix_proc_t*, void*, pmix_op_cbfunc_t, void*) { return PMIX_OPERATION_SUCCEEDED; }
 
 pmix_status_t on_finalized(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t, void*) {
-    if (Server::Impl* s = impl(); s != nullptr && s->up.finalized) {
+    if (Impl* s = impl(); s != nullptr && s->up.finalized) {
         std::string ns(proc->nspace);
         auto rank = static_cast<std::uint32_t>(proc->rank);
         s->post([s, ns, rank] { s->up.finalized(ns, rank); });
@@ -125,7 +125,7 @@ pmix_status_t on_finalized(const pmix_proc_t* proc, void*, pmix_op_cbfunc_t, voi
 
 pmix_status_t on_abort(const pmix_proc_t* proc, void*, int status, const char msg[], pmix_proc_t[], size_t,
                        pmix_op_cbfunc_t, void*) {
-    if (Server::Impl* s = impl(); s != nullptr && s->up.abort) {
+    if (Impl* s = impl(); s != nullptr && s->up.abort) {
         std::string ns(proc->nspace), text(msg != nullptr ? msg : "");
         auto rank = static_cast<std::uint32_t>(proc->rank);
         s->post([s, ns, rank, status, text] { s->up.abort(ns, rank, status, text); });
@@ -135,7 +135,7 @@ pmix_status_t on_abort(const pmix_proc_t* proc, void*, int status, const char ms
 
 pmix_status_t on_fence(const pmix_proc_t procs[], size_t nprocs, const pmix_info_t info[], size_t ninfo, char* data,
                        size_t ndata, pmix_modex_cbfunc_t cbfunc, void* cbdata) {
-    Server::Impl* s = impl();
+    Impl* s = impl();
     if (s == nullptr || !s->up.fence || nprocs == 0) return PMIX_ERR_NOT_SUPPORTED;
     std::string ns(procs[0].nspace);
     for (size_t i = 0; i < nprocs; ++i)  // one whole job at a time (MPI_Init's fence)
@@ -153,7 +153,7 @@ pmix_status_t on_fence(const pmix_proc_t procs[], size_t nprocs, const pmix_info
 
 pmix_status_t on_direct_modex(const pmix_proc_t* proc, const pmix_info_t[], size_t, pmix_modex_cbfunc_t cbfunc,
                               void* cbdata) {
-    Server::Impl* s = impl();
+    Impl* s = impl();
     if (s == nullptr || !s->up.direct_modex) return PMIX_ERR_NOT_SUPPORTED;
     std::string ns(proc->nspace);
     auto rank = static_cast<std::uint32_t>(proc->rank);
@@ -166,7 +166,7 @@ pmix_status_t on_direct_modex(const pmix_proc_t* proc, const pmix_info_t[], size
 }
 
 struct DmodexCall {
-    Server::Impl* s;
+    Impl* s;
     DataDone done;
 };
 
@@ -181,10 +181,25 @@ void on_dmodex_answer(pmix_status_t st, char* data, size_t sz, void* cbdata) {
 
 }  // namespace
 
-Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<Server>> Server::create(const std::string& tmpdir, const std::string& hostname, Post post,
-                                               Upcalls upcalls) {
+class OpenPmixServer final : public Server {
+public:
+    explicit OpenPmixServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+    ~OpenPmixServer() override;
+    static Result<std::unique_ptr<Server>> create(const std::string& tmpdir, const std::string& hostname, Post post,
+                                                  Upcalls upcalls);
+    Status register_job(const Job& job) override;
+    Status register_ranks(const std::string& nspace, const std::vector<std::uint32_t>& ranks) override;
+    Result<std::vector<std::string>> setup_rank(const std::string& nspace, std::uint32_t rank) override;
+    void deregister_job(const std::string& nspace, const std::vector<std::uint32_t>& local_ranks) override;
+    void dmodex_request(const std::string& nspace, std::uint32_t rank, DataDone done) override;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+Result<std::unique_ptr<Server>> OpenPmixServer::create(const std::string& tmpdir, const std::string& hostname,
+                                                       Post post, Upcalls upcalls) {
     {
         std::lock_guard lock(g_mutex);
         if (g_impl != nullptr) return Error(Errc::already_exists, "PMIx: this process has a PMIx server already");
@@ -217,16 +232,16 @@ Result<std::unique_ptr<Server>> Server::create(const std::string& tmpdir, const 
         g_impl = nullptr;
         return check(st, "server init").error();
     }
-    return std::unique_ptr<Server>(new Server(std::move(im)));
+    return std::unique_ptr<Server>(new OpenPmixServer(std::move(im)));
 }
 
-Server::~Server() {
+OpenPmixServer::~OpenPmixServer() {
     PMIx_server_finalize();  // joins OpenPMIx's thread: no upcall after this
     std::lock_guard lock(g_mutex);
     g_impl = nullptr;
 }
 
-Status Server::register_job(const Job& job) {
+Status OpenPmixServer::register_job(const Job& job) {
     const auto size = static_cast<std::uint32_t>(job.rank_node.size());
     // The job's nodes in id order, and the ranks on each.
     std::map<std::uint32_t, std::vector<std::uint32_t>> ranks_on;
@@ -291,7 +306,7 @@ Status Server::register_job(const Job& job) {
                  "local support");
 }
 
-Status Server::register_ranks(const std::string& nspace, const std::vector<std::uint32_t>& ranks) {
+Status OpenPmixServer::register_ranks(const std::string& nspace, const std::vector<std::uint32_t>& ranks) {
     // All at once, before any rank starts: OpenPMIx's thread answers each in
     // microseconds now, in milliseconds once starting ranks load the cpus.
     struct Many {
@@ -323,7 +338,7 @@ Status Server::register_ranks(const std::string& nspace, const std::vector<std::
     return check(failed != PMIX_SUCCESS ? failed : many.first, fmt::format("registering the ranks of {}", nspace));
 }
 
-Result<std::vector<std::string>> Server::setup_rank(const std::string& nspace, std::uint32_t rank) {
+Result<std::vector<std::string>> OpenPmixServer::setup_rank(const std::string& nspace, std::uint32_t rank) {
     pmix_proc_t proc;
     load_proc(proc, nspace, rank);
     char** env = nullptr;
@@ -339,7 +354,7 @@ Result<std::vector<std::string>> Server::setup_rank(const std::string& nspace, s
     return out;
 }
 
-void Server::deregister_job(const std::string& nspace, const std::vector<std::uint32_t>& local_ranks) {
+void OpenPmixServer::deregister_job(const std::string& nspace, const std::vector<std::uint32_t>& local_ranks) {
     for (std::uint32_t r : local_ranks) {
         pmix_proc_t proc;
         load_proc(proc, nspace, r);
@@ -352,7 +367,7 @@ void Server::deregister_job(const std::string& nspace, const std::vector<std::ui
     w.wait(PMIX_SUCCESS);
 }
 
-void Server::dmodex_request(const std::string& nspace, std::uint32_t rank, DataDone done) {
+void OpenPmixServer::dmodex_request(const std::string& nspace, std::uint32_t rank, DataDone done) {
     pmix_proc_t proc;
     load_proc(proc, nspace, rank);
     auto* call = new DmodexCall{impl_.get(), std::move(done)};
@@ -364,3 +379,15 @@ void Server::dmodex_request(const std::string& nspace, std::uint32_t rank, DataD
 }
 
 }  // namespace dragon::pmi::pmix
+
+// The plugin's entry point (docs/pmi.md): load() finds it with dlsym.
+extern "C" __attribute__((visibility("default"))) dragon::pmi::pmix::Server* dragon_pmix_create_v1(
+    dragon::pmi::pmix::CreateArgs* a) {
+    auto s = dragon::pmi::pmix::OpenPmixServer::create(*a->tmpdir, *a->hostname, std::move(*a->post),
+                                                       std::move(*a->upcalls));
+    if (!s) {
+        *a->error = s.error().message();
+        return nullptr;
+    }
+    return s->release();
+}

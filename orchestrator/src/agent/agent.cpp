@@ -213,29 +213,25 @@ int Agent::run() {
     } else {
         say_hello_to_frontend();
     }
-    // After each event the loop keeps polling for a while before it sleeps in
-    // epoll: traffic that comes in bursts (a channel ping-pong between nodes)
-    // then skips the wake-up of a sleeping agent, at the price of that much
-    // CPU after each burst (docs/runtime.md, agent-spin-us).
+    // After channel-gateway traffic the loop keeps polling for a while
+    // before it sleeps in epoll: a channel ping-pong between nodes then skips
+    // the wake-up of a sleeping agent, at the price of that much CPU after
+    // each burst (docs/runtime.md, agent-spin-us). Other events (start-up,
+    // spawning, output) never spin: on a busy node that CPU is the ranks'.
     const auto spin = std::chrono::microseconds(opts_.config.agent_spin_us());
     if (spin.count() == 0) {
         io_.run();
         return exit_code_;
     }
-    auto last = std::chrono::steady_clock::now();
     while (!io_.stopped()) {
-        if (io_.poll() > 0) {
-            last = std::chrono::steady_clock::now();
-            continue;
-        }
-        if (std::chrono::steady_clock::now() - last < spin) {
+        if (io_.poll() > 0) continue;
+        if (std::chrono::steady_clock::now() - gateway_busy_ < spin) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
 #endif
             continue;
         }
         io_.run_one();
-        last = std::chrono::steady_clock::now();
     }
     return exit_code_;
 }

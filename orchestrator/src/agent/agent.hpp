@@ -494,6 +494,7 @@ private:
     std::map<std::pair<std::uint32_t, std::uint64_t>, Waiting> waiting_;  // (node, op id): theirs on ours
     std::map<LaneKey, SendLane> send_lanes_;
 
+    std::chrono::steady_clock::time_point gateway_busy_{};  // the last channel-gateway event (the loop spins after it)
     Phase phase_ = Phase::running;
     std::uint32_t patience_ms_ = 2000;
     std::uint32_t signalled_ = 0;

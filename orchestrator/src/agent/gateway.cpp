@@ -55,6 +55,7 @@ Result<channels::ChannelDescriptor> decode_descriptor(const std::string& bytes) 
 // ---- origin: a local client's operation on another node's channel ----------------
 
 void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
+    gateway_busy_ = std::chrono::steady_clock::now();
     auto c = clients_.find(client);
     if (c == clients_.end()) return;
     auto conn = c->second.conn;

@@ -237,6 +237,14 @@ void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
     // Channel operations, between any two nodes (gateway.cpp).
     switch (type) {
         case msg::Type::remote_send:
+        case msg::Type::remote_recv:
+        case msg::Type::remote_reply:
+            gateway_busy_ = std::chrono::steady_clock::now();
+            break;
+        default: break;
+    }
+    switch (type) {
+        case msg::Type::remote_send:
             return decoded.template operator()<msg::RemoteSend>(
                 [&](auto& m) { serve_remote_send(from, std::move(m), 0, 0); });
         case msg::Type::remote_recv:

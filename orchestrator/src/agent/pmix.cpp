@@ -60,7 +60,10 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
             if (LocalGroup* lg = group_of_nspace(ns)) lg->pmix->finalized.insert(rank);
         };
         auto post = [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); };
-        auto server = pmi::pmix::Server::create(pmix_tmpdir_, hostname_, post, std::move(up));
+        std::error_code fec;
+        const auto exe = std::filesystem::read_symlink("/proc/self/exe", fec);
+        const auto plugin = (exe.parent_path().parent_path() / "lib" / "libdragon_pmix.so").string();
+        auto server = pmi::pmix::load(plugin, pmix_tmpdir_, hostname_, post, std::move(up));
         if (!server) return std::move(server).error();
         pmix_ = std::move(*server);
         spdlog::debug("PMIx server up in {}", pmix_tmpdir_);

@@ -46,35 +46,45 @@ struct Job {
     std::string topology_xml;  // this node's hwloc (v2) XML: ranks load it instead of probing /sys each
 };
 
-/// The process's one PMIx server (OpenPMIx allows one per process).
+/// The process's one PMIx server (OpenPMIx allows one per process). An
+/// interface: the implementation lives in the plugin libdragon_pmix.so,
+/// loaded by load() on first use, so that the daemons do not load
+/// libpmix and its dependencies (libevent, libmunge, libudev: about a
+/// millisecond) on every start-up.
 class Server {
 public:
-    /// PMIx_server_init with its rendezvous files in `tmpdir` (created; the
-    /// caller removes it after the server is gone). Fails if a server exists.
-    static Result<std::unique_ptr<Server>> create(const std::string& tmpdir, const std::string& hostname, Post post,
-                                                  Upcalls upcalls);
-    ~Server();  // PMIx_server_finalize
-    Server(const Server&) = delete;
-    Server& operator=(const Server&) = delete;
+    virtual ~Server() = default;  // PMIx_server_finalize
 
     /// Registers the job's namespace (job, node and per-rank keys) and this
     /// node's local support. Blocks briefly (OpenPMIx's own thread does it).
-    Status register_job(const Job& job);
+    virtual Status register_job(const Job& job) = 0;
     /// Registers the job's local ranks as clients (all at once; blocks until done).
-    Status register_ranks(const std::string& nspace, const std::vector<std::uint32_t>& ranks);
+    virtual Status register_ranks(const std::string& nspace, const std::vector<std::uint32_t>& ranks) = 0;
     /// The environment a registered rank needs ("K=V": PMIX_NAMESPACE,
     /// PMIX_RANK, PMIX_SERVER_URI*, ...). Does not block.
-    Result<std::vector<std::string>> setup_rank(const std::string& nspace, std::uint32_t rank);
+    virtual Result<std::vector<std::string>> setup_rank(const std::string& nspace, std::uint32_t rank) = 0;
     /// Forgets a job: its clients and namespace.
-    void deregister_job(const std::string& nspace, const std::vector<std::uint32_t>& local_ranks);
+    virtual void deregister_job(const std::string& nspace, const std::vector<std::uint32_t>& local_ranks) = 0;
     /// Another node asks for the data of our local rank: `done` comes on the host's thread.
-    void dmodex_request(const std::string& nspace, std::uint32_t rank, DataDone done);
-
-    struct Impl;
-
-private:
-    explicit Server(std::unique_ptr<Impl> impl);
-    std::unique_ptr<Impl> impl_;
+    virtual void dmodex_request(const std::string& nspace, std::uint32_t rank, DataDone done) = 0;
 };
+
+/// Loads `plugin` (libdragon_pmix.so) and makes the server: PMIx_server_init
+/// with its rendezvous files in `tmpdir` (created; the caller removes it
+/// after the server is gone). Fails if the plugin or OpenPMIx cannot be
+/// loaded, or a server exists.
+Result<std::unique_ptr<Server>> load(const std::string& plugin, const std::string& tmpdir, const std::string& hostname,
+                                     Post post, Upcalls upcalls);
+
+/// The plugin's entry point (extern "C", resolved by load()).
+struct CreateArgs {
+    const std::string* tmpdir;
+    const std::string* hostname;
+    Post* post;
+    Upcalls* upcalls;
+    std::string* error;  // set when it returns null
+};
+using CreateFn = Server* (*)(CreateArgs*);
+inline constexpr const char* kCreateSymbol = "dragon_pmix_create_v1";
 
 }  // namespace dragon::pmi::pmix
