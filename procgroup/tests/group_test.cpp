@@ -42,6 +42,34 @@ TEST(GroupTracker, WithoutRestartOneFailureStopsTheRest) {
     EXPECT_EQ(g.first_failure()->rank, 1U);
 }
 
+TEST(GroupTracker, AnAbortFailsTheGroupWithTheRanksCodeOnce) {
+    auto g = started_group(3, {});
+    EXPECT_EQ(g.aborted(2, 7, "bye").kind, Action::stop_all);
+    ASSERT_TRUE(g.first_failure());
+    EXPECT_EQ(g.first_failure()->kind, msg::FailKind::aborted);
+    EXPECT_EQ(g.first_failure()->rank, 2U);
+    EXPECT_EQ(g.first_failure()->status.exit_code, 7);
+    // The aborting rank's own exit and the others' deaths do not replace it.
+    g.exited(102, msg::ExitStatus{7, 0});
+    g.exited(100, kKilled);
+    EXPECT_EQ(g.exited(101, kKilled).kind, Action::done);
+    EXPECT_EQ(g.state(), GroupState::failed);
+    EXPECT_EQ(g.first_failure()->kind, msg::FailKind::aborted);
+    // A late abort of a finished group changes nothing (no second done).
+    EXPECT_EQ(g.aborted(0, 9, "late").kind, Action::none);
+    EXPECT_EQ(g.first_failure()->rank, 2U);
+}
+
+TEST(GroupTracker, AnExitWithARuntimeReasonIsAFailureEvenWithCodeZero) {
+    auto g = started_group(2, {});
+    EXPECT_EQ(g.exited(1, 101, kOk, "exited after PMI init without PMI finalize").kind, Action::stop_all);
+    ASSERT_TRUE(g.first_failure());
+    EXPECT_EQ(g.first_failure()->kind, msg::FailKind::runtime);
+    EXPECT_EQ(g.first_failure()->error, "exited after PMI init without PMI finalize");
+    EXPECT_EQ(g.exited(0, 100, kKilled).kind, Action::done);
+    EXPECT_EQ(g.state(), GroupState::failed);
+}
+
 TEST(GroupTracker, DeathBySignalIsAFailure) {
     auto g = started_group(1, {});
     EXPECT_EQ(g.exited(100, kKilled).kind, Action::done);
