@@ -19,10 +19,11 @@ import argparse
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
+
+from interleave import rounds, table
 
 
 def run(argv, env=None, timeout=600):
@@ -32,38 +33,6 @@ def run(argv, env=None, timeout=600):
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:8])}... failed ({r.returncode}): {r.stderr.decode(errors='replace')[-400:]}")
     return t1 - t0, r.stdout.decode(errors="replace")
-
-
-def table(title, unit, rows, base_name, failed):
-    print(title)
-    print(f"{'launcher':62} {'median ' + unit:>11} {'min ' + unit:>9} {'vs dragon':>10}")
-    base = statistics.median(rows[base_name]) if rows.get(base_name) else None
-    for name, s in rows.items():
-        if name in failed:
-            print(f"{name:62} (failed: {failed[name]})")
-            continue
-        med = statistics.median(s)
-        ratio = f"{med / base:9.2f}x" if base else f"{'-':>10}"
-        print(f"{name:62} {med:11.3f} {min(s):9.3f} {ratio}")
-
-
-def rounds(cases, runs):
-    """Warm-up once, then `runs` interleaved rounds; a case that fails is
-    reported with its error and left out of later rounds."""
-    rows = {k: [] for k in cases}
-    failed = {}
-    for it in range(runs + 1):
-        for name, f in cases.items():
-            if name in failed:
-                continue
-            try:
-                v = f()
-            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-                failed[name] = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-                continue
-            if it > 0:
-                rows[name].append(v)
-    return rows, failed
 
 
 def main():

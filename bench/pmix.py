@@ -32,6 +32,8 @@ import sys
 import time
 import uuid
 
+from interleave import rounds, table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER = os.path.join(ROOT, "scripts", "slurm-cluster.sh")
 MPIRUN = shutil.which("mpirun.openmpi")
@@ -86,40 +88,6 @@ def run(argv, env, timeout=300):
     return t1 - t0
 
 
-def rounds(cases, runs):
-    """Warm-up once, then `runs` interleaved rounds; a case that fails is
-    reported with its error and left out of later rounds."""
-    rows = {k: [] for k in cases}
-    failed = {}
-    for it in range(runs + 1):
-        for name, f in cases.items():
-            if name in failed:
-                continue
-            try:
-                v = f()
-            except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-                lines = str(e).strip().splitlines()
-                errors = [l for l in lines if "error" in l.lower()]  # e.g. the CLI's line, not its "Run --help"
-                failed[name] = (errors or lines)[-1][-160:] if lines else type(e).__name__
-                continue
-            if it > 0:
-                rows[name].append(v)
-    return rows, failed
-
-
-def table(title, rows, base_name, failed):
-    print(title)
-    print(f"{'launcher':62} {'median s':>9} {'min s':>8} {'vs dragon':>10}")
-    base = statistics.median(rows[base_name]) if rows.get(base_name) and base_name not in failed else None
-    for name, s in rows.items():
-        if name in failed:
-            print(f"{name:62} (failed: {failed[name]})")
-            continue
-        med = statistics.median(s)
-        ratio = f"{med / base:9.2f}x" if base else f"{'-':>10}"
-        print(f"{name:62} {med:9.3f} {min(s):8.3f} {ratio}")
-
-
 def timing(args, slurm):
     build = os.path.abspath(args.build)
     orch = os.path.join(build, "bin", "dragon-orchestrate")
@@ -143,7 +111,7 @@ def timing(args, slurm):
             ["srun", "--mpi=pmix", "-O", "-N1", f"-n{n}", prog], env)
     rows, failed = rounds(cases, args.runs)
     table(f"MPI_Init + MPI_Barrier + MPI_Finalize, {n} ranks on one node (Open MPI 4.1.4, OpenPMIx 4.2.2), "
-          f"start to exit, {args.runs} runs each, interleaved, {os.cpu_count()} cores", rows, dragon, failed)
+          f"start to exit, {args.runs} runs each, interleaved, {os.cpu_count()} cores", "s", rows, dragon, failed)
     return 0
 
 
