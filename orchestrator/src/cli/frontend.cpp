@@ -19,6 +19,7 @@
 #include "../runtime/connection.hpp"
 #include "../runtime/node_lock.hpp"
 #include "dragon/common/messages.hpp"
+#include "dragon/common/names.hpp"
 #include "dragon/common/cpulist.hpp"
 #include "launcher.hpp"
 
@@ -143,6 +144,7 @@ private:
         spdlog::info("agent n{} up: pid {} on {}", h.node_id, h.pid, h.hostname);
         if (state_ != State::starting) return;  // interrupted while starting: stop() already sent
         state_ = State::running;
+        if (opts_.serve) return serve_ready(h);
         msg::GroupStart req;
         char cwd[4096];
         const bool have_cwd = ::getcwd(cwd, sizeof cwd) != nullptr;
@@ -260,6 +262,40 @@ private:
         stop(false);
     }
 
+    // ---- serve: a runtime without a head ------------------------------------------
+
+    /// Says where the runtime is, then keeps it until stdin ends.
+    void serve_ready(const msg::AgentHello& h) {
+        group_id_ = 0;  // every group is a client's: labels name the group
+        const auto line = fmt::format(R"({{"run_id":"{}","agent_socket":"@{}","agent_pid":{},"frontend_pid":{}}})"
+                                      "\n",
+                                      run_->str(), names::agent_socket_name(*run_, 0), h.pid, ::getpid());
+        if (auto st = sys::write_all(opts_.ready_fd, line.data(), line.size()); !st)
+            return fail(make_error(Errc::system, "--ready-fd {}: {}", opts_.ready_fd, st.error().message()));
+        if (opts_.ready_fd > STDERR_FILENO) ::close(opts_.ready_fd);
+        spdlog::info("serving run {} until stdin closes", run_->str());
+        int fd = ::dup(STDIN_FILENO);
+        if (fd < 0) return;  // no stdin: until a signal
+        stdin_ = std::make_unique<asio::posix::stream_descriptor>(io_);
+        asio::error_code ec;
+        stdin_->assign(fd, ec);
+        if (ec) {
+            ::close(fd);
+            stdin_.reset();
+            return;
+        }
+        watch_stdin();
+    }
+
+    void watch_stdin() {
+        stdin_->async_read_some(asio::buffer(stdin_buf_), [this](const asio::error_code& ec, std::size_t) {
+            if (ec == asio::error::operation_aborted || state_ != State::running) return;
+            if (!ec) return watch_stdin();  // bytes mean nothing; only the end does
+            spdlog::info("stdin closed: stopping the runtime");
+            stop(false);
+        });
+    }
+
     void print_map(const std::vector<msg::GroupMember>& members) {
         std::string out = fmt::format("{:>6}  {:>5}  {:>11}  {}\n", "rank", "node", "local rank", "cpus");
         for (const auto& m : members)
@@ -289,7 +325,7 @@ private:
     void write_output(const msg::Output& m) {
         const bool labelled = opts_.label || opts_.label_node;
         // One process: its bytes as they come (a prompt without a newline shows).
-        if (!labelled && opts_.total_ranks() <= 1) return write_stream(m.stream, m.data);
+        if (!labelled && opts_.total_ranks() <= 1 && !opts_.serve) return write_stream(m.stream, m.data);
         // Several: whole lines only, so two ranks never mix within a line; with
         // a label each is prefixed with its rank ([group:rank] for a group a
         // process of the run started). A partial line waits for its end.
@@ -458,6 +494,7 @@ private:
         }
         if (group_exit_code_) return *group_exit_code_;
         if (interrupted_by_ != 0) return 128 + interrupted_by_;
+        if (opts_.serve && !failure_) return 0;
         return kExitRuntimeFailure;
     }
 

@@ -41,6 +41,11 @@ struct RunOptions {
     bool dry_run = false;           // print the placement, start nothing
     bool label = false;             // prefix output lines with [rank]
     bool label_node = false;        // prefix output lines with [node:puid]
+    // `serve`: no head program; the runtime stays up until our stdin closes
+    // (or a signal), for clients that connect on their own (the Python
+    // package's embedded runtime). One JSON line on ready_fd says where.
+    bool serve = false;
+    int ready_fd = 1;
 
     [[nodiscard]] std::uint32_t total_ranks() const {
         std::uint32_t n = 0;

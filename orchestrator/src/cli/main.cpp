@@ -95,22 +95,28 @@ int main(int argc, char** argv) {
     auto* run = app.add_subcommand("run", "start a runtime, run PROGRAM in it as the head process, tear down");
     dragon::cli::RunOptions ro;
     bool no_stdin = false, no_oversubscribe = false;
-    run->add_option("--launcher", ro.launcher,
-                    "how to start agents: local (one node), virtual (--nodes N agents on this machine, "
-                    "each on its own loopback address), slurm (one agent per node of the allocation, "
-                    "with srun); default: slurm inside a Slurm allocation, else local");
-    run->add_option("--nodes", ro.nodes, "virtual: how many nodes (default 1); slurm: use the first N nodes of the "
-                                         "allocation (default all)")
-        ->check(CLI::Range(1U, 65535U));
-    run->add_option("--hosts", ro.hosts, "with --launcher virtual: each node's listen address (127.x.y.z), in node order")
-        ->delimiter(',')
-        ->type_name("ADDR,...");
     std::string srun_args;
-    run->add_option("--srun-args", srun_args, "with --launcher slurm: extra arguments for the srun that starts the agents")
-        ->type_name("'ARGS'");
-    run->add_option("--control-address", ro.control_address,
-                    "with --launcher slurm: the address agents reach this front end at (default: this host's)")
-        ->type_name("ADDR");
+    // Where the agents run: the same options for `run` and `serve`.
+    auto add_launcher_options = [&ro, &srun_args](CLI::App* to) {
+        to->add_option("--launcher", ro.launcher,
+                       "how to start agents: local (one node), virtual (--nodes N agents on this machine, "
+                       "each on its own loopback address), slurm (one agent per node of the allocation, "
+                       "with srun); default: slurm inside a Slurm allocation, else local");
+        to->add_option("--nodes", ro.nodes, "virtual: how many nodes (default 1); slurm: use the first N nodes of "
+                                            "the allocation (default all)")
+            ->check(CLI::Range(1U, 65535U));
+        to->add_option("--hosts", ro.hosts,
+                       "with --launcher virtual: each node's listen address (127.x.y.z), in node order")
+            ->delimiter(',')
+            ->type_name("ADDR,...");
+        to->add_option("--srun-args", srun_args,
+                       "with --launcher slurm: extra arguments for the srun that starts the agents")
+            ->type_name("'ARGS'");
+        to->add_option("--control-address", ro.control_address,
+                       "with --launcher slurm: the address agents reach this front end at (default: this host's)")
+            ->type_name("ADDR");
+    };
+    add_launcher_options(run);
     std::uint32_t nprocs = 1;
     run->add_option("-n,--nprocs", nprocs, "run N copies of PROGRAM as one group (ranks 0..N-1)")
         ->capture_default_str()
@@ -153,6 +159,19 @@ int main(int argc, char** argv) {
     cleanup->add_flag("--dry-run", dry_run, "only list what would be removed");
     add_config_options(cleanup);
 
+    auto* serve = app.add_subcommand(
+        "serve", "start a runtime with no head program and keep it until stdin closes or a signal comes; clients "
+                 "connect on their own (the Python package's embedded runtime)");
+    add_launcher_options(serve);
+    serve->add_option("--ready-fd", ro.ready_fd,
+                      "once every agent is up, write one JSON line to this descriptor: run_id, agent_socket (node "
+                      "0's, for DRAGON_AGENT_SOCKET), agent_pid, frontend_pid")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1 << 20));
+    serve->add_flag("--label", ro.label, "prefix every output line with [group:rank]");
+    serve->add_flag("--label-node", ro.label_node, "prefix every output line with [node:puid]");
+    add_config_options(serve);
+
     // `--` ends our options: what follows is PROGRAM and its arguments, untouched.
     std::vector<std::string> args(argv + 1, argv + argc);
     std::vector<std::string> program;
@@ -180,6 +199,25 @@ int main(int argc, char** argv) {
     }
 
     if (*cleanup) return cmd_cleanup(dry_run);
+    auto split_srun_args = [&] {
+        for (std::size_t i = 0; i < srun_args.size();) {  // split on blanks (no quoting: pass simple options)
+            const auto b = srun_args.find_first_not_of(" \t", i);
+            if (b == std::string::npos) break;
+            const auto e = srun_args.find_first_of(" \t", b);
+            ro.srun_args.push_back(srun_args.substr(b, e == std::string::npos ? std::string::npos : e - b));
+            i = e == std::string::npos ? srun_args.size() : e;
+        }
+    };
+    if (*serve) {
+        if (!serve->remaining().empty() || !program.empty()) {
+            std::fprintf(stderr, "dragon-orchestrate: error: serve takes no program\n");
+            return dragon::cli::kExitUsage;
+        }
+        ro.serve = true;
+        ro.config = std::move(*config);
+        split_srun_args();
+        return dragon::cli::run_program(std::move(ro));
+    }
 
     const auto before_dd = run->remaining();
     if (!before_dd.empty() && (!program.empty() || before_dd.front().starts_with("-"))) {
@@ -201,13 +239,7 @@ int main(int argc, char** argv) {
     }
     ro.programs = std::move(*programs);
     ro.config = std::move(*config);
-    for (std::size_t i = 0; i < srun_args.size();) {  // split on blanks (no quoting: pass simple options)
-        const auto b = srun_args.find_first_not_of(" \t", i);
-        if (b == std::string::npos) break;
-        const auto e = srun_args.find_first_of(" \t", b);
-        ro.srun_args.push_back(srun_args.substr(b, e == std::string::npos ? std::string::npos : e - b));
-        i = e == std::string::npos ? srun_args.size() : e;
-    }
+    split_srun_args();
     ro.forward_stdin = !no_stdin;
     ro.allow_oversubscribe = !no_oversubscribe;
     if (ro.restart && ro.max_restarts == 0) ro.max_restarts = 1U << 20;  // --restart alone: keep replacing
