@@ -21,6 +21,7 @@ build_pkgs=(
   libhwloc-dev   # topology discovery and binding (procgroup placement)
   libssl-dev     # libcrypto: HMAC-SHA256 peer authentication (transport)
   libpmix-dev    # OpenPMIx 4.2.2 server API (pkg-config pmix): the agents' PMIx server (--pmi pmix)
+  python3-dev pybind11-dev python3-cloudpickle   # the Python package: dragon._core, Python-callable targets
 )
 test_pkgs=(
   python3 python3-pytest

@@ -111,6 +111,9 @@ public:
     static Result<ChannelRef> open(std::shared_ptr<Gateway> gateway, const channels::ChannelDescriptor& d);
 
     [[nodiscard]] bool is_local() const { return local_.has_value(); }
+    /// The attached channel when it is on this node (poll, zero-copy
+    /// receive), else nullptr.
+    [[nodiscard]] channels::Channel* local_channel() { return local_ ? &*local_ : nullptr; }
     [[nodiscard]] const channels::ChannelDescriptor& descriptor() const { return d_; }
 
     /// Sends a copy of `msg`; blocks up to `timeout` for room in the channel.

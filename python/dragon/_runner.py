@@ -1,0 +1,80 @@
+"""The first code of a Python-callable member: unpickle the target from
+the environment, run it, report an exception to the group's owner.
+
+Exit code: 0 when the target returns, sys.exit's code, 1 after an exception.
+A stop of the group (SIGINT) ends the member as a signal would end any
+program, with no traceback.
+"""
+
+import base64
+import os
+import pickle
+import signal
+import sys
+import traceback
+
+
+def _report(errors: str, exc: BaseException, tb: str) -> None:
+    """Sends the exception to the group's errors channel (best effort)."""
+    if not errors:
+        return
+    try:
+        from dragon import _core
+
+        try:
+            pickled = pickle.dumps(exc)
+            pickle.loads(pickled)
+        except Exception:
+            pickled = None
+        report = pickle.dumps({
+            "puid": int(os.environ.get("DRAGON_PUID") or 0),
+            "rank": int(os.environ.get("DRAGON_RANK") or -1),
+            "type": type(exc).__qualname__,
+            "message": str(exc),
+            "traceback": tb,
+            "pickled": pickled,
+        })
+        rt = _core.Runtime(os.environ["DRAGON_AGENT_SOCKET"], int(os.environ.get("DRAGON_PUID") or 0))
+        _core.Channel.attach(rt, errors).send(report, 10.0)
+    except Exception as e:  # the traceback is on stderr already
+        sys.stderr.write(f"dragon: could not report the exception to the group: {e}\n")
+
+
+def main() -> None:
+    env = os.environ
+    n = int(env.pop("DRAGON_PY_TARGET_CHUNKS"))
+    data = "".join(env.pop(f"DRAGON_PY_TARGET_{i}") for i in range(n))
+    errors = env.pop("DRAGON_PY_ERRORS", "")
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError):
+            pass
+    code = 0
+    try:
+        fn, args, kwargs = pickle.loads(base64.b64decode(data))
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the target may clean up on a stop
+        fn(*args, **kwargs)
+    except SystemExit as e:
+        if e.code is None:
+            code = 0
+        elif isinstance(e.code, int):
+            code = e.code
+        else:
+            sys.stderr.write(f"{e.code}\n")
+            code = 1
+    except KeyboardInterrupt:
+        # Stopped (SIGINT): end as the signal would.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        code = 130
+    except BaseException as e:
+        tb = traceback.format_exc()
+        sys.stderr.write(f"*** exception in the Python-callable member (rank {env.get('DRAGON_RANK', '?')}, "
+                         f"puid {env.get('DRAGON_PUID', '?')}) ***\n{tb}")
+        sys.stderr.flush()
+        _report(errors, e, tb)
+        code = 1
+    sys.exit(code)

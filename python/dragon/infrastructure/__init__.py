@@ -1,0 +1,1 @@
+"""Dragon's infrastructure types that user code names (Policy, PMIBackend)."""

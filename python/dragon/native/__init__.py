@@ -1,0 +1,1 @@
+"""Dragon's native API: ProcessGroup, ProcessTemplate, Process, Popen."""

@@ -1,0 +1,396 @@
+"""ProcessGroup: start, place, watch, signal, restart and join many processes
+as one (DragonHPC's API; the C++ ProcessGroup underneath, docs/procgroup.md).
+
+    pg = ProcessGroup(restart=False)
+    pg.add_process(16, ProcessTemplate("./worker", args=("--size", "8")))
+    pg.add_process(4, ProcessTemplate(my_function, args=(1, 2)))
+    pg.init()
+    pg.start()
+    pg.join()        # DragonUserCodeError if a member failed
+    pg.close()
+
+Failure handling:
+
+- ``restart=False`` (default): the first member that fails (a non-zero exit,
+  a signal, an exception in a callable) stops the others (SIGINT, SIGTERM,
+  SIGKILL); ``join()`` then raises ``DragonUserCodeError`` with every failed
+  member's exit code and the exceptions of callables, with tracebacks.
+- ``ignore_error_on_exit=True``: failures stop nothing and raise nothing;
+  every member runs to its end and ``exit_status`` tells how each ended.
+- ``restart=True``: a member that fails is replaced by a new process of
+  the same rank, until ``stop()``/``close()``; members that exit 0 are done.
+- ``walltime``: seconds after ``start()`` at which the group is stopped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import threading
+import weakref
+from typing import Iterable
+
+from dragon import _core
+from dragon._runtime import current_runtime
+from dragon.exceptions import DragonError, DragonProcessGroupError, DragonUserCodeError, RemoteException
+from dragon.infrastructure.facts import PMIBackend
+from dragon.infrastructure.policy import Policy, resolve
+from dragon.native.process import PipeConnection, ProcessTemplate
+
+# Groups of this process by the puids of their members (Process(None, ident=puid)).
+_groups: "weakref.WeakSet[ProcessGroup]" = weakref.WeakSet()
+
+
+@atexit.register
+def _release_all() -> None:
+    """At interpreter exit, before the runtime goes: groups still running
+    are killed, every group is released."""
+    for g in list(_groups):
+        g._release()
+
+
+def _member_by_puid(puid: int):
+    for g in list(_groups):
+        for r, p in g._rank_puids().items():
+            if puid in p:
+                return g, r
+    return None
+
+
+def _exit_code(exit_code: int, sig: int) -> int:
+    """subprocess's convention: minus the signal number if one ended it."""
+    return -sig if sig else exit_code
+
+
+class ProcessGroup:
+    """A group of processes on the nodes of the runtime.
+
+    :param restart: replace members that fail, until stop() or close()
+    :param ignore_error_on_exit: failures neither stop the group nor raise
+    :param pmi: a PMIBackend (or "simple", "cray", "pmix"): the members are
+        ranks of one MPI job, served PMI by their agents (no mpirun)
+    :param walltime: seconds after start() at which the group is stopped
+    :param policy: where members go (a template's own policy wins)
+    :param critical: accepted for DragonHPC compatibility; unused
+    :param name: a name for messages
+    """
+
+    def __init__(self, restart: bool = False, ignore_error_on_exit: bool = False,
+                 pmi: PMIBackend | str | None = None, walltime: float | None = None,
+                 policy: Policy | None = None, critical: bool = False, name: str | None = None,
+                 pmi_enabled: bool = False):
+        self.restart = bool(restart)
+        self.ignore_error_on_exit = bool(ignore_error_on_exit)
+        if pmi is None and pmi_enabled:
+            pmi = PMIBackend.SIMPLE
+        try:
+            self.pmi = PMIBackend.from_str(pmi) if pmi is not None else None
+        except ValueError as e:
+            raise ValueError(f"ProcessGroup: {e}") from None
+        if self.pmi is not None and self.restart:
+            raise ValueError("ProcessGroup: restart cannot be combined with pmi: an MPI job cannot take a "
+                             "replacement rank")
+        if walltime is not None and not walltime > 0:
+            raise ValueError(f"ProcessGroup: walltime must be > 0 seconds, got {walltime!r}")
+        self.walltime = walltime
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(f"policy must be a Policy, not {type(policy).__name__}")
+        self.policy = policy
+        self.critical = critical
+        self.name = name or "ProcessGroup"
+        self._entries: list[tuple[int, ProcessTemplate]] = []
+        self._group: _core.Group | None = None
+        self._errors: _core.Channel | None = None
+        self._exceptions: list[RemoteException] = []
+        self._pipes: dict[tuple[int, str], PipeConnection] = {}
+        self._timer: threading.Timer | None = None
+        self.walltime_expired = False
+        self._closed = False
+        _groups.add(self)
+
+    # ---- building ------------------------------------------------------------------
+
+    def add_process(self, nproc: int, template: ProcessTemplate) -> None:
+        """Adds ``nproc`` members running ``template``; ranks follow in the
+        order added."""
+        if self._group is not None and self._group.started:
+            raise DragonProcessGroupError(f"{self.name}: add_process after start()")
+        if not isinstance(template, ProcessTemplate):
+            raise TypeError(f"add_process: template must be a ProcessTemplate, not {type(template).__name__}")
+        n = int(nproc)
+        if n < 1:
+            raise ValueError(f"add_process: nproc must be >= 1, got {nproc!r}")
+        self._entries.append((n, template))
+
+    def init(self) -> None:
+        """Connects to the runtime (starting the embedded one if needed)."""
+        if self._closed:
+            raise DragonProcessGroupError(f"{self.name} is closed")
+        if self._group is not None:
+            return
+        rt = current_runtime()
+        placement = "cyclic"
+        if self.policy is not None and self.policy.distribution == Policy.Distribution.BLOCK:
+            placement = "block"
+        # ignore_error_on_exit: a failure is final for that member, the others go on.
+        restart = self.restart or self.ignore_error_on_exit
+        if self.pmi is not None and not self.restart:
+            restart = False  # the ranks of an MPI job stand or fall together
+        self._group = _core.Group(rt, placement=placement, restart=restart,
+                                  max_restarts=(1 << 30) if self.restart else 0,
+                                  pmi=self.pmi.value if self.pmi else "none")
+        self._runtime = rt
+
+    def start(self) -> None:
+        """Places and starts every member (one request; returns once all
+        are started). A member that cannot start fails the group: join()
+        tells."""
+        if not self._entries:
+            raise DragonProcessGroupError(f"{self.name}: nothing to start (add_process first)")
+        self.init()
+        if self._group.started:
+            raise DragonProcessGroupError(f"{self.name} is already started")
+        if any(t.is_python for _, t in self._entries):
+            callables = sum(n for n, t in self._entries if t.is_python)
+            self._errors = _core.Channel.create(self._runtime, capacity=max(16, min(callables, 1024)),
+                                                block_size=1024)
+        errors = self._errors.descriptor if self._errors is not None else None
+        for n, t in self._entries:
+            pol = resolve(self.policy, t.policy)
+            self._group.add(t.argv(), cwd=t.cwd, env=t.environment(errors), count=n, **t.redirects(),
+                            **_constraints(pol, self._runtime))
+        self._group.start()
+        if self.walltime is not None:
+            self._timer = threading.Timer(self.walltime, self._walltime_expired)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _walltime_expired(self) -> None:
+        g = self._group
+        if g is None or self._closed:
+            return
+        if g.outcome is None and not g.join(0):
+            self.walltime_expired = True
+            try:
+                g.stop(2.0)
+            except DragonError:
+                pass
+
+    # ---- running ---------------------------------------------------------------------
+
+    def join(self, timeout: float | None = None) -> None:
+        """Waits until every member has ended (with restart: until stop()).
+        TimeoutError after ``timeout`` seconds; DragonUserCodeError if a
+        member failed and ignore_error_on_exit is False."""
+        g = self._started_group("join")
+        if not g.join(timeout):
+            raise TimeoutError(f"{self.name}: members still run after {timeout} s")
+        self._check_errors()
+
+    def send_signal(self, sig: signal.Signals | int, hide_stderr: bool = False) -> None:
+        """Sends ``sig`` to every running member."""
+        self._started_group("send_signal").send_signal(int(sig))
+
+    def terminate(self, hide_stderr: bool = False) -> None:
+        """SIGTERM to every running member."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self, hide_stderr: bool = False) -> None:
+        """SIGKILL to every member; returns once all have ended."""
+        self._started_group("kill").kill()
+
+    def stop(self, patience: float = 5.0) -> None:
+        """SIGINT, then SIGTERM after ``patience`` seconds, then SIGKILL after
+        as long again; returns once every member has ended."""
+        self._started_group("stop").stop(float(patience))
+
+    def stop_restart(self) -> None:
+        raise NotImplementedError("stop_restart: not supported; stop() ends a restarting group")
+
+    def close(self, patience: float = 5.0) -> None:
+        """Stops the group if it still runs and releases it. Never raises
+        for failed members (join() does)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        g = self._group
+        try:
+            if g is not None and g.started:
+                if g.outcome is None and not g.join(0):
+                    g.stop(float(patience))
+                g.join(None)
+                self._drain_errors()
+                g.close()
+        finally:
+            if self._errors is not None:
+                try:
+                    self._errors.destroy()
+                except DragonError:
+                    pass
+                self._errors = None
+
+    def _release(self) -> None:
+        """Drops the C++ group without waiting for patience: one still
+        running is killed (its destructor)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._group = None
+        if self._errors is not None:
+            try:
+                self._errors.destroy()
+            except DragonError:
+                pass
+            self._errors = None
+
+    def __enter__(self) -> "ProcessGroup":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- what we know ------------------------------------------------------------------
+
+    @property
+    def puids(self) -> list[int]:
+        """The puids of the members that run now."""
+        if self._group is None or not self._group.started:
+            return []
+        return [p["puid"] for p in self._info()["processes"] if p["state"] == "running"]
+
+    @property
+    def inactive_puids(self) -> list[tuple[int, int]]:
+        """(puid, exit code) of every process of the group that has ended,
+        restarted ones included; minus the signal number when one ended it."""
+        if self._group is None or not self._group.started:
+            return []
+        out = []
+        for p in self._info()["processes"]:
+            for puid, _pid, exited, code, sig in p["runs"]:
+                if exited:
+                    out.append((puid, _exit_code(code, sig)))
+        return out
+
+    @property
+    def exit_status(self) -> list[tuple[int, int]]:
+        """As inactive_puids (DragonHPC's name)."""
+        return self.inactive_puids
+
+    @property
+    def exceptions(self) -> list[RemoteException]:
+        """Exceptions raised by Python-callable members so far."""
+        self._drain_errors()
+        return list(self._exceptions)
+
+    def read_output(self, rank: int, stream: str = "out", timeout: float | None = None) -> bytes:
+        """Bytes rank ``rank`` wrote to its piped stdout ("out") or stderr
+        ("err") since the last read; b"" once it ended and all was read."""
+        return self._started_group("read_output").read_output(rank, stream, timeout)
+
+    def write_stdin(self, rank: int, data: bytes, eof: bool = False) -> None:
+        """Writes to rank ``rank``'s piped stdin; ``eof`` closes it."""
+        self._started_group("write_stdin").write_stdin(rank, data, eof)
+
+    @property
+    def members(self) -> list[dict]:
+        """Rank, puid, pid, node, local rank and cpus of each member as started."""
+        return self._started_group("members").members
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _core_group(self) -> _core.Group:
+        return self._started_group("this")
+
+    def _started_group(self, what: str) -> _core.Group:
+        if self._group is None or not self._group.started:
+            raise DragonProcessGroupError(f"{self.name}: {what} before start()")
+        return self._group
+
+    def _info(self) -> dict:
+        return self._group.info()
+
+    def _rank_puids(self) -> dict[int, set[int]]:
+        if self._group is None or not self._group.started or self._closed:
+            return {}
+        return {p["rank"]: {r[0] for r in p["runs"]} | {p["puid"]} for p in self._info()["processes"]}
+
+    def _template_of(self, rank: int) -> ProcessTemplate:
+        base = 0
+        for n, t in self._entries:
+            if rank < base + n:
+                return t
+            base += n
+        raise IndexError(f"{self.name} has no rank {rank}")
+
+    def _pipe(self, rank: int, stream: str) -> PipeConnection:
+        key = (rank, stream)
+        if key not in self._pipes:
+            self._pipes[key] = PipeConnection(self, rank, stream)
+        return self._pipes[key]
+
+    def _drain_errors(self) -> None:
+        ch = self._errors
+        if ch is None:
+            return
+        while True:
+            try:
+                data = ch.recv(0)
+            except TimeoutError:
+                return
+            try:
+                r = pickle.loads(data)
+                exc = None
+                if r.get("pickled") is not None:
+                    try:
+                        exc = pickle.loads(r["pickled"])
+                    except Exception:
+                        exc = None
+                self._exceptions.append(RemoteException(r["puid"], r["rank"], r["type"], r["message"],
+                                                        r["traceback"], exc))
+            except Exception as e:  # a report we cannot read is named, not lost
+                self._exceptions.append(RemoteException(0, -1, "UnreadableReport", str(e), ""))
+
+    def _check_errors(self) -> None:
+        self._drain_errors()
+        if self.ignore_error_on_exit or self.restart:
+            return
+        out = self._group.outcome
+        if out is None or out["outcome"] != "failed":
+            return
+        failed: dict[int, int] = {}
+        for p in self._info()["processes"]:
+            for puid, _pid, exited, code, sig in p["runs"]:
+                if exited and (code != 0 or sig != 0):
+                    failed[puid] = _exit_code(code, sig)
+        rank, puid = out["fail_rank"], out["fail_puid"]
+        if out["fail_kind"] == "not_started":
+            first = f"rank {rank} could not start: {out['fail_error']}"
+        elif out["fail_kind"] in ("lost", "runtime", "aborted") and out["fail_error"]:
+            first = f"rank {rank} (puid {puid}): {out['fail_error']}"
+        elif out["fail_signal"]:
+            first = f"rank {rank} (puid {puid}) was killed by signal {out['fail_signal']}"
+        else:
+            first = f"rank {rank} (puid {puid}) exited with code {out['fail_exit_code']}"
+        lines = [f"{self.name}: error(s) in user-provided code resulted in exit codes: {failed}; first: {first}"]
+        for e in self._exceptions:
+            lines.append(f"{e}\n{e.traceback.rstrip()}")
+        raise DragonUserCodeError("\n".join(lines), failed, self._exceptions)
+
+
+def _constraints(pol: Policy, rt: _core.Runtime) -> dict:
+    """A resolved policy as the C++ entry's placement constraints."""
+    out: dict = {}
+    P = Policy.Placement
+    if pol.placement == P.HOST_NAME:
+        out["host"] = pol.host_name
+    elif pol.placement == P.HOST_ID:
+        out["node"] = int(pol.host_id)
+    elif pol.placement == P.LOCAL:
+        out["node"] = int(rt.node_id)
+    if pol.cpu_affinity:
+        out["cpus"] = list(pol.cpu_affinity)
+    return out

@@ -1,0 +1,636 @@
+// dragon._core: a thin pybind11 layer over the C++ client API (a session with
+// the local agent, ProcessGroup, channels). The idiomatic API is the `dragon`
+// package; this module only converts types and errors.
+//
+// Every call that can block releases the GIL. Long waits are cut into slices
+// so that Ctrl-C (a pending SIGINT) is seen between two slices: the wait ends
+// with KeyboardInterrupt and nothing was sent or received by the cut slice.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dragon/channels/channel.hpp"
+#include "dragon/orchestrator/channel.hpp"
+#include "dragon/orchestrator/client.hpp"
+#include "dragon/orchestrator/process_group.hpp"
+
+namespace py = pybind11;
+using namespace std::chrono_literals;
+
+namespace dragon::python {
+namespace {
+
+// ---- errors ------------------------------------------------------------------
+
+PyObject* g_error = nullptr;             // DragonError(Exception)
+PyObject* g_timeout = nullptr;           // DragonTimeoutError(DragonError, TimeoutError)
+PyObject* g_connection = nullptr;        // DragonConnectionError(DragonError, ConnectionError)
+PyObject* g_value = nullptr;             // DragonValueError(DragonError, ValueError)
+PyObject* g_not_found = nullptr;         // DragonNotFoundError(DragonError, LookupError)
+
+struct ErrorThrown {
+    Error e;
+};
+
+PyObject* exception_type(Errc c) {
+    switch (c) {
+        case Errc::timeout:
+        case Errc::would_block: return g_timeout;
+        case Errc::closed: return g_connection;
+        case Errc::invalid_argument:
+        case Errc::too_large: return g_value;
+        case Errc::not_found: return g_not_found;
+        default: return g_error;
+    }
+}
+
+[[noreturn]] void raise(const Error& e) { throw ErrorThrown{e}; }
+
+template <class T>
+T value_or_raise(Result<T>&& r) {
+    if (!r) raise(r.error());
+    return std::move(*r);
+}
+
+void ok_or_raise(const Status& s) {
+    if (!s) raise(s.error());
+}
+
+PyObject* make_exception(const char* name, std::initializer_list<PyObject*> bases, const char* doc) {
+    PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(bases.size()));
+    Py_ssize_t i = 0;
+    for (PyObject* b : bases) {
+        Py_INCREF(b);
+        PyTuple_SET_ITEM(tuple, i++, b);
+    }
+    PyObject* t = PyErr_NewExceptionWithDoc(name, doc, tuple, nullptr);
+    Py_DECREF(tuple);
+    if (t == nullptr) throw py::error_already_set();
+    return t;
+}
+
+// ---- timeouts and slices --------------------------------------------------------
+
+using channels::Timeout;
+
+/// None: forever; <= 0: try once; else that many seconds.
+Timeout to_timeout(std::optional<double> seconds) {
+    if (!seconds) return channels::kForever;
+    if (std::isnan(*seconds)) throw py::value_error("timeout is NaN");
+    if (*seconds <= 0) return channels::kTryOnce;
+    if (*seconds > 1e9) return channels::kForever;
+    return std::chrono::duration_cast<Timeout>(std::chrono::duration<double>(*seconds));
+}
+
+/// Runs `op(slice)` with the GIL released, in slices of at most `slice`
+/// until it stops answering timeout/would_block or the whole `timeout` has
+/// passed; checks for Ctrl-C between slices. The last answer is returned.
+template <class Op>
+auto sliced(Timeout timeout, Timeout slice, Op&& op) -> decltype(op(slice)) {
+    const bool forever = timeout == channels::kForever;
+    const auto deadline = forever ? client::Clock::time_point::max() : client::Clock::now() + timeout;
+    for (;;) {
+        Timeout t = slice;
+        if (timeout == channels::kTryOnce) {
+            t = channels::kTryOnce;
+        } else if (!forever) {
+            t = std::min<Timeout>(slice, std::max<Timeout>(Timeout::zero(), deadline - client::Clock::now()));
+            if (t == Timeout::zero()) t = channels::kTryOnce;
+        }
+        auto r = [&] {
+            py::gil_scoped_release nogil;
+            return op(t);
+        }();
+        const bool waited_out = !r && (r.error().code() == Errc::timeout || r.error().code() == Errc::would_block);
+        if (!waited_out || timeout == channels::kTryOnce) return r;
+        if (!forever && client::Clock::now() >= deadline) {
+            if (r.error().code() == Errc::would_block) return decltype(r)(Error(Errc::timeout, "timed out"));
+            return r;
+        }
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+}
+
+// ---- the connection to the agent ---------------------------------------------------
+
+/// One per process (shared by every group and channel of it): the agent
+/// session for groups (one caller at a time, hence the mutex) and, made on
+/// first use, the channel gateway.
+class Runtime {
+public:
+    Runtime(std::string socket, Puid self) : socket_(std::move(socket)), self_(self) {
+        auto s = [&] {
+            py::gil_scoped_release nogil;
+            return client::Session::connect(socket_, self_);
+        }();
+        session_.emplace(value_or_raise(std::move(s)));
+    }
+
+    std::string run_id() const { return session_->run_id(); }
+    std::uint32_t node_id() const { return session_->node_id(); }
+    int agent_pid() const { return session_->agent_pid(); }
+
+    /// Runs `f(session)` with the GIL released and the session locked.
+    template <class F>
+    auto with_session(F&& f) {
+        py::gil_scoped_release nogil;
+        std::lock_guard lk(mu_);
+        return f(*session_);
+    }
+
+    /// The session's lock, for callers that released the GIL themselves.
+    std::mutex& mutex() { return mu_; }
+
+    std::shared_ptr<client::Gateway> gateway() {
+        std::lock_guard lk(gw_mu_);
+        if (!gateway_) {
+            auto g = [&] {
+                py::gil_scoped_release nogil;
+                return client::Gateway::connect(socket_, self_);
+            }();
+            gateway_ = value_or_raise(std::move(g));
+        }
+        return gateway_;
+    }
+
+    py::list processes() {
+        auto procs = value_or_raise(with_session([](client::Session& s) { return s.processes(); }));
+        py::list out;
+        for (const auto& p : procs) {
+            py::dict d;
+            d["puid"] = p.puid;
+            d["pid"] = p.pid;
+            d["running"] = p.state == msg::ProcState::running;
+            d["exit_code"] = p.status.exit_code;
+            d["signal"] = p.status.signal;
+            d["argv"] = p.argv;
+            out.append(d);
+        }
+        return out;
+    }
+
+private:
+    std::string socket_;
+    Puid self_;
+    std::mutex mu_;
+    std::optional<client::Session> session_;
+    std::mutex gw_mu_;
+    std::shared_ptr<client::Gateway> gateway_;
+};
+
+// ---- groups --------------------------------------------------------------------
+
+client::Redirect to_redirect(const std::string& kind, const std::string& path, const char* what) {
+    if (kind == "inherit") return client::Redirect::inherit();
+    if (kind == "discard") return client::Redirect::discard();
+    if (kind == "pipe") return client::Redirect::pipe();
+    if (kind == "file") return client::Redirect::file(path);
+    throw py::value_error(std::string(what) + ": unknown redirect '" + kind + "' (inherit, discard, pipe, file)");
+}
+
+msg::PmiMode to_pmi(const std::string& s) {
+    if (s == "none" || s.empty()) return msg::PmiMode::none;
+    if (s == "simple") return msg::PmiMode::simple;
+    if (s == "cray") return msg::PmiMode::cray;
+    if (s == "pmix") return msg::PmiMode::pmix;
+    throw py::value_error("pmi: unknown '" + s + "' (none, simple, cray, pmix)");
+}
+
+const char* state_name(msg::MemberStateCode s) {
+    switch (s) {
+        case msg::MemberStateCode::pending: return "pending";
+        case msg::MemberStateCode::running: return "running";
+        case msg::MemberStateCode::exited: return "exited";
+    }
+    return "?";
+}
+
+const char* state_name(msg::GroupStateCode s) {
+    switch (s) {
+        case msg::GroupStateCode::running: return "running";
+        case msg::GroupStateCode::stopping: return "stopping";
+        case msg::GroupStateCode::succeeded: return "succeeded";
+        case msg::GroupStateCode::failed: return "failed";
+        case msg::GroupStateCode::stopped: return "stopped";
+    }
+    return "?";
+}
+
+const char* fail_kind_name(msg::FailKind k) {
+    switch (k) {
+        case msg::FailKind::exited: return "exited";
+        case msg::FailKind::not_started: return "not_started";
+        case msg::FailKind::lost: return "lost";
+        case msg::FailKind::aborted: return "aborted";
+        case msg::FailKind::runtime: return "runtime";
+    }
+    return "?";
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+    if (!(seconds >= 0)) throw py::value_error("patience must be >= 0 seconds");
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(seconds, 1e6) * 1000));
+}
+
+class Group {
+public:
+    Group(std::shared_ptr<Runtime> rt, const std::string& placement, const std::string& binding,
+          std::uint32_t cpus_per_proc, bool restart, std::uint32_t max_restarts, const std::string& pmi,
+          bool pmi_port)
+        : rt_(std::move(rt)) {
+        client::GroupOptions o;
+        o.placement = placement;
+        o.binding = binding;
+        o.cpus_per_proc = cpus_per_proc;
+        o.restart = restart;
+        o.max_restarts = max_restarts;
+        o.pmi = to_pmi(pmi);
+        o.pmi_port = pmi_port;
+        rt_->with_session([&](client::Session& s) {
+            pg_.emplace(s, o);
+            return 0;
+        });
+    }
+
+    ~Group() {
+        if (!pg_) return;
+        // A running group is killed and waited for by the C++ destructor.
+        if (Py_IsInitialized() != 0 && PyGILState_Check() != 0) {
+            rt_->with_session([&](client::Session&) {
+                pg_.reset();
+                return 0;
+            });
+        } else {
+            pg_.reset();
+        }
+    }
+
+    void add(std::vector<std::string> argv, std::string cwd, std::vector<std::string> env,
+             const std::string& stdin_kind, const std::string& stdin_path, const std::string& stdout_kind,
+             const std::string& stdout_path, const std::string& stderr_kind, const std::string& stderr_path,
+             std::uint32_t count) {
+        if (argv.empty()) throw py::value_error("a process needs a program (argv is empty)");
+        if (count == 0) throw py::value_error("nproc must be at least 1");
+        client::ProcessTemplate t;
+        t.argv = std::move(argv);
+        t.cwd = std::move(cwd);
+        t.env = std::move(env);
+        t.stdin_redirect = to_redirect(stdin_kind, stdin_path, "stdin");
+        if (t.stdin_redirect.kind == client::Redirect::Kind::inherit)
+            throw py::value_error("stdin: 'inherit' is not allowed (use discard, pipe or file)");
+        t.stdout_redirect = to_redirect(stdout_kind, stdout_path, "stdout");
+        t.stderr_redirect = to_redirect(stderr_kind, stderr_path, "stderr");
+        pg().add(std::move(t), count);
+    }
+
+    void start() {
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().start(); }));
+    }
+
+    py::list plan() {
+        auto members = value_or_raise(rt_->with_session([&](client::Session&) { return pg().plan(); }));
+        return members_list(members);
+    }
+
+    /// True when done, False on timeout.
+    bool join(std::optional<double> timeout) {
+        auto r = sliced(to_timeout(timeout), 200ms, [&](Timeout t) -> Result<bool> {
+            std::lock_guard lk(rt_->mutex());
+            auto done = pg().join(t == channels::kForever ? std::nullopt
+                                                          : std::optional(std::chrono::duration_cast<std::chrono::milliseconds>(t)));
+            if (!done) return std::move(done).error();
+            if (!*done) return Error(Errc::timeout, "timed out");
+            return true;
+        });
+        if (!r && r.error().code() == Errc::timeout) return false;
+        return value_or_raise(std::move(r));
+    }
+
+    void send_signal(int sig) {
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().send_signal(sig); }));
+    }
+    void stop(double patience) {
+        const auto p = to_ms(patience);
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().stop(p); }));
+    }
+    void kill() {
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().kill(); }));
+    }
+    void close() {
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().close(); }));
+    }
+
+    bool started() const { return pg_ && pg_->started(); }
+    std::uint64_t id() const { return pg_ ? pg_->id() : 0; }
+    std::uint32_t size() const { return pg_ ? pg_->size() : 0; }
+    py::list members() const { return members_list(pg_->members()); }
+    std::vector<std::string> warnings() const { return pg_->warnings(); }
+
+    py::object outcome() const {
+        const auto& o = pg_->outcome();
+        if (!o) return py::none();
+        py::dict d;
+        d["outcome"] = o->outcome == msg::GroupOutcome::succeeded ? "succeeded"
+                       : o->outcome == msg::GroupOutcome::failed  ? "failed"
+                                                                   : "stopped";
+        d["fail_rank"] = o->fail_rank;
+        d["fail_puid"] = o->fail_puid;
+        d["fail_exit_code"] = o->fail_status.exit_code;
+        d["fail_signal"] = o->fail_status.signal;
+        d["fail_errno"] = o->fail_errno;
+        d["fail_error"] = o->fail_error;
+        d["fail_kind"] = fail_kind_name(o->fail_kind);
+        d["restarts"] = o->restarts;
+        return d;
+    }
+
+    py::dict info() {
+        auto gi = value_or_raise(rt_->with_session([&](client::Session&) { return pg().info(); }));
+        py::dict d;
+        d["state"] = state_name(gi.state);
+        d["restarts"] = gi.restarts;
+        py::list procs;
+        for (const auto& p : gi.processes) {
+            py::dict e;
+            e["rank"] = p.rank;
+            e["puid"] = p.puid;
+            e["pid"] = p.pid;
+            e["node"] = p.node_id;
+            e["local_rank"] = p.local_rank;
+            e["cpus"] = p.cpus;
+            e["state"] = state_name(p.state);
+            e["exit_code"] = p.status.exit_code;
+            e["signal"] = p.status.signal;
+            py::list runs;
+            for (const auto& r : p.runs)
+                runs.append(py::make_tuple(r.puid, r.pid, r.exited, r.status.exit_code, r.status.signal));
+            e["runs"] = runs;
+            procs.append(e);
+        }
+        d["processes"] = procs;
+        return d;
+    }
+
+    /// Bytes of `stream` ("out"/"err") of `rank` since the last read; b"" once
+    /// the group is done and all was read. Timeout: DragonTimeoutError.
+    py::bytes read_output(std::uint32_t rank, const std::string& stream, std::optional<double> timeout) {
+        if (stream != "out" && stream != "err") throw py::value_error("stream must be 'out' or 'err'");
+        const auto which = stream == "out" ? msg::Stream::out : msg::Stream::err;
+        auto r = sliced(to_timeout(timeout), 200ms, [&](Timeout t) -> Result<std::string> {
+            std::lock_guard lk(rt_->mutex());
+            return pg().read_output(rank, which,
+                                    t == channels::kForever
+                                        ? std::nullopt
+                                        : std::optional(std::chrono::duration_cast<std::chrono::milliseconds>(t)));
+        });
+        return py::bytes(value_or_raise(std::move(r)));
+    }
+
+    void write_stdin(std::uint32_t rank, const py::bytes& data, bool eof) {
+        std::string_view v = data;
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().write_stdin(rank, v, eof); }));
+    }
+
+private:
+    client::ProcessGroup& pg() const {
+        if (!pg_) throw std::logic_error("group is gone");
+        return const_cast<client::ProcessGroup&>(*pg_);
+    }
+
+    static py::list members_list(const std::vector<msg::GroupMember>& ms) {
+        py::list out;
+        for (const auto& m : ms) {
+            py::dict d;
+            d["rank"] = m.rank;
+            d["puid"] = m.puid;
+            d["pid"] = m.pid;
+            d["node"] = m.node_id;
+            d["local_rank"] = m.local_rank;
+            d["cpus"] = m.cpus;
+            out.append(d);
+        }
+        return out;
+    }
+
+    std::shared_ptr<Runtime> rt_;
+    std::optional<client::ProcessGroup> pg_;
+};
+
+// ---- channels ------------------------------------------------------------------
+
+class PyChannel {
+public:
+    PyChannel(std::shared_ptr<Runtime> rt, client::ChannelRef ref, std::optional<channels::Channel> owned)
+        : rt_(std::move(rt)), ref_(std::move(ref)), owned_(std::move(owned)) {}
+
+    static std::shared_ptr<PyChannel> create(const std::shared_ptr<Runtime>& rt, std::uint32_t capacity,
+                                             std::uint32_t block_size) {
+        if (capacity == 0) throw py::value_error("capacity must be at least 1");
+        auto gw = rt->gateway();
+        channels::ChannelAttrs a;
+        a.capacity = capacity;
+        a.block_size = block_size;
+        auto ch = [&] {
+            py::gil_scoped_release nogil;
+            return channels::Channel::create(gw->pool(), a, 1s);
+        }();
+        auto c = value_or_raise(std::move(ch));
+        auto ref = value_or_raise(client::ChannelRef::open(gw, c.descriptor()));
+        return std::make_shared<PyChannel>(rt, std::move(ref), std::move(c));
+    }
+
+    static std::shared_ptr<PyChannel> attach(const std::shared_ptr<Runtime>& rt, const std::string& hex) {
+        auto d = value_or_raise(channels::ChannelDescriptor::from_hex(hex));
+        auto gw = rt->gateway();
+        auto ref = [&] {
+            py::gil_scoped_release nogil;
+            return client::ChannelRef::open(gw, d);
+        }();
+        return std::make_shared<PyChannel>(rt, value_or_raise(std::move(ref)), std::nullopt);
+    }
+
+    std::string descriptor() const { return ref_.descriptor().to_hex(); }
+    std::uint32_t node_id() const { return ref_.descriptor().node_id; }
+    bool is_local() const { return ref_.is_local(); }
+    bool owned() const { return owned_.has_value(); }
+
+    void send(const py::buffer& b, std::optional<double> timeout) {
+        py::buffer_info info = b.request();
+        if (info.ndim > 1 && !PyBuffer_IsContiguous(info.view(), 'C'))
+            throw py::value_error("send: the buffer is not contiguous");
+        const std::span<const std::byte> bytes(static_cast<const std::byte*>(info.ptr),
+                                               static_cast<std::size_t>(info.size * info.itemsize));
+        const auto t = to_timeout(timeout);
+        Status st;
+        if (!ref_.is_local() && t == channels::kForever) {
+            // On its way once it returns (Gateway::send): no slices, which would
+            // turn it into timed sends that wait for the remote channel.
+            py::gil_scoped_release nogil;
+            st = ref_.send(bytes, t);
+        } else {
+            st = sliced(t, ref_.is_local() ? Timeout(200ms) : Timeout(1s),
+                        [&](Timeout s) { return ref_.send(bytes, s); });
+        }
+        ok_or_raise(st);
+    }
+
+    py::bytes recv(std::optional<double> timeout) {
+        const auto t = to_timeout(timeout);
+        if (auto* local = ref_.local_channel()) {
+            auto m = sliced(t, 200ms, [&](Timeout s) { return local->recv_message(s); });
+            auto msg = value_or_raise(std::move(m));
+            const auto d = msg.data();
+            return {reinterpret_cast<const char*>(d.data()), d.size()};
+        }
+        std::vector<std::byte> out;
+        auto st = sliced(t, 1s, [&](Timeout s) { return ref_.recv(out, s); });
+        ok_or_raise(st);
+        return {reinterpret_cast<const char*>(out.data()), out.size()};
+    }
+
+    /// Messages queued now (this node's channels only).
+    std::size_t queued() {
+        auto* c = local_or_raise("queued");
+        return c->queued();
+    }
+    std::uint32_t capacity() { return local_or_raise("capacity")->capacity(); }
+
+    void destroy() {
+        if (!owned_) throw py::value_error("destroy: only the process that created a channel destroys it");
+        ok_or_raise(owned_->destroy());
+        owned_.reset();
+    }
+
+    channels::Channel* local_or_raise(const char* what) {
+        auto* c = ref_.local_channel();
+        if (c == nullptr)
+            raise(make_error(Errc::unsupported, "{}: channel {} is on node {}; only this node's channels can be {}",
+                             what, ref_.descriptor().channel_id, ref_.descriptor().node_id,
+                             std::string(what) == "poll" ? "polled" : "inspected"));
+        return c;
+    }
+
+private:
+    std::shared_ptr<Runtime> rt_;
+    client::ChannelRef ref_;
+    std::optional<channels::Channel> owned_;  // we created it: destroy() frees it
+};
+
+/// [(channel, events)] -> [revents], empty on timeout.
+std::vector<int> poll(const std::vector<std::pair<std::shared_ptr<PyChannel>, int>>& items, std::optional<double> timeout) {
+    if (items.empty()) throw py::value_error("poll: no channels");
+    std::vector<channels::PollItem> pi;
+    pi.reserve(items.size());
+    for (const auto& [ch, ev] : items) {
+        if (!ch) throw py::value_error("poll: None is not a channel");
+        pi.push_back({ch->local_or_raise("poll"), static_cast<std::uint8_t>(ev & 3), 0});
+    }
+    auto r = sliced(to_timeout(timeout), 200ms, [&](Timeout t) {
+        for (auto& p : pi) p.revents = 0;
+        return channels::poll(pi, t);
+    });
+    std::vector<int> out(pi.size(), 0);
+    if (!r && (r.error().code() == Errc::timeout || r.error().code() == Errc::would_block)) return out;
+    value_or_raise(std::move(r));
+    for (std::size_t i = 0; i < pi.size(); ++i) out[i] = pi[i].revents;
+    return out;
+}
+
+}  // namespace
+}  // namespace dragon::python
+
+PYBIND11_MODULE(_core, m) {
+    using namespace dragon::python;
+    m.doc() = "Dragon's C++ client API (use the `dragon` package instead)";
+
+    g_error = make_exception("dragon._core.DragonError", {PyExc_Exception},
+                             "An error of the Dragon runtime; the text names what failed.");
+    g_timeout = make_exception("dragon._core.DragonTimeoutError", {g_error, PyExc_TimeoutError},
+                               "A deadline passed, or a try-once operation found nothing to do.");
+    g_connection = make_exception("dragon._core.DragonConnectionError", {g_error, PyExc_ConnectionError},
+                                  "The agent, a node or a peer went away.");
+    g_value = make_exception("dragon._core.DragonValueError", {g_error, PyExc_ValueError},
+                             "Bad input: an argument the runtime refused.");
+    g_not_found = make_exception("dragon._core.DragonNotFoundError", {g_error, PyExc_LookupError},
+                                 "A program, process, file or runtime that does not exist.");
+    m.attr("DragonError") = py::handle(g_error);
+    m.attr("DragonTimeoutError") = py::handle(g_timeout);
+    m.attr("DragonConnectionError") = py::handle(g_connection);
+    m.attr("DragonValueError") = py::handle(g_value);
+    m.attr("DragonNotFoundError") = py::handle(g_not_found);
+
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const ErrorThrown& t) {
+            PyObject* type = exception_type(t.e.code());
+            py::object exc = py::reinterpret_steal<py::object>(
+                PyObject_CallFunction(type, "s", t.e.message().c_str()));
+            if (!exc) return;  // the call set its own error
+            exc.attr("code") = std::string(dragon::to_string(t.e.code()));
+            exc.attr("errno") = t.e.sys_errno();
+            PyErr_SetObject(type, exc.ptr());
+        }
+    });
+
+    py::class_<Runtime, std::shared_ptr<Runtime>>(m, "Runtime", "A connection to this node's agent.")
+        .def(py::init<std::string, std::uint64_t>(), py::arg("socket"), py::arg("puid") = 0)
+        .def_property_readonly("run_id", &Runtime::run_id)
+        .def_property_readonly("node_id", &Runtime::node_id)
+        .def_property_readonly("agent_pid", &Runtime::agent_pid)
+        .def("processes", &Runtime::processes);
+
+    py::class_<Group>(m, "Group", "A C++ ProcessGroup (dragon.native.process_group wraps it).")
+        .def(py::init<std::shared_ptr<Runtime>, std::string, std::string, std::uint32_t, bool, std::uint32_t,
+                      std::string, bool>(),
+             py::arg("runtime"), py::arg("placement") = "block", py::arg("binding") = "none",
+             py::arg("cpus_per_proc") = 1, py::arg("restart") = false, py::arg("max_restarts") = 0,
+             py::arg("pmi") = "none", py::arg("pmi_port") = false)
+        .def("add", &Group::add, py::arg("argv"), py::arg("cwd") = "", py::arg("env") = std::vector<std::string>{},
+             py::arg("stdin") = "discard", py::arg("stdin_path") = "", py::arg("stdout") = "inherit",
+             py::arg("stdout_path") = "", py::arg("stderr") = "inherit", py::arg("stderr_path") = "",
+             py::arg("count") = 1)
+        .def("start", &Group::start)
+        .def("plan", &Group::plan)
+        .def("join", &Group::join, py::arg("timeout") = py::none())
+        .def("send_signal", &Group::send_signal, py::arg("sig"))
+        .def("stop", &Group::stop, py::arg("patience") = 2.0)
+        .def("kill", &Group::kill)
+        .def("close", &Group::close)
+        .def_property_readonly("started", &Group::started)
+        .def_property_readonly("id", &Group::id)
+        .def_property_readonly("size", &Group::size)
+        .def_property_readonly("members", &Group::members)
+        .def_property_readonly("warnings", &Group::warnings)
+        .def_property_readonly("outcome", &Group::outcome)
+        .def("info", &Group::info)
+        .def("read_output", &Group::read_output, py::arg("rank"), py::arg("stream") = "out",
+             py::arg("timeout") = py::none())
+        .def("write_stdin", &Group::write_stdin, py::arg("rank"), py::arg("data"), py::arg("eof") = false);
+
+    py::class_<PyChannel, std::shared_ptr<PyChannel>>(m, "Channel", "A channel on any node of the runtime.")
+        .def_static("create", &PyChannel::create, py::arg("runtime"), py::arg("capacity") = 256,
+                    py::arg("block_size") = 496)
+        .def_static("attach", &PyChannel::attach, py::arg("runtime"), py::arg("descriptor"))
+        .def_property_readonly("descriptor", &PyChannel::descriptor)
+        .def_property_readonly("node_id", &PyChannel::node_id)
+        .def_property_readonly("is_local", &PyChannel::is_local)
+        .def_property_readonly("owned", &PyChannel::owned)
+        .def("send", &PyChannel::send, py::arg("data"), py::arg("timeout") = py::none())
+        .def("recv", &PyChannel::recv, py::arg("timeout") = py::none())
+        .def("queued", &PyChannel::queued)
+        .def("capacity", &PyChannel::capacity)
+        .def("destroy", &PyChannel::destroy);
+
+    m.def("poll", &poll, py::arg("items"), py::arg("timeout") = py::none(),
+          "Waits until one of this node's channels is ready: [(channel, events)] -> [revents] (all 0 on timeout).");
+    m.attr("READABLE") = static_cast<int>(dragon::channels::kReadable);
+    m.attr("WRITABLE") = static_cast<int>(dragon::channels::kWritable);
+}
