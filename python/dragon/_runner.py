@@ -21,8 +21,10 @@ def _report(errors: str, exc: BaseException, tb: str) -> None:
     try:
         from dragon import _core
 
-        try:
-            pickled = pickle.dumps(exc)
+        try:  # by value when its class lives in __main__, as the target did
+            import cloudpickle
+
+            pickled = cloudpickle.dumps(exc)
             pickle.loads(pickled)
         except Exception:
             pickled = None

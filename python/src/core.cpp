@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "dragon/channels/channel.hpp"
+#include "dragon/common/config.hpp"
+#include "dragon/common/log.hpp"
 #include "dragon/orchestrator/channel.hpp"
 #include "dragon/orchestrator/client.hpp"
 #include "dragon/orchestrator/process_group.hpp"
@@ -272,6 +274,16 @@ public:
         }
     }
 
+    /// Drops the C++ group now (a running one is killed and waited for);
+    /// later calls raise. Python references (tracebacks) may outlive it.
+    void release() {
+        if (!pg_) return;
+        rt_->with_session([&](client::Session&) {
+            pg_.reset();
+            return 0;
+        });
+    }
+
     void add(std::vector<std::string> argv, std::string cwd, std::vector<std::string> env,
              const std::string& stdin_kind, const std::string& stdin_path, const std::string& stdout_kind,
              const std::string& stdout_path, const std::string& stderr_kind, const std::string& stderr_path,
@@ -400,7 +412,7 @@ public:
 
 private:
     client::ProcessGroup& pg() const {
-        if (!pg_) throw std::logic_error("group is gone");
+        if (!pg_) raise(Error(Errc::closed, "the group was released"));
         return const_cast<client::ProcessGroup&>(*pg_);
     }
 
@@ -549,6 +561,12 @@ std::vector<int> poll(const std::vector<std::pair<std::shared_ptr<PyChannel>, in
 PYBIND11_MODULE(_core, m) {
     using namespace dragon::python;
     m.doc() = "Dragon's C++ client API (use the `dragon` package instead)";
+    // The client library's messages go to stderr (or DRAGON_LOG_DIR), at
+    // DRAGON_LOG_LEVEL (default warn): never to the program's stdout.
+    {
+        auto cfg = dragon::Config::from_env();
+        (void)dragon::log::init("python", cfg ? cfg->log_level() : dragon::LogLevel::warn, cfg ? cfg->log_dir() : "");
+    }
 
     g_error = make_exception("dragon._core.DragonError", {PyExc_Exception},
                              "An error of the Dragon runtime; the text names what failed.");
@@ -597,6 +615,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("stdin") = "discard", py::arg("stdin_path") = "", py::arg("stdout") = "inherit",
              py::arg("stdout_path") = "", py::arg("stderr") = "inherit", py::arg("stderr_path") = "",
              py::arg("count") = 1)
+        .def("release", &Group::release)
         .def("start", &Group::start)
         .def("plan", &Group::plan)
         .def("join", &Group::join, py::arg("timeout") = py::none())

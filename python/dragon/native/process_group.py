@@ -108,6 +108,7 @@ class ProcessGroup:
         self._timer: threading.Timer | None = None
         self.walltime_expired = False
         self._closed = False
+        self._final_info: dict | None = None
         _groups.add(self)
 
     # ---- building ------------------------------------------------------------------
@@ -224,6 +225,7 @@ class ProcessGroup:
                     g.stop(float(patience))
                 g.join(None)
                 self._drain_errors()
+                self._final_info = g.info()  # what the properties answer once closed
                 g.close()
         finally:
             if self._errors is not None:
@@ -239,6 +241,11 @@ class ProcessGroup:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._group is not None:
+            try:
+                self._group.release()
+            except DragonError:
+                pass
         self._group = None
         if self._errors is not None:
             try:
@@ -258,7 +265,7 @@ class ProcessGroup:
     @property
     def puids(self) -> list[int]:
         """The puids of the members that run now."""
-        if self._group is None or not self._group.started:
+        if self._final_info is None and (self._group is None or not self._group.started):
             return []
         return [p["puid"] for p in self._info()["processes"] if p["state"] == "running"]
 
@@ -266,7 +273,7 @@ class ProcessGroup:
     def inactive_puids(self) -> list[tuple[int, int]]:
         """(puid, exit code) of every process of the group that has ended,
         restarted ones included; minus the signal number when one ended it."""
-        if self._group is None or not self._group.started:
+        if self._final_info is None and (self._group is None or not self._group.started):
             return []
         out = []
         for p in self._info()["processes"]:
@@ -311,10 +318,14 @@ class ProcessGroup:
         return self._group
 
     def _info(self) -> dict:
+        if self._final_info is not None:
+            return self._final_info
+        if self._group is None:
+            raise DragonProcessGroupError(f"{self.name} is released")
         return self._group.info()
 
     def _rank_puids(self) -> dict[int, set[int]]:
-        if self._group is None or not self._group.started or self._closed:
+        if self._final_info is None and (self._group is None or not self._group.started or self._closed):
             return {}
         return {p["rank"]: {r[0] for r in p["runs"]} | {p["puid"]} for p in self._info()["processes"]}
 
