@@ -47,6 +47,7 @@ PyObject* exception_type(Errc c) {
         case Errc::would_block: return g_timeout;
         case Errc::closed: return g_connection;
         case Errc::invalid_argument:
+        case Errc::protocol:  // bytes from the caller (a descriptor) that do not decode
         case Errc::too_large: return g_value;
         case Errc::not_found: return g_not_found;
         default: return g_error;
