@@ -3,7 +3,7 @@ import hashlib
 import os
 import subprocess
 
-from conftest import BIN, ORCH, PY, run
+from conftest import BIN, ORCH, PY, run, wait_gone
 
 
 def test_exit_code_zero_and_output():
@@ -156,3 +156,30 @@ def test_help_and_version():
     assert b"--log-level" in r.stdout and b"DRAGON_LOG_LEVEL" in r.stdout
     r = run(["--version"])
     assert r.returncode == 0 and r.stdout.startswith(b"dragon-orchestrate ")
+
+
+def test_serve_says_where_and_stops_when_stdin_closes():
+    """`serve`: a runtime without a head; a client connects by the socket it
+    names; closing serve's stdin tears everything down with exit 0."""
+    import json as _json
+    r, w = os.pipe()
+    p = subprocess.Popen([ORCH, "serve", "--ready-fd", str(w)], stdin=subprocess.PIPE, pass_fds=(w,),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(w)
+    with os.fdopen(r) as ready:
+        info = _json.loads(ready.readline())
+    assert info["agent_socket"].startswith("@dragon-") and info["run_id"] in info["agent_socket"]
+    # A client of that agent sees the same run.
+    env = dict(os.environ, DRAGON_AGENT_SOCKET=info["agent_socket"], DRAGON_PUID="0")
+    c = subprocess.run([str(BIN / "client_probe")], env=env, capture_output=True, text=True, timeout=30)
+    assert info["run_id"] in c.stdout, (c.stdout, c.stderr)
+    assert [e for e in os.listdir("/dev/shm") if info["run_id"] in e]
+    p.stdin.close()
+    assert p.wait(30) == 0
+    assert wait_gone(info["agent_pid"])
+    assert [e for e in os.listdir("/dev/shm") if info["run_id"] in e] == []
+
+
+def test_serve_refuses_a_program():
+    p = subprocess.run([ORCH, "serve", "--", "/bin/true"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "serve takes no program" in p.stderr
