@@ -14,30 +14,40 @@ through channels, and run Python callables as processes::
 Under ``dragon-orchestrate run`` the package joins that runtime; a plain
 ``python3 script.py`` starts a one-node runtime of its own on first use and
 tears it down at exit (see docs/python.md).
-"""
 
-from dragon.exceptions import (
-    DragonConnectionError,
-    DragonError,
-    DragonNotFoundError,
-    DragonProcessGroupError,
-    DragonTimeoutError,
-    DragonUserCodeError,
-    DragonValueError,
-)
-from dragon._runtime import current_runtime, start_runtime, stop_runtime
+The names below load on first use, so that a member process importing
+``dragon._runner`` pays only for what it uses.
+"""
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DragonConnectionError",
-    "DragonError",
-    "DragonNotFoundError",
-    "DragonProcessGroupError",
-    "DragonTimeoutError",
-    "DragonUserCodeError",
-    "DragonValueError",
-    "current_runtime",
-    "start_runtime",
-    "stop_runtime",
-]
+_LAZY = {
+    "DragonConnectionError": "dragon.exceptions",
+    "DragonError": "dragon.exceptions",
+    "DragonNotFoundError": "dragon.exceptions",
+    "DragonProcessGroupError": "dragon.exceptions",
+    "DragonTimeoutError": "dragon.exceptions",
+    "DragonUserCodeError": "dragon.exceptions",
+    "DragonValueError": "dragon.exceptions",
+    "RemoteException": "dragon.exceptions",
+    "current_runtime": "dragon._runtime",
+    "start_runtime": "dragon._runtime",
+    "stop_runtime": "dragon._runtime",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dragon' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -6,12 +6,12 @@ A stop of the group (SIGINT) ends the member as a signal would end any
 program, with no traceback.
 """
 
-import base64
+import binascii
 import os
-import pickle
-import signal
 import sys
-import traceback
+
+import _pickle
+import _signal
 
 
 def _report(errors: str, exc: BaseException, tb: str) -> None:
@@ -25,10 +25,10 @@ def _report(errors: str, exc: BaseException, tb: str) -> None:
             import cloudpickle
 
             pickled = cloudpickle.dumps(exc)
-            pickle.loads(pickled)
+            _pickle.loads(pickled)
         except Exception:
             pickled = None
-        report = pickle.dumps({
+        report = _pickle.dumps({
             "puid": int(os.environ.get("DRAGON_PUID") or 0),
             "rank": int(os.environ.get("DRAGON_RANK") or -1),
             "type": type(exc).__qualname__,
@@ -54,8 +54,8 @@ def main() -> None:
             pass
     code = 0
     try:
-        fn, args, kwargs = pickle.loads(base64.b64decode(data))
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # the target may clean up on a stop
+        fn, args, kwargs = _pickle.loads(binascii.a2b_base64(data))
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # the target may clean up on a stop
         fn(*args, **kwargs)
     except SystemExit as e:
         if e.code is None:
@@ -69,10 +69,12 @@ def main() -> None:
         # Stopped (SIGINT): end as the signal would.
         sys.stdout.flush()
         sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGINT)
         code = 130
     except BaseException as e:
+        import traceback
+
         tb = traceback.format_exc()
         sys.stderr.write(f"*** exception in the Python-callable member (rank {env.get('DRAGON_RANK', '?')}, "
                          f"puid {env.get('DRAGON_PUID', '?')}) ***\n{tb}")

@@ -152,15 +152,22 @@ public:
     std::mutex& mutex() { return mu_; }
 
     std::shared_ptr<client::Gateway> gateway() {
-        std::lock_guard lk(gw_mu_);
-        if (!gateway_) {
-            auto g = [&] {
-                py::gil_scoped_release nogil;
-                return client::Gateway::connect(socket_, self_);
-            }();
-            gateway_ = value_or_raise(std::move(g));
+        // The lock is taken without the GIL (another thread may hold it
+        // while it waits for the GIL), and the error raised with it.
+        std::optional<Error> err;
+        std::shared_ptr<client::Gateway> gw;
+        {
+            py::gil_scoped_release nogil;
+            std::lock_guard lk(gw_mu_);
+            if (!gateway_) {
+                auto g = client::Gateway::connect(socket_, self_);
+                if (g) gateway_ = std::move(*g);
+                else err = std::move(g).error();
+            }
+            gw = gateway_;
         }
-        return gateway_;
+        if (err) raise(*err);
+        return gw;
     }
 
     py::list processes() {

@@ -117,7 +117,9 @@ def test_same_script_embedded(script):
 
 @pytest.mark.system
 def test_same_script_under_dragon_orchestrate_on_two_nodes(script):
-    p = script(SAME).run(under=["--launcher", "virtual", "--nodes", "2"], timeout=180)
+    # Unbuffered members write a line in pieces: their lines must not mix.
+    p = script(SAME).run(under=["--launcher", "virtual", "--nodes", "2"], timeout=180,
+                         env={"PYTHONUNBUFFERED": "1"})
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out == {"nodes": [0, 1], "codes": [0] * 10, "under": True}
     assert p.stdout.count("member on node 0") == 4 and p.stdout.count("member on node 1") == 4

@@ -324,8 +324,11 @@ private:
 
     void write_output(const msg::Output& m) {
         const bool labelled = opts_.label || opts_.label_node;
-        // One process: its bytes as they come (a prompt without a newline shows).
-        if (!labelled && opts_.total_ranks() <= 1 && !opts_.serve) return write_stream(m.stream, m.data);
+        // The head alone: its bytes as they come (a prompt without a newline
+        // shows). Groups the head (or a client of `serve`) started have
+        // several writers: whole lines.
+        if (!labelled && opts_.total_ranks() <= 1 && !opts_.serve && m.group_id == group_id_)
+            return write_stream(m.stream, m.data);
         // Several: whole lines only, so two ranks never mix within a line; with
         // a label each is prefixed with its rank ([group:rank] for a group a
         // process of the run started). A partial line waits for its end.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import codecs
-import json
 import os
 import shutil
 import sys
@@ -96,10 +95,13 @@ def _python_path() -> list[str]:
     return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
 
 
-# The child's first statements: a stop (SIGINT) ends it as any program until
-# the target runs; take our sys.path; run the pickled target.
-_BOOT = ("import signal;signal.signal(signal.SIGINT,signal.SIG_DFL);"
-         "import sys,os,json;sys.path[:]=json.loads(os.environ.pop('DRAGON_PY_PATH'));"
+# The member is `python3 -S -c BOOT`: no site (our sys.path replaces the one
+# it would build, .pth entries included), a stop (SIGINT) ends it as any
+# program until the target runs, then dragon._runner runs the target. Only
+# builtin modules and os load before the target's own imports.
+PATH_SEP = "\x1e"
+_BOOT = ("import _signal;_signal.signal(2,_signal.SIG_DFL);"
+         f"import sys,os;sys.path[:]=os.environ.pop('DRAGON_PY_PATH').split({PATH_SEP!r});"
          "from dragon._runner import main;main()")
 
 
@@ -138,6 +140,7 @@ class ProcessTemplate:
         self.options = options
         self.is_python = callable(target) and not isinstance(target, (str, bytes, os.PathLike))
         self._payload: list[str] | None = None
+        self.pickled_with = ""  # "lean" or "cloudpickle", once pickled
         if self.is_python:
             self._fn = target
             self.target = sys.executable
@@ -170,10 +173,10 @@ class ProcessTemplate:
     def payload_env(self) -> list[str]:
         """The pickled callable as environment pieces (computed once)."""
         if self._payload is None:
-            import cloudpickle
+            from dragon import _fnpickle
 
             try:
-                data = cloudpickle.dumps((self._fn, self.args, self.kwargs))
+                data, self.pickled_with = _fnpickle.dumps((self._fn, self.args, self.kwargs))
             except Exception as e:
                 raise ValueError(f"ProcessTemplate: cannot pickle the target {self._fn!r} with its arguments: "
                                  f"{e}") from e
@@ -188,14 +191,14 @@ class ProcessTemplate:
 
     def argv(self) -> list[str]:
         if self.is_python:
-            return [sys.executable, "-c", _BOOT]
+            return [sys.executable, "-S", "-c", _BOOT]
         return [self.target, *[os.fspath(a) for a in self.args]]
 
     def environment(self, errors_channel: str | None) -> list[str]:
         env = [f"{k}={v}" for k, v in self.env.items()]
         if self.is_python:
             env += self.payload_env()
-            env.append("DRAGON_PY_PATH=" + json.dumps(_python_path()))
+            env.append("DRAGON_PY_PATH=" + PATH_SEP.join(_python_path()))
             if errors_channel:
                 env.append("DRAGON_PY_ERRORS=" + errors_channel)
         return env
