@@ -21,7 +21,7 @@ msg::GroupStart sample_group() {
     p.cwd = "/tmp";
     p.stdin_mode = msg::StdinMode::forward;
     p.stderr_mode = msg::OutputMode::discard;
-    s.spec.entries = {{p, 3}, {msg::ProcSpec{}, 0}};
+    s.spec.entries = {{p, 3, -1, {}, {}}, {msg::ProcSpec{}, 0, 2, "host-b", {0, 5}}};
     return s;
 }
 
@@ -45,6 +45,12 @@ TEST(Codec, RoundTripsEveryFieldKind) {
     EXPECT_EQ(p.stdin_mode, msg::StdinMode::forward);
     EXPECT_EQ(p.stderr_mode, msg::OutputMode::discard);
     EXPECT_TRUE(back->spec.entries[1].proc.argv.empty());
+    EXPECT_EQ(back->spec.entries[0].node, -1);
+    EXPECT_TRUE(back->spec.entries[0].host.empty());
+    EXPECT_TRUE(back->spec.entries[0].cpus.empty());
+    EXPECT_EQ(back->spec.entries[1].node, 2);
+    EXPECT_EQ(back->spec.entries[1].host, "host-b");
+    EXPECT_EQ(back->spec.entries[1].cpus, (std::vector<std::uint32_t>{0, 5}));
 }
 
 TEST(Codec, ScalarsAreLittleEndianOnTheWire) {

@@ -384,6 +384,54 @@ std::map<std::string, Scenario> scenarios() {
         return 0;
     };
 
+    // Per-entry placement constraints: group_probe constraints PIN_NODE.
+    // Ranks 0-1 anywhere, 2-4 pinned to PIN_NODE, 5-6 bound to cpu 0, 7-10
+    // on every node with this hostname (cyclic); then starts refused for a
+    // node, a host and a cpu the run does not have.
+    s["constraints"] = [](Session& ses, int argc, char** argv) {
+        if (argc < 1) return 2;
+        const int pin = std::atoi(argv[0]);
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        auto report = sh("echo node=$DRAGON_NODE_ID $(grep Cpus_allowed_list /proc/self/status)");
+        report.stdout_redirect = Redirect::pipe();
+        ProcessGroup g(ses, GroupOptions{.placement = "cyclic"});
+        g.add(report, 2);
+        auto pinned = report;
+        pinned.node = pin;
+        g.add(pinned, 3);
+        auto bound = report;
+        bound.cpus = {0};
+        g.add(bound, 2);
+        auto by_host = report;
+        by_host.host = host;
+        g.add(by_host, 4);
+        must(g.start(), "start");
+        must(g.join(), "join");
+        print_outcome(g);
+        print_info(g);
+        for (std::uint32_t r = 0; r < g.size(); ++r)
+            std::printf("seen%u %s", r, must(g.read_output(r, msg::Stream::out), "read").c_str());
+        must(g.close(), "close");
+        auto refused = [&](const char* what, ProcessTemplate t) {
+            ProcessGroup h(ses);
+            h.add(ProcessTemplate::command({"true"}), 1);
+            h.add(std::move(t), 2);
+            auto st = h.start();
+            std::printf("%s=%s\n", what, st ? "ok" : st.error().message().c_str());
+        };
+        auto t = ProcessTemplate::command({"true"});
+        t.node = 7;
+        refused("bad_node", t);
+        t = ProcessTemplate::command({"true"});
+        t.host = "no-such-host.invalid";
+        refused("bad_host", t);
+        t = ProcessTemplate::command({"true"});
+        t.cpus = {0, 4095};
+        refused("bad_cpu", t);
+        return 0;
+    };
+
     // G groups of N started, joined and closed one after the other; the
     // agent's fds, memory and zombies after each.
     s["leak"] = [](Session& ses, int argc, char** argv) {

@@ -1,6 +1,9 @@
 """The C++ ProcessGroup API (process_group.hpp), driven by group_probe inside a real run."""
 import os
 import re
+import socket
+
+import pytest
 
 from conftest import BIN, BUILD, PY, run
 
@@ -135,6 +138,39 @@ def test_reported_cpus_are_what_each_rank_is_bound_to():
         seen = re.search(rf"seen{rank} Cpus_allowed_list:\s*(\S+)", out).group(1)
         assert t[rank]["cpus"] == seen  # one cpu each: "0" and "1"
     assert t[0]["cpus"] != t[1]["cpus"]
+
+
+def check_constraints(out, pin, nnodes):
+    """What group_probe constraints PIN printed, on a run of nnodes nodes."""
+    assert outcome(out)["outcome"] == "succeeded", out
+    t = ranks(out)
+    assert sorted(t) == list(range(11))
+    seen = {int(m[1]): (int(m[2]), m[3]) for m in re.finditer(r"^seen(\d+) node=(\d+) Cpus_allowed_list:\s*(\S+)$",
+                                                                out, re.M)}
+    assert sorted(seen) == list(range(11)), out
+    for rank in range(11):
+        assert seen[rank][0] == int(t[rank]["node"]), out  # DRAGON_NODE_ID is where the agent says
+    for rank in (2, 3, 4):  # pinned to node `pin`
+        assert int(t[rank]["node"]) == pin, out
+    for rank in (5, 6):  # bound to cpu 0, though the group's binding is none
+        assert t[rank]["cpus"] == "0" and seen[rank][1] == "0", out
+    for rank in (0, 1, 2, 3, 4, 7, 8, 9, 10):  # not bound
+        assert t[rank]["cpus"] == "-", out
+    by_host = {int(t[rank]["node"]) for rank in (7, 8, 9, 10)}
+    if nnodes > 1:
+        assert len(by_host) > 1, out  # every node has this hostname: spread over them
+    pre = "placing 3 ranks (policy block, binding none, cpus_per_proc 1): entry 1 (true): "
+    host = socket.gethostname()
+    nodes = "0" if nnodes == 1 else f"0-{nnodes - 1}"
+    assert f"bad_node={pre}node 7 does not exist (nodes: {nodes})\n" in out, out
+    assert f"bad_host={pre}no node has hostname 'no-such-host.invalid' (hosts: {host})\n" in out, out
+    assert re.search(rf"^bad_cpu={re.escape(pre)}node 0 \({re.escape(host)}\) has no cpu 4095 \(its cpus: \S+\)$",
+                     out, re.M), out
+
+
+@pytest.mark.skipif(0 not in os.sched_getaffinity(0), reason="cpu 0 is not ours to bind to")
+def test_entries_pinned_to_a_node_or_bound_to_cpus_and_bad_constraints_refused():
+    check_constraints(probe("constraints", "0"), 0, 1)
 
 
 def test_ten_groups_of_500_leave_no_fds_memory_or_zombies_in_the_agent():

@@ -77,6 +77,14 @@ def test_a_client_group_spans_nodes_and_its_pipes_come_back():
     assert "table_after_close=1" in out
 
 
+@pytest.mark.skipif(0 not in os.sched_getaffinity(0), reason="cpu 0 is not ours to bind to")
+def test_client_group_entries_pinned_to_node_2_or_cpu_0_and_bad_constraints_refused():
+    from test_group_api import check_constraints
+    r = run(["run", *V4, "--", str(BIN / "group_probe"), "constraints", "2"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    check_constraints(r.stdout.decode(), 2, 4)
+
+
 STRANGER = r"""
 import os, socket, subprocess, sys
 probe = sys.argv[1]

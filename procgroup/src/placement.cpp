@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <numeric>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -131,12 +132,6 @@ std::vector<std::size_t> interleave(const std::vector<Place>& places, std::uint3
     return order;
 }
 
-std::uint32_t domains_used(const std::vector<Place>& places) {
-    std::unordered_set<std::uint32_t> s;
-    for (const auto& p : places) s.insert(p.numa);
-    return static_cast<std::uint32_t>(s.size());
-}
-
 // Splits `total` ranks over nodes in proportion to weight[n], never more than
 // cap[n] (sum(cap) >= total). Largest remainder, ties to the lower node;
 // capped nodes are fixed and the rest re-split until nothing exceeds its cap.
@@ -218,22 +213,35 @@ std::uint32_t capacity(const NodeResources& node, Binding binding, std::uint32_t
     return static_cast<std::uint32_t>(places_of(node, binding, cpus_per_proc).places.size());
 }
 
-Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementRequest& req) {
-    const auto what = fmt::format("placing {} ranks (policy {}, binding {}, cpus_per_proc {})", req.nprocs,
-                                  to_string(req.policy), to_string(req.binding), req.cpus_per_proc);
-    auto bad = [&](Errc c, std::string msg) { return Error(c, fmt::format("{}: {}", what, msg)); };
-    if (!wire_valid(req.policy))
-        return bad(Errc::invalid_argument,
-                   fmt::format("invalid policy value {}", static_cast<int>(req.policy)));
-    if (!wire_valid(req.binding))
-        return bad(Errc::invalid_argument,
-                   fmt::format("invalid binding value {}", static_cast<int>(req.binding)));
-    if (nodes.empty()) return bad(Errc::invalid_argument, "no nodes to place on");
-    if (req.nprocs == 0) return bad(Errc::invalid_argument, "nprocs is 0; need at least 1 rank");
-    if (req.nprocs > kMaxProcs)
-        return bad(Errc::too_large, fmt::format("nprocs {} is over the limit of {}", req.nprocs, kMaxProcs));
-    if (req.cpus_per_proc == 0) return bad(Errc::invalid_argument, "cpus_per_proc is 0; need at least 1");
-    {
+namespace {
+
+// The prefix of every placement error, and the errors place() shares with
+// the constrained overload.
+struct Ctx {
+    const std::vector<NodeResources>& nodes;
+    const PlacementRequest& req;
+    std::string what;
+
+    Ctx(const std::vector<NodeResources>& n, const PlacementRequest& r)
+        : nodes(n),
+          req(r),
+          what(fmt::format("placing {} ranks (policy {}, binding {}, cpus_per_proc {})", r.nprocs,
+                           to_string(r.policy), to_string(r.binding), r.cpus_per_proc)) {}
+
+    [[nodiscard]] Error bad(Errc c, std::string_view msg) const { return Error(c, fmt::format("{}: {}", what, msg)); }
+
+    // What every request must satisfy before anything is placed.
+    [[nodiscard]] Status check() const {
+        if (!wire_valid(req.policy))
+            return bad(Errc::invalid_argument, fmt::format("invalid policy value {}", static_cast<int>(req.policy)));
+        if (!wire_valid(req.binding))
+            return bad(Errc::invalid_argument,
+                       fmt::format("invalid binding value {}", static_cast<int>(req.binding)));
+        if (nodes.empty()) return bad(Errc::invalid_argument, "no nodes to place on");
+        if (req.nprocs == 0) return bad(Errc::invalid_argument, "nprocs is 0; need at least 1 rank");
+        if (req.nprocs > kMaxProcs)
+            return bad(Errc::too_large, fmt::format("nprocs {} is over the limit of {}", req.nprocs, kMaxProcs));
+        if (req.cpus_per_proc == 0) return bad(Errc::invalid_argument, "cpus_per_proc is 0; need at least 1");
         std::unordered_set<std::uint32_t> ids;
         for (const auto& n : nodes) {
             if (!ids.insert(n.node_id).second)
@@ -241,20 +249,11 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
             auto v = n.validate();
             if (!v) return bad(v.error().code(), v.error().message());
         }
+        return ok();
     }
 
-    Plan plan;
-    const std::size_t nn = nodes.size();
-    std::vector<NodePlaces> places(nn);
-    std::vector<std::uint32_t> cap(nn);
-    std::uint64_t total = 0;
-    for (std::size_t i = 0; i < nn; ++i) {
-        places[i] = places_of(nodes[i], req.binding, req.cpus_per_proc);
-        cap[i] = static_cast<std::uint32_t>(places[i].places.size());
-        total += cap[i];
-    }
-    if (total == 0) {
-        // Every node is too small for one rank: say what the biggest offers.
+    // Every node is too small for one rank: say what the biggest offers.
+    [[nodiscard]] Error too_small() const {
         std::uint32_t best = 0;
         for (const auto& n : nodes) {
             for (const auto& u : units_of(n, req.binding).units)
@@ -271,61 +270,72 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
                    fmt::format("cpus_per_proc {} is larger than any node offers: the largest has {} {}",
                                req.cpus_per_proc, best, unit_name(req.binding)));
     }
-    for (std::size_t i = 0; i < nn; ++i)
-        if (cap[i] == 0)
-            plan.warnings.push_back(
-                fmt::format("node {} ({}) cannot hold one rank of {} {}; it gets no ranks", nodes[i].node_id,
-                            nodes[i].hostname, req.cpus_per_proc,
-                            whole_domain(req.binding) ? fmt::format("cores in one {}", to_string(req.binding))
-                                                      : std::string(unit_name(req.binding))));
-    if (req.nprocs > total) {
-        if (!req.allow_oversubscribe)
-            return bad(Errc::no_space,
-                       fmt::format(
-                           "only {} ranks fit on the {} node(s) without sharing cpus; allow oversubscription "
-                           "or ask for fewer ranks",
-                           total, nn));
-        std::uint64_t sharing = req.nprocs >= 2 * total ? req.nprocs : 2 * (req.nprocs - total);
-        plan.warnings.push_back(
-            fmt::format("oversubscribed: {} ranks on {} slots; {} ranks share cpus with another rank",
-                        req.nprocs, total, sharing));
-    }
 
-    // Each node's places in the order its ranks take them.
-    std::vector<std::vector<std::size_t>> order(nn);
+    // What one rank needs, for messages about nodes too small for it.
+    [[nodiscard]] std::string one_rank() const {
+        return fmt::format("{} {}", req.cpus_per_proc,
+                           whole_domain(req.binding) ? fmt::format("cores in one {}", to_string(req.binding))
+                                                     : std::string(unit_name(req.binding)));
+    }
+};
+
+// Every node's places, and the order in which the policy takes each node's.
+struct Layout {
+    std::vector<NodePlaces> places;
+    std::vector<std::vector<std::size_t>> order;  // per node: indices into places[i].places
+    std::uint64_t total = 0;
+};
+
+Layout layout_of(const std::vector<NodeResources>& nodes, const PlacementRequest& req) {
+    Layout l;
+    const std::size_t nn = nodes.size();
+    l.places.resize(nn);
+    l.order.resize(nn);
     for (std::size_t i = 0; i < nn; ++i) {
+        l.places[i] = places_of(nodes[i], req.binding, req.cpus_per_proc);
+        l.total += l.places[i].places.size();
         switch (req.policy) {
             case Policy::block:
-                order[i].resize(places[i].places.size());
-                std::iota(order[i].begin(), order[i].end(), 0U);
+                l.order[i].resize(l.places[i].places.size());
+                std::iota(l.order[i].begin(), l.order[i].end(), 0U);
                 break;
-            case Policy::cyclic: order[i] = interleave(places[i].places, &Place::socket); break;
-            case Policy::spread: order[i] = interleave(places[i].places, &Place::numa); break;
+            case Policy::cyclic: l.order[i] = interleave(l.places[i].places, &Place::socket); break;
+            case Policy::spread: l.order[i] = interleave(l.places[i].places, &Place::numa); break;
         }
     }
+    return l;
+}
 
-    // The sequence of (node, place) that ranks 0, 1, ... take; ranks beyond
-    // its length wrap around (oversubscription).
-    std::vector<std::pair<std::uint32_t, std::uint32_t>> seq;
-    const std::uint64_t want = std::min<std::uint64_t>(req.nprocs, total);
+using Taken = std::pair<std::uint32_t, std::uint32_t>;  // (node index, place index)
+
+// The (node, place) that `want` ranks take in rank order under `policy`,
+// from the places listed per node in `order` (each node's own taking order;
+// want must not exceed what they list). The full layout order gives the
+// plan of place(); a shorter list (the free places of some nodes) gives the
+// same policy over what is left.
+std::vector<Taken> sequence(Policy policy, const Layout& l, const std::vector<std::vector<std::size_t>>& order,
+                            std::uint64_t want) {
+    const std::size_t nn = order.size();
+    std::vector<Taken> seq;
     seq.reserve(want);
-    switch (req.policy) {
+    auto take = [&](std::size_t i, std::size_t k) {
+        seq.emplace_back(static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(order[i][k]));
+    };
+    switch (policy) {
         case Policy::block:
             for (std::size_t i = 0; i < nn && seq.size() < want; ++i)
-                for (std::size_t k = 0; k < order[i].size() && seq.size() < want; ++k)
-                    seq.emplace_back(static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(order[i][k]));
+                for (std::size_t k = 0; k < order[i].size() && seq.size() < want; ++k) take(i, k);
             break;
         case Policy::cyclic: {
             std::vector<std::size_t> active;
             for (std::size_t i = 0; i < nn; ++i)
-                if (cap[i] > 0) active.push_back(i);
-            for (std::size_t round = 0; seq.size() < want; ++round) {
+                if (!order[i].empty()) active.push_back(i);
+            for (std::size_t round = 0; seq.size() < want && !active.empty(); ++round) {
                 std::vector<std::size_t> next;
                 for (auto i : active) {
                     if (seq.size() == want) break;
-                    seq.emplace_back(static_cast<std::uint32_t>(i),
-                                     static_cast<std::uint32_t>(order[i][round]));
-                    if (round + 1 < cap[i]) next.push_back(i);
+                    take(i, round);
+                    if (round + 1 < order[i].size()) next.push_back(i);
                 }
                 active = std::move(next);
             }
@@ -333,39 +343,274 @@ Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementReque
         }
         case Policy::spread: {
             std::vector<std::uint32_t> weight(nn);
-            for (std::size_t i = 0; i < nn; ++i) weight[i] = domains_used(places[i].places);
+            std::vector<std::uint32_t> cap(nn);
+            for (std::size_t i = 0; i < nn; ++i) {
+                std::unordered_set<std::uint32_t> domains;
+                for (auto k : order[i]) domains.insert(l.places[i].places[k].numa);
+                weight[i] = static_cast<std::uint32_t>(domains.size());
+                cap[i] = static_cast<std::uint32_t>(order[i].size());
+            }
             auto share = proportional_shares(want, weight, cap);
             for (std::size_t i = 0; i < nn; ++i)
-                for (std::uint64_t k = 0; k < share[i]; ++k)
-                    seq.emplace_back(static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(order[i][k]));
+                for (std::uint64_t k = 0; k < share[i]; ++k) take(i, k);
             break;
         }
     }
-    if (seq.size() != want)
-        return bad(Errc::internal, fmt::format("built {} places for {} ranks", seq.size(), want));
+    return seq;
+}
 
-    std::vector<std::uint32_t> local(nn, 0);
-    std::unordered_map<std::size_t, std::vector<std::uint32_t>> node_pus;
-    plan.slots.resize(req.nprocs);
-    for (std::uint32_t r = 0; r < req.nprocs; ++r) {
-        auto [ni, pi] = seq[r % seq.size()];
-        Slot& s = plan.slots[r];
-        s.rank = r;
-        s.node_id = nodes[ni].node_id;
-        s.local_rank = local[ni]++;
-        if (req.binding == Binding::none) {
-            auto [it, fresh] = node_pus.try_emplace(ni);
+// Fills node_id and cpus of a slot on node `ni`, in place `pi` of it (none
+// for a rank that takes no place: only its explicit cpus bind it).
+class SlotFiller {
+public:
+    SlotFiller(const std::vector<NodeResources>& nodes, const Layout& l, Binding b) : nodes_(nodes), l_(l), b_(b) {}
+
+    void fill(Slot& s, std::size_t ni, std::optional<std::uint32_t> pi) {
+        s.node_id = nodes_[ni].node_id;
+        if (b_ == Binding::none || !pi) {
+            auto [it, fresh] = node_pus_.try_emplace(ni);
             if (fresh) {
-                for (const auto& p : nodes[ni].pus) it->second.push_back(p.os_index);
+                for (const auto& p : nodes_[ni].pus) it->second.push_back(p.os_index);
                 std::sort(it->second.begin(), it->second.end());
             }
             s.cpus = it->second;
         } else {
-            const auto& np = places[ni];
-            const Place& pl = np.places[pi];
+            const auto& np = l_.places[ni];
+            const Place& pl = np.places[*pi];
             s.cpus.assign(np.flat.begin() + pl.begin, np.flat.begin() + pl.end);
         }
     }
+
+private:
+    const std::vector<NodeResources>& nodes_;
+    const Layout& l_;
+    Binding b_;
+    std::unordered_map<std::size_t, std::vector<std::uint32_t>> node_pus_;
+};
+
+void warn_small_nodes(Plan& plan, const Ctx& c, const Layout& l) {
+    for (std::size_t i = 0; i < c.nodes.size(); ++i)
+        if (l.places[i].places.empty())
+            plan.warnings.push_back(fmt::format("node {} ({}) cannot hold one rank of {}; it gets no ranks",
+                                                c.nodes[i].node_id, c.nodes[i].hostname, c.one_rank()));
+}
+
+std::string oversubscribed(std::uint64_t nprocs, std::uint64_t total) {
+    std::uint64_t sharing = nprocs >= 2 * total ? nprocs : 2 * (nprocs - total);
+    return fmt::format("oversubscribed: {} ranks on {} slots; {} ranks share cpus with another rank", nprocs, total,
+                       sharing);
+}
+
+void number_local_ranks(Plan& plan) {
+    std::unordered_map<std::uint32_t, std::uint32_t> local;
+    for (auto& s : plan.slots) s.local_rank = local[s.node_id]++;
+}
+
+std::string entry_name(std::size_t e, const EntryConstraint& c) {
+    return c.name.empty() ? fmt::format("entry {}", e) : fmt::format("entry {} ({})", e, c.name);
+}
+
+// The nodes (indices into ctx.nodes) entry `e` may use, or why there are none.
+Result<std::vector<std::size_t>> candidates(const Ctx& c, std::size_t e, const EntryConstraint& ec) {
+    const auto& nodes = c.nodes;
+    const auto who = entry_name(e, ec);
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+        if (ec.node == -1 || static_cast<std::int64_t>(nodes[i].node_id) == ec.node) out.push_back(i);
+    if (out.empty()) {
+        std::vector<std::uint32_t> ids;
+        for (const auto& n : nodes) ids.push_back(n.node_id);
+        return c.bad(Errc::invalid_argument,
+                     fmt::format("{}: node {} does not exist (nodes: {})", who, ec.node, format_cpulist(ids)));
+    }
+    if (!ec.host.empty()) {
+        const std::size_t named = out.front();  // the node asked for, when one was
+        std::erase_if(out, [&](std::size_t i) { return nodes[i].hostname != ec.host; });
+        if (out.empty() && ec.node != -1)
+            return c.bad(Errc::invalid_argument, fmt::format("{}: node {} is host '{}', not '{}'", who, ec.node,
+                                                             nodes[named].hostname, ec.host));
+        if (out.empty()) {
+            std::vector<std::string> hosts;
+            for (const auto& n : nodes)
+                if (std::find(hosts.begin(), hosts.end(), n.hostname) == hosts.end()) hosts.push_back(n.hostname);
+            return c.bad(Errc::invalid_argument, fmt::format("{}: no node has hostname '{}' (hosts: {})", who,
+                                                             ec.host, fmt::join(hosts, ", ")));
+        }
+    }
+    if (!ec.cpus.empty()) {
+        // Of several matching nodes, those with every cpu asked for; the
+        // error names the first cpu the first matching node lacks.
+        auto lacks = [&](std::size_t i) -> std::optional<std::uint32_t> {
+            std::unordered_set<std::uint32_t> have;
+            for (const auto& p : nodes[i].pus) have.insert(p.os_index);
+            for (auto cpu : ec.cpus)
+                if (!have.contains(cpu)) return cpu;
+            return std::nullopt;
+        };
+        const std::size_t first = out.front();
+        std::erase_if(out, [&](std::size_t i) { return lacks(i).has_value(); });
+        if (out.empty()) {
+            std::vector<std::uint32_t> have;
+            for (const auto& p : nodes[first].pus) have.push_back(p.os_index);
+            return c.bad(Errc::invalid_argument,
+                         fmt::format("{}: node {} ({}) has no cpu {} (its cpus: {})", who, nodes[first].node_id,
+                                     nodes[first].hostname, *lacks(first), format_cpulist(have)));
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementRequest& req) {
+    const Ctx c(nodes, req);
+    DRAGON_CHECK(c.check());
+    Plan plan;
+    const auto l = layout_of(nodes, req);
+    if (l.total == 0) return c.too_small();
+    warn_small_nodes(plan, c, l);
+    if (req.nprocs > l.total) {
+        if (!req.allow_oversubscribe)
+            return c.bad(Errc::no_space,
+                         fmt::format("only {} ranks fit on the {} node(s) without sharing cpus; allow "
+                                     "oversubscription or ask for fewer ranks",
+                                     l.total, nodes.size()));
+        plan.warnings.push_back(oversubscribed(req.nprocs, l.total));
+    }
+    // Ranks beyond the sequence's length wrap around (oversubscription).
+    const std::uint64_t want = std::min<std::uint64_t>(req.nprocs, l.total);
+    const auto seq = sequence(req.policy, l, l.order, want);
+    if (seq.size() != want)
+        return c.bad(Errc::internal, fmt::format("built {} places for {} ranks", seq.size(), want));
+    SlotFiller filler(nodes, l, req.binding);
+    plan.slots.resize(req.nprocs);
+    for (std::uint32_t r = 0; r < req.nprocs; ++r) {
+        auto [ni, pi] = seq[r % seq.size()];
+        plan.slots[r].rank = r;
+        filler.fill(plan.slots[r], ni, pi);
+    }
+    number_local_ranks(plan);
+    return plan;
+}
+
+Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementRequest& req,
+                   const std::vector<EntryConstraint>& entries) {
+    const Ctx c(nodes, req);
+    std::uint64_t sum = 0;
+    bool constrained = false;
+    for (const auto& e : entries) {
+        sum += e.count;
+        constrained = constrained || e.constrained();
+    }
+    if (sum != req.nprocs)
+        return c.bad(Errc::invalid_argument,
+                     fmt::format("the entries have {} ranks in all, not nprocs {}", sum, req.nprocs));
+    if (!constrained) return place(nodes, req);
+    DRAGON_CHECK(c.check());
+    Plan plan;
+    const auto l = layout_of(nodes, req);
+    if (l.total == 0) return c.too_small();
+    warn_small_nodes(plan, c, l);
+    const std::size_t nn = nodes.size();
+    std::vector<std::vector<std::size_t>> cand(entries.size());
+    for (std::size_t e = 0; e < entries.size(); ++e)
+        if (entries[e].constrained()) cand[e] = DRAGON_TRY(candidates(c, e, entries[e]));
+
+    std::vector<std::uint32_t> first(entries.size());
+    for (std::size_t e = 0, r = 0; e < entries.size(); r += entries[e].count, ++e)
+        first[e] = static_cast<std::uint32_t>(r);
+    std::vector<std::pair<std::size_t, std::optional<std::uint32_t>>> where(req.nprocs);  // (node, place) per rank
+    std::vector<std::vector<bool>> used(nn);
+    for (std::size_t i = 0; i < nn; ++i) used[i].assign(l.places[i].places.size(), false);
+
+    // Unconstrained entries first, placed together exactly as place() would
+    // place them if they were the whole group.
+    std::vector<std::uint32_t> free_ranks;
+    for (std::size_t e = 0; e < entries.size(); ++e)
+        if (!entries[e].constrained())
+            for (std::uint32_t k = 0; k < entries[e].count; ++k) free_ranks.push_back(first[e] + k);
+    if (!free_ranks.empty()) {
+        const std::uint64_t u = free_ranks.size();
+        if (u > l.total) {
+            if (!req.allow_oversubscribe)
+                return c.bad(Errc::no_space,
+                             fmt::format("only {} ranks fit on the {} node(s) without sharing cpus, and {} ranks "
+                                         "have no placement constraint; allow oversubscription or ask for fewer "
+                                         "ranks",
+                                         l.total, nn, u));
+            plan.warnings.push_back(oversubscribed(u, l.total));
+        }
+        const auto seq = sequence(req.policy, l, l.order, std::min(u, l.total));
+        for (std::size_t k = 0; k < free_ranks.size(); ++k) where[free_ranks[k]] = seq[k % seq.size()];
+        for (auto [ni, pi] : seq) used[ni][pi] = true;
+    }
+
+    // Then each constrained entry, in entry order, over its nodes: the
+    // places nobody took yet, in the policy's order; beyond them (when
+    // oversubscription is allowed, or the entry names its own cpus) the
+    // nodes' places again from the start.
+    for (std::size_t e = 0; e < entries.size(); ++e) {
+        const auto& ec = entries[e];
+        if (!ec.constrained() || ec.count == 0) continue;
+        std::vector<std::vector<std::size_t>> free_order(nn);
+        std::vector<std::vector<std::size_t>> all_order(nn);
+        std::uint64_t nfree = 0;
+        std::uint64_t nall = 0;
+        for (auto i : cand[e]) {
+            all_order[i] = l.order[i];
+            nall += l.order[i].size();
+            for (auto k : l.order[i])
+                if (!used[i][k]) free_order[i].push_back(k);
+            nfree += free_order[i].size();
+        }
+        std::vector<std::uint32_t> ids;
+        for (auto i : cand[e]) ids.push_back(nodes[i].node_id);
+        const auto on = fmt::format("node{} {}", ids.size() > 1 ? "s" : "", format_cpulist(ids));
+        const bool own_cpus = !ec.cpus.empty();
+        if (nall == 0 && !own_cpus)
+            return c.bad(Errc::invalid_argument,
+                         fmt::format("{}: {} cannot hold one rank of {}", entry_name(e, ec), on, c.one_rank()));
+        if (ec.count > nfree && !own_cpus) {
+            if (!req.allow_oversubscribe)
+                return c.bad(Errc::no_space,
+                             fmt::format("{}: {} ranks on {}, where only {} fit beside the group's other ranks "
+                                         "without sharing cpus; allow oversubscription or ask for fewer ranks",
+                                         entry_name(e, ec), ec.count, on, nfree));
+            plan.warnings.push_back(fmt::format("oversubscribed: {} has {} ranks for {} free slots on {}; {} of "
+                                                "them share cpus with another rank",
+                                                entry_name(e, ec), ec.count, nfree, on, ec.count - nfree));
+        }
+        const std::uint64_t take = std::min<std::uint64_t>(ec.count, nfree);
+        const auto seq = sequence(req.policy, l, free_order, take);
+        for (std::size_t k = 0; k < seq.size(); ++k) {
+            where[first[e] + k] = seq[k];
+            used[seq[k].first][seq[k].second] = true;
+        }
+        if (ec.count > take) {
+            const auto again = sequence(req.policy, l, all_order, nall);
+            for (std::uint64_t k = 0; k < ec.count - take; ++k) {
+                const auto r = first[e] + take + k;
+                if (again.empty()) where[r] = {cand[e][k % cand[e].size()], std::nullopt};  // own cpus only
+                else where[r] = again[k % again.size()];
+            }
+        }
+    }
+
+    SlotFiller filler(nodes, l, req.binding);
+    plan.slots.resize(req.nprocs);
+    for (std::size_t e = 0; e < entries.size(); ++e) {
+        std::vector<std::uint32_t> own = entries[e].cpus;
+        std::sort(own.begin(), own.end());
+        own.erase(std::unique(own.begin(), own.end()), own.end());
+        for (std::uint32_t k = 0; k < entries[e].count; ++k) {
+            const auto r = first[e] + k;
+            Slot& s = plan.slots[r];
+            s.rank = r;
+            filler.fill(s, where[r].first, where[r].second);
+            if (!own.empty()) s.cpus = own;
+        }
+    }
+    number_local_ranks(plan);
     return plan;
 }
 

@@ -421,6 +421,155 @@ TEST(PlaceFormat, PlanAndRequestGoOnTheWire) {
     EXPECT_FALSE(wire::decode_exact<PlacementRequest>(rb));
 }
 
+// ---- entry constraints ----
+
+// Four nodes "pack:1 core:4 pu:1" (cpus 0-3) with the given hostnames.
+std::vector<NodeResources> four_small(std::vector<std::string> hosts = {"n0", "n1", "n2", "n3"}) {
+    std::vector<NodeResources> out;
+    for (std::uint32_t i = 0; i < 4; ++i) {
+        out.push_back(node("pack:1 core:4 pu:1", i));
+        out.back().hostname = hosts[i];
+    }
+    return out;
+}
+
+EntryConstraint entry(std::uint32_t count, std::int32_t node = -1, std::string host = {}, Cpus cpus = {}) {
+    return EntryConstraint{count, node, std::move(host), std::move(cpus), {}};
+}
+
+Plan ok_entries(const std::vector<NodeResources>& nodes, const PlacementRequest& r,
+                const std::vector<EntryConstraint>& entries) {
+    auto p = place(nodes, r, entries);
+    EXPECT_TRUE(p) << p.error().message();
+    return p ? *p : Plan{};
+}
+
+std::string entries_error(const std::vector<NodeResources>& nodes, const PlacementRequest& r,
+                          const std::vector<EntryConstraint>& entries) {
+    auto p = place(nodes, r, entries);
+    EXPECT_FALSE(p);
+    return p ? std::string("(no error)") : p.error().message();
+}
+
+TEST(PlaceEntries, WithoutConstraintsItIsPlace) {
+    auto nodes = cluster(3);
+    for (auto policy : {Policy::block, Policy::cyclic, Policy::spread})
+        for (auto binding : {Binding::none, Binding::core, Binding::numa}) {
+            auto r = req(13, policy, binding, 1, true);
+            auto plain = ok_place(nodes, r);
+            auto split = ok_entries(nodes, r, {entry(1), entry(4), entry(8)});
+            EXPECT_EQ(split.slots, plain.slots) << to_string(policy) << " " << to_string(binding);
+            EXPECT_EQ(split.warnings, plain.warnings);
+        }
+}
+
+TEST(PlaceEntries, APinnedEntryLandsOnItsNodeAndTheOthersAreUnmoved) {
+    // Ranks 0-2 and 5 are placed as a group of 4 alone would be (block: node
+    // 0 cores 0-3); ranks 3-4 go to node 2.
+    auto plan = ok_entries(four_small(), req(6, Policy::block, Binding::core),
+                           {entry(3), entry(2, 2), entry(1)});
+    expect_plan(plan, {{0, 0, {0}}, {0, 1, {1}}, {0, 2, {2}}, {2, 0, {0}}, {2, 1, {1}}, {0, 3, {3}}});
+    EXPECT_TRUE(plan.warnings.empty());
+    auto cyc = ok_entries(four_small(), req(6, Policy::cyclic, Binding::core),
+                          {entry(4), entry(2, 2)});
+    // Cyclic: ranks 0-3 on nodes 0-3 core 0; node 2's core 0 is taken, so the pinned ones get cores 1, 2.
+    expect_plan(cyc, {{0, 0, {0}}, {1, 0, {0}}, {2, 0, {0}}, {3, 0, {0}}, {2, 1, {1}}, {2, 2, {2}}});
+}
+
+TEST(PlaceEntries, APinnedEntryTakesThePlacesLeftOnItsNode) {
+    auto plan = ok_entries(four_small(), req(4, Policy::block, Binding::core), {entry(2, 0), entry(2)});
+    // The unconstrained ranks 2-3 take node 0's cores 0-1 as if alone; the pinned ones the rest.
+    expect_plan(plan, {{0, 0, {2}}, {0, 1, {3}}, {0, 2, {0}}, {0, 3, {1}}});
+    auto two = ok_entries(four_small(), req(4, Policy::block, Binding::core), {entry(2, 1), entry(2, 1)});
+    expect_plan(two, {{1, 0, {0}}, {1, 1, {1}}, {1, 2, {2}}, {1, 3, {3}}});
+}
+
+TEST(PlaceEntries, AHostMatchingSeveralNodesSpreadsWithTheGroupsPolicy) {
+    // A virtual cluster: every node has the same hostname.
+    auto same = four_small({"vm", "vm", "vm", "vm"});
+    auto cyc = ok_entries(same, req(5, Policy::cyclic, Binding::core), {entry(5, -1, "vm")});
+    expect_plan(cyc, {{0, 0, {0}}, {1, 0, {0}}, {2, 0, {0}}, {3, 0, {0}}, {0, 1, {1}}});
+    auto mixed = four_small({"a", "b", "a", "b"});
+    auto on_b = ok_entries(mixed, req(4, Policy::cyclic, Binding::core), {entry(4, -1, "b")});
+    expect_plan(on_b, {{1, 0, {0}}, {3, 0, {0}}, {1, 1, {1}}, {3, 1, {1}}});
+    auto block_b = ok_entries(mixed, req(5, Policy::block, Binding::core), {entry(5, -1, "b")});
+    expect_plan(block_b, {{1, 0, {0}}, {1, 1, {1}}, {1, 2, {2}}, {1, 3, {3}}, {3, 0, {0}}});
+    auto node_and_host = ok_entries(mixed, req(1, Policy::block, Binding::core), {entry(1, 2, "a")});
+    expect_plan(node_and_host, {{2, 0, {0}}});
+}
+
+TEST(PlaceEntries, CpusOverrideTheBinding) {
+    // Bound to exactly the cpus asked for (sorted, once each), whatever the binding.
+    for (auto binding : {Binding::none, Binding::core, Binding::numa}) {
+        auto plan = ok_entries(four_small(), req(3, Policy::cyclic, binding),
+                               {entry(1), entry(2, -1, {}, {3, 1, 3})});
+        ASSERT_EQ(plan.slots.size(), 3U);
+        EXPECT_EQ(plan.slots[1].cpus, (Cpus{1, 3})) << to_string(binding);
+        EXPECT_EQ(plan.slots[2].cpus, (Cpus{1, 3})) << to_string(binding);
+    }
+    auto pinned = ok_entries(four_small(), req(2, Policy::block, Binding::core), {entry(2, 3, {}, {0})});
+    expect_plan(pinned, {{3, 0, {0}}, {3, 1, {0}}});
+    // More ranks than places is the caller's choice when it names the cpus: no error, no warning.
+    auto many = ok_entries(four_small(), req(6, Policy::block, Binding::core), {entry(6, 1, {}, {2})});
+    for (const auto& s : many.slots) EXPECT_EQ(s.node_id, 1U);
+    EXPECT_EQ(many.slots[5].cpus, (Cpus{2}));
+    EXPECT_EQ(many.slots[5].local_rank, 5U);
+    EXPECT_TRUE(many.warnings.empty());
+    // Of several matching nodes, only those with every cpu asked for.
+    auto uneven = four_small();
+    uneven[0] = node("pack:1 core:2 pu:1", 0);
+    auto skip = ok_entries(uneven, req(2, Policy::cyclic, Binding::core), {entry(2, -1, {}, {3})});
+    expect_plan(skip, {{1, 0, {3}}, {2, 0, {3}}});
+}
+
+TEST(PlaceEntries, APinnedEntryBeyondItsNodeIsRefusedOrOversubscribed) {
+    auto nodes = four_small();
+    auto p = place(nodes, req(6, Policy::block, Binding::core), {entry(1), entry(5, 0)});
+    ASSERT_FALSE(p);
+    EXPECT_EQ(p.error().code(), Errc::no_space);
+    EXPECT_EQ(p.error().message(),
+              "placing 6 ranks (policy block, binding core, cpus_per_proc 1): entry 1: 5 ranks on node 0, where only "
+              "3 fit beside the group's other ranks without sharing cpus; allow oversubscription or ask for fewer "
+              "ranks");
+    auto over = ok_entries(nodes, req(6, Policy::block, Binding::core, 1, true), {entry(1), entry(5, 0)});
+    // Three free cores, then node 0's places again from the start.
+    expect_plan(over, {{0, 0, {0}}, {0, 1, {1}}, {0, 2, {2}}, {0, 3, {3}}, {0, 4, {0}}, {0, 5, {1}}});
+    ASSERT_EQ(over.warnings.size(), 1U);
+    EXPECT_EQ(over.warnings[0],
+              "oversubscribed: entry 1 has 5 ranks for 3 free slots on node 0; 2 of them share cpus with another "
+              "rank");
+}
+
+TEST(PlaceEntries, BadConstraintsAreNamed) {
+    auto nodes = four_small();
+    const std::string pre = "placing 2 ranks (policy block, binding none, cpus_per_proc 1): ";
+    auto named = [](EntryConstraint e) {
+        e.name = "./worker";
+        return e;
+    };
+    EXPECT_EQ(entries_error(nodes, req(2, Policy::block, Binding::none), {entry(1), named(entry(1, 7))}),
+              pre + "entry 1 (./worker): node 7 does not exist (nodes: 0-3)");
+    EXPECT_EQ(entries_error(nodes, req(2, Policy::block, Binding::none), {entry(1, -2), entry(1)}),
+              pre + "entry 0: node -2 does not exist (nodes: 0-3)");
+    EXPECT_EQ(entries_error(nodes, req(2, Policy::block, Binding::none), {entry(2, -1, "nohost")}),
+              pre + "entry 0: no node has hostname 'nohost' (hosts: n0, n1, n2, n3)");
+    EXPECT_EQ(entries_error(four_small({"vm", "vm", "vm", "vm"}), req(2, Policy::block, Binding::none),
+                            {entry(2, -1, "nohost")}),
+              pre + "entry 0: no node has hostname 'nohost' (hosts: vm)");
+    EXPECT_EQ(entries_error(nodes, req(2, Policy::block, Binding::none), {entry(2, 1, "n2")}),
+              pre + "entry 0: node 1 is host 'n1', not 'n2'");
+    EXPECT_EQ(entries_error(nodes, req(2, Policy::block, Binding::none), {entry(1), entry(1, 2, {}, {1, 9})}),
+              pre + "entry 1: node 2 (n2) has no cpu 9 (its cpus: 0-3)");
+    EXPECT_EQ(entries_error(nodes, req(2, Policy::block, Binding::none), {entry(1, -1, {}, {4})}),
+              pre + "the entries have 1 ranks in all, not nprocs 2");
+    // A node too small for one rank of the entry, though others hold ranks.
+    auto uneven = four_small();
+    uneven[1] = node("pack:1 core:1 pu:1", 1);
+    EXPECT_EQ(entries_error(uneven, req(2, Policy::block, Binding::core, 2, true), {entry(1), entry(1, 1)}),
+              "placing 2 ranks (policy block, binding core, cpus_per_proc 2): entry 1: node 1 cannot hold one rank "
+              "of 2 cores");
+}
+
 // ---- scale ----
 
 TEST(PlaceScale, FourThousandRanksOverFourNodes) {

@@ -79,8 +79,21 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
     req.policy = DRAGON_TRY(pg::parse_policy(spec.placement));
     req.binding = DRAGON_TRY(pg::parse_binding(spec.binding));
     req.allow_oversubscribe = spec.allow_oversubscribe;
+    std::vector<pg::EntryConstraint> entries;
+    entries.reserve(spec.entries.size());
+    bool constrained = false;
+    for (std::size_t e = 0; e < spec.entries.size(); ++e) {
+        const auto& en = spec.entries[e];
+        entries.push_back({en.count, en.node, en.host, en.cpus, en.proc.argv.empty() ? "?" : en.proc.argv[0]});
+        constrained = constrained || entries.back().constrained();
+        // A lost node is not among those placed on: say so rather than "does not exist".
+        if (en.node > 0 && static_cast<std::uint32_t>(en.node) < opts_.nnodes &&
+            links_[static_cast<std::size_t>(en.node)].lost)
+            return make_error(Errc::closed, "entry {} ({}): node {} is lost", e, entries.back().name, en.node);
+    }
     GroupPlan out;
-    if (opts_.nnodes == 1 && req.binding == pg::Binding::none && req.allow_oversubscribe && !want_cpus) {
+    if (opts_.nnodes == 1 && req.binding == pg::Binding::none && req.allow_oversubscribe && !want_cpus &&
+        !constrained) {
         // Unbound ranks on one node need no topology: rank r is local rank r here.
         out.members.resize(nranks);
         for (std::uint32_t r = 0; r < nranks; ++r) out.members[r] = {r, 0, 0, 0, r, {}};
@@ -91,13 +104,18 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
     std::vector<pg::NodeResources> live;  // a lost node gets no new work
     for (std::uint32_t k = 0; k < opts_.nnodes; ++k)
         if (k == 0 || !links_[k].lost) live.push_back(nodes_[k]);
-    auto plan = DRAGON_TRY(pg::place(live, req));
+    auto plan = DRAGON_TRY(pg::place(live, req, entries));
     // Unbound ranks sharing cpus is what unbound means; say it only when asked to bind.
     if (req.binding != pg::Binding::none || !req.allow_oversubscribe) out.warnings = std::move(plan.warnings);
     out.members.reserve(plan.slots.size());
+    std::size_t entry = 0;
+    std::uint32_t entry_end = entries.empty() ? 0 : entries[0].count;
     for (auto& s : plan.slots) {
-        // Unbound ranks are not pinned, whatever the map says they may use.
-        auto cpus = req.binding == pg::Binding::none ? std::vector<std::uint32_t>{} : std::move(s.cpus);
+        while (s.rank >= entry_end && entry + 1 < entries.size()) entry_end += entries[++entry].count;
+        // Unbound ranks are not pinned, whatever the map says they may use;
+        // an entry's own cpus bind it whatever the group's binding.
+        const bool unbound = req.binding == pg::Binding::none && entries[entry].cpus.empty();
+        auto cpus = unbound ? std::vector<std::uint32_t>{} : std::move(s.cpus);
         out.members.push_back({s.rank, 0, 0, s.node_id, s.local_rank, std::move(cpus)});
     }
     return out;

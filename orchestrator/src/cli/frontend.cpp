@@ -165,7 +165,7 @@ private:
                 proc.stderr_mode = msg::OutputMode::file;
                 proc.stderr_path = opts_.error_pattern;
             }
-            req.spec.entries.push_back({std::move(proc), p.nprocs});
+            req.spec.entries.push_back({std::move(proc), p.nprocs, -1, {}, {}});
         }
         req.spec.placement = opts_.placement;
         req.spec.binding = opts_.binding;

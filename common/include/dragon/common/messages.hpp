@@ -1,4 +1,4 @@
-// The messages between front end, agents and local clients (protocol v1).
+// The messages between front end, agents and local clients (protocol v2).
 // docs/protocol.md is the specification; keep the two in step.
 #pragma once
 
@@ -12,7 +12,7 @@
 
 namespace dragon::msg {
 
-inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;
 
 enum class Type : std::uint16_t {
     // front end <-> agent
@@ -224,10 +224,15 @@ struct ShutdownDone {
 };
 
 /// One (template, count) entry of a group.
+/// One program of a group and how many ranks run it, with where they may go
+/// (docs/procgroup.md, "Placement constraints"; unset: anywhere, as placed).
 struct GroupEntry {
     ProcSpec proc;
     std::uint32_t count = 1;
-    DRAGON_WIRE_FIELDS(proc, count)
+    std::int32_t node = -1;           // -1: any node; else every rank on this node id
+    std::string host;                 // empty: any; else nodes with this hostname
+    std::vector<std::uint32_t> cpus;  // non-empty: every rank bound to exactly these OS cpu ids
+    DRAGON_WIRE_FIELDS(proc, count, node, host, cpus)
 };
 
 /// A ProcessGroup: its entries (ranks are numbered across entries, in order),

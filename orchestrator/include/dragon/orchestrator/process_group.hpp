@@ -47,6 +47,12 @@ struct ProcessTemplate {
     Redirect stdin_redirect = Redirect::discard();
     Redirect stdout_redirect = Redirect::inherit();
     Redirect stderr_redirect = Redirect::inherit();
+    // Where its processes go (docs/procgroup.md, "Placement constraints");
+    // unset, the group's placement decides. A node, host or cpu the run does
+    // not have makes start() fail with the agent's message.
+    std::int32_t node = -1;            // -1: any node; else every process on this node id
+    std::string host;                  // empty: any; else a node with this hostname (several: spread over them)
+    std::vector<std::uint32_t> cpus;   // non-empty: each process bound to exactly these OS cpu ids
 
     static ProcessTemplate command(std::vector<std::string> argv) {
         ProcessTemplate t;

@@ -84,6 +84,32 @@ std::uint32_t capacity(const NodeResources& node, Binding binding, std::uint32_t
 /// slots without allow_oversubscribe (no_space). Each message names the value.
 Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementRequest& req);
 
+/// Where the ranks of one group entry (consecutive ranks, in entry order)
+/// may go. An entry with no constraint is placed as place() places a group.
+struct EntryConstraint {
+    std::uint32_t count = 0;          // ranks of this entry
+    std::int32_t node = -1;           // -1: any node; else only this node_id
+    std::string host;                 // empty: any; else only nodes with this hostname
+    std::vector<std::uint32_t> cpus;  // non-empty: every rank is bound to exactly these OS cpu ids
+    std::string name;                 // for messages ("entry 1 (NAME): ..."), e.g. the program
+    [[nodiscard]] bool constrained() const { return node != -1 || !host.empty() || !cpus.empty(); }
+};
+
+/// Places a group made of `entries` (their counts must add up to
+/// req.nprocs). Without any constraint this is place(nodes, req). Otherwise
+/// (docs/placement.md, "Entry constraints"): the unconstrained entries'
+/// ranks are placed together as place() would place them alone; then each
+/// constrained entry, in order, takes the places still free on the nodes it
+/// may use, with the request's policy, binding and cpus_per_proc; ranks of an
+/// entry with `cpus` are bound to those cpus instead. local_rank counts each
+/// node's ranks in rank order. Errors (besides place()'s): a node_id not in
+/// `nodes`, a hostname no node has, a node/host pair that disagree, a cpu no
+/// matching node has (invalid_argument), and more ranks than free places on
+/// the entry's nodes without allow_oversubscribe (no_space; never for an
+/// entry with cpus). Each message names the entry and the value.
+Result<Plan> place(const std::vector<NodeResources>& nodes, const PlacementRequest& req,
+                   const std::vector<EntryConstraint>& entries);
+
 /// "0-3,8,10-11": an ascending, deduplicated cpu list with runs as ranges.
 
 using dragon::format_cpulist;  // "0-3,8,10-11" (common/cpulist.hpp)
