@@ -295,7 +295,7 @@ public:
     void add(std::vector<std::string> argv, std::string cwd, std::vector<std::string> env,
              const std::string& stdin_kind, const std::string& stdin_path, const std::string& stdout_kind,
              const std::string& stdout_path, const std::string& stderr_kind, const std::string& stderr_path,
-             std::uint32_t count) {
+             std::uint32_t count, std::int32_t node, std::string host, std::vector<std::uint32_t> cpus) {
         if (argv.empty()) throw py::value_error("a process needs a program (argv is empty)");
         if (count == 0) throw py::value_error("nproc must be at least 1");
         client::ProcessTemplate t;
@@ -307,6 +307,10 @@ public:
             throw py::value_error("stdin: 'inherit' is not allowed (use discard, pipe or file)");
         t.stdout_redirect = to_redirect(stdout_kind, stdout_path, "stdout");
         t.stderr_redirect = to_redirect(stderr_kind, stderr_path, "stderr");
+        if (node < -1) throw py::value_error("node must be a node id (>= 0), or -1 for any");
+        t.node = node;
+        t.host = std::move(host);
+        t.cpus = std::move(cpus);
         pg().add(std::move(t), count);
     }
 
@@ -622,7 +626,8 @@ PYBIND11_MODULE(_core, m) {
         .def("add", &Group::add, py::arg("argv"), py::arg("cwd") = "", py::arg("env") = std::vector<std::string>{},
              py::arg("stdin") = "discard", py::arg("stdin_path") = "", py::arg("stdout") = "inherit",
              py::arg("stdout_path") = "", py::arg("stderr") = "inherit", py::arg("stderr_path") = "",
-             py::arg("count") = 1)
+             py::arg("count") = 1, py::arg("node") = -1, py::arg("host") = "",
+             py::arg("cpus") = std::vector<std::uint32_t>{})
         .def("release", &Group::release)
         .def("start", &Group::start)
         .def("plan", &Group::plan)

@@ -282,3 +282,65 @@ def test_argument_errors_name_the_problem(script):
     assert errs[5].startswith("ValueError") and "host_name" in errs[5]
     assert errs[6].startswith("DragonProcessGroupError") and "add_process" in errs[6]
     assert errs[7].startswith("DragonProcessGroupError") and "before start" in errs[7]
+
+
+POLICY = """
+import socket
+def where():
+    with open(f"/proc/{os.getpid()}/status") as f:
+        cpus = [l.split()[1] for l in f if l.startswith("Cpus_allowed_list")][0]
+    print(json.dumps({"rank": int(os.environ["DRAGON_RANK"]), "node": int(os.environ["DRAGON_NODE_ID"]), "cpus": cpus}))
+
+def run(group_policy, entries):
+    pg = ProcessGroup(policy=group_policy)
+    for n, pol in entries:
+        pg.add_process(n, ProcessTemplate(where, stdout=Popen.PIPE, policy=pol))
+    pg.start(); pg.join(60)
+    rows = [json.loads(pg.read_output(r, "out")) for r in range(sum(n for n, _ in entries))]
+    pg.close()
+    return rows
+
+P = Policy.Placement
+out = {}
+out["block"] = [r["node"] for r in run(Policy(distribution=Policy.Distribution.BLOCK), [(4, None)])]
+out["roundrobin"] = [r["node"] for r in run(None, [(4, None)])]
+out["host_id"] = [r["node"] for r in run(None, [(2, None), (3, Policy(placement=P.HOST_ID, host_id=NODES - 1))])]
+out["local"] = [r["node"] for r in run(None, [(3, Policy(placement=P.LOCAL))])]
+out["host_name"] = sorted({r["node"] for r in run(None, [(4, Policy(placement=P.HOST_NAME, host_name=socket.gethostname()))])})
+out["cpu"] = [r["cpus"] for r in run(None, [(2, Policy(cpu_affinity=[0]))])]
+with Policy(placement=P.HOST_ID, host_id=0):
+    out["context"] = [r["node"] for r in run(None, [(2, None)])]
+try:
+    run(None, [(1, Policy(placement=P.HOST_ID, host_id=99))])
+except dragon.DragonError as e:
+    out["bad_node"] = str(e)
+try:
+    run(None, [(1, Policy(placement=P.HOST_NAME, host_name="no-such-host"))])
+except dragon.DragonError as e:
+    out["bad_host"] = str(e)
+out["local_node"] = dragon.current_runtime().node_id
+print(json.dumps(out))
+"""
+
+
+def test_policy_on_one_node(script):
+    out = last_json(script(PRELUDE, "NODES = 1", POLICY).run().stdout)
+    assert out["block"] == [0] * 4 and out["roundrobin"] == [0] * 4
+    assert out["host_id"] == [0] * 5 and out["local"] == [0] * 3 and out["host_name"] == [0]
+    assert out["cpu"] == ["0", "0"]
+    assert "node 99 does not exist" in out["bad_node"]
+    assert "no-such-host" in out["bad_host"]
+
+
+@pytest.mark.system
+def test_policy_on_four_virtual_nodes(script):
+    p = script(PRELUDE, "NODES = 4", POLICY).run(under=["--launcher", "virtual", "--nodes", "4"], timeout=180)
+    out = last_json(p.stdout)
+    assert out["roundrobin"] == [0, 1, 2, 3]
+    assert out["block"] != out["roundrobin"] and out["block"] == sorted(out["block"])
+    assert out["host_id"][2:] == [3, 3, 3]
+    assert out["local"] == [out["local_node"]] * 3
+    assert out["host_name"] == [0, 1, 2, 3]  # every virtual node has this host name: spread over them
+    assert out["cpu"] == ["0", "0"]
+    assert out["context"] == [0, 0]
+    assert "node 99 does not exist" in out["bad_node"]
