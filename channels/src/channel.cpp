@@ -1,4 +1,5 @@
 // Channel: bounded MPMC ring in a pool; robust per-side locks, one-store commits, futex waits.
+#include <sched.h>
 #include "dragon/channels/channel.hpp"
 
 #include <algorithm>
@@ -26,7 +27,8 @@ constexpr std::uint32_t kMaxBlock = 1U << 20;
 constexpr std::uint32_t kSpinMin = 32;
 constexpr std::uint32_t kSpinMax = 4096;
 constexpr std::uint32_t kSpinInit = 512;
-constexpr std::uint32_t kSpinStepMax = 8;  // pauses between checks (a pause is ~10-30 ns)
+constexpr std::uint32_t kSpinStepMax = 8;
+constexpr std::uint32_t kYieldAfter = 32;   // pauses (a few microseconds) before yielding between checks  // pauses between checks (a pause is ~10-30 ns)
 
 std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
@@ -188,7 +190,14 @@ WaitResult wait_until(Pred&& pred, std::atomic<std::uint32_t>& word, const Deadl
             spin.store(std::min(kSpinMax, budget * 2), std::memory_order_relaxed);
             return WaitResult::woken;
         }
-        for (std::uint32_t j = 0; j < step; ++j) detail::cpu_relax();
+        if (i >= kYieldAfter) {
+            // Spun a while: if the side we wait for shares our cpu (unpinned
+            // processes often do), let it run now instead of burning the
+            // budget; with nothing else runnable this returns at once.
+            ::sched_yield();
+        } else {
+            for (std::uint32_t j = 0; j < step; ++j) detail::cpu_relax();
+        }
     }
     spin.store(std::max(kSpinMin, budget / 2), std::memory_order_relaxed);
     // Dekker with the other side: we announce (seq_cst RMW) then re-check; it
