@@ -33,6 +33,11 @@ step "Channels across nodes: 16 members on 4 nodes each send 20 messages to ever
      "$ORCH run --launcher virtual --nodes 4 -- build/bin/chan_probe mesh 16 20"
 $ORCH run --launcher virtual --nodes 4 -- build/bin/chan_probe mesh 16 20 | grep "^mesh"
 
+step "Python: a ProcessGroup of callables and an executable, results through a channel, an exception reported back; embedded runtime, then 2 virtual nodes" \
+     "PYTHONPATH=build/python /usr/bin/python3 examples/python/process_group.py"
+PYTHONPATH=build/python /usr/bin/python3 examples/python/process_group.py
+$ORCH run --launcher virtual --nodes 2 -- env PYTHONPATH=build/python /usr/bin/python3 examples/python/process_group.py | grep "node 1" | head -3
+
 step "Ctrl-C: SIGINT, then SIGTERM, then SIGKILL after --patience (here a head that ignores SIGINT)" \
      "$ORCH --log-level info run --patience 0.5 -- python3 -c '<ignore SIGINT, sleep>'  # then SIGINT"
 before=$(ls /dev/shm | grep '^dragon-' | sort || true)
