@@ -12,8 +12,9 @@
 #   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels (local and
 #                   across 2 virtual nodes), transport and PMI (MPI_Init of 64 ranks, fences of 256 ranks over
 #                   4 virtual nodes, against mpiexec.hydra), PMIx (Open MPI's MPI_Init of 32 ranks against
-#                   mpirun.openmpi, and srun --mpi=pmix when a Slurm cluster is up) benchmarks, each against
-#                   its peer in the same run
+#                   mpirun.openmpi, and srun --mpi=pmix when a Slurm cluster is up) and Python package
+#                   (ProcessGroup against the C++ API and multiprocessing, channels against Pipe)
+#                   benchmarks, each against its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
 
@@ -68,6 +69,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/launch.py
 	/usr/bin/python3 bench/pmi.py
 	/usr/bin/python3 bench/pmix.py
+	/usr/bin/python3 bench/python.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels
