@@ -12,15 +12,11 @@ and tears itself down all the same.
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import select
-import shlex
-import shutil
-import signal
-import subprocess
 import threading
-import time
+
+# subprocess, json, select, shlex and shutil load only when an embedded
+# runtime starts: members that merely use channels do not pay for them.
 
 from dragon import _core
 from dragon._core import DragonError, DragonNotFoundError
@@ -54,6 +50,8 @@ def orchestrate_path() -> str:
     for c in candidates:
         if os.access(c, os.X_OK):
             return c
+    import shutil
+
     found = shutil.which("dragon-orchestrate")
     if found:
         return found
@@ -66,6 +64,9 @@ class _Embedded:
     """A `dragon-orchestrate serve` child: the runtime of this interpreter."""
 
     def __init__(self, args: list[str]):
+        import json
+        import subprocess
+
         exe = orchestrate_path()
         r, w = os.pipe()
         try:
@@ -90,6 +91,9 @@ class _Embedded:
             raise DragonError(f"dragon-orchestrate serve said {line!r}, not where its agent is ({e})") from None
 
     def _read_ready(self, fd: int) -> str:
+        import select
+        import time
+
         buf = b""
         deadline = time.monotonic() + START_TIMEOUT
         while b"\n" not in buf:
@@ -122,6 +126,9 @@ class _Embedded:
 
     def stop(self) -> int | None:
         """Closes the runtime's stdin: it stops every process and exits."""
+        import signal
+        import subprocess
+
         p = self.proc
         if p is None:
             return None
@@ -180,6 +187,8 @@ def current_runtime() -> _core.Runtime:
             _runtime = _core.Runtime(sock, int(os.environ.get("DRAGON_PUID") or 0))
             _owner_pid = os.getpid()
             return _runtime
+        import shlex
+
         return start_runtime(args=shlex.split(os.environ.get("DRAGON_EMBEDDED_ARGS", "")))
 
 

@@ -8,8 +8,6 @@ types (``DragonTimeoutError`` is also a ``TimeoutError``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from dragon._core import (
     DragonConnectionError,
     DragonError,
@@ -23,16 +21,21 @@ class DragonProcessGroupError(DragonError):
     """A ProcessGroup operation that cannot be done in the group's state."""
 
 
-@dataclass
 class RemoteException:
-    """An exception raised by a Python-callable member, as it reported it."""
+    """An exception raised by a Python-callable member, as it reported it:
+    puid, rank, type name, message, traceback text, and the exception object
+    itself when it unpickles here (else None)."""
 
-    puid: int
-    rank: int
-    type_name: str
-    message: str
-    traceback: str
-    exception: BaseException | None = field(default=None, repr=False)  # the original, when it unpickles
+    __slots__ = ("puid", "rank", "type_name", "message", "traceback", "exception")
+
+    def __init__(self, puid: int, rank: int, type_name: str, message: str, traceback: str,
+                 exception: BaseException | None = None):
+        self.puid, self.rank, self.type_name = puid, rank, type_name
+        self.message, self.traceback, self.exception = message, traceback, exception
+
+    def __repr__(self) -> str:
+        return (f"RemoteException(puid={self.puid}, rank={self.rank}, type_name={self.type_name!r}, "
+                f"message={self.message!r})")
 
     def __str__(self) -> str:
         return f"rank {self.rank} (puid {self.puid}): {self.type_name}: {self.message}"
