@@ -55,8 +55,8 @@ class _Pickler(pickle.Pickler):
         if t is types.FunctionType:
             return NotImplemented if _importable(obj) else self._function(obj)
         if t is types.ModuleType:
-            if obj.__name__ in ("__main__", "__mp_main__"):
-                raise _Unsupported("the __main__ module")
+            if obj.__name__ in ("__main__", "__mp_main__") or getattr(obj, "__spec__", None) is None:
+                raise _Unsupported(f"module {obj.__name__} cannot be imported by name")
             return (_rebuild.module, (obj.__name__,))
         if isinstance(obj, type) and not _importable(obj):
             raise _Unsupported(f"class {obj.__qualname__} of {obj.__module__}")

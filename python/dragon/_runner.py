@@ -37,7 +37,9 @@ def _report(errors: str, exc: BaseException, tb: str) -> None:
             "pickled": pickled,
         })
         rt = _core.Runtime(os.environ["DRAGON_AGENT_SOCKET"], int(os.environ.get("DRAGON_PUID") or 0))
-        _core.Channel.attach(rt, errors).send(report, 10.0)
+        # A full channel (the owner does not read it) drops the report; the
+        # traceback is on stderr all the same.
+        _core.Channel.attach(rt, errors).send(report, 1.0)
     except Exception as e:  # the traceback is on stderr already
         sys.stderr.write(f"dragon: could not report the exception to the group: {e}\n")
 
@@ -52,11 +54,23 @@ def main() -> None:
             s.reconfigure(line_buffering=True)
         except (AttributeError, ValueError):
             pass
+    # What site would have given an interactive-minded target (python3 -S).
+    import builtins
+
+    if not hasattr(builtins, "exit"):
+        import _sitebuiltins
+
+        builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+        builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
     code = 0
     try:
         fn, args, kwargs = _pickle.loads(binascii.a2b_base64(data))
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # the target may clean up on a stop
-        fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        if type(result).__name__ == "coroutine" and hasattr(result, "__await__"):
+            import asyncio  # an async def target: run it to its end
+
+            asyncio.run(result)
     except SystemExit as e:
         if e.code is None:
             code = 0

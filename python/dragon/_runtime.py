@@ -76,6 +76,9 @@ class _Embedded:
                 pass_fds=(w,),
                 start_new_session=True,  # Ctrl-C is ours; we tear it down
             )
+        except BaseException:
+            os.close(r)
+            raise
         finally:
             os.close(w)
         try:
@@ -209,7 +212,8 @@ def stop_runtime() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _embedded, _runtime
+    global _embedded, _runtime, _lock
+    _lock = threading.RLock()  # another thread may have held it at the fork
     if _embedded is not None:
         _embedded.forget_in_child()
     _embedded = None

@@ -63,6 +63,11 @@ class Channel:
         """The next message."""
         return self._ch.recv(timeout)
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until this process's sends without a timeout to channels of
+        other nodes have arrived; raises the first failure not yet reported."""
+        self._ch.flush(timeout)
+
     def queued(self) -> int:
         """Messages in the channel now (a channel of this node)."""
         return self._ch.queued()

@@ -7,11 +7,13 @@
 // with KeyboardInterrupt and nothing was sent or received by the cut slice.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +57,13 @@ PyObject* exception_type(Errc c) {
 }
 
 [[noreturn]] void raise(const Error& e) { throw ErrorThrown{e}; }
+
+/// Text from the runtime (messages, argv) as str, whatever its bytes.
+py::object to_str(const std::string& s) {
+    PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+    if (o == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(o);
+}
 
 template <class T>
 T value_or_raise(Result<T>&& r) {
@@ -128,7 +137,7 @@ auto sliced(Timeout timeout, Timeout slice, Op&& op) -> decltype(op(slice)) {
 /// first use, the channel gateway.
 class Runtime {
 public:
-    Runtime(std::string socket, Puid self) : socket_(std::move(socket)), self_(self) {
+    Runtime(std::string socket, Puid self) : socket_(std::move(socket)), self_(self), owner_(::getpid()) {
         auto s = [&] {
             py::gil_scoped_release nogil;
             return client::Session::connect(socket_, self_);
@@ -140,9 +149,30 @@ public:
     std::uint32_t node_id() const { return session_->node_id(); }
     int agent_pid() const { return session_->agent_pid(); }
 
+    /// Whether this is a forked child of the process that connected: the
+    /// connection (and any lock held at the fork) is the parent's.
+    [[nodiscard]] bool forked() const { return ::getpid() != owner_; }
+    void check_not_forked(const char* what) const {
+        if (forked())
+            raise(make_error(Errc::unsupported, "{}: this runtime connection belongs to the parent process (pid {}); "
+                                                "a forked child makes its own",
+                             what, owner_));
+    }
+
+    ~Runtime() {
+        if (forked()) {
+            // The session and gateway are the parent's: do not close them
+            // politely (nothing is sent), and never wait on a lock copied
+            // in whatever state the fork found it.
+            new std::optional<client::Session>(std::move(session_));
+            new std::shared_ptr<client::Gateway>(std::move(gateway_));
+        }
+    }
+
     /// Runs `f(session)` with the GIL released and the session locked.
     template <class F>
     auto with_session(F&& f) {
+        check_not_forked("the runtime");
         py::gil_scoped_release nogil;
         std::lock_guard lk(mu_);
         return f(*session_);
@@ -150,8 +180,11 @@ public:
 
     /// The session's lock, for callers that released the GIL themselves.
     std::mutex& mutex() { return mu_; }
+    /// The session, for callers holding mutex().
+    client::Session* session() { return &*session_; }
 
     std::shared_ptr<client::Gateway> gateway() {
+        check_not_forked("channels of other nodes");
         // The lock is taken without the GIL (another thread may hold it
         // while it waits for the GIL), and the error raised with it.
         std::optional<Error> err;
@@ -180,7 +213,9 @@ public:
             d["running"] = p.state == msg::ProcState::running;
             d["exit_code"] = p.status.exit_code;
             d["signal"] = p.status.signal;
-            d["argv"] = p.argv;
+            py::list argv;
+            for (const auto& a : p.argv) argv.append(to_str(a));
+            d["argv"] = argv;
             out.append(d);
         }
         return out;
@@ -189,6 +224,7 @@ public:
 private:
     std::string socket_;
     Puid self_;
+    pid_t owner_;
     std::mutex mu_;
     std::optional<client::Session> session_;
     std::mutex gw_mu_;
@@ -244,6 +280,8 @@ const char* fail_kind_name(msg::FailKind k) {
     return "?";
 }
 
+std::chrono::milliseconds p0() { return std::chrono::milliseconds(0); }
+
 std::chrono::milliseconds to_ms(double seconds) {
     if (!(seconds >= 0)) throw py::value_error("patience must be >= 0 seconds");
     return std::chrono::milliseconds(static_cast<std::int64_t>(std::min(seconds, 1e6) * 1000));
@@ -271,6 +309,10 @@ public:
 
     ~Group() {
         if (!pg_) return;
+        if (rt_->forked()) {
+            leak();
+            return;
+        }
         // A running group is killed and waited for by the C++ destructor.
         if (Py_IsInitialized() != 0 && PyGILState_Check() != 0) {
             rt_->with_session([&](client::Session&) {
@@ -286,6 +328,7 @@ public:
     /// later calls raise. Python references (tracebacks) may outlive it.
     void release() {
         if (!pg_) return;
+        if (rt_->forked()) return leak();
         rt_->with_session([&](client::Session&) {
             pg_.reset();
             return 0;
@@ -325,6 +368,7 @@ public:
 
     /// True when done, False on timeout.
     bool join(std::optional<double> timeout) {
+        rt_->check_not_forked("the group");
         auto r = sliced(to_timeout(timeout), 200ms, [&](Timeout t) -> Result<bool> {
             std::lock_guard lk(rt_->mutex());
             auto done = pg().join(t == channels::kForever ? std::nullopt
@@ -342,10 +386,12 @@ public:
     }
     void stop(double patience) {
         const auto p = to_ms(patience);
-        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().stop(p); }));
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().request_stop(p, false); }));
+        join(std::nullopt);
     }
     void kill() {
-        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().kill(); }));
+        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().request_stop(p0(), true); }));
+        join(std::nullopt);
     }
     void close() {
         ok_or_raise(rt_->with_session([&](client::Session&) { return pg().close(); }));
@@ -354,11 +400,12 @@ public:
     bool started() const { return pg_ && pg_->started(); }
     std::uint64_t id() const { return pg_ ? pg_->id() : 0; }
     std::uint32_t size() const { return pg_ ? pg_->size() : 0; }
-    py::list members() const { return members_list(pg_->members()); }
-    std::vector<std::string> warnings() const { return pg_->warnings(); }
+    py::list members() const { return members_list(pg().members()); }
+    std::vector<std::string> warnings() const { return pg().warnings(); }
 
-    py::object outcome() const {
-        const auto& o = pg_->outcome();
+    py::object outcome() {
+        // The session's event map is written by whichever thread pumps: read it locked.
+        auto o = rt_->with_session([&](client::Session&) { return pg().outcome(); });
         if (!o) return py::none();
         py::dict d;
         d["outcome"] = o->outcome == msg::GroupOutcome::succeeded ? "succeeded"
@@ -369,7 +416,7 @@ public:
         d["fail_exit_code"] = o->fail_status.exit_code;
         d["fail_signal"] = o->fail_status.signal;
         d["fail_errno"] = o->fail_errno;
-        d["fail_error"] = o->fail_error;
+        d["fail_error"] = to_str(o->fail_error);
         d["fail_kind"] = fail_kind_name(o->fail_kind);
         d["restarts"] = o->restarts;
         return d;
@@ -406,24 +453,63 @@ public:
     /// the group is done and all was read. Timeout: DragonTimeoutError.
     py::bytes read_output(std::uint32_t rank, const std::string& stream, std::optional<double> timeout) {
         if (stream != "out" && stream != "err") throw py::value_error("stream must be 'out' or 'err'");
+        rt_->check_not_forked("the group");
         const auto which = stream == "out" ? msg::Stream::out : msg::Stream::err;
         auto r = sliced(to_timeout(timeout), 200ms, [&](Timeout t) -> Result<std::string> {
             std::lock_guard lk(rt_->mutex());
-            return pg().read_output(rank, which,
-                                    t == channels::kForever
-                                        ? std::nullopt
-                                        : std::optional(std::chrono::duration_cast<std::chrono::milliseconds>(t)));
+            auto got = pg().read_output(rank, which,
+                                        t == channels::kForever
+                                            ? std::nullopt
+                                            : std::optional(std::chrono::duration_cast<std::chrono::milliseconds>(t)));
+            if (!got) return got;
+            // Nothing yet while the group runs: the slice ran out, not the stream.
+            if (got->empty() && !pg().outcome()) return Error(Errc::timeout, "no output within the timeout");
+            return got;
         });
         return py::bytes(value_or_raise(std::move(r)));
     }
 
+    /// Writes in pieces; while 1 MiB is unacknowledged it waits in slices
+    /// (Ctrl-C is seen), and gives up once the group has ended.
     void write_stdin(std::uint32_t rank, const py::bytes& data, bool eof) {
-        std::string_view v = data;
-        ok_or_raise(rt_->with_session([&](client::Session&) { return pg().write_stdin(rank, v, eof); }));
+        rt_->check_not_forked("the group");
+        const std::string_view all = data;
+        const auto& ms = pg().members();
+        if (rank >= ms.size()) throw py::value_error("write_stdin: the group has no rank " + std::to_string(rank));
+        const Puid puid = ms[rank].puid;
+        constexpr std::size_t kPiece = 64 * 1024;
+        std::size_t off = 0;
+        do {
+            auto room = sliced(channels::kForever, 200ms, [&](Timeout t) -> Status {
+                std::lock_guard lk(rt_->mutex());
+                auto& s = *rt_->session();
+                for (;;) {
+                    if (s.stdin_unacked(puid) < msg::kStdinWindow) return ok();
+                    if (pg().outcome() || s.events(pg().id()).done)
+                        return make_error(Errc::closed, "write_stdin: group {} has ended", pg().id());
+                    auto got = s.pump(client::Clock::now() + t);
+                    if (!got) return std::move(got).error();
+                    if (!*got && s.stdin_unacked(puid) >= msg::kStdinWindow)
+                        return Error(Errc::timeout, "stdin window full");
+                }
+            });
+            ok_or_raise(room);
+            const auto piece = all.substr(off, kPiece);
+            off += piece.size();
+            const bool last = off >= all.size();
+            ok_or_raise(rt_->with_session([&](client::Session&) { return pg().write_stdin(rank, piece, eof && last); }));
+        } while (off < all.size());
     }
 
 private:
+    /// In a forked child: the group is the parent's; forget it without a word to the agent.
+    void leak() {
+        new client::ProcessGroup(std::move(*pg_));
+        pg_.reset();
+    }
+
     client::ProcessGroup& pg() const {
+        rt_->check_not_forked("the group");
         if (!pg_) raise(Error(Errc::closed, "the group was released"));
         return const_cast<client::ProcessGroup&>(*pg_);
     }
@@ -486,9 +572,10 @@ public:
     bool owned() const { return owned_.has_value(); }
 
     void send(const py::buffer& b, std::optional<double> timeout) {
+        usable("send");
         py::buffer_info info = b.request();
-        if (info.ndim > 1 && !PyBuffer_IsContiguous(info.view(), 'C'))
-            throw py::value_error("send: the buffer is not contiguous");
+        if (PyBuffer_IsContiguous(info.view(), 'C') == 0)
+            throw py::value_error("send: the buffer is not C-contiguous (copy it, e.g. bytes(view))");
         const std::span<const std::byte> bytes(static_cast<const std::byte*>(info.ptr),
                                                static_cast<std::size_t>(info.size * info.itemsize));
         const auto t = to_timeout(timeout);
@@ -497,39 +584,77 @@ public:
             // On its way once it returns (Gateway::send): no slices, which would
             // turn it into timed sends that wait for the remote channel.
             py::gil_scoped_release nogil;
-            st = ref_.send(bytes, t);
+            std::shared_lock lk(life_);
+            st = destroyed_ ? gone() : ref_.send(bytes, t);
         } else {
-            st = sliced(t, ref_.is_local() ? Timeout(200ms) : Timeout(1s),
-                        [&](Timeout s) { return ref_.send(bytes, s); });
+            st = sliced(t, ref_.is_local() ? Timeout(200ms) : Timeout(1s), [&](Timeout s) {
+                std::shared_lock lk(life_);
+                return destroyed_ ? gone() : ref_.send(bytes, s);
+            });
         }
         ok_or_raise(st);
     }
 
     py::bytes recv(std::optional<double> timeout) {
+        usable("recv");
         const auto t = to_timeout(timeout);
         if (auto* local = ref_.local_channel()) {
-            auto m = sliced(t, 200ms, [&](Timeout s) { return local->recv_message(s); });
+            auto m = sliced(t, 200ms, [&](Timeout s) -> Result<channels::Message> {
+                std::shared_lock lk(life_);
+                if (destroyed_) return gone();
+                return local->recv_message(s);
+            });
             auto msg = value_or_raise(std::move(m));
             const auto d = msg.data();
             return {reinterpret_cast<const char*>(d.data()), d.size()};
         }
         std::vector<std::byte> out;
-        auto st = sliced(t, 1s, [&](Timeout s) { return ref_.recv(out, s); });
+        auto st = sliced(t, 1s, [&](Timeout s) {
+            std::shared_lock lk(life_);
+            return destroyed_ ? gone() : ref_.recv(out, s);
+        });
         ok_or_raise(st);
         return {reinterpret_cast<const char*>(out.data()), out.size()};
     }
 
+    /// Waits until every send without a timeout to channels of other nodes
+    /// has arrived; raises the first failure not yet reported.
+    void flush(std::optional<double> timeout) {
+        auto gw = rt_->gateway();
+        auto st = [&] {
+            py::gil_scoped_release nogil;
+            return gw->flush(to_timeout(timeout));
+        }();
+        ok_or_raise(st);
+    }
+
     /// Messages queued now (this node's channels only).
     std::size_t queued() {
-        auto* c = local_or_raise("queued");
-        return c->queued();
+        usable("queued");
+        std::shared_lock lk(life_);
+        if (destroyed_) raise(gone());
+        return local_or_raise("queued")->queued();
     }
-    std::uint32_t capacity() { return local_or_raise("capacity")->capacity(); }
+    std::uint32_t capacity() {
+        usable("capacity");
+        std::shared_lock lk(life_);
+        if (destroyed_) raise(gone());
+        return local_or_raise("capacity")->capacity();
+    }
 
+    /// Frees the channel; waits (GIL released) for this process's operations
+    /// on it in other threads to end, and refuses later ones.
     void destroy() {
         if (!owned_) throw py::value_error("destroy: only the process that created a channel destroys it");
-        ok_or_raise(owned_->destroy());
+        Status st;
+        {
+            py::gil_scoped_release nogil;
+            std::unique_lock lk(life_);
+            st = owned_->destroy();
+            destroyed_ = true;
+        }
         owned_.reset();
+        ok_or_raise(st);
     }
 
     channels::Channel* local_or_raise(const char* what) {
@@ -541,10 +666,24 @@ public:
         return c;
     }
 
+    std::shared_mutex& life() { return life_; }
+    [[nodiscard]] bool destroyed() const { return destroyed_; }
+    void usable(const char* what) const {
+        if (destroyed_) raise(gone());
+        // Shared memory works after a fork; the parent's agent connection does not.
+        if (!ref_.is_local()) rt_->check_not_forked(what);
+    }
+
 private:
+    Error gone() const {
+        return make_error(Errc::closed, "channel {} was destroyed", ref_.descriptor().channel_id);
+    }
+
     std::shared_ptr<Runtime> rt_;
     client::ChannelRef ref_;
     std::optional<channels::Channel> owned_;  // we created it: destroy() frees it
+    std::shared_mutex life_;                  // shared: an operation; exclusive: destroy()
+    bool destroyed_ = false;
 };
 
 /// [(channel, events)] -> [revents], empty on timeout.
@@ -556,7 +695,13 @@ std::vector<int> poll(const std::vector<std::pair<std::shared_ptr<PyChannel>, in
         if (!ch) throw py::value_error("poll: None is not a channel");
         pi.push_back({ch->local_or_raise("poll"), static_cast<std::uint8_t>(ev & 3), 0});
     }
-    auto r = sliced(to_timeout(timeout), 200ms, [&](Timeout t) {
+    auto r = sliced(to_timeout(timeout), 200ms, [&](Timeout t) -> Result<std::size_t> {
+        std::vector<std::shared_lock<std::shared_mutex>> locks;
+        locks.reserve(items.size());
+        for (const auto& it : items) {
+            locks.emplace_back(it.first->life());
+            if (it.first->destroyed()) return Error(Errc::closed, "poll: a channel was destroyed");
+        }
         for (auto& p : pi) p.revents = 0;
         return channels::poll(pi, t);
     });
@@ -601,8 +746,8 @@ PYBIND11_MODULE(_core, m) {
             if (p) std::rethrow_exception(p);
         } catch (const ErrorThrown& t) {
             PyObject* type = exception_type(t.e.code());
-            py::object exc = py::reinterpret_steal<py::object>(
-                PyObject_CallFunction(type, "s", t.e.message().c_str()));
+            py::object text = to_str(t.e.message());
+            py::object exc = py::reinterpret_steal<py::object>(PyObject_CallOneArg(type, text.ptr()));
             if (!exc) return;  // the call set its own error
             exc.attr("code") = std::string(dragon::to_string(t.e.code()));
             exc.attr("errno") = t.e.sys_errno();
@@ -657,6 +802,9 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("owned", &PyChannel::owned)
         .def("send", &PyChannel::send, py::arg("data"), py::arg("timeout") = py::none())
         .def("recv", &PyChannel::recv, py::arg("timeout") = py::none())
+        .def("flush", &PyChannel::flush, py::arg("timeout") = py::none(),
+             "Waits until this process's sends without a timeout to channels of other nodes have arrived; raises "
+             "the first failure not yet reported.")
         .def("queued", &PyChannel::queued)
         .def("capacity", &PyChannel::capacity)
         .def("destroy", &PyChannel::destroy);

@@ -148,17 +148,21 @@ Status ProcessGroup::send_signal(int sig) {
     return ok();
 }
 
-Status ProcessGroup::stop(std::chrono::milliseconds patience) {
-    DRAGON_CHECK(require_started("stop"));
+Status ProcessGroup::request_stop(std::chrono::milliseconds patience, bool force) {
+    DRAGON_CHECK(require_started(force ? "kill" : "stop"));
     const auto ms = static_cast<std::uint32_t>(std::clamp<std::int64_t>(patience.count(), 0, 1 << 30));
-    DRAGON_CHECK(session_->call<msg::OkReply>(msg::GroupStop{group_id_, false, ms}));
+    DRAGON_CHECK(session_->call<msg::OkReply>(msg::GroupStop{group_id_, force, force ? 0U : ms}));
+    return ok();
+}
+
+Status ProcessGroup::stop(std::chrono::milliseconds patience) {
+    DRAGON_CHECK(request_stop(patience, false));
     DRAGON_CHECK(join(std::nullopt));
     return ok();
 }
 
 Status ProcessGroup::kill() {
-    DRAGON_CHECK(require_started("kill"));
-    DRAGON_CHECK(session_->call<msg::OkReply>(msg::GroupStop{group_id_, true, 0}));
+    DRAGON_CHECK(request_stop(std::chrono::milliseconds(0), true));
     DRAGON_CHECK(join(std::nullopt));
     return ok();
 }

@@ -118,6 +118,7 @@ _stack = threading.local()
 
 
 def resolve(group: Policy | None, template: Policy | None) -> Policy:
-    """The policy a template's processes get: the context's, under the
-    group's, under the template's."""
-    return Policy.merge(Policy.merge(Policy.thread_policy(), group), template)
+    """The policy a template's processes get: the group's under the
+    template's (each already holds the `with Policy()` blocks around its
+    creation)."""
+    return Policy.merge(group, template)

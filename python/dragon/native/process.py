@@ -3,8 +3,9 @@
 subprocess-like single process).
 
 A template's target is an executable (a path, or a name searched in PATH) or
-a Python callable. A callable is pickled with cloudpickle together with its
-arguments and run by this same interpreter in the child (not by re-importing
+a Python callable. A callable is pickled together with its arguments
+(dragon._fnpickle: by value for functions of __main__, cloudpickle as the
+fallback) and run by this same interpreter in the child (not by re-importing
 the main module, as multiprocessing's spawn does); an exception it raises is
 printed there and reported back to the group (``DragonUserCodeError``).
 """
@@ -136,9 +137,16 @@ class ProcessTemplate:
         self._stderr = _redirect(stderr, "stderr")
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError(f"policy must be a Policy, not {type(policy).__name__}")
-        self.policy = policy
+        # The policy of the `with Policy(...)` blocks around the creation counts.
+        self.policy = Policy.merge(Policy.thread_policy(), policy) if Policy.thread_policy() else policy
         self.options = options
         self.is_python = callable(target) and not isinstance(target, (str, bytes, os.PathLike))
+        if self.is_python:
+            import inspect
+
+            if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+                raise ValueError(f"ProcessTemplate: {getattr(target, '__qualname__', target)!r} is a generator "
+                                 "function: calling it runs nothing (wrap the loop in a plain function)")
         self._payload: list[str] | None = None
         self.pickled_with = ""  # "lean" or "cloudpickle", once pickled
         if self.is_python:
@@ -191,6 +199,10 @@ class ProcessTemplate:
 
     def argv(self) -> list[str]:
         if self.is_python:
+            # DRAGON_PY_SITE=1: members run site (sitecustomize, .pth import
+            # lines such as editable installs' finders) at its cost per member.
+            if os.environ.get("DRAGON_PY_SITE") == "1":
+                return [sys.executable, "-c", _BOOT]
             return [sys.executable, "-S", "-c", _BOOT]
         return [self.target, *[os.fspath(a) for a in self.args]]
 
@@ -301,7 +313,7 @@ class Process:
         self._started = True
 
     def _member(self) -> dict:
-        return self._group._core_group().info()["processes"][self._rank]
+        return self._group._info()["processes"][self._rank]
 
     @property
     def puid(self) -> int:
@@ -313,7 +325,7 @@ class Process:
 
     @property
     def is_alive(self) -> bool:
-        return self._started and self._member()["state"] == "running"
+        return self._started and self._member()["state"] in ("running", "pending")
 
     @property
     def returncode(self) -> int | None:
@@ -324,9 +336,13 @@ class Process:
 
     def join(self, timeout: float | None = None) -> int | None:
         if self._own:
-            if not self._group._core_group().join(timeout):
+            if self._group._final_info is None and not self._group._core_group().join(timeout):
                 return None
-            return self.returncode
+            code = self.returncode
+            t = self._group._template_of(self._rank)
+            if Popen.PIPE not in (t.stdin, t.stdout, t.stderr):
+                self._group.close()  # done: release it in the agent (its state stays readable)
+            return code  # (with pipes, unread output stays readable until it is collected)
         # One member of a larger group: watch its state.
         deadline = None if timeout is None else time.monotonic() + timeout
         while (code := self.returncode) is None:

@@ -43,6 +43,35 @@ from dragon.native.process import PipeConnection, ProcessTemplate
 _groups: "weakref.WeakSet[ProcessGroup]" = weakref.WeakSet()
 
 
+def _forget_all_in_child() -> None:
+    """After fork: the groups are the parent's. Drop them without a word to
+    the agent (the C++ side sees the fork and says nothing either)."""
+    for g in list(_groups):
+        g._group = None
+        g._errors = None
+        g._finalizer.detach()
+        g._closed = True
+        g._forked = True
+
+
+os.register_at_fork(after_in_child=_forget_all_in_child)
+
+
+def _finalize(group, errors) -> None:
+    """A group collected without close(): killed (if it runs) and released,
+    and its errors channel freed."""
+    if group is not None:
+        try:
+            group.release()
+        except Exception:
+            pass
+    if errors is not None:
+        try:
+            errors.destroy()
+        except Exception:
+            pass
+
+
 @atexit.register
 def _release_all() -> None:
     """At interpreter exit, before the runtime goes: groups still running
@@ -97,7 +126,8 @@ class ProcessGroup:
         self.walltime = walltime
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError(f"policy must be a Policy, not {type(policy).__name__}")
-        self.policy = policy
+        # The policy of the `with Policy(...)` blocks around the creation counts.
+        self.policy = Policy.merge(Policy.thread_policy(), policy) if Policy.thread_policy() else policy
         self.critical = critical
         self.name = name or "ProcessGroup"
         self._entries: list[tuple[int, ProcessTemplate]] = []
@@ -109,6 +139,8 @@ class ProcessGroup:
         self.walltime_expired = False
         self._closed = False
         self._final_info: dict | None = None
+        self._finalizer = weakref.finalize(self, _finalize, None, None)
+        self._forked = False  # set in a forked child: the group is the parent's
         _groups.add(self)
 
     # ---- building ------------------------------------------------------------------
@@ -133,7 +165,7 @@ class ProcessGroup:
             return
         rt = current_runtime()
         placement = "cyclic"
-        if self.policy is not None and self.policy.distribution == Policy.Distribution.BLOCK:
+        if resolve(self.policy, None).distribution == Policy.Distribution.BLOCK:
             placement = "block"
         # ignore_error_on_exit: a failure is final for that member, the others go on.
         restart = self.restart or self.ignore_error_on_exit
@@ -153,16 +185,25 @@ class ProcessGroup:
         self.init()
         if self._group.started:
             raise DragonProcessGroupError(f"{self.name} is already started")
-        if any(t.is_python for _, t in self._entries):
-            callables = sum(n for n, t in self._entries if t.is_python)
-            self._errors = _core.Channel.create(self._runtime, capacity=max(16, min(callables, 1024)),
-                                                block_size=1024)
-        errors = self._errors.descriptor if self._errors is not None else None
-        for n, t in self._entries:
-            pol = resolve(self.policy, t.policy)
-            self._group.add(t.argv(), cwd=t.cwd, env=t.environment(errors), count=n, **t.redirects(),
-                            **_constraints(pol, self._runtime))
-        self._group.start()
+        try:
+            if any(t.is_python for _, t in self._entries):
+                callables = sum(n for n, t in self._entries if t.is_python)
+                cap = 256 if self.restart else max(16, min(callables, 1024))
+                self._errors = _core.Channel.create(self._runtime, capacity=cap, block_size=1024)
+            errors = self._errors.descriptor if self._errors is not None else None
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _finalize, self._group, self._errors)
+            for n, t in self._entries:
+                pol = resolve(self.policy, t.policy)
+                self._group.add(t.argv(), cwd=t.cwd, env=t.environment(errors), count=n, **t.redirects(),
+                                **_constraints(pol, self._runtime))
+            self._group.start()
+        except BaseException:
+            # A refused start leaves nothing behind, and start() may be tried again.
+            self._finalizer()
+            self._group = None
+            self._errors = None
+            raise
         if self.walltime is not None:
             self._timer = threading.Timer(self.walltime, self._walltime_expired)
             self._timer.daemon = True
@@ -215,44 +256,30 @@ class ProcessGroup:
         for failed members (join() does)."""
         if self._closed:
             return
-        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         g = self._group
-        try:
-            if g is not None and g.started:
-                if g.outcome is None and not g.join(0):
-                    g.stop(float(patience))
-                g.join(None)
-                self._drain_errors()
-                self._final_info = g.info()  # what the properties answer once closed
-                g.close()
-        finally:
-            if self._errors is not None:
-                try:
-                    self._errors.destroy()
-                except DragonError:
-                    pass
-                self._errors = None
+        if g is not None and g.started:
+            if g.outcome is None and not g.join(0):
+                g.stop(float(patience))
+            g.join(None)
+            self._drain_errors()
+            self._final_info = g.info()  # what the properties answer once closed
+            g.close()
+        self._closed = True  # only now: an interrupted close() can be called again
+        self._finalizer()    # releases the C++ group and frees the errors channel
+        self._group = None
+        self._errors = None
 
     def _release(self) -> None:
         """Drops the C++ group without waiting for patience: one still
-        running is killed (its destructor)."""
+        running is killed (its release)."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._group is not None:
-            try:
-                self._group.release()
-            except DragonError:
-                pass
+        self._finalizer()
         self._group = None
-        if self._errors is not None:
-            try:
-                self._errors.destroy()
-            except DragonError:
-                pass
-            self._errors = None
+        self._errors = None
 
     def __enter__(self) -> "ProcessGroup":
         return self
@@ -265,6 +292,7 @@ class ProcessGroup:
     @property
     def puids(self) -> list[int]:
         """The puids of the members that run now."""
+        self._check_not_forked("puids")
         if self._final_info is None and (self._group is None or not self._group.started):
             return []
         return [p["puid"] for p in self._info()["processes"] if p["state"] == "running"]
@@ -312,12 +340,19 @@ class ProcessGroup:
     def _core_group(self) -> _core.Group:
         return self._started_group("this")
 
+    def _check_not_forked(self, what: str) -> None:
+        if self._forked:
+            raise DragonProcessGroupError(f"{self.name}: {what}: the group belongs to the parent process "
+                                          "(this is a forked child)")
+
     def _started_group(self, what: str) -> _core.Group:
+        self._check_not_forked(what)
         if self._group is None or not self._group.started:
             raise DragonProcessGroupError(f"{self.name}: {what} before start()")
         return self._group
 
     def _info(self) -> dict:
+        self._check_not_forked("its state")
         if self._final_info is not None:
             return self._final_info
         if self._group is None:

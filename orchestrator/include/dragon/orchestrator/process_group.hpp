@@ -130,6 +130,11 @@ public:
     /// SIGKILL to every member; returns once it is done.
     Status kill();
 
+    /// Asks for stop() (or, with force, kill()) and returns at once; join()
+    /// then waits for the end (a caller that must stay responsive, such as
+    /// the Python binding, joins in slices).
+    Status request_stop(std::chrono::milliseconds patience, bool force = false);
+
     /// Forgets a finished group in the agent (its processes leave the
     /// process table). Errc::would_block while it runs.
     Status close();
