@@ -5,9 +5,11 @@
 #   make demo       install deps, build, run the demo
 #   make test       install deps, build, run unit, stress, integration, system (virtual clusters),
 #                   slurm (a real 4-node Slurm cluster on this machine) and mpi (real MPICH programs
-#                   and Slurm's PMI-2 client under --pmi, one node and virtual clusters) tests and a
+#                   and Slurm's PMI-2 client under --pmi, one node and virtual clusters) tests, the
+#                   Python package's tests (tests/python, in the integration and system labels) and a
 #                   fuzz smoke run
-#   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/)
+#   make test-asan  the same tests under AddressSanitizer + UBSan (build-asan/; the Python package is
+#                   not built there: an instrumented extension cannot load into a plain interpreter)
 #   make test-tsan  the same tests under ThreadSanitizer (build-tsan/)
 #   make bench      start-up, launch (1000 and 4096 processes, one and 4 nodes), channels (local and
 #                   across 2 virtual nodes), transport and PMI (MPI_Init of 64 ranks, fences of 256 ranks over

@@ -24,7 +24,7 @@ build_pkgs=(
   python3-dev pybind11-dev python3-cloudpickle   # the Python package: dragon._core, Python-callable targets
 )
 test_pkgs=(
-  python3 python3-pytest
+  python3 python3-pytest python3-numpy   # numpy: buffers of the Python channel tests
   clang libclang-rt-14-dev   # libFuzzer and sanitizer runtimes for clang builds
 )
 bench_pkgs=(
