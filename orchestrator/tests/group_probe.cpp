@@ -39,45 +39,16 @@ void must(const Status& st, const std::string& what) {
 
 ProcessTemplate sh(const std::string& script) { return ProcessTemplate::command({"/bin/sh", "-c", script}); }
 
-const char* state_name(msg::MemberStateCode s) {
-    switch (s) {
-        case msg::MemberStateCode::pending: return "pending";
-        case msg::MemberStateCode::running: return "running";
-        case msg::MemberStateCode::exited: return "exited";
-    }
-    return "?";
-}
-
-const char* group_state_name(msg::GroupStateCode s) {
-    switch (s) {
-        case msg::GroupStateCode::running: return "running";
-        case msg::GroupStateCode::stopping: return "stopping";
-        case msg::GroupStateCode::succeeded: return "succeeded";
-        case msg::GroupStateCode::failed: return "failed";
-        case msg::GroupStateCode::stopped: return "stopped";
-    }
-    return "?";
-}
-
-const char* outcome_name(msg::GroupOutcome o) {
-    switch (o) {
-        case msg::GroupOutcome::succeeded: return "succeeded";
-        case msg::GroupOutcome::failed: return "failed";
-        case msg::GroupOutcome::stopped: return "stopped";
-    }
-    return "?";
-}
-
 // One line per rank: what info() says, then the outcome.
 void print_info(ProcessGroup& g) {
     auto info = must(g.info(), "info");
-    std::printf("group state=%s restarts=%u\n", group_state_name(info.state), info.restarts);
+    std::printf("group state=%s restarts=%u\n", msg::name_of(info.state), info.restarts);
     for (const auto& p : info.processes) {
         std::string cpus;
         for (auto c : p.cpus) cpus += (cpus.empty() ? "" : ",") + std::to_string(c);
         std::printf("rank=%u puid=%llu pid=%d node=%u local=%u cpus=%s state=%s code=%d signal=%d runs=%zu\n", p.rank,
                     static_cast<unsigned long long>(p.puid), p.pid, p.node_id, p.local_rank,
-                    cpus.empty() ? "-" : cpus.c_str(), state_name(p.state), p.status.exit_code, p.status.signal,
+                    cpus.empty() ? "-" : cpus.c_str(), msg::name_of(p.state), p.status.exit_code, p.status.signal,
                     p.runs.size());
         for (const auto& run : p.runs)
             std::printf("  run puid=%llu exited=%d code=%d signal=%d\n", static_cast<unsigned long long>(run.puid),
@@ -92,7 +63,7 @@ void print_outcome(const ProcessGroup& g) {
         return;
     }
     std::printf("outcome=%s fail_rank=%u fail_code=%d fail_signal=%d restarts=%u fail_error=%s\n",
-                outcome_name(d->outcome), d->fail_rank, d->fail_status.exit_code, d->fail_status.signal, d->restarts,
+                msg::name_of(d->outcome), d->fail_rank, d->fail_status.exit_code, d->fail_status.signal, d->restarts,
                 d->fail_error.empty() ? "-" : d->fail_error.c_str());
 }
 
@@ -157,7 +128,7 @@ std::map<std::string, Scenario> scenarios() {
         auto report = [](const char* phase, int i, const ProcessGroup& g) {
             const auto& d = g.outcome();
             std::printf("pmix_many phase=%s group=%d outcome=%s fail_rank=%u fail_code=%d fail_signal=%d fail_kind=%d\n",
-                        phase, i, d ? outcome_name(d->outcome) : "none", d ? d->fail_rank : 0u,
+                        phase, i, d ? msg::name_of(d->outcome) : "none", d ? d->fail_rank : 0u,
                         d ? d->fail_status.exit_code : 0, d ? d->fail_status.signal : 0,
                         d ? static_cast<int>(d->fail_kind) : -1);
         };

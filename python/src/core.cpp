@@ -249,37 +249,6 @@ msg::PmiMode to_pmi(const std::string& s) {
     throw py::value_error("pmi: unknown '" + s + "' (none, simple, cray, pmix)");
 }
 
-const char* state_name(msg::MemberStateCode s) {
-    switch (s) {
-        case msg::MemberStateCode::pending: return "pending";
-        case msg::MemberStateCode::running: return "running";
-        case msg::MemberStateCode::exited: return "exited";
-    }
-    return "?";
-}
-
-const char* state_name(msg::GroupStateCode s) {
-    switch (s) {
-        case msg::GroupStateCode::running: return "running";
-        case msg::GroupStateCode::stopping: return "stopping";
-        case msg::GroupStateCode::succeeded: return "succeeded";
-        case msg::GroupStateCode::failed: return "failed";
-        case msg::GroupStateCode::stopped: return "stopped";
-    }
-    return "?";
-}
-
-const char* fail_kind_name(msg::FailKind k) {
-    switch (k) {
-        case msg::FailKind::exited: return "exited";
-        case msg::FailKind::not_started: return "not_started";
-        case msg::FailKind::lost: return "lost";
-        case msg::FailKind::aborted: return "aborted";
-        case msg::FailKind::runtime: return "runtime";
-    }
-    return "?";
-}
-
 std::chrono::milliseconds p0() { return std::chrono::milliseconds(0); }
 
 std::chrono::milliseconds to_ms(double seconds) {
@@ -408,16 +377,14 @@ public:
         auto o = rt_->with_session([&](client::Session&) { return pg().outcome(); });
         if (!o) return py::none();
         py::dict d;
-        d["outcome"] = o->outcome == msg::GroupOutcome::succeeded ? "succeeded"
-                       : o->outcome == msg::GroupOutcome::failed  ? "failed"
-                                                                   : "stopped";
+        d["outcome"] = msg::name_of(o->outcome);
         d["fail_rank"] = o->fail_rank;
         d["fail_puid"] = o->fail_puid;
         d["fail_exit_code"] = o->fail_status.exit_code;
         d["fail_signal"] = o->fail_status.signal;
         d["fail_errno"] = o->fail_errno;
         d["fail_error"] = to_str(o->fail_error);
-        d["fail_kind"] = fail_kind_name(o->fail_kind);
+        d["fail_kind"] = msg::name_of(o->fail_kind);
         d["restarts"] = o->restarts;
         return d;
     }
@@ -425,7 +392,7 @@ public:
     py::dict info() {
         auto gi = value_or_raise(rt_->with_session([&](client::Session&) { return pg().info(); }));
         py::dict d;
-        d["state"] = state_name(gi.state);
+        d["state"] = msg::name_of(gi.state);
         d["restarts"] = gi.restarts;
         py::list procs;
         for (const auto& p : gi.processes) {
@@ -436,7 +403,7 @@ public:
             e["node"] = p.node_id;
             e["local_rank"] = p.local_rank;
             e["cpus"] = p.cpus;
-            e["state"] = state_name(p.state);
+            e["state"] = msg::name_of(p.state);
             e["exit_code"] = p.status.exit_code;
             e["signal"] = p.status.signal;
             py::list runs;

@@ -274,17 +274,7 @@ private:
             return fail(make_error(Errc::system, "--ready-fd {}: {}", opts_.ready_fd, st.error().message()));
         if (opts_.ready_fd > STDERR_FILENO) ::close(opts_.ready_fd);
         spdlog::info("serving run {} until stdin closes", run_->str());
-        int fd = ::dup(STDIN_FILENO);
-        if (fd < 0) return;  // no stdin: until a signal
-        stdin_ = std::make_unique<asio::posix::stream_descriptor>(io_);
-        asio::error_code ec;
-        stdin_->assign(fd, ec);
-        if (ec) {
-            ::close(fd);
-            stdin_.reset();
-            return;
-        }
-        watch_stdin();
+        if (open_stdin()) watch_stdin();  // no stdin: until a signal
     }
 
     void watch_stdin() {
@@ -378,17 +368,23 @@ private:
         }
     }
 
-    void start_stdin() {
+    /// Our stdin as an Asio stream (stdin_); false when there is none.
+    bool open_stdin() {
         int fd = ::dup(STDIN_FILENO);
-        if (fd < 0) return send_stdin_eof();  // no stdin at all
+        if (fd < 0) return false;
         stdin_ = std::make_unique<asio::posix::stream_descriptor>(io_);
         asio::error_code ec;
         stdin_->assign(fd, ec);
         if (ec) {
             ::close(fd);
             stdin_.reset();
-            return send_stdin_eof();
+            return false;
         }
+        return true;
+    }
+
+    void start_stdin() {
+        if (!open_stdin()) return send_stdin_eof();  // no stdin at all
         read_stdin();
     }
 

@@ -724,4 +724,46 @@ std::string_view type_name(std::uint16_t type);
 /// fuzzer and to log a precise error for an unexpected frame.
 Status validate(const wire::Frame& f);
 
+// ---- names of states, for messages and bindings --------------------------------
+
+inline const char* name_of(MemberStateCode s) {
+    switch (s) {
+        case MemberStateCode::pending: return "pending";
+        case MemberStateCode::running: return "running";
+        case MemberStateCode::exited: return "exited";
+    }
+    return "?";
+}
+
+inline const char* name_of(GroupStateCode s) {
+    switch (s) {
+        case GroupStateCode::running: return "running";
+        case GroupStateCode::stopping: return "stopping";
+        case GroupStateCode::succeeded: return "succeeded";
+        case GroupStateCode::failed: return "failed";
+        case GroupStateCode::stopped: return "stopped";
+    }
+    return "?";
+}
+
+inline const char* name_of(GroupOutcome o) {
+    switch (o) {
+        case GroupOutcome::succeeded: return "succeeded";
+        case GroupOutcome::failed: return "failed";
+        case GroupOutcome::stopped: return "stopped";
+    }
+    return "?";
+}
+
+inline const char* name_of(FailKind k) {
+    switch (k) {
+        case FailKind::exited: return "exited";
+        case FailKind::not_started: return "not_started";
+        case FailKind::lost: return "lost";
+        case FailKind::aborted: return "aborted";
+        case FailKind::runtime: return "runtime";
+    }
+    return "?";
+}
+
 }  // namespace dragon::msg
