@@ -60,6 +60,21 @@ void Message::release() noexcept {
     offset_ = 0;
 }
 
+Message Message::adopt(const Pool& pool, std::uint64_t offset, std::size_t size) {
+    Message m;
+    m.pool_ = pool.mapping();
+    m.offset_ = offset;
+    m.size_ = size;
+    return m;
+}
+
+Message Message::of(std::vector<std::byte> bytes) {
+    Message m;
+    m.size_ = bytes.size();
+    m.inline_ = std::move(bytes);
+    return m;
+}
+
 std::span<const std::byte> Message::data() const noexcept {
     if (offset_ != 0) return {pool_->at(offset_), size_};
     return {inline_.data(), size_};

@@ -194,6 +194,50 @@ def test_exec_launched_agents_join_too():
     assert secrets == {rank: 0 for rank in range(6)}  # no rank sees the run's secret
 
 
+def expected_shares(nodes):
+    """Node k's cpus under --split-cpus: ours, dealt out round-robin."""
+    mine = sorted(os.sched_getaffinity(0))
+    shares = [[] for _ in range(nodes)]
+    for i in range(max(len(mine), nodes)):
+        cpu = mine[i % len(mine)]
+        if cpu not in shares[i % nodes]:
+            shares[i % nodes].append(cpu)
+    return [sorted(s) for s in shares]
+
+
+def cpus_of(text):
+    """'0-2,5' -> [0, 1, 2, 5]."""
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+@pytest.mark.parametrize("nodes,agent", [(2, None), (3, None), (2, "exec")])
+def test_split_cpus_gives_every_node_its_own_share_of_the_cpus(nodes, agent):
+    env = {"DRAGON_AGENT": str(BIN / "dragon-agent")} if agent == "exec" else None
+    r = run(["run", "--launcher", "virtual", "--nodes", str(nodes), "--split-cpus", "-n", str(2 * nodes),
+             "--placement", "cyclic", "--", "sh", "-c",
+             'echo "$DRAGON_NODE_ID $(grep Cpus_allowed_list /proc/self/status | cut -f2)"'], env=env)
+    assert r.returncode == 0, r.stderr
+    seen = {}
+    for line in r.stdout.decode().splitlines():
+        node, cpus = line.split()
+        seen.setdefault(int(node), set()).update(cpus_of(cpus))
+    shares = expected_shares(nodes)
+    assert {n: sorted(c) for n, c in seen.items()} == dict(enumerate(shares))
+    # Each node's processes stay on its share: with enough cpus no two nodes share one.
+    if len(os.sched_getaffinity(0)) >= nodes:
+        assert all(not set(a) & set(b) for i, a in enumerate(shares) for b in shares[i + 1:])
+
+
+def test_split_cpus_is_refused_without_the_virtual_launcher():
+    r = run(["run", "--split-cpus", "--", "true"])
+    assert r.returncode == 2
+    assert b"--split-cpus is for --launcher virtual" in r.stderr
+
+
 def test_one_shared_output_file_over_nodes_keeps_every_line(tmp_path):
     r = run(["run", "--launcher", "virtual", "--nodes", "2", "-n", "4", "--placement", "cyclic",
              "--output", "all.txt", "--", "sh", "-c", "echo rank $DRAGON_RANK"], cwd=tmp_path)

@@ -28,7 +28,7 @@ def test_sizes_timeouts_waits_and_threads_across_two_nodes():
     r = run(["run", *V2, "--", str(BIN / "gateway_probe"), "basic"], timeout=120)
     lines = checks_of(r.stdout.decode())
     assert not [l for l in lines if l.startswith("FAILED")], r.stdout.decode() + r.stderr.decode()
-    assert len(lines) == 13, lines
+    assert len(lines) == 14, lines
     assert r.returncode == 0, r.stderr
     assert not dead_entries(shm_entries())
 

@@ -70,6 +70,7 @@ struct AgentOptions {
     std::optional<transport::RunSecret> secret;
     std::chrono::seconds join_timeout{20};  // all nodes linked within this, or the run fails
     std::uint32_t cpu_limit = 0;  // a batch system granted this many cpus here (0: all the topology allows)
+    std::vector<int> cpus;        // run on these cpus only, and so do its processes (empty: as started)
 };
 
 /// Sets up the agent's logging, creates it and runs it to the end; returns

@@ -12,6 +12,8 @@
 #include <netinet/in.h>
 
 #include "../runtime/rendezvous.hpp"
+#include <sched.h>
+
 #include "agent.hpp"
 #include "dragon/common/log.hpp"
 #include "dragon/transport/tcp.hpp"
@@ -30,6 +32,11 @@ int main(int argc, char** argv) {
     app.add_option("--listen-fd", listen_fd, "several nodes: an inherited listening socket");
     app.add_option("--head", head, "node k > 0: ADDRESS:PORT where node 0 listens");
     app.add_option("--rendezvous", rendezvous, "batch launchers: ADDRESS:PORT of the front end to check in with");
+    std::vector<int> cpus;
+    app.add_option("--cpus", cpus, "run on these cpus only (the topology and every process placed here)")
+        ->delimiter(',')
+        ->check(CLI::Range(0, CPU_SETSIZE - 1))
+        ->type_name("CPU,...");
     app.add_flag("--slurm", slurm, "started by srun: the node id is $SLURM_NODEID, the node name $SLURMD_NODENAME");
     try {
         app.parse(argc, argv);
@@ -52,6 +59,7 @@ int main(int argc, char** argv) {
     opts.control_fd = control_fd;
     opts.listen_fd = listen_fd;
     opts.address = address;
+    opts.cpus = cpus;
     auto split_host_port = [](const std::string& s, std::string& host, std::uint16_t& port) {
         const auto colon = s.rfind(':');
         const long p = colon == std::string::npos ? -1 : std::strtol(s.c_str() + colon + 1, nullptr, 10);

@@ -546,7 +546,7 @@ int run_program(RunOptions opts) {
     if (auto stale = rt::cleanup_stale(false); stale && !stale->removed.empty())
         spdlog::info("removed {} shared-memory entries of dead runs", stale->removed.size());
     auto launcher = make_launcher(LaunchOptions{opts.launcher, default_agent_path(), opts.nodes, opts.hosts,
-                                                opts.srun_args, opts.control_address});
+                                                opts.srun_args, opts.control_address, opts.split_cpus});
     if (!launcher) {
         std::fprintf(stderr, "dragon-orchestrate: error: %s\n", launcher.error().message().c_str());
         return kExitUsage;

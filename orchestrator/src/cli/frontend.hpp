@@ -25,6 +25,7 @@ struct RunOptions {
     std::vector<std::string> hosts;    // --launcher virtual: each node's listen address
     std::vector<std::string> srun_args;  // --launcher slurm: extra srun arguments
     std::string control_address;       // --launcher slurm: where the front end listens for agents
+    bool split_cpus = false;           // --launcher virtual: each node on its own share of the cpus
     bool forward_stdin = true;      // to rank 0
     std::string input_pattern;      // non-empty: every rank's stdin from this file pattern
     std::string output_pattern;     // non-empty: every rank's stdout to this file pattern

@@ -4,15 +4,18 @@
 #include "launcher.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <poll.h>
@@ -118,6 +121,7 @@ Result<pid_t> start_agent(const std::string& agent_path, agent::AgentOptions opt
     if (listen) args.insert(args.end(), {"--listen-fd", std::to_string(kListenFd), "--address", opts.address});
     if (!opts.head_address.empty())
         args.insert(args.end(), {"--head", fmt::format("{}:{}", opts.head_address, opts.head_port)});
+    if (!opts.cpus.empty()) args.insert(args.end(), {"--cpus", fmt::format("{}", fmt::join(opts.cpus, ","))});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -153,8 +157,8 @@ private:
 
 class VirtualLauncher final : public Launcher {
 public:
-    VirtualLauncher(std::string agent_path, std::vector<std::string> addresses)
-        : agent_path_(std::move(agent_path)), addresses_(std::move(addresses)) {}
+    VirtualLauncher(std::string agent_path, std::vector<std::string> addresses, bool split_cpus)
+        : agent_path_(std::move(agent_path)), addresses_(std::move(addresses)), split_cpus_(split_cpus) {}
     [[nodiscard]] std::string_view name() const override { return "virtual"; }
 
     Result<std::vector<AgentHandle>> launch(const RunId& run, const Config& config) override {
@@ -178,6 +182,8 @@ public:
             }
             listeners.push_back(std::move(*fd));
         }
+        std::vector<std::vector<int>> shares(n);
+        if (split_cpus_) shares = DRAGON_TRY(split_cpus(n));
         int sv[2];
         DRAGON_CHECK(sys::call("socketpair", [&] { return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv); }));
         sys::UniqueFd mine(sv[0]), theirs(sv[1]);
@@ -185,6 +191,7 @@ public:
         for (std::uint32_t k = 0; k < n; ++k) {
             agent::AgentOptions o{run};
             o.node_id = k;
+            o.cpus = shares[k];
             o.config = config;
             o.nnodes = n;
             o.address = addresses_[k];
@@ -205,8 +212,27 @@ public:
     }
 
 private:
+    /// Node k's cpus: the ones this process may use, dealt out round-robin.
+    static Result<std::vector<std::vector<int>>> split_cpus(std::uint32_t n) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        DRAGON_CHECK(sys::call("sched_getaffinity", [&] { return ::sched_getaffinity(0, sizeof set, &set); }));
+        std::vector<int> mine;
+        for (int c = 0; c < CPU_SETSIZE; ++c)
+            if (CPU_ISSET(static_cast<std::size_t>(c), &set)) mine.push_back(c);
+        std::vector<std::vector<int>> shares(n);
+        const std::size_t rounds = std::max<std::size_t>(mine.size(), n);
+        for (std::size_t i = 0; i < rounds; ++i) {
+            auto& s = shares[i % n];
+            const int c = mine[i % mine.size()];
+            if (std::find(s.begin(), s.end(), c) == s.end()) s.push_back(c);
+        }
+        return shares;
+    }
+
     std::string agent_path_;
     std::vector<std::string> addresses_;
+    bool split_cpus_ = false;
 };
 
 /// The first executable `name` on PATH, or empty.
@@ -418,6 +444,8 @@ std::string default_launcher_name() {
 Result<std::unique_ptr<Launcher>> make_launcher(const LaunchOptions& opts) {
     LaunchOptions o = opts;
     if (o.name.empty()) o.name = default_launcher_name();
+    if (o.split_cpus && o.name != "virtual")
+        return Error(Errc::invalid_argument, "--split-cpus is for --launcher virtual (real nodes have their own cpus)");
     if (o.name == "slurm") {
         if (!o.hosts.empty()) return Error(Errc::invalid_argument, "--hosts is for --launcher virtual (Slurm names the nodes)");
         return std::unique_ptr<Launcher>(std::make_unique<SlurmLauncher>(std::move(o)));
@@ -445,7 +473,8 @@ Result<std::unique_ptr<Launcher>> make_launcher(const LaunchOptions& opts) {
                 return make_error(Errc::invalid_argument,
                                   "--hosts: '{}' is not a loopback address (the virtual launcher runs every node here)", a);
         }
-        return std::unique_ptr<Launcher>(std::make_unique<VirtualLauncher>(o.agent_path, std::move(addresses)));
+        return std::unique_ptr<Launcher>(
+            std::make_unique<VirtualLauncher>(o.agent_path, std::move(addresses), o.split_cpus));
     }
     return make_error(Errc::invalid_argument, "unknown launcher '{}' (available: local, virtual, slurm)", o.name);
 }

@@ -46,6 +46,7 @@ struct LaunchOptions {
     std::vector<std::string> hosts;   // virtual: each node's (loopback) listen address
     std::vector<std::string> srun_args;  // slurm: extra arguments for srun
     std::string control_address;      // slurm: where the front end listens for the agents (empty: this host's)
+    bool split_cpus = false;          // virtual: node k runs on its own share of this process's cpus
 };
 
 /// The launcher chosen when --launcher is not given: `slurm` when

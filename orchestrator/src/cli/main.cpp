@@ -109,6 +109,10 @@ int main(int argc, char** argv) {
                        "with --launcher virtual: each node's listen address (127.x.y.z), in node order")
             ->delimiter(',')
             ->type_name("ADDR,...");
+        to->add_flag("--split-cpus", ro.split_cpus,
+                     "with --launcher virtual: each node gets its own share of this machine's cpus (node k: "
+                     "cpus k, k+N, ...; round-robin when there are more nodes than cpus), as real nodes have, "
+                     "instead of all nodes sharing every cpu");
         to->add_option("--srun-args", srun_args,
                        "with --launcher slurm: extra arguments for the srun that starts the agents")
             ->type_name("'ARGS'");

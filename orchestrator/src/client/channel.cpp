@@ -204,7 +204,7 @@ Status Gateway::send(const channels::ChannelDescriptor& d, std::span<const std::
     return reply_status(r);
 }
 
-Status Gateway::recv(const channels::ChannelDescriptor& d, std::vector<std::byte>& out, channels::Timeout timeout) {
+Result<msg::ChanReply> Gateway::recv_reply(const channels::ChannelDescriptor& d, channels::Timeout timeout) {
     msg::ChanRecv m;
     {
         std::lock_guard lk(mu_);
@@ -220,13 +220,29 @@ Status Gateway::recv(const channels::ChannelDescriptor& d, std::vector<std::byte
         if (!bs || *bs < r.size)
             return make_error(Errc::protocol, "the agent named block {} of {} bytes, which this pool has not", r.block,
                               r.size);
+    }
+    return r;
+}
+
+Status Gateway::recv(const channels::ChannelDescriptor& d, std::vector<std::byte>& out, channels::Timeout timeout) {
+    auto r = DRAGON_TRY(recv_reply(d, timeout));
+    if (r.block != 0) {
+        auto m = channels::Message::adopt(pool_, r.block, r.size);  // freed when m goes
         out.resize(r.size);
-        std::memcpy(out.data(), pool_.at(r.block), r.size);
-        return pool_.free(r.block);
+        std::memcpy(out.data(), m.data().data(), r.size);
+        return ok();
     }
     out.resize(r.data.size());
     if (!r.data.empty()) std::memcpy(out.data(), r.data.data(), r.data.size());
     return ok();
+}
+
+Result<channels::Message> Gateway::recv_message(const channels::ChannelDescriptor& d, channels::Timeout timeout) {
+    auto r = DRAGON_TRY(recv_reply(d, timeout));
+    if (r.block != 0) return channels::Message::adopt(pool_, r.block, r.size);
+    std::vector<std::byte> v(r.data.size());
+    if (!r.data.empty()) std::memcpy(v.data(), r.data.data(), r.data.size());
+    return channels::Message::of(std::move(v));
 }
 
 Result<ChannelRef> ChannelRef::open(std::shared_ptr<Gateway> gateway, const channels::ChannelDescriptor& d) {
@@ -251,6 +267,11 @@ Status ChannelRef::send(std::span<const std::byte> msg, channels::Timeout timeou
 Status ChannelRef::recv(std::vector<std::byte>& out, channels::Timeout timeout) {
     if (local_) return local_->recv(out, timeout);
     return gw_->recv(d_, out, timeout);
+}
+
+Result<channels::Message> ChannelRef::recv_message(channels::Timeout timeout) {
+    if (local_) return local_->recv_message(timeout);
+    return gw_->recv_message(d_, timeout);
 }
 
 }  // namespace dragon::client

@@ -47,6 +47,12 @@ public:
     [[nodiscard]] std::span<const std::byte> data() const noexcept;
     [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
+    /// Takes over the block at `offset` of `pool` holding `size` bytes (a
+    /// block handed over by the agent): freed when the Message goes.
+    static Message adopt(const Pool& pool, std::uint64_t offset, std::size_t size);
+    /// A message held in process memory.
+    static Message of(std::vector<std::byte> bytes);
+
 private:
     friend class Channel;
     void release() noexcept;

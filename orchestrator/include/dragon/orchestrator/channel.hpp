@@ -68,6 +68,9 @@ public:
     static constexpr std::size_t kMaxBufferedBytes = 8U << 20;
     /// Receives the next message of the channel `d` of another node.
     Status recv(const channels::ChannelDescriptor& d, std::vector<std::byte>& out, channels::Timeout timeout);
+    /// As recv, without copying out: a large message stays in the pool block
+    /// the agent received it into, which the Message frees when it goes.
+    Result<channels::Message> recv_message(const channels::ChannelDescriptor& d, channels::Timeout timeout);
 
     /// Messages up to this size travel inline on the agent socket; larger ones
     /// in a block of the node's pool (no copy through the socket).
@@ -79,6 +82,8 @@ private:
     Status post_request(const std::string& frame);
     void forget_buffered(std::uint64_t id);
     Result<msg::ChanReply> wait_reply(std::uint64_t id);
+    /// Sends a chan_recv and waits for its successful reply (a named block checked).
+    Result<msg::ChanReply> recv_reply(const channels::ChannelDescriptor& d, channels::Timeout timeout);
     /// With mu_ held: waits until done(), reading the socket when no other thread does.
     template <class Pred>
     Status wait_for(std::unique_lock<std::mutex>& lk, Pred done);
@@ -122,6 +127,10 @@ public:
     Status send(std::span<const std::byte> msg, channels::Timeout timeout = channels::kForever);
     /// Receives the next message into `out`; blocks up to `timeout`.
     Status recv(std::vector<std::byte>& out, channels::Timeout timeout = channels::kForever);
+    /// Receives the next message without copying it out of the pool (large
+    /// messages; a small one is held inline): on this node the block it was
+    /// sent in, on another node the block the local agent received it into.
+    Result<channels::Message> recv_message(channels::Timeout timeout = channels::kForever);
 
 private:
     ChannelRef(std::shared_ptr<Gateway> gw, channels::ChannelDescriptor d, std::optional<channels::Channel> local)
