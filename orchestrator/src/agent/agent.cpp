@@ -117,8 +117,9 @@ int agent_main(AgentOptions opts) {
         for (int c : opts.cpus)
             if (c >= 0 && c < CPU_SETSIZE) CPU_SET(static_cast<std::size_t>(c), &set);
         if (::sched_setaffinity(0, sizeof set, &set) != 0) {
-            std::fprintf(stderr, "dragon-agent: error: --cpus %s: %s\n", fmt::format("{}", fmt::join(opts.cpus, ",")).c_str(),
-                         std::strerror(errno));
+            const int err = errno;
+            const std::string list = fmt::format("{}", fmt::join(opts.cpus, ","));
+            std::fprintf(stderr, "dragon-agent: error: --cpus %s: %s\n", list.c_str(), std::strerror(err));
             return 2;
         }
     }

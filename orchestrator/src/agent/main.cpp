@@ -1,5 +1,6 @@
 // dragon-agent: the per-node daemon. Started by dragon-orchestrate (or srun),
 // never by hand; its arguments are internal and may change between versions.
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -12,8 +13,6 @@
 #include <netinet/in.h>
 
 #include "../runtime/rendezvous.hpp"
-#include <sched.h>
-
 #include "agent.hpp"
 #include "dragon/common/log.hpp"
 #include "dragon/transport/tcp.hpp"
