@@ -5,7 +5,7 @@
 // memory), against raw blocking TCP between the same loopback addresses.
 //
 //   dragon-bench-remote-channels [--rounds 3] [--rtt-iters 2000] [--big-msgs 300] ...
-//       the driver: runs both, interleaved, and prints one table
+//       the driver: runs both in each cpu layout (split, shared, one), interleaved, and prints a table per layout
 //   dragon-bench-remote-channels head ...     under dragon-orchestrate (the driver starts it)
 //   dragon-bench-remote-channels member ...   a group member (the head starts it)
 #include <fcntl.h>
