@@ -72,7 +72,7 @@ def test_channels_between_nodes_of_an_allocation(slurm_env):
     r = salloc(slurm_env, ["run", "--", str(BIN / "gateway_probe"), "basic"], nodes=2)
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
-    assert "FAILED" not in out and out.count("\nok ") + out.startswith("ok ") == 13, out
+    assert "FAILED" not in out and out.count("\nok ") + out.startswith("ok ") == 14, out
 
 
 def test_fewer_nodes_than_the_allocation_and_too_many(slurm_env):
