@@ -11,6 +11,8 @@ BUILD = pathlib.Path(os.environ.get("DRAGON_BUILD_DIR", pathlib.Path(__file__).r
 BIN = BUILD / "bin"
 ORCH = str(BIN / "dragon-orchestrate")
 PY = "/usr/bin/python3"
+# `gateway_probe basic` prints one "ok"/"FAILED" line per check; fewer means it stopped early.
+GATEWAY_PROBE_BASIC_CHECKS = 14
 
 
 def shm_entries():

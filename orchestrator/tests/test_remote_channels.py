@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BIN, dead_entries, read_line_with_timeout, run, shm_entries, start
+from conftest import BIN, GATEWAY_PROBE_BASIC_CHECKS, dead_entries, read_line_with_timeout, run, shm_entries, start
 
 from test_multinode import agent_of_node
 
@@ -28,7 +28,7 @@ def test_sizes_timeouts_waits_and_threads_across_two_nodes():
     r = run(["run", *V2, "--", str(BIN / "gateway_probe"), "basic"], timeout=120)
     lines = checks_of(r.stdout.decode())
     assert not [l for l in lines if l.startswith("FAILED")], r.stdout.decode() + r.stderr.decode()
-    assert len(lines) == 14, lines
+    assert len(lines) == GATEWAY_PROBE_BASIC_CHECKS, lines
     assert r.returncode == 0, r.stderr
     assert not dead_entries(shm_entries())
 

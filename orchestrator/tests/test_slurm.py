@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ORCH, dead_entries, pid_alive, shm_entries, wait_gone
+from conftest import BIN, GATEWAY_PROBE_BASIC_CHECKS, ORCH, dead_entries, pid_alive, shm_entries, wait_gone
 
 pytestmark = pytest.mark.slurm
 
@@ -72,7 +72,7 @@ def test_channels_between_nodes_of_an_allocation(slurm_env):
     r = salloc(slurm_env, ["run", "--", str(BIN / "gateway_probe"), "basic"], nodes=2)
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
-    assert "FAILED" not in out and out.count("\nok ") + out.startswith("ok ") == 14, out
+    assert "FAILED" not in out and out.count("\nok ") + out.startswith("ok ") == GATEWAY_PROBE_BASIC_CHECKS, out
 
 
 def test_fewer_nodes_than_the_allocation_and_too_many(slurm_env):

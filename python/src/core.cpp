@@ -396,13 +396,7 @@ public:
         d["restarts"] = gi.restarts;
         py::list procs;
         for (const auto& p : gi.processes) {
-            py::dict e;
-            e["rank"] = p.rank;
-            e["puid"] = p.puid;
-            e["pid"] = p.pid;
-            e["node"] = p.node_id;
-            e["local_rank"] = p.local_rank;
-            e["cpus"] = p.cpus;
+            py::dict e = placed(p);
             e["state"] = msg::name_of(p.state);
             e["exit_code"] = p.status.exit_code;
             e["signal"] = p.status.signal;
@@ -481,18 +475,22 @@ private:
         return const_cast<client::ProcessGroup&>(*pg_);
     }
 
+    /// Where a member runs: the fields a group member and a process's info share.
+    template <class M>
+    static py::dict placed(const M& m) {
+        py::dict d;
+        d["rank"] = m.rank;
+        d["puid"] = m.puid;
+        d["pid"] = m.pid;
+        d["node"] = m.node_id;
+        d["local_rank"] = m.local_rank;
+        d["cpus"] = m.cpus;
+        return d;
+    }
+
     static py::list members_list(const std::vector<msg::GroupMember>& ms) {
         py::list out;
-        for (const auto& m : ms) {
-            py::dict d;
-            d["rank"] = m.rank;
-            d["puid"] = m.puid;
-            d["pid"] = m.pid;
-            d["node"] = m.node_id;
-            d["local_rank"] = m.local_rank;
-            d["cpus"] = m.cpus;
-            out.append(d);
-        }
+        for (const auto& m : ms) out.append(placed(m));
         return out;
     }
 
