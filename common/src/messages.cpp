@@ -54,6 +54,8 @@ constexpr std::string_view name_of() {
         case Type::chan_send: return "chan_send";
         case Type::chan_recv: return "chan_recv";
         case Type::chan_reply: return "chan_reply";
+        case Type::lane_open: return "lane_open";
+        case Type::lane_opened: return "lane_opened";
         case Type::remote_send: return "remote_send";
         case Type::remote_recv: return "remote_recv";
         case Type::remote_reply: return "remote_reply";
@@ -62,6 +64,8 @@ constexpr std::string_view name_of() {
         case Type::pmi_abort: return "pmi_abort";
         case Type::pmix_dmodex_request: return "pmix_dmodex_request";
         case Type::pmix_dmodex_reply: return "pmix_dmodex_reply";
+        case Type::lane_hello: return "lane_hello";
+        case Type::lane_welcome: return "lane_welcome";
     }
     return "unknown";
 }

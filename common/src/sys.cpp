@@ -45,6 +45,72 @@ Status send_all(int fd, std::string_view data, std::string_view what) {
     return ok();
 }
 
+Status send_with_fd(int sock, std::string_view data, int fd_to_pass, std::string_view what) {
+    if (data.empty()) return make_error(Errc::invalid_argument, "{}: a descriptor needs at least one byte to go with", what);
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{const_cast<char*>(data.data()), data.size()};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
+    for (;;) {
+        const ssize_t n = ::sendmsg(sock, &m, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            pollfd p{sock, POLLOUT, 0};
+            if (::poll(&p, 1, -1) < 0 && errno != EINTR) return error_from_errno(what);
+            continue;
+        }
+        if (n < 0) return error_from_errno(what);
+        data.remove_prefix(static_cast<std::size_t>(n));
+        break;
+    }
+    while (!data.empty()) {
+        const ssize_t n = ::send(sock, data.data(), data.size(), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            pollfd p{sock, POLLOUT, 0};
+            if (::poll(&p, 1, -1) < 0 && errno != EINTR) return error_from_errno(what);
+            continue;
+        }
+        if (n < 0) return error_from_errno(what);
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return ok();
+}
+
+Result<std::size_t> recv_with_fd(int sock, char* buf, std::size_t cap, UniqueFd& fd, std::string_view what) {
+    alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
+    iovec iov{buf, cap};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    ssize_t n = 0;
+    do {
+        n = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return error_from_errno(what);
+    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+            int got = -1;
+            std::memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (!fd) fd = UniqueFd(got);
+            else ::close(got);
+        }
+    }
+    return static_cast<std::size_t>(n);
+}
+
 Status write_all(int fd, const void* data, std::size_t len) {
     const auto* p = static_cast<const char*>(data);
     while (len > 0) {

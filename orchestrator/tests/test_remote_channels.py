@@ -33,6 +33,38 @@ def test_sizes_timeouts_waits_and_threads_across_two_nodes():
     assert not dead_entries(shm_entries())
 
 
+def test_the_same_through_the_agents_without_lanes():
+    """DRAGON_CHANNEL_LANES=0: every remote operation takes the gateway path
+    (client -> agent -> transport -> agent), which stays the fallback."""
+    r = run(["run", *V2, "--", str(BIN / "gateway_probe"), "basic"], timeout=120, env={"DRAGON_CHANNEL_LANES": "0"})
+    out = r.stdout.decode()
+    lines = checks_of(out)
+    assert not [l for l in lines if l.startswith("FAILED")], out + r.stderr.decode()
+    assert len(lines) == GATEWAY_PROBE_BASIC_CHECKS, lines
+    assert "ok DRAGON_CHANNEL_LANES=0: no lane" in out, out
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_receive_waiting_on_a_lost_node_through_the_gateway():
+    fe = start(["run", *V2, "--", str(BIN / "gateway_probe"), "lost"], env={"DRAGON_CHANNEL_LANES": "0"})
+    try:
+        line = read_line_with_timeout(fe.stdout, 30)
+        assert line == "waiting\n", line
+        time.sleep(0.3)
+        victim = agent_of_node(fe.pid, 1)
+        assert victim
+        os.kill(victim, signal.SIGKILL)
+        out, err = fe.communicate(timeout=30)
+        out = line + out.decode()
+        assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
+        assert "node 1 was lost" in out, out  # the local agent's report
+        assert fe.returncode == 0, err
+    finally:
+        if fe.poll() is None:
+            os.killpg(fe.pid, signal.SIGKILL)
+            fe.wait()
+
+
 def test_bad_requests_get_reasons_and_the_agent_keeps_serving():
     r = run(["run", *V2, "--", str(BIN / "gateway_probe"), "errors"], timeout=60)
     lines = checks_of(r.stdout.decode())
@@ -53,6 +85,7 @@ def test_a_receive_waiting_on_a_lost_node_ends_with_an_error():
         out, err = fe.communicate(timeout=30)
         out = line + out.decode()
         assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
+        assert "the lane to node 1 closed" in out, out  # the process saw node 1's agent go itself
         assert b"node 1 (" in err and b"lost" in err, err
         # The head ran on node 0 and handled the loss itself, so the run ends with its code.
         assert fe.returncode == 0, err

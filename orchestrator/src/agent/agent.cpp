@@ -801,6 +801,7 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
         c->close_after_flush([this, id] { on_client_closed(id); });  // its groups are orphaned as on any close
     };
     if (!cl.greeted) {
+        if (f.type == static_cast<std::uint16_t>(msg::Type::lane_open)) return open_lane(id, std::move(f));
         auto hello = msg::decode_as<msg::ClientHello>(f);
         if (!hello) return refuse(Errc::protocol, "expected client_hello: " + hello.error().message());
         if (hello->version != msg::kProtocolVersion)
@@ -841,7 +842,11 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
 }
 
 void Agent::on_client_closed(std::uint64_t id) {
-    if (clients_.erase(id) == 0) return;
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    const bool lane_opener = it->second.lane_opener;
+    clients_.erase(it);
+    if (lane_opener) return;  // nothing of it anywhere
     gateway_client_gone(id);
     if (is_head()) on_owner_gone(Owner{0, id});
     else send_to_node(0, msg::ClientGone{id});
@@ -957,6 +962,7 @@ void Agent::finish() {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     phase_ = Phase::finishing;
     stop_waiting_all();  // other nodes' channel operations waiting here end now
+    close_all_lanes();
     escalation_.cancel();
     reserve_timer_.cancel();
     join_timer_.cancel();

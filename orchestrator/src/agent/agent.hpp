@@ -216,7 +216,21 @@ struct Client {
     bool greeted = false;
     Puid puid = 0;
     int pid = 0;
+    bool lane_opener = false;  // a connection that only asked for a lane (no client behind it)
 };
+
+/// A process of another node that operates on this node's channels over a
+/// connection of its own (a lane, docs/channels.md): served as a link is,
+/// under a source id of its own (kFirstLaneSource and up) instead of a node id.
+struct LaneIn {
+    std::shared_ptr<tcp::Peer> peer;
+    std::uint32_t node = 0;  // the process's node (its local agent authenticated the connection)
+    Puid puid = 0;
+    bool greeted = false;    // its lane_hello came
+    std::uint64_t incoming_block = 0;  // a pool block a payload from it is being read into
+};
+inline constexpr std::uint32_t kFirstLaneSource = 0x80000000U;
+inline constexpr bool is_lane_source(std::uint32_t from) { return from >= kFirstLaneSource; }
 
 /// Another node's agent, as this one sees it.
 struct Link {
@@ -242,7 +256,7 @@ struct GatewayOp {
 
 /// Another node's sends to one of our channels, while one of them waits for
 /// room: the later ones queue here, so one sender's messages stay in order.
-using LaneKey = std::pair<std::uint32_t, std::string>;  // (node, encoded descriptor)
+using SendKey = std::pair<std::uint32_t, std::string>;  // (node, encoded descriptor)
 struct QueuedSend {
     msg::RemoteSend m;
     std::uint64_t block = 0;
@@ -250,7 +264,7 @@ struct QueuedSend {
     std::chrono::steady_clock::time_point deadline;
     std::shared_ptr<asio::steady_timer> timer;  // a finite timeout that may pass in the queue
 };
-struct SendLane {
+struct SendQueue {
     bool waiting = false;  // its head waits in a worker
     std::deque<QueuedSend> queue;
 };
@@ -407,10 +421,10 @@ private:
     void send_remote_reply(std::uint32_t to, std::uint64_t op, Status st);
     void send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m);
     void serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size);
-    void attempt_remote_send(LaneKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
+    void attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
                              std::chrono::steady_clock::time_point deadline);
-    void next_in_lane(const LaneKey& key);
-    void expire_queued_send(const LaneKey& key, std::uint64_t op);
+    void next_in_queue(const SendKey& key);
+    void expire_queued_send(const SendKey& key, std::uint64_t op);
     void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
     void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                         std::function<Status(channels::Channel&, channels::Timeout)> attempt,
@@ -419,6 +433,19 @@ private:
     void on_remote_cancel(std::uint32_t from, std::uint64_t op);
     Result<tcp::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);
     void stop_waiting_all();
+    /// Where replies to a source (a node, or a lane) go; null once it is gone.
+    tcp::Peer* source_peer(std::uint32_t from);
+    /// The slot of the pool block a payload from that source is being read into.
+    std::uint64_t* incoming_block_of(std::uint32_t from);
+    /// A source is gone: its waiting operations stop, its queued sends and a
+    /// half-read payload are dropped.
+    void drop_source(std::uint32_t from);
+    // lanes (gateway.cpp): a local client asks for one; another node's process uses one
+    void open_lane(std::uint64_t client, wire::Frame&& f);
+    void accept_lane(std::shared_ptr<tcp::Peer> peer);
+    void on_lane_frame(std::uint32_t src, wire::Frame&& f);
+    void close_lane(std::uint32_t src, const std::string& why);
+    void close_all_lanes();
 
     // ---- teardown ----
     void wait_signals();
@@ -493,7 +520,9 @@ private:
     std::unordered_map<std::uint64_t, GatewayOp> gateway_ops_;  // by op id: ours on other nodes
     std::uint64_t next_op_id_ = 1;
     std::map<std::pair<std::uint32_t, std::uint64_t>, Waiting> waiting_;  // (node, op id): theirs on ours
-    std::map<LaneKey, SendLane> send_lanes_;
+    std::map<SendKey, SendQueue> send_queues_;
+    std::map<std::uint32_t, LaneIn> lanes_in_;  // by source id: other nodes' processes using lanes to us
+    std::uint32_t next_lane_source_ = kFirstLaneSource;
 
     std::chrono::steady_clock::time_point gateway_busy_{};  // the last channel-gateway event (the loop spins after it)
     Phase phase_ = Phase::running;

@@ -12,6 +12,10 @@
 // waits on the channel's futex in slices (so it can be cancelled) and posts
 // the result back to the loop. One sender has one operation in flight, so
 // its messages arrive in the order sent.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <spdlog/spdlog.h>
 
 #include "agent.hpp"
@@ -31,6 +35,23 @@ constexpr std::size_t kRemoteInlineMax = 32U << 10;
 constexpr auto kWaitSlice = std::chrono::milliseconds(100);
 /// Operations waiting at once on this node's channels; beyond, callers get Errc::no_space.
 constexpr std::size_t kMaxWaiting = 1024;
+/// Lanes served at once (each is a socket); beyond, processes use the gateway.
+constexpr std::size_t kMaxLanesIn = 4096;
+
+/// A lane lives in a process, where no heartbeat watches it: the kernel gives
+/// up on a silent peer within about the runtime's heartbeat timeout instead.
+void watch_like_a_link(int fd, std::uint32_t heartbeat_timeout_ms) {
+    const int on = 1;
+    const int idle = std::max(1, static_cast<int>(heartbeat_timeout_ms / 3000));
+    const int interval = idle;
+    const int count = 3;
+    const unsigned user_timeout = heartbeat_timeout_ms;
+    (void)::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+    (void)::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
 
 channels::Timeout to_timeout(std::int64_t ns) {
     return ns < 0 ? channels::kForever : channels::Timeout(ns);
@@ -183,49 +204,77 @@ void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
                                            fmt::format("node {} was lost ({}); the message may or may not have arrived",
                                                        node, why),
                                            {}, 0, 0});
+    drop_source(node);
+    // Its processes' lanes to us end with it.
+    std::vector<std::uint32_t> lanes;
+    for (const auto& [src, l] : lanes_in_)
+        if (l.node == node) lanes.push_back(src);
+    for (std::uint32_t src : lanes) close_lane(src, fmt::format("its node {} was lost", node));
+}
+
+void Agent::drop_source(std::uint32_t from) {
     // Its operations on our channels stop waiting.
     for (auto& [key, w] : waiting_)
-        if (key.first == node) w.cancel->store(true);
+        if (key.first == from) w.cancel->store(true);
     // Its sends queued behind a waiting one are dropped.
-    for (auto& [key, lane] : send_lanes_) {
-        if (key.first != node) continue;
-        for (auto& q : lane.queue) {
+    for (auto& [key, sq] : send_queues_) {
+        if (key.first != from) continue;
+        for (auto& q : sq.queue) {
             if (q.timer) q.timer->cancel();
             if (q.block != 0) (void)pool_.free(q.block);
         }
-        lane.queue.clear();
+        sq.queue.clear();
     }
-    std::erase_if(send_lanes_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
-    if (links_[node].incoming_block != 0) {
-        (void)pool_.free(links_[node].incoming_block);
-        links_[node].incoming_block = 0;
+    std::erase_if(send_queues_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
+    if (std::uint64_t* b = incoming_block_of(from); b != nullptr && *b != 0) {
+        (void)pool_.free(*b);
+        *b = 0;
     }
+}
+
+tcp::Peer* Agent::source_peer(std::uint32_t from) {
+    if (is_lane_source(from)) {
+        auto it = lanes_in_.find(from);
+        return it == lanes_in_.end() ? nullptr : it->second.peer.get();
+    }
+    return from < links_.size() ? links_[from].peer.get() : nullptr;
+}
+
+std::uint64_t* Agent::incoming_block_of(std::uint32_t from) {
+    if (is_lane_source(from)) {
+        auto it = lanes_in_.find(from);
+        return it == lanes_in_.end() ? nullptr : &it->second.incoming_block;
+    }
+    return from < links_.size() ? &links_[from].incoming_block : nullptr;
 }
 
 // ---- serving: another node's operation on one of our channels ----------------------
 
 void Agent::send_remote_reply(std::uint32_t to, std::uint64_t op, Status st) {
-    if (to >= links_.size() || !links_[to].peer) return;
+    tcp::Peer* peer = source_peer(to);
+    if (peer == nullptr) return;
     msg::RemoteReply r{op, 0, {}, {}};
     if (!st) {
         r.code = static_cast<std::uint16_t>(st.error().code());
         r.message = st.error().message();
     }
-    links_[to].peer->send(r);
+    peer->send(r);
 }
 
 void Agent::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m) {
-    if (to >= links_.size() || !links_[to].peer) {
-        spdlog::warn("node {}: a message received for node {} is dropped: the link is gone", opts_.node_id, to);
+    tcp::Peer* peer = source_peer(to);
+    if (peer == nullptr) {
+        spdlog::warn("node {}: a message received for {} {} is dropped: its connection is gone", opts_.node_id,
+                     is_lane_source(to) ? "lane" : "node", to);
         return;
     }
     if (m.size() <= kRemoteInlineMax) {
-        links_[to].peer->send(msg::RemoteReply{op, 0, {}, as_string(m.data())});
+        peer->send(msg::RemoteReply{op, 0, {}, as_string(m.data())});
         return;
     }
     // Written from the pool block; the block is freed once the kernel has it.
     auto held = std::make_shared<channels::Message>(std::move(m));
-    links_[to].peer->send_with_payload(msg::RemoteReply{op, 0, {}, {}}, held->data(), [held](const Status&) {});
+    peer->send_with_payload(msg::RemoteReply{op, 0, {}, {}}, held->data(), [held](const Status&) {});
 }
 
 void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size) {
@@ -234,9 +283,9 @@ void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint
         return send_remote_reply(from, m.op_id, make_error(Errc::closed, "node {} is shutting down", opts_.node_id));
     }
     const auto deadline = m.timeout_ns < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::nanoseconds(m.timeout_ns);
-    LaneKey key{from, m.descriptor};
-    auto lane = send_lanes_.find(key);
-    if (lane != send_lanes_.end()) {
+    SendKey key{from, m.descriptor};
+    auto sq = send_queues_.find(key);
+    if (sq != send_queues_.end()) {
         // An earlier send of that node to this channel is waiting for room:
         // this one goes after it (one sender's messages stay in order).
         if (m.timeout_ns == 0) {
@@ -250,13 +299,13 @@ void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint
                 if (!ec) expire_queued_send(key, op);
             });
         }
-        lane->second.queue.push_back(std::move(q));
+        sq->second.queue.push_back(std::move(q));
         return;
     }
     attempt_remote_send(key, std::move(m), block, size, deadline);
 }
 
-void Agent::attempt_remote_send(LaneKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
+void Agent::attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
                                 Clock::time_point deadline) {
     const std::uint32_t from = key.first;
     auto give_back = [&] {
@@ -281,12 +330,12 @@ void Agent::attempt_remote_send(LaneKey key, msg::RemoteSend&& m, std::uint64_t 
         return send_remote_reply(from, m.op_id, std::move(st));
     }
     // Full: wait in a worker; later sends of that node to this channel queue behind it.
-    send_lanes_[key].waiting = true;
+    send_queues_[key].waiting = true;
     auto finish = [this, key, op = m.op_id, block](Status r) {
         if (!r && block != 0) (void)pool_.free(block);
         send_remote_reply(key.first, op, std::move(r));
-        if (auto lane = send_lanes_.find(key); lane != send_lanes_.end()) lane->second.waiting = false;
-        next_in_lane(key);
+        if (auto sq = send_queues_.find(key); sq != send_queues_.end()) sq->second.waiting = false;
+        next_in_queue(key);
     };
     const auto left = deadline == Clock::time_point::max() ? channels::kForever
                                                            : channels::Timeout(deadline - now);
@@ -297,26 +346,26 @@ void Agent::attempt_remote_send(LaneKey key, msg::RemoteSend&& m, std::uint64_t 
                    std::move(finish), false);
 }
 
-void Agent::next_in_lane(const LaneKey& key) {
+void Agent::next_in_queue(const SendKey& key) {
     for (;;) {
-        auto lane = send_lanes_.find(key);
-        if (lane == send_lanes_.end()) return;
-        if (lane->second.waiting) return;
-        if (lane->second.queue.empty()) {
-            send_lanes_.erase(lane);
+        auto sq = send_queues_.find(key);
+        if (sq == send_queues_.end()) return;
+        if (sq->second.waiting) return;
+        if (sq->second.queue.empty()) {
+            send_queues_.erase(sq);
             return;
         }
-        QueuedSend q = std::move(lane->second.queue.front());
-        lane->second.queue.pop_front();
+        QueuedSend q = std::move(sq->second.queue.front());
+        sq->second.queue.pop_front();
         if (q.timer) q.timer->cancel();
         attempt_remote_send(key, std::move(q.m), q.block, q.size, q.deadline);  // may wait again
     }
 }
 
-void Agent::expire_queued_send(const LaneKey& key, std::uint64_t op) {
-    auto lane = send_lanes_.find(key);
-    if (lane == send_lanes_.end()) return;
-    auto& q = lane->second.queue;
+void Agent::expire_queued_send(const SendKey& key, std::uint64_t op) {
+    auto sq = send_queues_.find(key);
+    if (sq == send_queues_.end()) return;
+    auto& q = sq->second.queue;
     for (auto it = q.begin(); it != q.end(); ++it) {
         if (it->m.op_id != op) continue;
         if (it->block != 0) (void)pool_.free(it->block);
@@ -356,7 +405,7 @@ void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Chann
                            std::function<void(Status)> finish, bool capped) {
     const std::pair<std::uint32_t, std::uint64_t> key{from, op};
     // Receives are capped; sends are not: at most one per (node, channel)
-    // waits (the rest queue in its lane), and one that returned to its
+    // waits (the rest queue behind it), and one that returned to its
     // sender must not be dropped.
     if ((capped && waiting_.size() >= kMaxWaiting) || waiting_.contains(key)) {
         Error e = make_error(Errc::no_space, "node {}: {} channel operations are already waiting here", opts_.node_id,
@@ -418,16 +467,21 @@ Result<tcp::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&
     // No channel message is larger than a pool (every node's is the same size).
     if (size > pool_.size())
         return make_error(Errc::protocol, "a payload of {} bytes from node {}: larger than any pool", size, from);
+    if (is_lane_source(from) && header.type != static_cast<std::uint16_t>(msg::Type::remote_send))
+        return make_error(Errc::protocol, "unexpected payload message '{}' ({}) on a lane", msg::type_name(header.type),
+                          header.type);
     switch (static_cast<msg::Type>(header.type)) {
         case msg::Type::remote_send: {
             auto m = DRAGON_TRY(msg::decode_as<msg::RemoteSend>(header));
+            std::uint64_t* slot = incoming_block_of(from);
+            if (slot == nullptr) return make_error(Errc::closed, "source {} is gone", from);
             if (auto b = pool_.allocate(size, channels::kTryOnce)) {
                 // Straight into a block of our pool, then linked into the channel without a copy.
                 const std::uint64_t block = *b;
-                links_[from].incoming_block = block;
+                *slot = block;
                 auto held = std::make_shared<msg::RemoteSend>(std::move(m));
                 return tcp::PayloadSink{{pool_.at(block), size}, {}, [this, from, held, block, size] {
-                                            links_[from].incoming_block = 0;
+                                            if (std::uint64_t* s = incoming_block_of(from)) *s = 0;
                                             serve_remote_send(from, std::move(*held), block, size);
                                         }};
             }
@@ -446,6 +500,127 @@ Result<tcp::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&
             return make_error(Errc::protocol, "unexpected payload message '{}' ({}) from node {}",
                               msg::type_name(header.type), header.type, from);
     }
+}
+
+// ---- lanes: a process's own connection to another node's agent -------------------
+
+void Agent::open_lane(std::uint64_t client, wire::Frame&& f) {
+    auto c = clients_.find(client);
+    if (c == clients_.end()) return;
+    auto conn = c->second.conn;
+    c->second.lane_opener = true;
+    auto answer = [this, client, conn](Errc code, const std::string& why) {
+        spdlog::debug("node {}: no lane for client {}: {}", opts_.node_id, client, why);
+        conn->send(msg::LaneOpened{static_cast<std::uint16_t>(code), why});
+        conn->close_after_flush([this, client] { clients_.erase(client); });
+    };
+    auto m = msg::decode_as<msg::LaneOpen>(f);
+    if (!m) return answer(Errc::protocol, m.error().message());
+    const std::uint32_t node = m->node;
+    if (node == opts_.node_id || node >= opts_.nnodes)
+        return answer(Errc::invalid_argument, fmt::format("no lane to node {}: the run has nodes 0-{} and this is node {}",
+                                                          node, opts_.nnodes - 1, opts_.node_id));
+    if (!accepting_work() || !links_[node].peer)
+        return answer(Errc::closed, fmt::format("node {} is not reachable", node));
+    tcp::Options o;
+    o.bind_address = opts_.address;
+    tcp::connect(io_, links_[node].address, links_[node].port, *opts_.secret, opts_.node_id, node,
+                 [this, client, node, answer](Result<std::shared_ptr<tcp::Peer>> r) {
+                     auto it = clients_.find(client);
+                     if (it == clients_.end()) return;  // it went away: the Peer closes the socket
+                     if (!r) return answer(r.error().code(), r.error().message());
+                     auto fd = (*r)->release_socket();
+                     if (!fd) return answer(fd.error().code(), fd.error().message());
+                     watch_like_a_link(fd->get(), opts_.config.heartbeat_timeout_ms());
+                     auto opener = it->second.conn;
+                     // Nothing else was ever sent on this connection: the frame and the socket go together now.
+                     if (auto st = sys::send_with_fd(opener->socket().native_handle(), wire::frame_of(msg::LaneOpened{}),
+                                                     fd->get(), "handing a lane to a client");
+                         !st)
+                         spdlog::warn("node {}: {}", opts_.node_id, st.error().message());
+                     else
+                         spdlog::debug("node {}: client {} has a lane to node {}", opts_.node_id, client, node);
+                     opener->close();
+                     clients_.erase(it);
+                 },
+                 o);
+}
+
+void Agent::accept_lane(std::shared_ptr<tcp::Peer> peer) {
+    const std::uint32_t node = peer->remote_node_id();
+    if (lanes_in_.size() >= kMaxLanesIn) {
+        peer->start([](wire::Frame&&) {}, [](const Error*) {});
+        peer->send(msg::LaneWelcome{static_cast<std::uint16_t>(Errc::no_space),
+                                    fmt::format("node {} serves {} lanes already", opts_.node_id, lanes_in_.size())});
+        peer->close_after_flush();
+        return;
+    }
+    const std::uint32_t src = next_lane_source_++;
+    if (next_lane_source_ < kFirstLaneSource) next_lane_source_ = kFirstLaneSource;
+    lanes_in_[src] = LaneIn{peer, node, 0, false, 0};
+    peer->start([this, src](wire::Frame&& f) { on_lane_frame(src, std::move(f)); },
+                [this, src](const Error* e) { close_lane(src, e != nullptr ? e->message() : "closed by its process"); },
+                [this, src](wire::Frame&& header, std::uint64_t size) -> Result<tcp::PayloadSink> {
+                    auto it = lanes_in_.find(src);
+                    if (it == lanes_in_.end() || !it->second.greeted)
+                        return make_error(Errc::protocol, "a payload before lane_hello");
+                    gateway_busy_ = std::chrono::steady_clock::now();
+                    return on_link_payload(src, std::move(header), size);
+                });
+}
+
+void Agent::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
+    auto it = lanes_in_.find(src);
+    if (it == lanes_in_.end()) return;
+    LaneIn& l = it->second;
+    auto bad = [&](const std::string& why) {
+        spdlog::warn("node {}: dropping a lane from node {} (puid {}): {}", opts_.node_id, l.node, l.puid, why);
+        close_lane(src, why);
+    };
+    const auto type = static_cast<msg::Type>(f.type);
+    if (!l.greeted) {
+        auto h = msg::decode_as<msg::LaneHello>(f);
+        if (!h) return bad("expected lane_hello: " + h.error().message());
+        if (h->version != msg::kProtocolVersion || h->node_id != l.node)
+            return bad(fmt::format("lane_hello of node {} speaking protocol {} on a connection of node {}", h->node_id,
+                                   h->version, l.node));
+        l.greeted = true;
+        l.puid = h->puid;
+        l.peer->send(msg::LaneWelcome{});
+        spdlog::debug("node {}: lane {} from node {} (puid {})", opts_.node_id, src, l.node, l.puid);
+        return;
+    }
+    gateway_busy_ = std::chrono::steady_clock::now();
+    auto decoded = [&]<class M>(auto&& fn) {
+        auto m = msg::decode_as<M>(f);
+        if (!m) return bad(m.error().message());
+        fn(*m);
+    };
+    switch (type) {
+        case msg::Type::remote_send:
+            return decoded.template operator()<msg::RemoteSend>([&](auto& m) { serve_remote_send(src, std::move(m), 0, 0); });
+        case msg::Type::remote_recv:
+            return decoded.template operator()<msg::RemoteRecv>([&](auto& m) { serve_remote_recv(src, std::move(m)); });
+        case msg::Type::remote_cancel:
+            return decoded.template operator()<msg::RemoteCancel>([&](auto& m) { on_remote_cancel(src, m.op_id); });
+        default:
+            return bad(fmt::format("unexpected message '{}' ({}) on a lane", msg::type_name(f.type), f.type));
+    }
+}
+
+void Agent::close_lane(std::uint32_t src, const std::string& why) {
+    auto it = lanes_in_.find(src);
+    if (it == lanes_in_.end()) return;
+    spdlog::debug("node {}: lane {} from node {} (puid {}) closed: {}", opts_.node_id, src, it->second.node,
+                  it->second.puid, why);
+    drop_source(src);
+    auto peer = std::move(it->second.peer);
+    lanes_in_.erase(it);
+    if (peer) peer->close();
+}
+
+void Agent::close_all_lanes() {
+    while (!lanes_in_.empty()) close_lane(lanes_in_.begin()->first, "this node is shutting down");
 }
 
 void Agent::stop_waiting_all() {

@@ -74,6 +74,10 @@ void Agent::on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled) {
         peer->close();
     };
     if (n >= opts_.nnodes || n == opts_.node_id) return refuse("not a node of this run");
+    // A second connection from a linked node, once the run is up: a process
+    // of that node opening a lane (its agent authenticated it).
+    if (!dialled && links_[n].peer && phase_ != Phase::joining && phase_ != Phase::finishing && phase_ != Phase::done)
+        return accept_lane(std::move(peer));
     if (links_[n].peer || links_[n].lost) return refuse("that node is already connected (or was lost)");
     if (phase_ != Phase::joining) return refuse("the run has started (or is ending): no new nodes");
     // Node 0 accepts everyone; others accept only higher ids (they dial lower ones).

@@ -1,19 +1,29 @@
 // Channels on any node: local ones directly in shared memory, others through
-// the agent's gateway (docs/channels.md). The gateway connection carries many
+// a lane (this process's own TCP connection to the channel's node's agent,
+// which the local agent opens and authenticates) or, without one, through
+// the local agent's gateway (docs/channels.md). Each connection carries many
 // threads' operations at once: each request has an id, one waiting thread at
-// a time reads the socket and hands every reply to the thread it belongs to.
+// a time reads a connection and hands every reply to the thread it belongs to.
 #include "dragon/orchestrator/channel.hpp"
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
+#include <cstdlib>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
+#include "dragon/common/names.hpp"
 #include "dragon/orchestrator/client.hpp"
+#include "dragon/transport/handshake.hpp"
 
 namespace dragon::client {
 
 namespace {
+
+namespace tp = dragon::transport;
 
 std::int64_t to_ns(channels::Timeout t) { return t == channels::kForever ? -1 : std::max<std::int64_t>(0, t.count()); }
 
@@ -22,131 +32,390 @@ std::string encoded(const channels::ChannelDescriptor& d) {
     return {reinterpret_cast<const char*>(e.data()), e.size()};
 }
 
-Status reply_status(const msg::ChanReply& r) {
-    if (r.code == 0) return ok();
-    return Error(static_cast<Errc>(r.code), r.message);
+/// A payload on a lane larger than this is refused (no channel message is
+/// larger than a pool; this only bounds what a broken peer can make us allocate).
+constexpr std::uint64_t kMaxLanePayload = std::uint64_t{1} << 36;
+
+/// Sends every byte of `parts` with gather I/O (MSG_NOSIGNAL), retrying short writes.
+Status send_parts(int fd, std::span<const std::string_view> parts, std::string_view what) {
+    constexpr std::size_t kMaxIov = 64;
+    std::size_t first = 0;
+    std::size_t skip = 0;  // bytes of parts[first] already sent
+    while (first < parts.size()) {
+        iovec iov[kMaxIov];
+        std::size_t n = 0;
+        for (std::size_t i = first; i < parts.size() && n < kMaxIov; ++i) {
+            const std::size_t off = i == first ? skip : 0;
+            if (parts[i].size() == off) continue;
+            iov[n++] = iovec{const_cast<char*>(parts[i].data() + off), parts[i].size() - off};
+        }
+        if (n == 0) break;
+        msghdr m{};
+        m.msg_iov = iov;
+        m.msg_iovlen = n;
+        ssize_t w = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return sys::error_from_errno(what);
+        auto left = static_cast<std::size_t>(w);
+        while (first < parts.size() && left >= parts[first].size() - skip) {
+            left -= parts[first].size() - skip;
+            skip = 0;
+            ++first;
+        }
+        skip += left;
+    }
+    return ok();
+}
+
+/// Reads one whole frame from a blocking socket within `timeout` (a
+/// handshake step: nothing else is in flight), and the descriptor that came
+/// with it if `fd` is given.
+Result<wire::Frame> read_one_frame(int sock, std::chrono::milliseconds timeout, sys::UniqueFd* fd, std::string_view what) {
+    wire::FrameDecoder dec(64U << 10);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto f = dec.next();
+        if (!f) return std::move(f).error().context(what);
+        if (*f) return std::move(**f);
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return make_error(Errc::timeout, "{}: no answer within {} ms", what, timeout.count());
+        pollfd p{sock, POLLIN, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return sys::error_from_errno(what);
+        if (r == 0) continue;
+        char* buf = dec.prepare(4096);
+        std::size_t n = 0;
+        if (fd != nullptr) {
+            n = DRAGON_TRY(sys::recv_with_fd(sock, buf, 4096, *fd, what));
+        } else {
+            const ssize_t got = ::recv(sock, buf, 4096, 0);
+            if (got < 0 && errno == EINTR) continue;
+            if (got < 0) return sys::error_from_errno(what);
+            n = static_cast<std::size_t>(got);
+        }
+        if (n == 0) return make_error(Errc::closed, "{}: the other side closed the connection", what);
+        dec.commit(n);
+    }
+}
+
+struct FrameHead {
+    std::uint16_t type = 0;
+    std::uint32_t length = 0;
+};
+
+Result<FrameHead> parse_head(const char* p) {
+    if (static_cast<std::uint8_t>(p[0]) != wire::kFrameMagic || static_cast<std::uint8_t>(p[1]) != wire::kFrameVersion)
+        return make_error(Errc::protocol, "a lane sent a bad frame header");
+    FrameHead h;
+    h.type = static_cast<std::uint16_t>(static_cast<std::uint8_t>(p[2]) | (static_cast<std::uint8_t>(p[3]) << 8));
+    for (int i = 3; i >= 0; --i) h.length = (h.length << 8) | static_cast<std::uint8_t>(p[4 + i]);
+    return h;
 }
 
 }  // namespace
 
-Gateway::Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool)
-    : fd_(std::move(fd)), welcome_(std::move(w)), pool_(std::move(pool)) {}
+struct Gateway::Conn {
+    sys::UniqueFd fd;
+    bool lane = false;
+    std::uint32_t node = 0;  // a lane's node
+    std::mutex write_mu;
+    // Guarded by the gateway's mu_:
+    bool reading = false;  // one thread reads for all; the others wait on cv_
+    std::optional<Error> broken;
+    std::map<std::uint64_t, std::pair<std::string, std::size_t>> buffered;  // on their way: id -> (descriptor, size)
+    std::size_t buffered_bytes = 0;
+    // Only the reading thread touches these:
+    // the agent's connection: a message received while the pool is full comes
+    // inline and may be as large as a pool.
+    wire::FrameDecoder decoder{std::size_t{1} << 32};
+    // a lane: received, unparsed bytes, and the payload being read
+    std::vector<char> rbuf = std::vector<char>(64U << 10);
+    std::size_t rbeg = 0, rend = 0;
+    bool in_payload = false;
+    std::uint64_t payload_left = 0;  // payload bytes not yet announced by a chunk header
+    std::size_t chunk_left = 0;      // bytes of the current chunk still to come
+    std::uint64_t payload_id = 0;
+    Reply payload_reply;
+    std::size_t payload_off = 0;
+};
+
+Gateway::Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool, std::string socket_name, Puid self)
+    : welcome_(std::move(w)), pool_(std::move(pool)), socket_name_(std::move(socket_name)), self_(self),
+      agent_(std::make_shared<Conn>()) {
+    agent_->fd = std::move(fd);
+    const char* v = std::getenv("DRAGON_CHANNEL_LANES");
+    lanes_enabled_ = v == nullptr || std::strcmp(v, "0") != 0;
+}
 
 Gateway::~Gateway() = default;
 
 Result<std::shared_ptr<Gateway>> Gateway::connect_from_env() {
-    auto s = DRAGON_TRY(Session::connect_from_env());
-    auto pool = DRAGON_TRY(s.attach_pool());
-    return std::shared_ptr<Gateway>(new Gateway(std::move(s.fd_), std::move(s.welcome_), std::move(pool)));
+    const char* sock = std::getenv(names::kEnvAgentSocket);
+    if (sock == nullptr || *sock == '\0')
+        return make_error(Errc::not_found, "{} is not set: this process was not started by Dragon",
+                          names::kEnvAgentSocket);
+    Puid self = 0;
+    if (const char* p = std::getenv(names::kEnvPuid)) self = std::strtoull(p, nullptr, 10);
+    return connect(sock, self);
 }
 
 Result<std::shared_ptr<Gateway>> Gateway::connect(const std::string& socket_name, Puid self) {
     auto s = DRAGON_TRY(Session::connect(socket_name, self));
     auto pool = DRAGON_TRY(s.attach_pool());
-    return std::shared_ptr<Gateway>(new Gateway(std::move(s.fd_), std::move(s.welcome_), std::move(pool)));
+    return std::shared_ptr<Gateway>(
+        new Gateway(std::move(s.fd_), std::move(s.welcome_), std::move(pool), socket_name, self));
 }
 
-Status Gateway::post_request(const std::string& frame) {
-    std::lock_guard wl(write_mu_);
+std::vector<std::uint32_t> Gateway::lane_nodes() {
+    std::lock_guard lk(mu_);
+    std::vector<std::uint32_t> out;
+    for (const auto& [node, c] : lanes_)
+        if (c && !c->broken) out.push_back(node);
+    return out;
+}
+
+// ---- lanes ---------------------------------------------------------------------
+
+std::shared_ptr<Gateway::Conn> Gateway::lane_for(std::uint32_t node) {
+    if (!lanes_enabled_) return nullptr;
+    auto known = [&]() -> std::optional<std::shared_ptr<Conn>> {
+        std::lock_guard lk(mu_);
+        if (auto it = lanes_.find(node); it != lanes_.end()) return it->second;
+        return std::nullopt;
+    };
+    if (auto c = known()) return *c;
+    // The first operation on that node opens it; the others wait, so no
+    // operation to that node goes through the agent while a lane opens (one
+    // sender's messages stay in order).
+    std::lock_guard ol(lane_open_mu_);
+    if (auto c = known()) return *c;
+    auto lane = open_lane(node);
+    std::lock_guard lk(mu_);
+    if (!lane) {
+        spdlog::debug("no lane to node {} (its channels are reached through the agent): {}", node,
+                      lane.error().message());
+        lanes_[node] = nullptr;
+        return nullptr;
+    }
+    lanes_[node] = *lane;
+    return *lane;
+}
+
+Result<std::shared_ptr<Gateway::Conn>> Gateway::open_lane(std::uint32_t node) {
+    const auto what = fmt::format("opening a lane to node {}", node);
+    const auto limit = std::chrono::duration_cast<std::chrono::milliseconds>(kLaneOpenTimeout);
+    // The local agent connects and authenticates as this node, then hands the socket over.
+    auto u = DRAGON_TRY(dial_agent(socket_name_));
+    DRAGON_CHECK(sys::send_all(u.get(), wire::frame_of(msg::LaneOpen{node}), what));
+    sys::UniqueFd sock;
+    auto f = DRAGON_TRY(read_one_frame(u.get(), limit, &sock, what));
+    auto opened = DRAGON_TRY(msg::decode_as<msg::LaneOpened>(f));
+    if (opened.code != 0) return Error(static_cast<Errc>(opened.code), opened.message);
+    if (!sock) return make_error(Errc::protocol, "{}: the agent sent no socket", what);
+    DRAGON_CHECK(sys::set_nonblocking(sock.get(), false));
+    DRAGON_CHECK(sys::send_all(sock.get(), wire::frame_of(msg::LaneHello{msg::kProtocolVersion, node_id(), self_}), what));
+    auto wf = DRAGON_TRY(read_one_frame(sock.get(), limit, nullptr, what));
+    auto welcome = DRAGON_TRY(msg::decode_as<msg::LaneWelcome>(wf));
+    if (welcome.code != 0) return Error(static_cast<Errc>(welcome.code), welcome.message);
+    auto c = std::make_shared<Conn>();
+    c->fd = std::move(sock);
+    c->lane = true;
+    c->node = node;
+    return c;
+}
+
+// ---- both kinds of connection ----------------------------------------------------
+
+Status Gateway::post_request(Conn& c, std::span<const std::string_view> parts) {
+    std::lock_guard wl(c.write_mu);
     {
         std::lock_guard lk(mu_);
-        if (broken_) return *broken_;
+        if (c.broken) return *c.broken;
     }
-    if (auto st = sys::send_all(fd_.get(), frame, "sending to the agent"); !st) {
+    const auto what = c.lane ? fmt::format("sending to node {}", c.node) : std::string("sending to the agent");
+    if (auto st = send_parts(c.fd.get(), parts, what); !st) {
         std::lock_guard lk(mu_);
-        if (!broken_) broken_ = Error(Errc::closed, st.error().message());
+        if (!c.broken) c.broken = Error(Errc::closed, st.error().message());
         cv_.notify_all();
-        return *broken_;
+        return *c.broken;
     }
     return ok();
 }
 
+Status Gateway::read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>& got) {
+    // A bounded wait, so a deadline in the caller's predicate is seen even when no reply comes.
+    pollfd p{c.fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) return ok();
+    if (!c.lane) {
+        constexpr std::size_t kChunk = 64 * 1024;
+        char* buf = c.decoder.prepare(kChunk);
+        const ssize_t n = ::recv(c.fd.get(), buf, kChunk, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) return ok();
+        if (n < 0) return Error(Errc::closed, sys::error_from_errno("reading from the agent").message());
+        if (n == 0) return Error(Errc::closed, "the agent closed the connection");
+        c.decoder.commit(static_cast<std::size_t>(n));
+        for (;;) {
+            auto f = c.decoder.next();
+            if (!f) return std::move(f).error().context("from the agent");
+            if (!*f) return ok();
+            wire::Frame& fr = **f;
+            if (fr.type == static_cast<std::uint16_t>(msg::Type::error_reply)) {
+                auto e = msg::decode_as<msg::ErrorReply>(fr);
+                return e ? Error(static_cast<Errc>(e->code), "agent: " + e->message) : std::move(e).error();
+            }
+            auto r = msg::decode_as<msg::ChanReply>(fr);
+            if (!r) return std::move(r).error().context("from the agent");
+            got.emplace_back(r->request_id, Reply{r->code, std::move(r->message), std::move(r->data), r->block, r->size, {}});
+        }
+    }
+    // A lane: frames and payload chunks; chunk bytes go straight into the payload when nothing is buffered.
+    const auto who = fmt::format("node {}'s lane", c.node);
+    ssize_t n = 0;
+    bool direct = false;
+    if (c.in_payload && c.chunk_left > 0 && c.rbeg == c.rend) {
+        auto& v = *c.payload_reply.payload;
+        n = ::recv(c.fd.get(), v.data() + c.payload_off, c.chunk_left, MSG_DONTWAIT);
+        direct = true;
+    } else {
+        if (c.rbeg > 0) {
+            std::memmove(c.rbuf.data(), c.rbuf.data() + c.rbeg, c.rend - c.rbeg);
+            c.rend -= c.rbeg;
+            c.rbeg = 0;
+        }
+        if (c.rbuf.size() - c.rend < 4096) c.rbuf.resize(c.rbuf.size() * 2);
+        n = ::recv(c.fd.get(), c.rbuf.data() + c.rend, c.rbuf.size() - c.rend, MSG_DONTWAIT);
+    }
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return ok();
+    if (n < 0) return Error(Errc::closed, sys::error_from_errno("reading " + who).message());
+    if (n == 0)
+        return make_error(Errc::closed, "the lane to node {} closed: the node was lost or is shutting down "
+                                        "(a message may or may not have arrived)", c.node);
+    if (direct) {
+        c.payload_off += static_cast<std::size_t>(n);
+        c.chunk_left -= static_cast<std::size_t>(n);
+    } else {
+        c.rend += static_cast<std::size_t>(n);
+    }
+    for (;;) {
+        if (c.in_payload && c.chunk_left == 0 && c.payload_left == 0) {
+            c.in_payload = false;
+            got.emplace_back(c.payload_id, std::move(c.payload_reply));
+            c.payload_reply = Reply{};
+            continue;
+        }
+        const std::size_t avail = c.rend - c.rbeg;
+        if (c.chunk_left > 0) {
+            if (avail == 0) return ok();
+            const std::size_t k = std::min(avail, c.chunk_left);
+            std::memcpy(c.payload_reply.payload->data() + c.payload_off, c.rbuf.data() + c.rbeg, k);
+            c.payload_off += k;
+            c.chunk_left -= k;
+            c.rbeg += k;
+            continue;
+        }
+        if (avail < wire::kFrameHeaderSize) return ok();
+        auto h = DRAGON_TRY(parse_head(c.rbuf.data() + c.rbeg));
+        if (h.type == static_cast<std::uint16_t>(tp::MsgType::payload_chunk)) {
+            if (!c.in_payload || h.length == 0 || h.length > tp::kChunkSize || h.length > c.payload_left)
+                return make_error(Errc::protocol, "{}: a payload chunk of {} bytes out of place", who, h.length);
+            c.rbeg += wire::kFrameHeaderSize;
+            c.chunk_left = h.length;
+            c.payload_left -= h.length;
+            continue;
+        }
+        if (c.in_payload) return make_error(Errc::protocol, "{}: a frame of type {} inside a payload", who, h.type);
+        if (h.length > (std::size_t{64} << 20))
+            return make_error(Errc::protocol, "{}: a frame of {} bytes", who, h.length);
+        if (avail < wire::kFrameHeaderSize + h.length) {
+            if (c.rbuf.size() < wire::kFrameHeaderSize + h.length) c.rbuf.resize(wire::kFrameHeaderSize + h.length);
+            return ok();
+        }
+        std::string_view body(c.rbuf.data() + c.rbeg + wire::kFrameHeaderSize, h.length);
+        c.rbeg += wire::kFrameHeaderSize + h.length;
+        if (h.type == static_cast<std::uint16_t>(tp::MsgType::payload_begin)) {
+            auto pb = DRAGON_TRY(wire::decode_exact<tp::PayloadBegin>(body));
+            if (pb.type != static_cast<std::uint16_t>(msg::Type::remote_reply) || pb.size > kMaxLanePayload)
+                return make_error(Errc::protocol, "{}: a payload of type {} and {} bytes", who, pb.type, pb.size);
+            auto r = DRAGON_TRY(wire::decode_exact<msg::RemoteReply>(pb.header));
+            c.in_payload = true;
+            c.payload_left = pb.size;
+            c.chunk_left = 0;
+            c.payload_off = 0;
+            c.payload_id = r.op_id;
+            c.payload_reply = Reply{r.code, std::move(r.message), {}, 0, 0, std::vector<std::byte>(pb.size)};
+            continue;
+        }
+        if (h.type != static_cast<std::uint16_t>(msg::Type::remote_reply))
+            return make_error(Errc::protocol, "{}: unexpected message type {}", who, h.type);
+        auto r = DRAGON_TRY(wire::decode_exact<msg::RemoteReply>(body));
+        got.emplace_back(r.op_id, Reply{r.code, std::move(r.message), std::move(r.data), 0, 0, {}});
+    }
+}
+
 template <class Pred>
-Status Gateway::wait_for(std::unique_lock<std::mutex>& lk, Pred done) {
+Status Gateway::wait_for(std::unique_lock<std::mutex>& lk, Conn& c, Pred done) {
     for (;;) {
         if (done()) return ok();
-        if (broken_) return *broken_;
-        if (reading_) {
+        if (c.broken) return *c.broken;
+        if (c.reading) {
             cv_.wait(lk);
             continue;
         }
         // This thread reads for everyone until what it waits for is filed.
-        reading_ = true;
+        c.reading = true;
         lk.unlock();
-        std::vector<msg::ChanReply> got;
-        std::optional<Error> failed;
-        constexpr std::size_t kChunk = 64 * 1024;
-        char* buf = decoder_.prepare(kChunk);
-        // A bounded wait, so a deadline in done() is seen even when no reply comes.
-        pollfd p{fd_.get(), POLLIN, 0};
-        const ssize_t n = ::poll(&p, 1, 100) > 0 ? ::recv(fd_.get(), buf, kChunk, MSG_DONTWAIT) : (errno = EAGAIN, -1);
-        if (n < 0 && errno != EINTR && errno != EAGAIN) failed = Error(Errc::closed, sys::error_from_errno("reading from the agent").message());
-        if (n == 0) failed = Error(Errc::closed, "the agent closed the connection");
-        if (n > 0) {
-            decoder_.commit(static_cast<std::size_t>(n));
-            for (;;) {
-                auto f = decoder_.next();
-                if (!f) {
-                    failed = std::move(f).error().context("from the agent");
-                    break;
-                }
-                if (!*f) break;
-                wire::Frame& fr = **f;
-                if (fr.type == static_cast<std::uint16_t>(msg::Type::error_reply)) {
-                    auto e = msg::decode_as<msg::ErrorReply>(fr);
-                    failed = e ? Error(static_cast<Errc>(e->code), "agent: " + e->message) : std::move(e).error();
-                    break;
-                }
-                auto r = msg::decode_as<msg::ChanReply>(fr);
-                if (!r) {
-                    failed = std::move(r).error().context("from the agent");
-                    break;
-                }
-                got.push_back(std::move(*r));
-            }
-        }
+        std::vector<std::pair<std::uint64_t, Reply>> got;
+        Status st = read_some(c, got);
         lk.lock();
-        reading_ = false;
-        for (auto& r : got) {
-            if (auto b = buffered_.find(r.request_id); b != buffered_.end()) {
+        c.reading = false;
+        for (auto& [id, r] : got) {
+            if (auto b = c.buffered.find(id); b != c.buffered.end()) {
                 // A send nobody waits for: keep its failure for the next send to that channel.
                 if (r.code != 0) deferred_.try_emplace(b->second.first, static_cast<Errc>(r.code), r.message);
-                buffered_bytes_ -= b->second.second;
-                buffered_.erase(b);
+                c.buffered_bytes -= b->second.second;
+                c.buffered.erase(b);
                 continue;
             }
-            replies_[r.request_id] = std::move(r);
+            replies_[id] = std::move(r);
         }
-        if (failed && !broken_) broken_ = std::move(failed);
+        if (!st && !c.broken) c.broken = std::move(st).error();
         cv_.notify_all();
     }
 }
 
-Result<msg::ChanReply> Gateway::wait_reply(std::uint64_t id) {
+Result<Gateway::Reply> Gateway::wait_reply(Conn& c, std::uint64_t id) {
     std::unique_lock lk(mu_);
-    DRAGON_CHECK(wait_for(lk, [&] { return replies_.contains(id); }));
+    DRAGON_CHECK(wait_for(lk, c, [&] { return replies_.contains(id); }));
     auto it = replies_.find(id);
-    msg::ChanReply r = std::move(it->second);
+    Reply r = std::move(it->second);
     replies_.erase(it);
+    if (r.code != 0) return Error(static_cast<Errc>(r.code), r.message);
     return r;
 }
 
-void Gateway::forget_buffered(std::uint64_t id) {
+void Gateway::forget_buffered(Conn& c, std::uint64_t id) {
     std::lock_guard lk(mu_);
-    if (auto b = buffered_.find(id); b != buffered_.end()) {
-        buffered_bytes_ -= b->second.second;
-        buffered_.erase(b);
+    if (auto b = c.buffered.find(id); b != c.buffered.end()) {
+        c.buffered_bytes -= b->second.second;
+        c.buffered.erase(b);
     }
     cv_.notify_all();
 }
 
 Status Gateway::flush(channels::Timeout timeout) {
-    std::unique_lock lk(mu_);
     const auto deadline = timeout == channels::kForever ? std::chrono::steady_clock::time_point::max()
                                                         : std::chrono::steady_clock::now() + timeout;
-    DRAGON_CHECK(wait_for(lk, [&] { return buffered_.empty() || std::chrono::steady_clock::now() >= deadline; }));
-    if (!buffered_.empty())
-        return make_error(Errc::timeout, "{} sends are still on their way", buffered_.size());
+    std::unique_lock lk(mu_);
+    std::vector<std::shared_ptr<Conn>> conns{agent_};
+    for (const auto& [node, c] : lanes_)
+        if (c) conns.push_back(c);
+    std::size_t left = 0;
+    for (const auto& c : conns) {
+        DRAGON_CHECK(wait_for(lk, *c, [&] { return c->buffered.empty() || std::chrono::steady_clock::now() >= deadline; }));
+        left += c->buffered.size();
+    }
+    if (left > 0) return make_error(Errc::timeout, "{} sends are still on their way", left);
     if (deferred_.empty()) return ok();
     Error e = deferred_.begin()->second;
     deferred_.clear();
@@ -154,36 +423,78 @@ Status Gateway::flush(channels::Timeout timeout) {
 }
 
 Status Gateway::send(const channels::ChannelDescriptor& d, std::span<const std::byte> data, channels::Timeout timeout) {
-    msg::ChanSend m;
-    m.descriptor = encoded(d);
+    const std::string desc = encoded(d);
+    std::shared_ptr<Conn> lane = lane_for(d.node_id);
+    Conn& c = lane ? *lane : *agent_;
     const bool buffered = timeout == channels::kForever;
+    std::uint64_t id = 0;
     {
         std::unique_lock lk(mu_);
         if (buffered) {
             // On its way without waiting for the remote channel, at most kMaxBuffered at once.
-            DRAGON_CHECK(wait_for(lk, [&] {
-                return buffered_.empty() || (buffered_.size() < kMaxBuffered && buffered_bytes_ + data.size() <= kMaxBufferedBytes);
+            DRAGON_CHECK(wait_for(lk, c, [&] {
+                return c.buffered.empty() ||
+                       (c.buffered.size() < kMaxBuffered && c.buffered_bytes + data.size() <= kMaxBufferedBytes);
             }));
         }
-        if (auto it = deferred_.find(m.descriptor); it != deferred_.end()) {
+        if (auto it = deferred_.find(desc); it != deferred_.end()) {
             Error e = std::move(it->second);  // an earlier send to this channel failed: say so, send nothing
             deferred_.erase(it);
             return e;
         }
-        m.request_id = next_id_++;
+        id = next_id_++;
         if (buffered) {
-            buffered_.emplace(m.request_id, std::make_pair(m.descriptor, data.size()));
-            buffered_bytes_ += data.size();
+            c.buffered.emplace(id, std::make_pair(desc, data.size()));
+            c.buffered_bytes += data.size();
         }
     }
+    const std::string_view bytes(reinterpret_cast<const char*>(data.data()), data.size());
+    if (lane) {
+        // Straight from the caller's memory to the socket: small messages in
+        // the frame, larger ones as a payload in chunk frames (docs/transport.md).
+        if (data.size() <= kInlineMax) {
+            const std::string frame = wire::frame_of(msg::RemoteSend{id, desc, to_ns(timeout), std::string(bytes)});
+            const std::string_view parts[] = {frame};
+            if (auto st = post_request(c, parts); !st) {
+                if (buffered) forget_buffered(c, id);
+                return st;
+            }
+        } else {
+            std::string head = wire::frame_of(tp::PayloadBegin{static_cast<std::uint16_t>(msg::Type::remote_send),
+                                                               data.size(),
+                                                               wire::body_of(msg::RemoteSend{id, desc, to_ns(timeout), {}})});
+            const std::size_t chunks = (data.size() + tp::kChunkSize - 1) / tp::kChunkSize;
+            std::string chunk_heads;
+            std::vector<std::string_view> parts{head};
+            for (std::size_t i = 0; i < chunks; ++i) {
+                const std::size_t n = std::min(tp::kChunkSize, data.size() - i * tp::kChunkSize);
+                wire::append_frame_header(chunk_heads, static_cast<std::uint16_t>(tp::MsgType::payload_chunk), n);
+            }
+            for (std::size_t i = 0; i < chunks; ++i) {
+                const std::size_t n = std::min(tp::kChunkSize, data.size() - i * tp::kChunkSize);
+                parts.emplace_back(chunk_heads.data() + i * wire::kFrameHeaderSize, wire::kFrameHeaderSize);
+                parts.push_back(bytes.substr(i * tp::kChunkSize, n));
+            }
+            if (auto st = post_request(c, parts); !st) {
+                if (buffered) forget_buffered(c, id);
+                return st;
+            }
+        }
+        if (buffered) return ok();
+        if (auto r = wait_reply(c, id); !r) return std::move(r).error();
+        return ok();
+    }
+    msg::ChanSend m;
+    m.request_id = id;
+    m.descriptor = desc;
     const auto start = std::chrono::steady_clock::now();
     if (data.size() <= kInlineMax) {
-        m.data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+        m.data.assign(bytes);
     } else {
         // Through the pool: the agent sends it from there (no copy through the socket).
         auto b = pool_.allocate(data.size(), timeout);
         if (!b) {
-            if (buffered) forget_buffered(m.request_id);
+            if (buffered) forget_buffered(c, id);
             return std::move(b).error().context("sending a large message to another node");
         }
         std::memcpy(pool_.at(*b), data.data(), data.size());
@@ -193,28 +504,32 @@ Status Gateway::send(const channels::ChannelDescriptor& d, std::span<const std::
             timeout = std::max(channels::Timeout(1), timeout - (std::chrono::steady_clock::now() - start));
     }
     m.timeout_ns = to_ns(timeout);
-    if (auto st = post_request(wire::frame_of(m)); !st) {
+    const std::string frame = wire::frame_of(m);
+    const std::string_view parts[] = {frame};
+    if (auto st = post_request(c, parts); !st) {
         if (m.block != 0) (void)pool_.free(m.block);  // the agent never had it
-        if (buffered) forget_buffered(m.request_id);
+        if (buffered) forget_buffered(c, id);
         return st;
     }
     if (buffered) return ok();
     // From here the block is the agent's, whatever happens.
-    auto r = DRAGON_TRY(wait_reply(m.request_id));
-    return reply_status(r);
+    if (auto r = wait_reply(c, id); !r) return std::move(r).error();
+    return ok();
 }
 
-Result<msg::ChanReply> Gateway::recv_reply(const channels::ChannelDescriptor& d, channels::Timeout timeout) {
-    msg::ChanRecv m;
+Result<Gateway::Reply> Gateway::recv_reply(const channels::ChannelDescriptor& d, channels::Timeout timeout) {
+    std::shared_ptr<Conn> lane = lane_for(d.node_id);
+    Conn& c = lane ? *lane : *agent_;
+    std::uint64_t id = 0;
     {
         std::lock_guard lk(mu_);
-        m.request_id = next_id_++;
+        id = next_id_++;
     }
-    m.descriptor = encoded(d);
-    m.timeout_ns = to_ns(timeout);
-    DRAGON_CHECK(post_request(wire::frame_of(m)));
-    auto r = DRAGON_TRY(wait_reply(m.request_id));
-    DRAGON_CHECK(reply_status(r));
+    const std::string frame = lane ? wire::frame_of(msg::RemoteRecv{id, encoded(d), to_ns(timeout)})
+                                   : wire::frame_of(msg::ChanRecv{id, encoded(d), to_ns(timeout)});
+    const std::string_view parts[] = {frame};
+    DRAGON_CHECK(post_request(c, parts));
+    auto r = DRAGON_TRY(wait_reply(c, id));
     if (r.block != 0) {
         auto bs = pool_.block_size(r.block);
         if (!bs || *bs < r.size)
@@ -226,6 +541,10 @@ Result<msg::ChanReply> Gateway::recv_reply(const channels::ChannelDescriptor& d,
 
 Status Gateway::recv(const channels::ChannelDescriptor& d, std::vector<std::byte>& out, channels::Timeout timeout) {
     auto r = DRAGON_TRY(recv_reply(d, timeout));
+    if (r.payload) {
+        out.swap(*r.payload);
+        return ok();
+    }
     if (r.block != 0) {
         auto m = channels::Message::adopt(pool_, r.block, r.size);  // freed when m goes
         out.resize(r.size);
@@ -239,6 +558,7 @@ Status Gateway::recv(const channels::ChannelDescriptor& d, std::vector<std::byte
 
 Result<channels::Message> Gateway::recv_message(const channels::ChannelDescriptor& d, channels::Timeout timeout) {
     auto r = DRAGON_TRY(recv_reply(d, timeout));
+    if (r.payload) return channels::Message::of(std::move(*r.payload));
     if (r.block != 0) return channels::Message::adopt(pool_, r.block, r.size);
     std::vector<std::byte> v(r.data.size());
     if (!r.data.empty()) std::memcpy(v.data(), r.data.data(), r.data.size());

@@ -90,7 +90,7 @@ Result<Session> Session::connect_from_env() {
     return connect(sock, self);
 }
 
-Result<Session> Session::connect(const std::string& socket_name, Puid self) {
+Result<sys::UniqueFd> dial_agent(const std::string& socket_name) {
     std::string name = socket_name.starts_with('@') ? socket_name.substr(1) : socket_name;
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -102,7 +102,11 @@ Result<Session> Session::connect(const std::string& socket_name, Puid self) {
     sys::UniqueFd fd(raw);
     DRAGON_CHECK(sys::call(fmt::format("connecting to the agent at @{}", name),
                            [&] { return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len); }));
-    Session s(std::move(fd), {});
+    return fd;
+}
+
+Result<Session> Session::connect(const std::string& socket_name, Puid self) {
+    Session s(DRAGON_TRY(dial_agent(socket_name)), {});
     s.welcome_ = DRAGON_TRY(s.call<msg::ClientWelcome>(msg::ClientHello{msg::kProtocolVersion, self}));
     return s;
 }

@@ -37,6 +37,16 @@ Peer::~Peer() {
     if (!queue_.empty() || !inflight_done_.empty()) drop_queue(closed_error(name_));
 }
 
+Result<sys::UniqueFd> Peer::release_socket() {
+    if (started_ || closed_ || !queue_.empty() || writing_)
+        return make_error(Errc::invalid_argument, "{}: only a fresh, unused connection can be handed over", name_);
+    asio::error_code ec;
+    const int fd = socket_.release(ec);
+    if (ec) return make_error(Errc::system, "{}: releasing the socket: {}", name_, ec.message());
+    closed_ = true;
+    return sys::UniqueFd(fd);
+}
+
 // ---- sending ---------------------------------------------------------------
 
 std::string& Peer::append_target() {

@@ -41,6 +41,8 @@ enum class Type : std::uint16_t {
     chan_send = 41,
     chan_recv = 42,
     chan_reply = 43,
+    lane_open = 44,
+    lane_opened = 45,
     ok_reply = 62,
     error_reply = 63,
     // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
@@ -65,6 +67,9 @@ enum class Type : std::uint16_t {
     pmi_abort = 113,
     pmix_dmodex_request = 114,
     pmix_dmodex_reply = 115,
+    // a process <-> another node's agent, on a lane (docs/channels.md)
+    lane_hello = 116,
+    lane_welcome = 117,
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's
@@ -455,6 +460,26 @@ struct ChanReply {
     DRAGON_WIRE_FIELDS(request_id, code, message, data, block, size)
 };
 
+/// Client -> agent, the first and only frame of a fresh connection: open a
+/// lane, a TCP connection of the client's own to node `node`'s agent for
+/// channel operations (docs/channels.md). The agent connects and
+/// authenticates it as this node, then hands the socket over.
+struct LaneOpen {
+    static constexpr Type kType = Type::lane_open;
+    std::uint32_t node = 0;
+    DRAGON_WIRE_FIELDS(node)
+};
+
+/// Agent -> client: the answer to lane_open. With `code` 0 the lane's socket
+/// comes with this frame (SCM_RIGHTS); else `code` is a dragon::Errc value
+/// and `message` says why. The agent closes the connection afterwards.
+struct LaneOpened {
+    static constexpr Type kType = Type::lane_opened;
+    std::uint16_t code = 0;
+    std::string message;
+    DRAGON_WIRE_FIELDS(code, message)
+};
+
 /// Agent -> client: the request was carried out.
 struct OkReply {
     static constexpr Type kType = Type::ok_reply;
@@ -699,6 +724,26 @@ struct PmixDmodexReply {
     DRAGON_WIRE_FIELDS(request_id, code, message, data)
 };
 
+/// Client (on node `node_id`) -> node k's agent, the first frame on a lane:
+/// who speaks. Then the lane carries remote_send, remote_recv and
+/// remote_cancel one way and remote_reply the other, as a link does.
+struct LaneHello {
+    static constexpr Type kType = Type::lane_hello;
+    std::uint32_t version = kProtocolVersion;
+    std::uint32_t node_id = 0;
+    std::uint64_t puid = 0;
+    DRAGON_WIRE_FIELDS(version, node_id, puid)
+};
+
+/// Node k's agent -> client: the lane is served (`code` 0), or why not (a
+/// dragon::Errc value and `message`; the agent then closes it).
+struct LaneWelcome {
+    static constexpr Type kType = Type::lane_welcome;
+    std::uint16_t code = 0;
+    std::string message;
+    DRAGON_WIRE_FIELDS(code, message)
+};
+
 /// Every message type, for dispatch and fuzzing.
 using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData, Output, ProcExit, Shutdown, ShutdownDone, StdinAck, GroupStart,
                                GroupStarted, GroupDone, ClientHello, ClientWelcome, ProcQuery, ProcTable, GroupSignal,
@@ -706,7 +751,7 @@ using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData,
                                NodeReady, Heartbeat, ExecMembers, MembersStarted, MembersExited, SignalMembers,
                                RespawnMember, ForgetGroup, ClientRelay, ClientGone, ChanSend, ChanRecv, ChanReply,
                                RemoteSend, RemoteRecv, RemoteReply, RemoteCancel, PmiFence, PmiAbort,
-                               PmixDmodexRequest, PmixDmodexReply>;
+                               PmixDmodexRequest, PmixDmodexReply, LaneOpen, LaneOpened, LaneHello, LaneWelcome>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

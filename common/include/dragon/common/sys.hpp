@@ -60,6 +60,17 @@ Status write_all(int fd, const void* data, std::size_t len);
 /// the process a library lives in. Retries short sends and EINTR.
 Status send_all(int fd, std::string_view data, std::string_view what);
 
+/// Sends `data` with `fd_to_pass` attached (SCM_RIGHTS) on a unix socket,
+/// then the rest of `data` if the first send was short: the descriptor
+/// travels with the first bytes. The socket may be non-blocking (waits with
+/// poll). The caller keeps its own copy of fd_to_pass.
+Status send_with_fd(int sock, std::string_view data, int fd_to_pass, std::string_view what);
+
+/// Receives up to `cap` bytes into `buf` from a unix socket, and the
+/// descriptor sent with them if any (into `fd`, close-on-exec). Returns the
+/// byte count (0: EOF). A second descriptor in one message is closed.
+Result<std::size_t> recv_with_fd(int sock, char* buf, std::size_t cap, UniqueFd& fd, std::string_view what);
+
 /// Reads exactly len bytes from a blocking fd; Errc::closed on EOF before len.
 Status read_exact(int fd, void* data, std::size_t len);
 

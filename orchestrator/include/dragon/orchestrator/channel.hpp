@@ -5,6 +5,7 @@
 // the same blocking, timeout and ordering rules (docs/channels.md).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -62,8 +63,9 @@ public:
     /// Waits up to `timeout` until every send without a timeout has arrived
     /// (or failed); returns the first failure not yet reported, and forgets it.
     Status flush(channels::Timeout timeout = channels::kForever);
-    /// Sends without a timeout on their way at once, per gateway: at most
-    /// this many, and this many bytes (one larger message goes alone).
+    /// Sends without a timeout on their way at once, per connection (the
+    /// agent's, and each lane): at most this many, and this many bytes (one
+    /// larger message goes alone).
     static constexpr std::size_t kMaxBuffered = 64;
     static constexpr std::size_t kMaxBufferedBytes = 8U << 20;
     /// Receives the next message of the channel `d` of another node.
@@ -76,34 +78,59 @@ public:
     /// in a block of the node's pool (no copy through the socket).
     static constexpr std::size_t kInlineMax = 32U << 10;
 
-private:
-    Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool);
-    static Result<std::shared_ptr<Gateway>> greet(sys::UniqueFd fd, Puid self);
-    Status post_request(const std::string& frame);
-    void forget_buffered(std::uint64_t id);
-    Result<msg::ChanReply> wait_reply(std::uint64_t id);
-    /// Sends a chan_recv and waits for its successful reply (a named block checked).
-    Result<msg::ChanReply> recv_reply(const channels::ChannelDescriptor& d, channels::Timeout timeout);
-    /// With mu_ held: waits until done(), reading the socket when no other thread does.
-    template <class Pred>
-    Status wait_for(std::unique_lock<std::mutex>& lk, Pred done);
+    /// Whether operations on another node's channels use lanes (a TCP
+    /// connection of this process's own to that node's agent, opened on first
+    /// use) rather than the local agent. On unless DRAGON_CHANNEL_LANES=0.
+    [[nodiscard]] bool lanes_enabled() const { return lanes_enabled_; }
+    /// Nodes this gateway has a working lane to (for tests and diagnostics).
+    [[nodiscard]] std::vector<std::uint32_t> lane_nodes();
 
-    sys::UniqueFd fd_;
+    /// Lanes wait at most this long for their opening handshake.
+    static constexpr std::chrono::seconds kLaneOpenTimeout{10};
+
+private:
+    /// A reply, from the agent (chan_reply: data inline or in a pool block) or
+    /// from a lane (remote_reply: data inline or a payload read into memory).
+    struct Reply {
+        std::uint16_t code = 0;
+        std::string message;
+        std::string data;
+        std::uint64_t block = 0;
+        std::uint64_t size = 0;
+        std::optional<std::vector<std::byte>> payload;
+    };
+    /// One connection replies come on: the agent's socket, or a lane.
+    struct Conn;
+
+    Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool, std::string socket_name, Puid self);
+    static Result<std::shared_ptr<Gateway>> greet(sys::UniqueFd fd, Puid self);
+    /// The lane to `node` (opened on first use), or null: use the agent.
+    std::shared_ptr<Conn> lane_for(std::uint32_t node);
+    Result<std::shared_ptr<Conn>> open_lane(std::uint32_t node);
+    Status post_request(Conn& c, std::span<const std::string_view> parts);
+    void forget_buffered(Conn& c, std::uint64_t id);
+    Result<Reply> wait_reply(Conn& c, std::uint64_t id);
+    /// Sends a receive request and waits for its successful reply (a named block checked).
+    Result<Reply> recv_reply(const channels::ChannelDescriptor& d, channels::Timeout timeout);
+    /// With mu_ held: waits until done(), reading c's socket when no other thread does.
+    template <class Pred>
+    Status wait_for(std::unique_lock<std::mutex>& lk, Conn& c, Pred done);
+    /// Reads what c's socket has (for up to 100 ms) and files the replies; mu_ not held.
+    Status read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>& got);
+
     msg::ClientWelcome welcome_;
     channels::Pool pool_;
-    std::mutex write_mu_;
-    std::mutex mu_;  // guards everything below
+    std::string socket_name_;
+    Puid self_ = 0;
+    bool lanes_enabled_ = true;
+    std::shared_ptr<Conn> agent_;
+    std::mutex lane_open_mu_;  // one thread opens lanes at a time
+    std::mutex mu_;            // guards what follows and every Conn's shared state
     std::condition_variable cv_;
-    bool reading_ = false;  // one thread reads for all; the others wait on cv_
-    std::optional<Error> broken_;
     std::uint64_t next_id_ = 1;
-    std::map<std::uint64_t, msg::ChanReply> replies_;
-    std::map<std::uint64_t, std::pair<std::string, std::size_t>> buffered_;  // on their way: id -> (descriptor, size)
-    std::size_t buffered_bytes_ = 0;
-    std::map<std::string, Error> deferred_;          // by descriptor: a failed send not yet reported
-    // The agent is the only peer; a message received while the pool is full
-    // comes inline and may be as large as a pool.
-    wire::FrameDecoder decoder_{std::size_t{1} << 32};
+    std::map<std::uint32_t, std::shared_ptr<Conn>> lanes_;  // by node; null: none (opening it failed)
+    std::map<std::uint64_t, Reply> replies_;
+    std::map<std::string, Error> deferred_;  // by descriptor: a failed send not yet reported
 };
 
 /// A channel on any node, by descriptor. Does not own the channel (the

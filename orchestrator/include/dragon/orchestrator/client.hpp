@@ -30,6 +30,10 @@ struct GroupEvents {
 
 /// A greeted connection to the local agent. Move-only; closes on destruction
 /// (which stops every group it started: see docs/procgroup.md).
+/// A connected stream socket to the agent at an abstract socket name
+/// ("@name" or "name"), close-on-exec, blocking, before any greeting.
+Result<sys::UniqueFd> dial_agent(const std::string& socket_name);
+
 class Session {
 public:
     /// Connects to the agent named by DRAGON_AGENT_SOCKET (set by the agent for

@@ -141,6 +141,11 @@ public:
     /// Closes now; queued payloads' done handlers get Errc::closed.
     void close();
     [[nodiscard]] bool is_open() const { return !closed_; }
+    /// Takes the authenticated socket out of a Peer that was never started
+    /// and has sent nothing, to hand it to another process (a lane,
+    /// docs/channels.md); the Peer is closed afterwards. The descriptor is
+    /// close-on-exec and still non-blocking.
+    Result<sys::UniqueFd> release_socket();
 
     [[nodiscard]] std::uint32_t remote_node_id() const { return remote_node_id_; }
     [[nodiscard]] const asio::ip::tcp::endpoint& remote_endpoint() const { return remote_; }
