@@ -593,11 +593,14 @@ int main(int argc, char** argv) {
     const std::string how = c.stream_threads == 1
                                 ? std::string("one at a time")
                                 : "from " + std::to_string(c.stream_threads) + " threads at once";
+    const char* lanes = std::getenv("DRAGON_CHANNEL_LANES");
+    const bool via_lane = lanes == nullptr || std::strcmp(lanes, "0") != 0;
     std::printf(
-        "dragon: a member on each node sends to the inbox on the other node (gateway -> agent -> transport "
-        "-> agent) and receives on its own inbox (shared memory), default sends (no timeout), %d round trips, "
+        "dragon: a member on each node sends to the inbox on the other node (%s) and receives on its own inbox (shared memory), default sends (no timeout), %d round trips, "
         "%d x 1 MiB %s + ack, received once by copying out (recv) and once in place (recv_message); "
         "raw: 2 processes, blocking TCP %s -> %s, TCP_NODELAY, same script\n",
+        via_lane ? "over its lane: TCP straight to the other node's agent"
+                 : "DRAGON_CHANNEL_LANES=0: gateway -> agent -> transport -> agent",
         c.rtt_iters, c.big_msgs, how.c_str(), c.client_ip.c_str(), c.server_ip.c_str());
     for (std::size_t i = 0; i < layouts.size(); ++i) {
         const Results d = combine(dragons[i]), r = combine(raws[i]);

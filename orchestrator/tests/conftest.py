@@ -12,7 +12,7 @@ BIN = BUILD / "bin"
 ORCH = str(BIN / "dragon-orchestrate")
 PY = "/usr/bin/python3"
 # `gateway_probe basic` prints one "ok"/"FAILED" line per check; fewer means it stopped early.
-GATEWAY_PROBE_BASIC_CHECKS = 15
+GATEWAY_PROBE_BASIC_CHECKS = 16
 
 
 def shm_entries():

@@ -166,6 +166,24 @@ int basic() {
     check(in_order && gw0->flush(10s) && c1.queued() == 0,
           "40 default sends to a full remote channel return at once and arrive in order as it drains; "
           "a timed send queued behind them times out unsent");
+    // The same from a process that leaves at once: what it was told is on
+    // its way still arrives, in order (its lane or gateway connection is gone).
+    {
+        auto leaver = must(cl::Gateway::connect(node_socket(0), 0), "a second gateway on node 0");
+        auto to1_again = must(cl::ChannelRef::open(leaver, c1.descriptor()), "open");
+        for (int i = 0; i < 4; ++i) (void)to1_again.send(small);
+        for (int i = 0; i < 40; ++i) {
+            const std::string m = "left " + std::to_string(i);
+            (void)to1_again.send(std::as_bytes(std::span(m)));
+        }
+    }  // the gateway (and any lane) closes here, with sends still queued at node 1
+    bool arrived = true;
+    for (int i = 0; i < 4; ++i) arrived &= static_cast<bool>(c1.recv(out, 10s));
+    for (int i = 0; i < 40; ++i) {
+        arrived &= c1.recv(out, 10s) && std::string(reinterpret_cast<const char*>(out.data()), out.size()) ==
+                                            "left " + std::to_string(i);
+    }
+    check(arrived && c1.queued() == 0, "40 default sends of a process that then leaves still arrive, in order");
     ch::ChannelDescriptor gone = c1.descriptor();
     gone.channel_id += 1;
     auto stale = must(cl::ChannelRef::open(gw0, gone), "open");

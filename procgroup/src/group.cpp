@@ -29,9 +29,9 @@ void GroupTracker::started(std::uint32_t rank, Puid puid, std::int32_t pid) {
     m.history.push_back(puid);
 }
 
-Action GroupTracker::start_failed(std::uint32_t rank, std::string error, int sys_errno) {
+Action GroupTracker::start_failed(std::uint32_t rank, std::string error, int sys_errno, msg::FailKind kind) {
     if (rank < members_.size()) members_[rank].state = MemberState::exited;
-    if (!failure_) failure_ = Failure{rank, 0, {}, std::move(error), sys_errno, msg::FailKind::not_started};
+    if (!failure_) failure_ = Failure{rank, 0, {}, std::move(error), sys_errno, kind};
     if (state_ == GroupState::running) state_ = GroupState::stopping;
     return after_exit();
 }

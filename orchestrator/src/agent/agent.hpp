@@ -272,6 +272,7 @@ struct SendQueue {
 /// Another node's channel operation waiting on one of ours in a worker thread.
 struct Waiting {
     std::shared_ptr<std::atomic<bool>> cancel;
+    bool is_send = false;  // a send carries on when a lane's process leaves (it was on its way)
     std::function<void(Status)> finish;  // on the loop, with the result
     std::thread thread;
 };
@@ -437,9 +438,11 @@ private:
     tcp::Peer* source_peer(std::uint32_t from);
     /// The slot of the pool block a payload from that source is being read into.
     std::uint64_t* incoming_block_of(std::uint32_t from);
-    /// A source is gone: its waiting operations stop, its queued sends and a
-    /// half-read payload are dropped.
-    void drop_source(std::uint32_t from);
+    /// A source is gone: a half-read payload is dropped, and its waiting
+    /// receives stop. A lost node's sends stop and are dropped too; a lane's
+    /// process that left had been told its sends were on their way, so those
+    /// carry on (as a gateway client's do when it leaves).
+    void drop_source(std::uint32_t from, bool keep_sends);
     // lanes (gateway.cpp): a local client asks for one; another node's process uses one
     void open_lane(std::uint64_t client, wire::Frame&& f);
     void accept_lane(std::shared_ptr<tcp::Peer> peer);

@@ -204,7 +204,7 @@ void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
                                            fmt::format("node {} was lost ({}); the message may or may not have arrived",
                                                        node, why),
                                            {}, 0, 0});
-    drop_source(node);
+    drop_source(node, false);
     // Its processes' lanes to us end with it.
     std::vector<std::uint32_t> lanes;
     for (const auto& [src, l] : lanes_in_)
@@ -212,10 +212,15 @@ void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
     for (std::uint32_t src : lanes) close_lane(src, fmt::format("its node {} was lost", node));
 }
 
-void Agent::drop_source(std::uint32_t from) {
+void Agent::drop_source(std::uint32_t from, bool keep_sends) {
+    if (std::uint64_t* b = incoming_block_of(from); b != nullptr && *b != 0) {
+        (void)pool_.free(*b);
+        *b = 0;
+    }
     // Its operations on our channels stop waiting.
     for (auto& [key, w] : waiting_)
-        if (key.first == from) w.cancel->store(true);
+        if (key.first == from && !(keep_sends && w.is_send)) w.cancel->store(true);
+    if (keep_sends) return;
     // Its sends queued behind a waiting one are dropped.
     for (auto& [key, sq] : send_queues_) {
         if (key.first != from) continue;
@@ -226,10 +231,6 @@ void Agent::drop_source(std::uint32_t from) {
         sq.queue.clear();
     }
     std::erase_if(send_queues_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
-    if (std::uint64_t* b = incoming_block_of(from); b != nullptr && *b != 0) {
-        (void)pool_.free(*b);
-        *b = 0;
-    }
 }
 
 tcp::Peer* Agent::source_peer(std::uint32_t from) {
@@ -418,6 +419,7 @@ void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Chann
                                                         : std::chrono::steady_clock::now() + timeout;
     Waiting& w = waiting_[key];
     w.cancel = cancel;
+    w.is_send = !capped;
     w.finish = std::move(finish);
     w.thread = std::thread([this, key, cancel, deadline, ch = std::move(ch), attempt = std::move(attempt)]() mutable {
         Status st = ok();
@@ -613,7 +615,7 @@ void Agent::close_lane(std::uint32_t src, const std::string& why) {
     if (it == lanes_in_.end()) return;
     spdlog::debug("node {}: lane {} from node {} (puid {}) closed: {}", opts_.node_id, src, it->second.node,
                   it->second.puid, why);
-    drop_source(src);
+    drop_source(src, true);
     auto peer = std::move(it->second.peer);
     lanes_in_.erase(it);
     if (peer) peer->close();

@@ -209,7 +209,8 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
     // group_started always precedes group_done, even when nothing could start.
     if (!group.starting()) send_to_owner(owner, msg::GroupStarted{req.request_id, id, {}, group.warnings, group.members});
     for (auto [rank, node] : unavailable) {
-        apply(group, group.tracker.start_failed(rank, fmt::format("node {} is not available", node)));
+        apply(group, group.tracker.start_failed(rank, fmt::format("node {} is not available (it was lost)", node), 0,
+                                                msg::FailKind::lost));
         if (!groups_.contains(id)) return;
     }
     if (!group.starting()) maybe_finish_group(group);

@@ -234,11 +234,11 @@ private:
                     std::fprintf(stderr, "dragon-orchestrate: error: rank %u (puid %llu) %s\n", d.fail_rank,
                                  static_cast<unsigned long long>(d.fail_puid), d.fail_error.c_str());
                     group_exit_code_ = d.fail_status.shell_code() != 0 ? d.fail_status.shell_code() : 1;
-                } else if (!d.fail_error.empty() && d.fail_puid != 0) {
-                    // It ran, then the runtime lost it (its node went away).
+                } else if (d.fail_kind == msg::FailKind::lost || (!d.fail_error.empty() && d.fail_puid != 0)) {
+                    // The runtime lost it (its node went away), before or after it started.
                     std::fprintf(stderr, "dragon-orchestrate: error: %s%s\n",
                                  opts_.total_ranks() > 1 ? fmt::format("rank {}: ", d.fail_rank).c_str() : "",
-                                 d.fail_error.c_str());
+                                 d.fail_error.empty() ? "its node was lost" : d.fail_error.c_str());
                     group_exit_code_ = kExitRuntimeFailure;
                 } else if (!d.fail_error.empty()) {
                     std::fprintf(stderr, "dragon-orchestrate: error: %s%s\n",

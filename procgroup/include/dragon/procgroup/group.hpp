@@ -66,7 +66,8 @@ public:
     /// Rank `rank` now runs as `puid`/`pid`.
     void started(std::uint32_t rank, Puid puid, std::int32_t pid);
     /// Rank `rank` could not be started; the group fails (and the rest must stop).
-    Action start_failed(std::uint32_t rank, std::string error, int sys_errno = 0);
+    Action start_failed(std::uint32_t rank, std::string error, int sys_errno = 0,
+                        msg::FailKind kind = msg::FailKind::not_started);
     /// The process `puid` ended. Unknown puids (not current members) are ignored.
     Action exited(Puid puid, msg::ExitStatus status);
     /// The same, with the rank known (no search). A non-empty `error` makes
