@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import BIN, GATEWAY_PROBE_BASIC_CHECKS, dead_entries, read_line_with_timeout, run, shm_entries, start
+from conftest import (BIN, GATEWAY_PROBE_BASIC_CHECKS, dead_entries, pid_alive, read_line_with_timeout, run,
+                      shm_entries, start, wait_gone)
 
 from test_multinode import agent_of_node
 
@@ -43,6 +44,34 @@ def test_the_same_through_the_agents_without_lanes():
     assert len(lines) == GATEWAY_PROBE_BASIC_CHECKS, lines
     assert "ok DRAGON_CHANNEL_LANES=0: no lane" in out, out
     assert r.returncode == 0, r.stderr
+
+
+def test_a_receive_on_a_lane_to_a_silent_node_ends_when_the_node_is_declared_lost():
+    """node 1's agent stopped, not dead: its kernel keeps the lane's socket
+    up, so only node 0's agent, which declares node 1 lost by heartbeat,
+    can end the receive (it shuts down the lane it handed out)."""
+    fe = start(["run", *V2, "--heartbeat-timeout", "1", "--", str(BIN / "gateway_probe"), "lost"])
+    victim = None
+    try:
+        line = read_line_with_timeout(fe.stdout, 30)
+        assert line == "waiting\n", line
+        time.sleep(0.3)
+        victim = agent_of_node(fe.pid, 1)
+        assert victim
+        os.kill(victim, signal.SIGSTOP)  # alive but silent, as behind a cut link
+        out, err = fe.communicate(timeout=60)
+        out = line + out.decode()
+        assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
+        assert "the lane to node 1 closed" in out, out
+        assert re.search(rb"node 1 \(.*\) lost: no word for 1\.\d s", err), err
+        assert fe.returncode == 0, err
+        assert wait_gone(victim)
+    finally:
+        if fe.poll() is None:
+            os.killpg(fe.pid, signal.SIGKILL)
+            fe.wait()
+        if victim and pid_alive(victim):
+            os.kill(victim, signal.SIGKILL)
 
 
 def test_a_receive_waiting_on_a_lost_node_through_the_gateway():

@@ -800,6 +800,7 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
         c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
         c->close_after_flush([this, id] { on_client_closed(id); });  // its groups are orphaned as on any close
     };
+    if (cl.lane_opener) return;  // it asked for a lane; the answer is all it gets
     if (!cl.greeted) {
         if (f.type == static_cast<std::uint16_t>(msg::Type::lane_open)) return open_lane(id, std::move(f));
         auto hello = msg::decode_as<msg::ClientHello>(f);

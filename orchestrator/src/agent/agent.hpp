@@ -216,7 +216,7 @@ struct Client {
     bool greeted = false;
     Puid puid = 0;
     int pid = 0;
-    bool lane_opener = false;  // a connection that only asked for a lane (no client behind it)
+    bool lane_opener = false;  // a connection that only asked for a lane (no client behind it; nothing more is read)
 };
 
 /// A process of another node that operates on this node's channels over a
@@ -272,7 +272,7 @@ struct SendQueue {
 /// Another node's channel operation waiting on one of ours in a worker thread.
 struct Waiting {
     std::shared_ptr<std::atomic<bool>> cancel;
-    bool is_send = false;  // a send carries on when a lane's process leaves (it was on its way)
+    bool carries_on = false;  // a send without a timeout: it goes on when a lane's process leaves (it was on its way)
     std::function<void(Status)> finish;  // on the loop, with the result
     std::thread thread;
 };
@@ -427,9 +427,10 @@ private:
     void next_in_queue(const SendKey& key);
     void expire_queued_send(const SendKey& key, std::uint64_t op);
     void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
+    /// capped: a receive (counted against kMaxWaiting); carries_on: a send without a timeout.
     void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                         std::function<Status(channels::Channel&, channels::Timeout)> attempt,
-                        std::function<void(Status)> finish, bool capped);
+                        std::function<void(Status)> finish, bool capped, bool carries_on);
     void end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st);
     void on_remote_cancel(std::uint32_t from, std::uint64_t op);
     Result<tcp::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);
@@ -439,16 +440,20 @@ private:
     /// The slot of the pool block a payload from that source is being read into.
     std::uint64_t* incoming_block_of(std::uint32_t from);
     /// A source is gone: a half-read payload is dropped, and its waiting
-    /// receives stop. A lost node's sends stop and are dropped too; a lane's
-    /// process that left had been told its sends were on their way, so those
-    /// carry on (as a gateway client's do when it leaves).
+    /// operations stop and its queued sends are dropped, except (keep_sends:
+    /// a lane's process left) sends without a timeout, which the process was
+    /// told were on their way and so carry on, as a gateway client's do.
     void drop_source(std::uint32_t from, bool keep_sends);
     // lanes (gateway.cpp): a local client asks for one; another node's process uses one
     void open_lane(std::uint64_t client, wire::Frame&& f);
     void accept_lane(std::shared_ptr<tcp::Peer> peer);
     void on_lane_frame(std::uint32_t src, wire::Frame&& f);
-    void close_lane(std::uint32_t src, const std::string& why);
+    void close_lane(std::uint32_t src, const std::string& why, bool keep_sends);
     void close_all_lanes();
+    /// Keeps a duplicate of a lane handed to local process `pid`, so the loss
+    /// of its node can end it (shutdown), until the process exits (pidfd).
+    void keep_lane_out(int pid, std::uint32_t node, int fd);
+    void end_lanes_out(std::uint32_t node);
 
     // ---- teardown ----
     void wait_signals();
@@ -526,6 +531,13 @@ private:
     std::map<SendKey, SendQueue> send_queues_;
     std::map<std::uint32_t, LaneIn> lanes_in_;  // by source id: other nodes' processes using lanes to us
     std::uint32_t next_lane_source_ = kFirstLaneSource;
+    /// Lanes handed to local processes, by pid: a duplicate of each socket
+    /// (by remote node), and the process's pidfd, readable when it exits.
+    struct LanesOut {
+        std::unique_ptr<asio::posix::stream_descriptor> pidfd;
+        std::vector<std::pair<std::uint32_t, sys::UniqueFd>> lanes;
+    };
+    std::map<int, LanesOut> lanes_out_;
 
     std::chrono::steady_clock::time_point gateway_busy_{};  // the last channel-gateway event (the loop spins after it)
     Phase phase_ = Phase::running;

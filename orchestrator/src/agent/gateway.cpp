@@ -12,9 +12,12 @@
 // waits on the channel's futex in slices (so it can be cancelled) and posts
 // the result back to the loop. One sender has one operation in flight, so
 // its messages arrive in the order sent.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
@@ -205,11 +208,14 @@ void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
                                                        node, why),
                                            {}, 0, 0});
     drop_source(node, false);
-    // Its processes' lanes to us end with it.
+    // Its processes' lanes to us end with it (what they sent may or may not arrive).
     std::vector<std::uint32_t> lanes;
     for (const auto& [src, l] : lanes_in_)
         if (l.node == node) lanes.push_back(src);
-    for (std::uint32_t src : lanes) close_lane(src, fmt::format("its node {} was lost", node));
+    for (std::uint32_t src : lanes) close_lane(src, fmt::format("its node {} was lost", node), false);
+    // Our processes' lanes to it end now, even if its agent is only silent
+    // (a stopped agent's kernel would keep their sockets open).
+    end_lanes_out(node);
 }
 
 void Agent::drop_source(std::uint32_t from, bool keep_sends) {
@@ -219,16 +225,16 @@ void Agent::drop_source(std::uint32_t from, bool keep_sends) {
     }
     // Its operations on our channels stop waiting.
     for (auto& [key, w] : waiting_)
-        if (key.first == from && !(keep_sends && w.is_send)) w.cancel->store(true);
-    if (keep_sends) return;
+        if (key.first == from && !(keep_sends && w.carries_on)) w.cancel->store(true);
     // Its sends queued behind a waiting one are dropped.
     for (auto& [key, sq] : send_queues_) {
         if (key.first != from) continue;
-        for (auto& q : sq.queue) {
+        std::erase_if(sq.queue, [&](QueuedSend& q) {
+            if (keep_sends && q.m.timeout_ns < 0) return false;
             if (q.timer) q.timer->cancel();
             if (q.block != 0) (void)pool_.free(q.block);
-        }
-        sq.queue.clear();
+            return true;
+        });
     }
     std::erase_if(send_queues_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
 }
@@ -344,7 +350,7 @@ void Agent::attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_t 
                    [block, size, data = std::move(m.data)](channels::Channel& c, channels::Timeout t) {
                        return block != 0 ? c.send_block(block, size, t) : c.send(as_bytes(data), t);
                    },
-                   std::move(finish), false);
+                   std::move(finish), false, m.timeout_ns < 0);
 }
 
 void Agent::next_in_queue(const SendKey& key) {
@@ -398,12 +404,12 @@ void Agent::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
                        *message = std::move(*r);
                        return ok();
                    },
-                   std::move(finish), true);
+                   std::move(finish), true, false);
 }
 
 void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                            std::function<Status(channels::Channel&, channels::Timeout)> attempt,
-                           std::function<void(Status)> finish, bool capped) {
+                           std::function<void(Status)> finish, bool capped, bool carries_on) {
     const std::pair<std::uint32_t, std::uint64_t> key{from, op};
     // Receives are capped; sends are not: at most one per (node, channel)
     // waits (the rest queue behind it), and one that returned to its
@@ -419,7 +425,7 @@ void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Chann
                                                         : std::chrono::steady_clock::now() + timeout;
     Waiting& w = waiting_[key];
     w.cancel = cancel;
-    w.is_send = !capped;
+    w.carries_on = carries_on;
     w.finish = std::move(finish);
     w.thread = std::thread([this, key, cancel, deadline, ch = std::move(ch), attempt = std::move(attempt)]() mutable {
         Status st = ok();
@@ -531,6 +537,8 @@ void Agent::open_lane(std::uint64_t client, wire::Frame&& f) {
                      auto it = clients_.find(client);
                      if (it == clients_.end()) return;  // it went away: the Peer closes the socket
                      if (!r) return answer(r.error().code(), r.error().message());
+                     if (!accepting_work() || !links_[node].peer)
+                         return answer(Errc::closed, fmt::format("node {} is not reachable", node));
                      auto fd = (*r)->release_socket();
                      if (!fd) return answer(fd.error().code(), fd.error().message());
                      watch_like_a_link(fd->get(), opts_.config.heartbeat_timeout_ms());
@@ -540,8 +548,10 @@ void Agent::open_lane(std::uint64_t client, wire::Frame&& f) {
                                                      fd->get(), "handing a lane to a client");
                          !st)
                          spdlog::warn("node {}: {}", opts_.node_id, st.error().message());
-                     else
+                     else {
                          spdlog::debug("node {}: client {} has a lane to node {}", opts_.node_id, client, node);
+                         keep_lane_out(it->second.pid, node, fd->get());
+                     }
                      opener->close();
                      clients_.erase(it);
                  },
@@ -561,7 +571,9 @@ void Agent::accept_lane(std::shared_ptr<tcp::Peer> peer) {
     if (next_lane_source_ < kFirstLaneSource) next_lane_source_ = kFirstLaneSource;
     lanes_in_[src] = LaneIn{peer, node, 0, false, 0};
     peer->start([this, src](wire::Frame&& f) { on_lane_frame(src, std::move(f)); },
-                [this, src](const Error* e) { close_lane(src, e != nullptr ? e->message() : "closed by its process"); },
+                [this, src](const Error* e) {
+                    close_lane(src, e != nullptr ? e->message() : "closed by its process", true);
+                },
                 [this, src](wire::Frame&& header, std::uint64_t size) -> Result<tcp::PayloadSink> {
                     auto it = lanes_in_.find(src);
                     if (it == lanes_in_.end() || !it->second.greeted)
@@ -577,7 +589,7 @@ void Agent::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
     LaneIn& l = it->second;
     auto bad = [&](const std::string& why) {
         spdlog::warn("node {}: dropping a lane from node {} (puid {}): {}", opts_.node_id, l.node, l.puid, why);
-        close_lane(src, why);
+        close_lane(src, why, true);
     };
     const auto type = static_cast<msg::Type>(f.type);
     if (!l.greeted) {
@@ -610,19 +622,47 @@ void Agent::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
     }
 }
 
-void Agent::close_lane(std::uint32_t src, const std::string& why) {
+void Agent::close_lane(std::uint32_t src, const std::string& why, bool keep_sends) {
     auto it = lanes_in_.find(src);
     if (it == lanes_in_.end()) return;
     spdlog::debug("node {}: lane {} from node {} (puid {}) closed: {}", opts_.node_id, src, it->second.node,
                   it->second.puid, why);
-    drop_source(src, true);
+    drop_source(src, keep_sends);
     auto peer = std::move(it->second.peer);
     lanes_in_.erase(it);
     if (peer) peer->close();
 }
 
 void Agent::close_all_lanes() {
-    while (!lanes_in_.empty()) close_lane(lanes_in_.begin()->first, "this node is shutting down");
+    while (!lanes_in_.empty()) close_lane(lanes_in_.begin()->first, "this node is shutting down", false);
+    lanes_out_.clear();  // our duplicates only: the processes' lanes end with the other agents
+}
+
+void Agent::keep_lane_out(int pid, std::uint32_t node, int fd) {
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return;
+    sys::UniqueFd copy(dup);
+    auto it = lanes_out_.find(pid);
+    if (it == lanes_out_.end()) {
+        const int pfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        if (pfd < 0) return;  // gone already (or no pidfd): its lane ends with its socket alone
+        auto sd = std::make_unique<asio::posix::stream_descriptor>(io_, pfd);
+        sd->async_wait(asio::posix::descriptor_base::wait_read, [this, pid](const asio::error_code& ec) {
+            if (!ec) lanes_out_.erase(pid);  // it exited: drop our duplicates
+        });
+        it = lanes_out_.emplace(pid, LanesOut{std::move(sd), {}}).first;
+    }
+    it->second.lanes.emplace_back(node, std::move(copy));
+}
+
+void Agent::end_lanes_out(std::uint32_t node) {
+    for (auto& [pid, out] : lanes_out_) {
+        std::erase_if(out.lanes, [&](auto& l) {
+            if (l.first != node) return false;
+            (void)::shutdown(l.second.get(), SHUT_RDWR);  // the process's reads end, its writes fail
+            return true;
+        });
+    }
 }
 
 void Agent::stop_waiting_all() {

@@ -185,10 +185,17 @@ std::shared_ptr<Gateway::Conn> Gateway::lane_for(std::uint32_t node) {
         return std::nullopt;
     };
     if (auto c = known()) return *c;
-    // The first operation on that node opens it; the others wait, so no
-    // operation to that node goes through the agent while a lane opens (one
-    // sender's messages stay in order).
-    std::lock_guard ol(lane_open_mu_);
+    // The first operation on that node opens it; the others on that node
+    // wait, so none goes through the agent while a lane opens (one sender's
+    // messages stay in order). Other nodes' lanes open meanwhile.
+    std::shared_ptr<std::mutex> opening;
+    {
+        std::lock_guard lk(mu_);
+        auto& m = lane_opening_[node];
+        if (!m) m = std::make_shared<std::mutex>();
+        opening = m;
+    }
+    std::lock_guard ol(*opening);
     if (auto c = known()) return *c;
     auto lane = open_lane(node);
     std::lock_guard lk(mu_);
@@ -328,7 +335,13 @@ Status Gateway::read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>&
         if (h.length > (std::size_t{64} << 20))
             return make_error(Errc::protocol, "{}: a frame of {} bytes", who, h.length);
         if (avail < wire::kFrameHeaderSize + h.length) {
-            if (c.rbuf.size() < wire::kFrameHeaderSize + h.length) c.rbuf.resize(wire::kFrameHeaderSize + h.length);
+            if (c.rbuf.size() < wire::kFrameHeaderSize + h.length) {
+                try {
+                    c.rbuf.resize(wire::kFrameHeaderSize + h.length);
+                } catch (const std::bad_alloc&) {
+                    return make_error(Errc::no_space, "{}: no memory for a frame of {} bytes", who, h.length);
+                }
+            }
             return ok();
         }
         std::string_view body(c.rbuf.data() + c.rbeg + wire::kFrameHeaderSize, h.length);
@@ -343,7 +356,11 @@ Status Gateway::read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>&
             c.chunk_left = 0;
             c.payload_off = 0;
             c.payload_id = r.op_id;
-            c.payload_reply = Reply{r.code, std::move(r.message), {}, 0, 0, std::vector<std::byte>(pb.size)};
+            try {
+                c.payload_reply = Reply{r.code, std::move(r.message), {}, 0, 0, std::vector<std::byte>(pb.size)};
+            } catch (const std::bad_alloc&) {
+                return make_error(Errc::no_space, "{}: no memory for a message of {} bytes", who, pb.size);
+            }
             continue;
         }
         if (h.type != static_cast<std::uint16_t>(msg::Type::remote_reply))

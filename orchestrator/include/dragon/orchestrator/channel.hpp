@@ -1,8 +1,10 @@
 // Channels anywhere in the runtime. A channel lives in one node's pool; its
 // descriptor names that node. On the caller's own node a ChannelRef uses the
 // channel directly through shared memory; on another node every operation goes
-// through the local agent's gateway, the transport and the remote agent, with
-// the same blocking, timeout and ordering rules (docs/channels.md).
+// over a lane (the process's own connection to that node's agent, opened by
+// its local agent) or, without one, through the local agent's gateway, the
+// transport and the remote agent, with the same blocking, timeout and
+// ordering rules (docs/channels.md).
 #pragma once
 
 #include <chrono>
@@ -85,7 +87,8 @@ public:
     /// Nodes this gateway has a working lane to (for tests and diagnostics).
     [[nodiscard]] std::vector<std::uint32_t> lane_nodes();
 
-    /// Lanes wait at most this long for their opening handshake.
+    /// Each of the two steps of opening a lane (the local agent's answer, then
+    /// the remote agent's welcome) waits at most this long.
     static constexpr std::chrono::seconds kLaneOpenTimeout{10};
 
 private:
@@ -124,11 +127,11 @@ private:
     Puid self_ = 0;
     bool lanes_enabled_ = true;
     std::shared_ptr<Conn> agent_;
-    std::mutex lane_open_mu_;  // one thread opens lanes at a time
-    std::mutex mu_;            // guards what follows and every Conn's shared state
+    std::mutex mu_;  // guards what follows and every Conn's shared state
     std::condition_variable cv_;
     std::uint64_t next_id_ = 1;
     std::map<std::uint32_t, std::shared_ptr<Conn>> lanes_;  // by node; null: none (opening it failed)
+    std::map<std::uint32_t, std::shared_ptr<std::mutex>> lane_opening_;  // by node: held while its lane opens
     std::map<std::uint64_t, Reply> replies_;
     std::map<std::string, Error> deferred_;  // by descriptor: a failed send not yet reported
 };
