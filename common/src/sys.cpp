@@ -59,20 +59,10 @@ Status send_with_fd(int sock, std::string_view data, int fd_to_pass, std::string
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     std::memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
-    for (;;) {
-        const ssize_t n = ::sendmsg(sock, &m, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) {
-            pollfd p{sock, POLLOUT, 0};
-            if (::poll(&p, 1, -1) < 0 && errno != EINTR) return error_from_errno(what);
-            continue;
-        }
-        if (n < 0) return error_from_errno(what);
-        data.remove_prefix(static_cast<std::size_t>(n));
-        break;
-    }
+    bool attached = false;  // the descriptor went with the first bytes sent
     while (!data.empty()) {
-        const ssize_t n = ::send(sock, data.data(), data.size(), MSG_NOSIGNAL);
+        iov = iovec{const_cast<char*>(data.data()), data.size()};
+        const ssize_t n = attached ? ::send(sock, data.data(), data.size(), MSG_NOSIGNAL) : ::sendmsg(sock, &m, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) {
             pollfd p{sock, POLLOUT, 0};
@@ -80,6 +70,7 @@ Status send_with_fd(int sock, std::string_view data, int fd_to_pass, std::string
             continue;
         }
         if (n < 0) return error_from_errno(what);
+        attached = true;
         data.remove_prefix(static_cast<std::size_t>(n));
     }
     return ok();

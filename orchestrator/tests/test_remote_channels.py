@@ -46,52 +46,52 @@ def test_the_same_through_the_agents_without_lanes():
     assert r.returncode == 0, r.stderr
 
 
-def test_a_receive_on_a_lane_to_a_silent_node_ends_when_the_node_is_declared_lost():
-    """node 1's agent stopped, not dead: its kernel keeps the lane's socket
-    up, so only node 0's agent, which declares node 1 lost by heartbeat,
-    can end the receive (it shuts down the lane it handed out)."""
-    fe = start(["run", *V2, "--heartbeat-timeout", "1", "--", str(BIN / "gateway_probe"), "lost"])
+def lose_node_1_under_a_receive(sig, args=(), env=None):
+    """gateway_probe lost: node 0 waits in a receive on node 1's channel;
+    node 1's agent gets `sig`. Returns (stdout, stderr) once the run ended,
+    after the probe's own check passed."""
+    fe = start(["run", *V2, *args, "--", str(BIN / "gateway_probe"), "lost"], env=env)
     victim = None
     try:
         line = read_line_with_timeout(fe.stdout, 30)
         assert line == "waiting\n", line
-        time.sleep(0.3)
+        time.sleep(0.3)  # the receive is waiting on node 1 now
         victim = agent_of_node(fe.pid, 1)
         assert victim
-        os.kill(victim, signal.SIGSTOP)  # alive but silent, as behind a cut link
+        os.kill(victim, sig)
         out, err = fe.communicate(timeout=60)
         out = line + out.decode()
         assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
-        assert "the lane to node 1 closed" in out, out
-        assert re.search(rb"node 1 \(.*\) lost: no word for 1\.\d s", err), err
+        # The head ran on node 0 and handled the loss itself, so the run ends with its code.
         assert fe.returncode == 0, err
         assert wait_gone(victim)
+        return out, err
     finally:
-        if fe.poll() is None:
+        if fe.poll() is None:  # a failed check must not leave the run behind
             os.killpg(fe.pid, signal.SIGKILL)
             fe.wait()
         if victim and pid_alive(victim):
             os.kill(victim, signal.SIGKILL)
 
 
+def test_a_receive_waiting_on_a_lost_node_ends_with_an_error():
+    out, err = lose_node_1_under_a_receive(signal.SIGKILL)
+    assert "the lane to node 1 closed" in out, out  # the process saw node 1's agent go itself
+    assert b"node 1 (" in err and b"lost" in err, err
+
+
+def test_a_receive_on_a_lane_to_a_silent_node_ends_when_the_node_is_declared_lost():
+    """node 1's agent stopped, not dead: its kernel keeps the lane's socket
+    up, so only node 0's agent, which declares node 1 lost by heartbeat,
+    can end the receive (it shuts down the lane it handed out)."""
+    out, err = lose_node_1_under_a_receive(signal.SIGSTOP, ["--heartbeat-timeout", "1"])
+    assert "the lane to node 1 closed" in out, out
+    assert re.search(rb"node 1 \(.*\) lost: no word for 1\.\d s", err), err
+
+
 def test_a_receive_waiting_on_a_lost_node_through_the_gateway():
-    fe = start(["run", *V2, "--", str(BIN / "gateway_probe"), "lost"], env={"DRAGON_CHANNEL_LANES": "0"})
-    try:
-        line = read_line_with_timeout(fe.stdout, 30)
-        assert line == "waiting\n", line
-        time.sleep(0.3)
-        victim = agent_of_node(fe.pid, 1)
-        assert victim
-        os.kill(victim, signal.SIGKILL)
-        out, err = fe.communicate(timeout=30)
-        out = line + out.decode()
-        assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
-        assert "node 1 was lost" in out, out  # the local agent's report
-        assert fe.returncode == 0, err
-    finally:
-        if fe.poll() is None:
-            os.killpg(fe.pid, signal.SIGKILL)
-            fe.wait()
+    out, _ = lose_node_1_under_a_receive(signal.SIGKILL, env={"DRAGON_CHANNEL_LANES": "0"})
+    assert "node 1 was lost" in out, out  # the local agent's report
 
 
 def test_bad_requests_get_reasons_and_the_agent_keeps_serving():
@@ -102,23 +102,3 @@ def test_bad_requests_get_reasons_and_the_agent_keeps_serving():
     assert r.returncode == 0, r.stderr
 
 
-def test_a_receive_waiting_on_a_lost_node_ends_with_an_error():
-    fe = start(["run", *V2, "--", str(BIN / "gateway_probe"), "lost"])
-    try:
-        line = read_line_with_timeout(fe.stdout, 30)
-        assert line == "waiting\n", line
-        time.sleep(0.3)  # the receive is waiting on node 1 now
-        victim = agent_of_node(fe.pid, 1)
-        assert victim
-        os.kill(victim, signal.SIGKILL)
-        out, err = fe.communicate(timeout=30)
-        out = line + out.decode()
-        assert "ok a receive waiting on a lost node ends with closed" in out, out + err.decode()
-        assert "the lane to node 1 closed" in out, out  # the process saw node 1's agent go itself
-        assert b"node 1 (" in err and b"lost" in err, err
-        # The head ran on node 0 and handled the loss itself, so the run ends with its code.
-        assert fe.returncode == 0, err
-    finally:
-        if fe.poll() is None:  # a failed check must not leave the run behind
-            fe.send_signal(signal.SIGTERM)
-            fe.communicate(timeout=30)

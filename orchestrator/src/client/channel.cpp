@@ -15,7 +15,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "dragon/common/names.hpp"
 #include "dragon/orchestrator/client.hpp"
 #include "dragon/transport/handshake.hpp"
 
@@ -151,12 +150,7 @@ Gateway::Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool, st
 Gateway::~Gateway() = default;
 
 Result<std::shared_ptr<Gateway>> Gateway::connect_from_env() {
-    const char* sock = std::getenv(names::kEnvAgentSocket);
-    if (sock == nullptr || *sock == '\0')
-        return make_error(Errc::not_found, "{} is not set: this process was not started by Dragon",
-                          names::kEnvAgentSocket);
-    Puid self = 0;
-    if (const char* p = std::getenv(names::kEnvPuid)) self = std::strtoull(p, nullptr, 10);
+    auto [sock, self] = DRAGON_TRY(agent_from_env());
     return connect(sock, self);
 }
 

@@ -80,13 +80,18 @@ std::uint64_t Session::stdin_unacked(Puid puid) const {
     return it == stdin_unacked_.end() ? 0 : it->second;
 }
 
-Result<Session> Session::connect_from_env() {
+Result<std::pair<std::string, Puid>> agent_from_env() {
     const char* sock = std::getenv(names::kEnvAgentSocket);
     if (sock == nullptr || *sock == '\0')
         return make_error(Errc::not_found, "{} is not set: this process was not started by Dragon",
                           names::kEnvAgentSocket);
     Puid self = 0;
     if (const char* p = std::getenv(names::kEnvPuid)) self = std::strtoull(p, nullptr, 10);
+    return std::make_pair(std::string(sock), self);
+}
+
+Result<Session> Session::connect_from_env() {
+    auto [sock, self] = DRAGON_TRY(agent_from_env());
     return connect(sock, self);
 }
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dragon/channels/pool.hpp"
@@ -30,6 +31,10 @@ struct GroupEvents {
 
 /// A greeted connection to the local agent. Move-only; closes on destruction
 /// (which stops every group it started: see docs/procgroup.md).
+/// The agent this process was started under (DRAGON_AGENT_SOCKET) and its
+/// own puid (DRAGON_PUID, 0 if unset). Errc::not_found outside Dragon.
+Result<std::pair<std::string, Puid>> agent_from_env();
+
 /// A connected stream socket to the agent at an abstract socket name
 /// ("@name" or "name"), close-on-exec, blocking, before any greeting.
 Result<sys::UniqueFd> dial_agent(const std::string& socket_name);
