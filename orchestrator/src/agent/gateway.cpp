@@ -578,7 +578,9 @@ void Agent::accept_lane(std::shared_ptr<tcp::Peer> peer) {
                     auto it = lanes_in_.find(src);
                     if (it == lanes_in_.end() || !it->second.greeted)
                         return make_error(Errc::protocol, "a payload before lane_hello");
-                    gateway_busy_ = std::chrono::steady_clock::now();
+                    // No polling after a large message (unlike a frame): a
+                    // wake-up is small against its transfer, and the cpu is
+                    // what the receiver needs to take it (docs/runtime.md).
                     return on_link_payload(src, std::move(header), size);
                 });
 }
