@@ -37,9 +37,7 @@ void FrameDecoder::feed(std::string_view bytes) {
     commit(bytes.size());
 }
 
-Result<std::optional<Frame>> FrameDecoder::next() {
-    if (end_ - begin_ < kFrameHeaderSize) return std::optional<Frame>{};
-    const char* h = buf_.get() + begin_;
+Result<FrameHeader> parse_frame_header(const char* h, std::size_t max_body) {
     const auto magic = static_cast<std::uint8_t>(h[0]);
     const auto version = static_cast<std::uint8_t>(h[1]);
     if (magic != kFrameMagic) return make_error(Errc::protocol, "bad frame magic 0x{:02x}", magic);
@@ -47,10 +45,19 @@ Result<std::optional<Frame>> FrameDecoder::next() {
         return make_error(Errc::protocol, "unsupported frame version {} (this side speaks {})", version,
                           kFrameVersion);
     Reader r(h + 2, 6);
-    const auto type = r.scalar<std::uint16_t>();
-    const auto len = r.scalar<std::uint32_t>();
-    if (len > max_body_)
-        return make_error(Errc::too_large, "frame body of {} bytes exceeds the limit of {}", len, max_body_);
+    FrameHeader fh;
+    fh.type = r.scalar<std::uint16_t>();
+    fh.length = r.scalar<std::uint32_t>();
+    if (fh.length > max_body)
+        return make_error(Errc::too_large, "frame of type {} with a body of {} bytes exceeds the limit of {}",
+                          fh.type, fh.length, max_body);
+    return fh;
+}
+
+Result<std::optional<Frame>> FrameDecoder::next() {
+    if (end_ - begin_ < kFrameHeaderSize) return std::optional<Frame>{};
+    const char* h = buf_.get() + begin_;
+    const auto [type, len] = DRAGON_TRY(parse_frame_header(h, max_body_));
     if (end_ - begin_ < kFrameHeaderSize + len) return std::optional<Frame>{};
     Frame f;
     f.type = type;

@@ -98,20 +98,6 @@ Result<wire::Frame> read_one_frame(int sock, std::chrono::milliseconds timeout, 
     }
 }
 
-struct FrameHead {
-    std::uint16_t type = 0;
-    std::uint32_t length = 0;
-};
-
-Result<FrameHead> parse_head(const char* p) {
-    if (static_cast<std::uint8_t>(p[0]) != wire::kFrameMagic || static_cast<std::uint8_t>(p[1]) != wire::kFrameVersion)
-        return make_error(Errc::protocol, "a lane sent a bad frame header");
-    FrameHead h;
-    h.type = static_cast<std::uint16_t>(static_cast<std::uint8_t>(p[2]) | (static_cast<std::uint8_t>(p[3]) << 8));
-    for (int i = 3; i >= 0; --i) h.length = (h.length << 8) | static_cast<std::uint8_t>(p[4 + i]);
-    return h;
-}
-
 }  // namespace
 
 struct Gateway::Conn {
@@ -316,7 +302,7 @@ Status Gateway::read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>&
             continue;
         }
         if (avail < wire::kFrameHeaderSize) return ok();
-        auto h = DRAGON_TRY(parse_head(c.rbuf.data() + c.rbeg));
+        auto h = DRAGON_TRY(wire::parse_frame_header(c.rbuf.data() + c.rbeg, std::size_t{64} << 20));
         if (h.type == static_cast<std::uint16_t>(tp::MsgType::payload_chunk)) {
             if (!c.in_payload || h.length == 0 || h.length > tp::kChunkSize || h.length > c.payload_left)
                 return make_error(Errc::protocol, "{}: a payload chunk of {} bytes out of place", who, h.length);
@@ -326,8 +312,6 @@ Status Gateway::read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>&
             continue;
         }
         if (c.in_payload) return make_error(Errc::protocol, "{}: a frame of type {} inside a payload", who, h.type);
-        if (h.length > (std::size_t{64} << 20))
-            return make_error(Errc::protocol, "{}: a frame of {} bytes", who, h.length);
         if (avail < wire::kFrameHeaderSize + h.length) {
             if (c.rbuf.size() < wire::kFrameHeaderSize + h.length) {
                 try {

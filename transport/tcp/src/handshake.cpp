@@ -173,21 +173,4 @@ std::string Handshake::reject_frame(const Error& why) {
     return transport_frame(PeerReject{.code = static_cast<std::uint16_t>(why.code()), .reason = std::move(reason)});
 }
 
-Result<FrameHeader> parse_frame_header(const char* h, std::size_t max_body) {
-    const auto magic = static_cast<std::uint8_t>(h[0]);
-    const auto version = static_cast<std::uint8_t>(h[1]);
-    if (magic != wire::kFrameMagic) return make_error(Errc::protocol, "bad frame magic 0x{:02x}", magic);
-    if (version != wire::kFrameVersion)
-        return make_error(Errc::protocol, "unsupported frame version {} (this side speaks {})", version,
-                          wire::kFrameVersion);
-    wire::Reader r(h + 2, 6);
-    FrameHeader fh;
-    fh.type = r.scalar<std::uint16_t>();
-    fh.length = r.scalar<std::uint32_t>();
-    if (fh.length > max_body)
-        return make_error(Errc::too_large, "frame of type {} with a body of {} bytes exceeds the limit of {}",
-                          fh.type, fh.length, max_body);
-    return fh;
-}
-
 }  // namespace dragon::transport

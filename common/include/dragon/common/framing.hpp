@@ -25,6 +25,16 @@ struct Frame {
     std::string body;
 };
 
+/// A validated frame header.
+struct FrameHeader {
+    std::uint16_t type = 0;
+    std::uint32_t length = 0;
+};
+
+/// Checks the kFrameHeaderSize bytes at `h`: magic, frame version, body
+/// length at most `max_body` (Errc::protocol, Errc::too_large).
+Result<FrameHeader> parse_frame_header(const char* h, std::size_t max_body);
+
 /// Appends a frame header for a body of `body_len` bytes to `out`.
 void append_frame_header(std::string& out, std::uint16_t type, std::size_t body_len);
 

@@ -146,14 +146,8 @@ private:
     Nonce peer_nonce_{};
 };
 
-/// A validated frame header.
-struct FrameHeader {
-    std::uint16_t type = 0;
-    std::uint32_t length = 0;
-};
-
-/// Checks the 8 header bytes at `h`: magic, frame version, body length at most `max_body`.
-Result<FrameHeader> parse_frame_header(const char* h, std::size_t max_body);
+using wire::FrameHeader;
+using wire::parse_frame_header;
 
 /// One complete frame carrying `msg` (transport message types).
 template <class M>
