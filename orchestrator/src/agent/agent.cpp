@@ -70,6 +70,11 @@ Result<std::array<sys::UniqueFd, 2>> make_pipe() {
 
 Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
     : opts_(std::move(opts)),
+      frontend_routes_(kFrontEndRoutes, opts_.node_id == 0),
+      client_routes_(kClientRoutes, opts_.node_id == 0),
+      owner_routes_(kOwnerRoutes, opts_.node_id == 0),
+      node_routes_(kNodeRoutes, opts_.node_id == 0),
+      lane_routes_(kLaneRoutes, opts_.node_id == 0),
       lock_(std::move(lock)),
       pool_(std::move(pool)),
       client_acceptor_(io_),
@@ -80,6 +85,7 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
       join_timer_(io_),
       peers_done_timer_(io_),
       puids_(puid_allocator(opts_.node_id)) {
+    bind_routes();
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     hostname_ = host;
@@ -168,6 +174,7 @@ Result<std::unique_ptr<Agent>> Agent::create(AgentOptions opts) {
         (void)a->lock_.remove_node_segments();
         return e;
     };
+    if (auto st = a->check_routes(); !st) return undo(std::move(st).error());
     if (auto st = a->open_client_socket(); !st) return undo(std::move(st).error());
     if (a->opts_.nnodes > 1) {
         a->opts_.listen_fd = listen_fd.release();
@@ -286,26 +293,6 @@ void Agent::reserve_pool_step(std::size_t offset) {
 }
 
 // ---- front end (node 0) -----------------------------------------------------------
-
-void Agent::on_frontend_frame(wire::Frame&& f) {
-    switch (static_cast<msg::Type>(f.type)) {
-        case msg::Type::group_start:
-            if (auto m = msg::decode_as<msg::GroupStart>(f)) return handle_group_start(*m, Owner{0, 0});
-            else return spdlog::error("bad group_start frame: {}", m.error().message());
-        case msg::Type::stdin_data:
-            if (auto m = msg::decode_as<msg::StdinData>(f)) return route_stdin(std::move(*m), Owner{0, 0});
-            else return spdlog::error("bad stdin frame: {}", m.error().message());
-        case msg::Type::shutdown:
-            if (auto m = msg::decode_as<msg::Shutdown>(f)) {
-                return begin_stop(m->force, m->patience_ms, m->force ? "forced shutdown" : "shutdown");
-            } else {
-                spdlog::error("bad shutdown frame: {}", m.error().message());
-                return begin_stop(false, opts_.config.patience_ms(), "bad shutdown frame");
-            }
-        default:
-            spdlog::error("unexpected message '{}' ({}) from the front end", msg::type_name(f.type), f.type);
-    }
-}
 
 void Agent::on_frontend_closed(const Error* e) {
     frontend_lost_ = true;
@@ -795,11 +782,7 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
     if (it == clients_.end()) return;
     Client& cl = it->second;
     auto c = cl.conn;
-    auto refuse = [&](Errc code, std::string why) {
-        spdlog::warn("{}: {}", c->name(), why);
-        c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
-        c->close_after_flush([this, id] { on_client_closed(id); });  // its groups are orphaned as on any close
-    };
+    auto refuse = [&](Errc code, std::string why) { refuse_client(id, code, std::move(why)); };
     if (cl.lane_opener) return;  // it asked for a lane; the answer is all it gets
     if (!cl.greeted) {
         if (f.type == static_cast<std::uint16_t>(msg::Type::lane_open)) return open_lane(id, std::move(f));
@@ -814,32 +797,8 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
                                    static_cast<std::int32_t>(::getpid())});
         return;
     }
-    switch (static_cast<msg::Type>(f.type)) {
-        case msg::Type::proc_query: {  // this node's processes
-            if (auto q = msg::decode_as<msg::ProcQuery>(f); !q) return refuse(Errc::protocol, q.error().message());
-            msg::ProcTable t;
-            for (const auto& [puid, p] : procs_) t.procs.push_back({puid, p->pid, p->state, p->status, p->argv});
-            return c->send(t);
-        }
-        case msg::Type::group_start:
-        case msg::Type::group_signal:
-        case msg::Type::group_stop:
-        case msg::Type::group_close:
-        case msg::Type::group_query:
-        case msg::Type::stdin_data:
-            // Groups are the global services' business: node 0 answers, wherever the client is.
-            if (auto st = msg::validate(f); !st) return refuse(Errc::protocol, st.error().message());
-            if (is_head()) return on_client_request(Owner{0, id}, std::move(f));
-            if (!links_[0].peer || !accepting_work())
-                return c->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::closed),
-                                               "node 0 is not reachable: the run is ending"});
-            return send_to_node(0, msg::ClientRelay{id, f.type, std::move(f.body)});
-        case msg::Type::chan_send:
-        case msg::Type::chan_recv:
-            return on_chan_request(id, std::move(f));
-        default:
-            refuse(Errc::protocol, fmt::format("unexpected message '{}' ({})", msg::type_name(f.type), f.type));
-    }
+    if (auto st = client_routes_.dispatch(Sender::client, id, std::move(f)); !st)
+        refuse(Errc::protocol, st.error().message());
 }
 
 void Agent::on_client_closed(std::uint64_t id) {

@@ -36,6 +36,8 @@
 #include <asio.hpp>
 
 #include "../runtime/connection.hpp"
+#include "agent_main.hpp"
+#include "dispatch.hpp"
 #include "../runtime/node_lock.hpp"
 #include "dragon/channels/channel.hpp"
 #include "dragon/channels/pool.hpp"
@@ -53,30 +55,6 @@
 namespace dragon::agent {
 namespace pg = dragon::procgroup;
 namespace tcp = dragon::transport::tcp;
-
-struct AgentOptions {
-    explicit AgentOptions(RunId r) : run(std::move(r)) {}
-    RunId run;
-    std::uint32_t node_id = 0;
-    int control_fd = -1;  // node 0: connected stream socket to the front end (owned by the agent)
-    Config config;
-    // Several nodes: every agent has a listener and the run's secret; node k
-    // > 0 joins by dialling node 0.
-    std::uint32_t nnodes = 1;
-    std::string address;     // this node's listen address
-    int listen_fd = -1;      // a listening socket bound by the launcher (else the agent binds address:0)
-    std::string head_address;  // node k > 0: where node 0 listens
-    std::uint16_t head_port = 0;
-    std::optional<transport::RunSecret> secret;
-    std::chrono::seconds join_timeout{20};  // all nodes linked within this, or the run fails
-    std::uint32_t cpu_limit = 0;  // a batch system granted this many cpus here (0: all the topology allows)
-    std::vector<int> cpus;        // run on these cpus only, and so do its processes (empty: as started)
-};
-
-/// Sets up the agent's logging, creates it and runs it to the end; returns
-/// the process exit code. The body of dragon-agent, and of the front end's
-/// forked children under the local and virtual launchers.
-int agent_main(AgentOptions opts);
 
 /// Who owns a group: the front end (node 0, client 0) or a local client of
 /// some node's agent.
@@ -298,6 +276,16 @@ private:
     void reserve_pool_step(std::size_t offset);
     [[nodiscard]] bool is_head() const { return opts_.node_id == 0; }
     [[nodiscard]] bool accepting_work() const { return phase_ == Phase::running; }
+    /// Binds a handler to every route of this agent's role (routes.hpp).
+    void bind_routes();
+    /// Every route has a handler (a start-up check: a route without one is a bug).
+    [[nodiscard]] Status check_routes() const;
+    [[nodiscard]] Sender node_sender(std::uint32_t from) const {
+        return from == opts_.node_id ? Sender::self : from == 0 ? Sender::head : Sender::node;
+    }
+    void refuse_client(std::uint64_t id, Errc code, std::string why);
+    void on_node_ready(std::uint32_t from);
+    void relay_to_client(const msg::ClientRelay& m);
 
     // ---- front end (node 0) ----
     void on_frontend_frame(wire::Frame&& f);
@@ -392,6 +380,10 @@ private:
     void close_group(std::uint64_t group_id);
     void fail_lost_node(std::uint32_t node, const std::string& why);
     void on_client_request(Owner who, wire::Frame&& f);
+    void query_group(Owner who, const msg::GroupQuery& m);
+    void signal_group(Owner who, const msg::GroupSignal& m);
+    void stop_group_request(Owner who, const msg::GroupStop& m);
+    void close_group_request(Owner who, const msg::GroupClose& m);
     void on_owner_gone(Owner who);
     Group* owned_group(Owner who, std::uint64_t group_id);
     msg::GroupStatus group_status(const Group& g);
@@ -470,6 +462,12 @@ private:
 
     asio::io_context io_;
     AgentOptions opts_;
+    // Who may send what (routes.hpp), and the handlers: one table per kind of connection.
+    Dispatcher<Owner> frontend_routes_;
+    Dispatcher<std::uint64_t> client_routes_;
+    Dispatcher<Owner> owner_routes_;  // node 0: clients' group requests, local or relayed
+    Dispatcher<std::uint32_t> node_routes_;
+    Dispatcher<std::uint32_t> lane_routes_;
     rt::NodeLock lock_;
     channels::Pool pool_;  // the node's pool: channels of this node live in it
     bool pool_reservation_started_ = false;

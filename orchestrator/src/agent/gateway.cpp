@@ -593,7 +593,6 @@ void Agent::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
         spdlog::warn("node {}: dropping a lane from node {} (puid {}): {}", opts_.node_id, l.node, l.puid, why);
         close_lane(src, why, true);
     };
-    const auto type = static_cast<msg::Type>(f.type);
     if (!l.greeted) {
         auto h = msg::decode_as<msg::LaneHello>(f);
         if (!h) return bad("expected lane_hello: " + h.error().message());
@@ -606,22 +605,7 @@ void Agent::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
         spdlog::debug("node {}: lane {} from node {} (puid {})", opts_.node_id, src, l.node, l.puid);
         return;
     }
-    gateway_busy_ = std::chrono::steady_clock::now();
-    auto decoded = [&]<class M>(auto&& fn) {
-        auto m = msg::decode_as<M>(f);
-        if (!m) return bad(m.error().message());
-        fn(*m);
-    };
-    switch (type) {
-        case msg::Type::remote_send:
-            return decoded.template operator()<msg::RemoteSend>([&](auto& m) { serve_remote_send(src, std::move(m), 0, 0); });
-        case msg::Type::remote_recv:
-            return decoded.template operator()<msg::RemoteRecv>([&](auto& m) { serve_remote_recv(src, std::move(m)); });
-        case msg::Type::remote_cancel:
-            return decoded.template operator()<msg::RemoteCancel>([&](auto& m) { on_remote_cancel(src, m.op_id); });
-        default:
-            return bad(fmt::format("unexpected message '{}' ({}) on a lane", msg::type_name(f.type), f.type));
-    }
+    if (auto st = lane_routes_.dispatch(Sender::lane, src, std::move(f)); !st) bad(st.error().message());
 }
 
 void Agent::close_lane(std::uint32_t src, const std::string& why, bool keep_sends) {

@@ -422,75 +422,51 @@ Group* Agent::owned_group(Owner who, std::uint64_t group_id) {
     return it->second.get();
 }
 
-void Agent::on_client_request(Owner who, wire::Frame&& f) {
-    auto reply_error = [&](const Error& e) {
-        send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(e.code()), e.message()});
-    };
-    auto bad = [&](const Error& e) {
-        spdlog::warn("client {} of node {}: {}", who.client, who.node, e.message());
-        reply_error(e);
-    };
-    switch (static_cast<msg::Type>(f.type)) {
-        case msg::Type::group_start: {
-            auto m = msg::decode_as<msg::GroupStart>(f);
-            if (!m) return bad(m.error());
-            return handle_group_start(*m, who);
-        }
-        case msg::Type::stdin_data: {
-            auto m = msg::decode_as<msg::StdinData>(f);
-            if (!m) return bad(m.error());
-            return route_stdin(std::move(*m), who);
-        }
-        case msg::Type::group_query: {
-            auto m = msg::decode_as<msg::GroupQuery>(f);
-            if (!m) return bad(m.error());
-            auto g = groups_.find(m->group_id);
-            if (g == groups_.end()) return reply_error(Error(Errc::not_found, fmt::format("no group {}", m->group_id)));
-            return send_to_owner(who, group_status(*g->second));
-        }
-        case msg::Type::group_signal: {
-            auto m = msg::decode_as<msg::GroupSignal>(f);
-            if (!m) return bad(m.error());
-            Group* g = owned_group(who, m->group_id);
-            if (g == nullptr) return;
-            if (m->signal < 1 || m->signal > SIGRTMAX)
-                return reply_error(Error(Errc::invalid_argument, fmt::format("bad signal number {}", m->signal)));
-            for (std::uint32_t node : g->nodes)
-                if (!links_[node].lost) send_to_node(node, msg::SignalMembers{m->group_id, m->signal});
-            spdlog::info("group {}: signal {} to its running members", m->group_id, m->signal);
-            return send_to_owner(who, msg::OkReply{});
-        }
-        case msg::Type::group_stop: {
-            auto m = msg::decode_as<msg::GroupStop>(f);
-            if (!m) return bad(m.error());
-            Group* g = owned_group(who, m->group_id);
-            if (g == nullptr) return;
-            send_to_owner(who, msg::OkReply{});
-            if (g->tracker.finished()) return;
-            g->patience_ms = m->patience_ms;
-            if (m->force && g->stop_timer) {  // already stopping: straight to SIGKILL
-                g->stop_signal = SIGTERM;
-                g->stop_timer->cancel();
-                return escalate_group(m->group_id);
-            }
-            if (m->force) g->stop_signal = SIGTERM;  // the first step is then SIGKILL
-            return apply(*g, g->tracker.stop());
-        }
-        case msg::Type::group_close: {
-            auto m = msg::decode_as<msg::GroupClose>(f);
-            if (!m) return bad(m.error());
-            Group* g = owned_group(who, m->group_id);
-            if (g == nullptr) return;
-            if (!g->done_sent)
-                return reply_error(Error(Errc::would_block,
-                                         fmt::format("group {} is still running; join or stop it before closing it",
-                                                     m->group_id)));
-            close_group(m->group_id);
-            return send_to_owner(who, msg::OkReply{});
-        }
-        default:
-            bad(make_error(Errc::protocol, "unexpected message '{}' ({})", msg::type_name(f.type), f.type));
+void Agent::query_group(Owner who, const msg::GroupQuery& m) {
+    auto g = groups_.find(m.group_id);
+    if (g == groups_.end())
+        return send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::not_found),
+                                                  fmt::format("no group {}", m.group_id)});
+    send_to_owner(who, group_status(*g->second));
+}
+
+void Agent::signal_group(Owner who, const msg::GroupSignal& m) {
+    Group* g = owned_group(who, m.group_id);
+    if (g == nullptr) return;
+    if (m.signal < 1 || m.signal > SIGRTMAX)
+        return send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::invalid_argument),
+                                                  fmt::format("bad signal number {}", m.signal)});
+    for (std::uint32_t node : g->nodes)
+        if (!links_[node].lost) send_to_node(node, msg::SignalMembers{m.group_id, m.signal});
+    spdlog::info("group {}: signal {} to its running members", m.group_id, m.signal);
+    send_to_owner(who, msg::OkReply{});
+}
+
+void Agent::stop_group_request(Owner who, const msg::GroupStop& m) {
+    Group* g = owned_group(who, m.group_id);
+    if (g == nullptr) return;
+    send_to_owner(who, msg::OkReply{});
+    if (g->tracker.finished()) return;
+    g->patience_ms = m.patience_ms;
+    if (m.force && g->stop_timer) {  // already stopping: straight to SIGKILL
+        g->stop_signal = SIGTERM;
+        g->stop_timer->cancel();
+        return escalate_group(m.group_id);
     }
+    if (m.force) g->stop_signal = SIGTERM;  // the first step is then SIGKILL
+    apply(*g, g->tracker.stop());
+}
+
+void Agent::close_group_request(Owner who, const msg::GroupClose& m) {
+    Group* g = owned_group(who, m.group_id);
+    if (g == nullptr) return;
+    if (!g->done_sent)
+        return send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::would_block),
+                                                  fmt::format("group {} is still running; join or stop it before "
+                                                              "closing it",
+                                                              m.group_id)});
+    close_group(m.group_id);
+    send_to_owner(who, msg::OkReply{});
 }
 
 void Agent::on_owner_gone(Owner who) {

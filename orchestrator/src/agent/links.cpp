@@ -1,6 +1,6 @@
 // Links between agents over the transport: joining (node k dials node 0,
 // which hands out the node table; higher ids dial lower ones), heartbeats,
-// loss of a node, and the one dispatcher for agent-to-agent messages.
+// loss of a node (their messages are dispatched by routing.cpp).
 #include <spdlog/spdlog.h>
 
 #include "agent.hpp"
@@ -9,7 +9,6 @@ namespace dragon::agent {
 
 namespace {
 constexpr auto kDialRetry = std::chrono::milliseconds(100);
-constexpr std::size_t kRelayHighWater = 8U << 20;
 }  // namespace
 
 void Agent::post_to_self(wire::Frame f) {
@@ -226,131 +225,6 @@ void Agent::on_link_lost(std::uint32_t node, const std::string& why) {
     // Node 0 is the judge of lost nodes (and says so); here it is only news,
     // and a peer that finished its teardown first closes the same way.
     spdlog::info("node {}: link to node {} closed ({})", opts_.node_id, node, why);
-}
-
-void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
-    auto decoded = [&]<class M>(auto&& fn) {
-        auto m = msg::decode_as<M>(f);
-        if (!m) return spdlog::error("node {}: bad '{}' frame from node {}: {}", opts_.node_id, msg::type_name(f.type),
-                                     from, m.error().message());
-        fn(*m);
-    };
-    const bool from_head = from == 0;
-    const auto type = static_cast<msg::Type>(f.type);
-    if (type == msg::Type::heartbeat) return;  // hearing anything was the point
-    // Channel operations, between any two nodes (gateway.cpp).
-    switch (type) {
-        case msg::Type::remote_send:
-        case msg::Type::remote_recv:
-        case msg::Type::remote_reply:
-            gateway_busy_ = std::chrono::steady_clock::now();
-            break;
-        default: break;
-    }
-    switch (type) {
-        case msg::Type::remote_send:
-            return decoded.template operator()<msg::RemoteSend>(
-                [&](auto& m) { serve_remote_send(from, std::move(m), 0, 0); });
-        case msg::Type::remote_recv:
-            return decoded.template operator()<msg::RemoteRecv>([&](auto& m) { serve_remote_recv(from, std::move(m)); });
-        case msg::Type::remote_reply:
-            return decoded.template operator()<msg::RemoteReply>([&](auto& m) { on_remote_reply(from, std::move(m)); });
-        case msg::Type::remote_cancel:
-            return decoded.template operator()<msg::RemoteCancel>([&](auto& m) { on_remote_cancel(from, m.op_id); });
-        case msg::Type::pmi_fence:  // between the nodes of a PMI job (pmi.cpp, pmix.cpp)
-            return decoded.template operator()<msg::PmiFence>([&](auto& m) { on_pmi_fence(from, std::move(m)); });
-        case msg::Type::pmix_dmodex_request:
-            return decoded.template operator()<msg::PmixDmodexRequest>([&](auto& m) { on_pmix_dmodex_request(from, m); });
-        case msg::Type::pmix_dmodex_reply:
-            return decoded.template operator()<msg::PmixDmodexReply>([&](auto& m) { on_pmix_dmodex_reply(m); });
-        default: break;
-    }
-    // What node 0 tells every executor (its own included).
-    if (from_head) {
-        switch (type) {
-            case msg::Type::exec_members:
-                return decoded.template operator()<msg::ExecMembers>([&](auto& m) { exec_members(m); });
-            case msg::Type::signal_members:
-                return decoded.template operator()<msg::SignalMembers>([&](auto& m) { signal_members(m); });
-            case msg::Type::respawn_member:
-                return decoded.template operator()<msg::RespawnMember>([&](auto& m) { respawn_member(m); });
-            case msg::Type::forget_group:
-                return decoded.template operator()<msg::ForgetGroup>([&](auto& m) { forget_group(m.group_id); });
-            case msg::Type::stdin_data:
-                return decoded.template operator()<msg::StdinData>([&](auto& m) { handle_stdin(std::move(m)); });
-            default: break;
-        }
-        if (!is_head()) {
-            switch (type) {
-                case msg::Type::node_table:
-                    return decoded.template operator()<msg::NodeTable>([&](auto& m) { on_node_table(m); });
-                case msg::Type::shutdown:
-                    return decoded.template operator()<msg::Shutdown>(
-                        [&](auto& m) { begin_stop(m.force, m.patience_ms, "shutdown from node 0"); });
-                case msg::Type::client_relay:  // a reply or event for one of our clients
-                    return decoded.template operator()<msg::ClientRelay>([&](auto& m) {
-                        auto c = clients_.find(m.client);
-                        if (c == clients_.end()) return;
-                        c->second.conn->send_raw(m.type, m.body);
-                        if (c->second.conn->queued_bytes() > kRelayHighWater && links_[0].peer &&
-                            !links_[0].peer->reading_paused()) {
-                            // A client that does not read its pipes holds up node 0's link
-                            // until it drains (resume_parked_output), as a full pipe would.
-                            links_[0].peer->pause_reading();
-                            paused_links_.push_back(links_[0].peer);
-                        }
-                    });
-                case msg::Type::heartbeat: return;
-                default: break;
-            }
-        }
-    }
-    if (is_head()) {
-        // What executors and other nodes tell the global services.
-        switch (type) {
-            case msg::Type::members_started:
-                return decoded.template operator()<msg::MembersStarted>([&](auto& m) { on_members_started(from, m); });
-            case msg::Type::members_exited:
-                return decoded.template operator()<msg::MembersExited>([&](auto& m) { on_members_exited(from, m); });
-            case msg::Type::pmi_abort:
-                return decoded.template operator()<msg::PmiAbort>([&](auto& m) { on_pmi_abort(from, m); });
-            case msg::Type::stdin_ack:
-                return decoded.template operator()<msg::StdinAck>([&](auto& m) { route_stdin_ack(m); });
-            case msg::Type::output:
-                return decoded.template operator()<msg::Output>([&](auto& m) {
-                    if (!route_output(m) && links_[from].peer) {  // its reader is full: stop reading that node
-                        links_[from].peer->pause_reading();
-                        paused_links_.push_back(links_[from].peer);
-                    }
-                });
-            case msg::Type::client_relay:
-                if (from_head) break;
-                return decoded.template operator()<msg::ClientRelay>([&](auto& m) {
-                    on_client_request(Owner{from, m.client}, wire::Frame{m.type, std::move(m.body)});
-                });
-            case msg::Type::client_gone:
-                return decoded.template operator()<msg::ClientGone>([&](auto& m) { on_owner_gone(Owner{from, m.client}); });
-            case msg::Type::node_hello:
-                return decoded.template operator()<msg::NodeHello>([&](auto& m) { on_node_hello(from, m); });
-            case msg::Type::node_ready:
-                links_[from].ready = true;
-                for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
-                    if (!links_[k].ready) return;
-                if (phase_ != Phase::joining) return;
-                phase_ = Phase::running;
-                join_timer_.cancel();
-                spdlog::info("all {} nodes joined", opts_.nnodes);
-                return say_hello_to_frontend();
-            case msg::Type::shutdown_done:
-                links_[from].shutdown_done = true;
-                if (phase_ == Phase::finishing) finish_now();
-                return;
-            case msg::Type::heartbeat: return;
-            default: break;
-        }
-    }
-    spdlog::error("node {}: unexpected message '{}' ({}) from node {}", opts_.node_id, msg::type_name(f.type), f.type,
-                  from);
 }
 
 }  // namespace dragon::agent

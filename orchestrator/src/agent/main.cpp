@@ -13,7 +13,7 @@
 #include <netinet/in.h>
 
 #include "../runtime/rendezvous.hpp"
-#include "agent.hpp"
+#include "agent_main.hpp"
 #include "dragon/common/log.hpp"
 #include "dragon/transport/tcp.hpp"
 

@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <netinet/in.h>
 
-#include "../agent/agent.hpp"
+#include "../agent/agent_main.hpp"
 #include "../runtime/rendezvous.hpp"
 #include "../runtime/spawn.hpp"
 #include "dragon/common/hostlist.hpp"

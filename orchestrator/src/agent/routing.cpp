@@ -1,0 +1,195 @@
+// The agent's dispatch tables: which handler takes each routed message
+// (routes.hpp says who may send it), and the entry points that feed each
+// kind of connection's frames to its table.
+#include <spdlog/spdlog.h>
+
+#include "agent.hpp"
+
+namespace dragon::agent {
+
+namespace {
+constexpr std::size_t kRelayHighWater = 8U << 20;
+}  // namespace
+
+void Agent::bind_routes() {
+    auto busy = [this] { gateway_busy_ = std::chrono::steady_clock::now(); };
+
+    // ---- the front end (node 0) ----
+    if (is_head()) {
+        frontend_routes_.on<msg::GroupStart>([this](Owner o, msg::GroupStart&& m) { handle_group_start(m, o); });
+        frontend_routes_.on<msg::StdinData>([this](Owner o, msg::StdinData&& m) { route_stdin(std::move(m), o); });
+        frontend_routes_.on<msg::Shutdown>([this](Owner, msg::Shutdown&& m) {
+            begin_stop(m.force, m.patience_ms, m.force ? "forced shutdown" : "shutdown");
+        });
+    }
+
+    // ---- local clients ----
+    client_routes_.on<msg::ProcQuery>([this](std::uint64_t id, msg::ProcQuery&&) {
+        msg::ProcTable t;
+        for (const auto& [puid, p] : procs_) t.procs.push_back({puid, p->pid, p->state, p->status, p->argv});
+        clients_.at(id).conn->send(t);
+    });
+    auto to_global = [this](std::uint64_t id, wire::Frame&& f) {
+        // Checked here, so a bad request is refused by its own agent, not relayed.
+        if (auto st = msg::validate(f); !st) return refuse_client(id, Errc::protocol, st.error().message());
+        if (is_head()) return on_client_request(Owner{0, id}, std::move(f));
+        if (!links_[0].peer || !accepting_work())
+            return clients_.at(id).conn->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::closed),
+                                                              "node 0 is not reachable: the run is ending"});
+        send_to_node(0, msg::ClientRelay{id, f.type, std::move(f.body)});
+    };
+    for (auto t : {msg::Type::group_start, msg::Type::group_signal, msg::Type::group_stop, msg::Type::group_close,
+                   msg::Type::group_query, msg::Type::stdin_data})
+        client_routes_.on_frame(t, to_global);
+    // The gateway answers a bad body with a chan_reply, not by closing the client.
+    client_routes_.on_frame(msg::Type::chan_send, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
+    client_routes_.on_frame(msg::Type::chan_recv, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
+
+    // ---- clients' group requests at the global services (node 0) ----
+    if (is_head()) {
+        owner_routes_.on<msg::GroupStart>([this](Owner o, msg::GroupStart&& m) { handle_group_start(m, o); });
+        owner_routes_.on<msg::StdinData>([this](Owner o, msg::StdinData&& m) { route_stdin(std::move(m), o); });
+        owner_routes_.on<msg::GroupQuery>([this](Owner o, msg::GroupQuery&& m) { query_group(o, m); });
+        owner_routes_.on<msg::GroupSignal>([this](Owner o, msg::GroupSignal&& m) { signal_group(o, m); });
+        owner_routes_.on<msg::GroupStop>([this](Owner o, msg::GroupStop&& m) { stop_group_request(o, m); });
+        owner_routes_.on<msg::GroupClose>([this](Owner o, msg::GroupClose&& m) { close_group_request(o, m); });
+    }
+
+    // ---- other agents (and this one's own services) ----
+    node_routes_.on<msg::Heartbeat>([](std::uint32_t, msg::Heartbeat&&) {});  // hearing anything was the point
+    node_routes_.on<msg::RemoteSend>([this, busy](std::uint32_t from, msg::RemoteSend&& m) {
+        busy();
+        serve_remote_send(from, std::move(m), 0, 0);
+    });
+    node_routes_.on<msg::RemoteRecv>([this, busy](std::uint32_t from, msg::RemoteRecv&& m) {
+        busy();
+        serve_remote_recv(from, std::move(m));
+    });
+    node_routes_.on<msg::RemoteReply>([this, busy](std::uint32_t from, msg::RemoteReply&& m) {
+        busy();
+        on_remote_reply(from, std::move(m));
+    });
+    node_routes_.on<msg::RemoteCancel>([this](std::uint32_t from, msg::RemoteCancel&& m) { on_remote_cancel(from, m.op_id); });
+    node_routes_.on<msg::PmiFence>([this](std::uint32_t from, msg::PmiFence&& m) { on_pmi_fence(from, std::move(m)); });
+    node_routes_.on<msg::PmixDmodexRequest>(
+        [this](std::uint32_t from, msg::PmixDmodexRequest&& m) { on_pmix_dmodex_request(from, m); });
+    node_routes_.on<msg::PmixDmodexReply>([this](std::uint32_t, msg::PmixDmodexReply&& m) { on_pmix_dmodex_reply(m); });
+    node_routes_.on<msg::ExecMembers>([this](std::uint32_t, msg::ExecMembers&& m) { exec_members(m); });
+    node_routes_.on<msg::SignalMembers>([this](std::uint32_t, msg::SignalMembers&& m) { signal_members(m); });
+    node_routes_.on<msg::RespawnMember>([this](std::uint32_t, msg::RespawnMember&& m) { respawn_member(m); });
+    node_routes_.on<msg::ForgetGroup>([this](std::uint32_t, msg::ForgetGroup&& m) { forget_group(m.group_id); });
+    node_routes_.on<msg::StdinData>([this](std::uint32_t, msg::StdinData&& m) { handle_stdin(std::move(m)); });
+    if (!is_head()) {
+        node_routes_.on<msg::NodeTable>([this](std::uint32_t, msg::NodeTable&& m) { on_node_table(m); });
+        node_routes_.on<msg::Shutdown>([this](std::uint32_t, msg::Shutdown&& m) {
+            begin_stop(m.force, m.patience_ms, "shutdown from node 0");
+        });
+        node_routes_.on<msg::ClientRelay>([this](std::uint32_t, msg::ClientRelay&& m) { relay_to_client(m); });
+    } else {
+        node_routes_.on<msg::MembersStarted>(
+            [this](std::uint32_t from, msg::MembersStarted&& m) { on_members_started(from, m); });
+        node_routes_.on<msg::MembersExited>([this](std::uint32_t from, msg::MembersExited&& m) { on_members_exited(from, m); });
+        node_routes_.on<msg::PmiAbort>([this](std::uint32_t from, msg::PmiAbort&& m) { on_pmi_abort(from, m); });
+        node_routes_.on<msg::StdinAck>([this](std::uint32_t, msg::StdinAck&& m) { route_stdin_ack(m); });
+        node_routes_.on<msg::Output>([this](std::uint32_t from, msg::Output&& m) {
+            if (!route_output(m) && from != opts_.node_id && links_[from].peer) {
+                // Its reader is full: stop reading that node until it drains.
+                links_[from].peer->pause_reading();
+                paused_links_.push_back(links_[from].peer);
+            }
+        });
+        node_routes_.on<msg::ClientRelay>([this](std::uint32_t from, msg::ClientRelay&& m) {
+            on_client_request(Owner{from, m.client}, wire::Frame{m.type, std::move(m.body)});
+        });
+        node_routes_.on<msg::ClientGone>([this](std::uint32_t from, msg::ClientGone&& m) { on_owner_gone(Owner{from, m.client}); });
+        node_routes_.on<msg::NodeHello>([this](std::uint32_t from, msg::NodeHello&& m) { on_node_hello(from, m); });
+        node_routes_.on<msg::NodeReady>([this](std::uint32_t from, msg::NodeReady&&) { on_node_ready(from); });
+        node_routes_.on<msg::ShutdownDone>([this](std::uint32_t from, msg::ShutdownDone&&) {
+            links_[from].shutdown_done = true;
+            if (phase_ == Phase::finishing) finish_now();
+        });
+    }
+
+    // ---- lanes: another node's process, once greeted ----
+    lane_routes_.on<msg::RemoteSend>([this, busy](std::uint32_t src, msg::RemoteSend&& m) {
+        busy();
+        serve_remote_send(src, std::move(m), 0, 0);
+    });
+    lane_routes_.on<msg::RemoteRecv>([this, busy](std::uint32_t src, msg::RemoteRecv&& m) {
+        busy();
+        serve_remote_recv(src, std::move(m));
+    });
+    lane_routes_.on<msg::RemoteCancel>([this, busy](std::uint32_t src, msg::RemoteCancel&& m) {
+        busy();
+        on_remote_cancel(src, m.op_id);
+    });
+}
+
+Status Agent::check_routes() const {
+    std::vector<msg::Type> missing;
+    for (const auto& t : {frontend_routes_.unhandled(), client_routes_.unhandled(), owner_routes_.unhandled(),
+                          node_routes_.unhandled(), lane_routes_.unhandled()})
+        missing.insert(missing.end(), t.begin(), t.end());
+    if (missing.empty()) return ok();
+    std::string names;
+    for (auto t : missing) names += fmt::format("{}'{}'", names.empty() ? "" : ", ", msg::type_name(static_cast<std::uint16_t>(t)));
+    return make_error(Errc::internal, "routed messages without a handler: {}", names);
+}
+
+// ---- entry points ---------------------------------------------------------------
+
+void Agent::on_frontend_frame(wire::Frame&& f) {
+    const std::uint16_t type = f.type;
+    if (auto st = frontend_routes_.dispatch(Sender::front_end, Owner{0, 0}, std::move(f)); !st) {
+        spdlog::error("from the front end: {}", st.error().message());
+        // A shutdown that cannot be read is still a shutdown.
+        if (type == static_cast<std::uint16_t>(msg::Type::shutdown))
+            begin_stop(false, opts_.config.patience_ms(), "bad shutdown frame");
+    }
+}
+
+void Agent::on_node_frame(std::uint32_t from, wire::Frame&& f) {
+    if (auto st = node_routes_.dispatch(node_sender(from), from, std::move(f)); !st)
+        spdlog::error("node {}: from node {}: {}", opts_.node_id, from, st.error().message());
+}
+
+void Agent::on_client_request(Owner who, wire::Frame&& f) {
+    if (auto st = owner_routes_.dispatch(Sender::client, who, std::move(f)); !st) {
+        spdlog::warn("client {} of node {}: {}", who.client, who.node, st.error().message());
+        send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(st.error().code()), st.error().message()});
+    }
+}
+
+void Agent::refuse_client(std::uint64_t id, Errc code, std::string why) {
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    auto c = it->second.conn;
+    spdlog::warn("{}: {}", c->name(), why);
+    c->send(msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
+    c->close_after_flush([this, id] { on_client_closed(id); });  // its groups are orphaned as on any close
+}
+
+void Agent::relay_to_client(const msg::ClientRelay& m) {
+    auto c = clients_.find(m.client);
+    if (c == clients_.end()) return;
+    c->second.conn->send_raw(m.type, m.body);
+    if (c->second.conn->queued_bytes() > kRelayHighWater && links_[0].peer && !links_[0].peer->reading_paused()) {
+        // A client that does not read its pipes holds up node 0's link
+        // until it drains (resume_parked_output), as a full pipe would.
+        links_[0].peer->pause_reading();
+        paused_links_.push_back(links_[0].peer);
+    }
+}
+
+void Agent::on_node_ready(std::uint32_t from) {
+    links_[from].ready = true;
+    for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
+        if (!links_[k].ready) return;
+    if (phase_ != Phase::joining) return;
+    phase_ = Phase::running;
+    join_timer_.cancel();
+    spdlog::info("all {} nodes joined", opts_.nnodes);
+    say_hello_to_frontend();
+}
+
+}  // namespace dragon::agent
