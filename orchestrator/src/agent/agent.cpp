@@ -24,6 +24,7 @@
 #include "dragon/common/log.hpp"
 #include "dragon/common/names.hpp"
 #include "dragon/procgroup/io.hpp"
+#include "dragon/procgroup/topology.hpp"
 
 extern char** environ;
 
@@ -85,7 +86,6 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
       join_timer_(io_),
       peers_done_timer_(io_),
       puids_(puid_allocator(opts_.node_id)) {
-    bind_routes();
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     hostname_ = host;
@@ -104,8 +104,12 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
                            fmt::format("{}=@{}", names::kEnvAgentSocket,
                                        names::agent_socket_name(opts_.run, opts_.node_id))});
     links_.resize(opts_.nnodes);
-    nodes_.resize(opts_.nnodes);
     if (opts_.nnodes > 1) phase_ = Phase::joining;
+    if (is_head())
+        global_ = std::make_unique<GlobalServices>(
+            static_cast<Router&>(*this), io_,
+            GlobalOptions{opts_.nnodes, hostname_, opts_.config.patience_ms(), [this] { return node_resources(); }});
+    bind_routes();
 }
 
 Agent::~Agent() { stop_waiting_all(); }
@@ -605,10 +609,8 @@ void Agent::watch_output(Puid puid, msg::Stream stream) {
 }
 
 bool Agent::send_output(msg::Output&& o) {
-    if (is_head()) return route_output(o);
-    const auto& head = links_[0].peer;
-    if (!head) return true;  // node 0 is gone: nobody can read it
-    return head->send(o) != tcp::SendState::above_high_water;
+    // To the global services like any report (on node 0 too); dropped when node 0 is gone: nobody can read it.
+    return send(0, o) != Delivery::above_high_water;
 }
 
 void Agent::on_output_ready(Puid puid, msg::Stream stream) {
@@ -652,6 +654,7 @@ void Agent::drain_output(Process& p) {
 }
 
 void Agent::resume_parked_output() {
+    self_held_back_ = false;
     auto parked = std::move(parked_output_);
     parked_output_.clear();
     for (auto [puid, stream] : parked) watch_output(puid, stream);
@@ -808,7 +811,7 @@ void Agent::on_client_closed(std::uint64_t id) {
     clients_.erase(it);
     if (lane_opener) return;  // nothing of it anywhere
     gateway_client_gone(id);
-    if (is_head()) on_owner_gone(Owner{0, id});
+    if (is_head()) global_->owner_gone(Owner{0, id});
     else send_to_node(0, msg::ClientGone{id});
 }
 
@@ -841,8 +844,7 @@ void Agent::begin_stop(bool force, std::uint32_t patience_ms, const char* why) {
     if (phase_ == Phase::running || phase_ == Phase::joining) {
         join_timer_.cancel();
         if (is_head()) {
-            for (auto& [id, g] : groups_)
-                if (!g->tracker.finished()) (void)g->tracker.stop();  // each node signals its own processes
+            global_->stop_all();  // each node signals its own processes
             for (std::uint32_t n = 1; n < opts_.nnodes; ++n)
                 if (links_[n].peer) links_[n].peer->send(msg::Shutdown{force, patience_ms});
         }
@@ -955,7 +957,9 @@ void Agent::finish() {
         for (std::uint32_t k = 1; k < opts_.nnodes; ++k) n += links_[k].peer && !links_[k].shutdown_done ? 1U : 0U;
         return n;
     };
-    if (pending() == 0) return finish_now();
+    // After the output drained above, which goes to the global services on a
+    // later loop turn like any report: ShutdownDone must follow it.
+    if (pending() == 0) return asio::post(io_, [this] { finish_now(); });
     spdlog::info("waiting for {} other nodes to finish", pending());
     peers_done_timer_.expires_after(std::chrono::milliseconds(2 * patience_ms_) + 2 * kKillWait);
     peers_done_timer_.async_wait([this](const asio::error_code& e) {
@@ -991,6 +995,26 @@ void Agent::finish_now() {
     if (!frontend_ || frontend_lost_) return done();
     frontend_->send(msg::ShutdownDone{signalled_, killed_});
     frontend_->close_after_flush(done);
+}
+
+Result<const pg::NodeResources*> Agent::node_resources() {
+    if (resources_) return &*resources_;
+    const std::string& spec = opts_.config.get("topology");
+    Result<pg::Topology> topo = Error(Errc::internal, "no topology");
+    if (spec.starts_with("synthetic:")) topo = pg::Topology::synthetic(spec.substr(10));
+    else if (spec.starts_with("xml:")) topo = pg::Topology::from_xml_file(spec.substr(4));
+    else topo = pg::Topology::discover();
+    if (!topo) return std::move(topo).error().context("topology");
+    auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, hostname_));
+    if (opts_.cpu_limit != 0 && opts_.cpu_limit < res.pus.size()) {
+        spdlog::info("node {}: using {} of its {} cpus (the batch system's grant)", opts_.node_id, opts_.cpu_limit,
+                     res.pus.size());
+        res.keep_first(opts_.cpu_limit);
+    }
+    spdlog::info("topology of node {}: {} cpus, {} cores, {} NUMA domains, {} sockets", opts_.node_id, res.pus.size(),
+                 res.core_count(), res.numa_count(), res.socket_count());
+    resources_ = std::move(res);
+    return &*resources_;
 }
 
 Process* Agent::find(Puid puid) {

@@ -38,6 +38,8 @@
 #include "../runtime/connection.hpp"
 #include "agent_main.hpp"
 #include "dispatch.hpp"
+#include "global/global.hpp"
+#include "router.hpp"
 #include "../runtime/node_lock.hpp"
 #include "dragon/channels/channel.hpp"
 #include "dragon/channels/pool.hpp"
@@ -55,14 +57,6 @@
 namespace dragon::agent {
 namespace pg = dragon::procgroup;
 namespace tcp = dragon::transport::tcp;
-
-/// Who owns a group: the front end (node 0, client 0) or a local client of
-/// some node's agent.
-struct Owner {
-    std::uint32_t node = 0;
-    std::uint64_t client = 0;  // 0: the front end
-    bool operator==(const Owner&) const = default;
-};
 
 /// A process this node started, until its group is closed (or the run ends).
 struct Process {
@@ -163,31 +157,6 @@ struct LocalGroup {
     std::unique_ptr<PmixJob> pmix;  // when they get PMIx
 };
 
-/// A group as the global services see it (node 0 only).
-struct Group {
-    Group(std::uint64_t id, msg::GroupSpec s, std::vector<msg::GroupMember> plan)
-        : tracker(id, static_cast<std::uint32_t>(plan.size()), pg::RestartPolicy{s.restart, s.max_restarts}),
-          spec(std::move(s)),
-          members(std::move(plan)),
-          runs(members.size()) {}
-    pg::GroupTracker tracker;
-    msg::GroupSpec spec;
-    std::vector<msg::GroupMember> members;  // placement and current puid/pid, by rank
-    std::vector<std::vector<msg::PastRun>> runs;  // every run of each rank
-    std::vector<std::uint32_t> entry_of_rank;
-    std::set<std::uint32_t> nodes;           // nodes with members
-    std::set<std::uint32_t> awaiting_start;  // nodes whose first members_started is still due
-    Owner owner;
-    std::uint64_t request_id = 0;
-    std::vector<std::string> warnings;
-    std::unique_ptr<asio::steady_timer> stop_timer;
-    int stop_signal = 0;  // last signal sent while stopping
-    std::uint32_t patience_ms = 2000;
-    bool done_sent = false;
-    bool orphaned = false;  // its client owner went away: stop it, then close it
-    [[nodiscard]] bool starting() const { return !awaiting_start.empty(); }
-};
-
 /// A local client connection (a managed process using the client library).
 struct Client {
     std::shared_ptr<rt::UnixConnection> conn;
@@ -255,7 +224,7 @@ struct Waiting {
     std::thread thread;
 };
 
-class Agent {
+class Agent final : private Router {
 public:
     enum class Phase { joining, running, stopping_int, stopping_term, stopping_kill, finishing, done };
 
@@ -275,7 +244,6 @@ private:
     Status open_client_socket();
     void reserve_pool_step(std::size_t offset);
     [[nodiscard]] bool is_head() const { return opts_.node_id == 0; }
-    [[nodiscard]] bool accepting_work() const { return phase_ == Phase::running; }
     /// Binds a handler to every route of this agent's role (routes.hpp).
     void bind_routes();
     /// Every route has a handler (a start-up check: a route without one is a bug).
@@ -360,41 +328,21 @@ private:
     void stop_pmix_server();
     friend struct PmiJob;
 
-    // ---- global services (global.cpp, node 0) ----
-    void handle_group_start(const msg::GroupStart& req, Owner owner);
-    Status check_group_io(const msg::GroupSpec& spec, Owner owner) const;
-    void truncate_shared_files(const Group& g);
-    struct GroupPlan {
-        std::vector<msg::GroupMember> members;
-        std::vector<std::string> warnings;
-    };
-    Result<GroupPlan> plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus);
-    Result<const pg::NodeResources*> node_resources();
-    void on_members_started(std::uint32_t from, const msg::MembersStarted& m);
-    void on_members_exited(std::uint32_t from, const msg::MembersExited& m);
-    void on_pmi_abort(std::uint32_t from, const msg::PmiAbort& m);
-    void apply(Group& g, pg::Action a);
-    void stop_group(Group& g);
-    void escalate_group(std::uint64_t group_id);
-    void maybe_finish_group(Group& g);
-    void close_group(std::uint64_t group_id);
-    void fail_lost_node(std::uint32_t node, const std::string& why);
+    // ---- the Router (routing.cpp): how services reach the rest ----
+    [[nodiscard]] std::uint32_t node_id() const override { return opts_.node_id; }
+    [[nodiscard]] std::uint32_t nnodes() const override { return opts_.nnodes; }
+    [[nodiscard]] bool accepting_work() const override { return phase_ == Phase::running; }
+    Delivery send_frame(std::uint32_t node, std::uint16_t type, std::string body) override;
+    Delivery send_frame_to_owner(Owner who, std::uint16_t type, std::string body) override;
+    void hold_back(std::uint32_t node) override;
+    void post(std::function<void()> fn) override;
+    [[nodiscard]] bool node_lost(std::uint32_t node) const override;
+    [[nodiscard]] bool node_reachable(std::uint32_t node) const override;
+    [[nodiscard]] std::string node_hostname(std::uint32_t node) const override;
+    /// Clients' group requests (local, or relayed from their nodes) at node 0's global services.
     void on_client_request(Owner who, wire::Frame&& f);
-    void query_group(Owner who, const msg::GroupQuery& m);
-    void signal_group(Owner who, const msg::GroupSignal& m);
-    void stop_group_request(Owner who, const msg::GroupStop& m);
-    void close_group_request(Owner who, const msg::GroupClose& m);
-    void on_owner_gone(Owner who);
-    Group* owned_group(Owner who, std::uint64_t group_id);
-    msg::GroupStatus group_status(const Group& g);
-    void route_stdin(msg::StdinData&& d, Owner from);
-    void route_stdin_ack(const msg::StdinAck& a);
-    /// Global side of output: to the front end or the group's owner. False
-    /// when that connection is above high water.
-    bool route_output(const msg::Output& o);
-    template <class M>
-    void send_to_owner(Owner who, const M& m);
-    void send_frame_to_owner(Owner who, std::uint16_t type, std::string body);
+    /// This node's resources (hwloc costs ~2 ms: discovered on first need).
+    Result<const pg::NodeResources*> node_resources();
     /// The connection of a local owner (front end or client), or null.
     rt::UnixConnection* local_owner_conn(std::uint64_t client);
 
@@ -503,13 +451,10 @@ private:
     std::uint64_t next_dmodex_ = 1;
     std::map<std::uint64_t, std::function<void(Status, std::string)>> dmodex_waiting_;
 
-    // global (node 0)
-    std::map<std::uint64_t, std::unique_ptr<Group>> groups_;
-    std::unordered_map<Puid, std::pair<std::uint64_t, std::uint32_t>> member_of_;  // puid -> (group, rank)
-    std::uint64_t next_group_id_ = 1;
-    std::vector<pg::NodeResources> nodes_;  // by node id, once joined
+    std::unique_ptr<GlobalServices> global_;  // node 0 only
     std::optional<pg::NodeResources> resources_;  // this node's (hwloc costs ~2 ms: discovered on need)
     std::vector<std::shared_ptr<tcp::Peer>> paused_links_;  // links not read while an owner is full
+    bool self_held_back_ = false;  // node 0's own output waits for a full owner, as a held-back link does
 
     // links
     std::optional<tcp::Listener> listener_;

@@ -121,7 +121,7 @@ void Agent::on_node_hello(std::uint32_t from, const msg::NodeHello& h) {
         spdlog::error("node {} sent no usable resource description; dropping it", from);
         return on_link_lost(from, "bad resources");
     }
-    nodes_[from] = std::move(*res);
+    global_->node_joined(from, std::move(*res));
     Link& l = links_[from];
     l.hostname = h.hostname;
     l.address = h.address;
@@ -135,7 +135,7 @@ void Agent::on_node_hello(std::uint32_t from, const msg::NodeHello& h) {
         exit_code_ = 1;
         return begin_stop(true, 0, "no topology");
     }
-    nodes_[0] = **mine;
+    global_->node_joined(0, **mine);
     msg::NodeTable table;
     table.nodes.push_back({0, hostname_, opts_.address, listener_->port()});
     for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
@@ -212,7 +212,7 @@ void Agent::on_link_lost(std::uint32_t node, const std::string& why) {
             exit_code_ = 1;
             return begin_stop(true, 0, "a node was lost while joining");
         }
-        fail_lost_node(node, why);
+        global_->node_lost(node, why);
         if (phase_ == Phase::finishing) finish_now();
         return;
     }

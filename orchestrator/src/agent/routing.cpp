@@ -9,15 +9,73 @@ namespace dragon::agent {
 
 namespace {
 constexpr std::size_t kRelayHighWater = 8U << 20;
+constexpr std::size_t kOwnerHighWater = 8U << 20;
+
+Delivery delivery_of(tcp::SendState s) {
+    switch (s) {
+        case tcp::SendState::ok: return Delivery::ok;
+        case tcp::SendState::above_high_water: return Delivery::above_high_water;
+        case tcp::SendState::closed: return Delivery::dropped;
+    }
+    return Delivery::dropped;
+}
 }  // namespace
+
+// ---- the Router ---------------------------------------------------------------
+
+Delivery Agent::send_frame(std::uint32_t node, std::uint16_t type, std::string body) {
+    if (node == opts_.node_id) {
+        post_to_self(wire::Frame{type, std::move(body)});
+        return self_held_back_ ? Delivery::above_high_water : Delivery::ok;
+    }
+    if (node >= links_.size() || !links_[node].peer) return Delivery::dropped;
+    return delivery_of(links_[node].peer->send_frame(type, body));
+}
+
+Delivery Agent::send_frame_to_owner(Owner who, std::uint16_t type, std::string body) {
+    if (who.node != opts_.node_id) return send(who.node, msg::ClientRelay{who.client, type, std::move(body)});
+    auto* c = local_owner_conn(who.client);
+    if (c == nullptr) return Delivery::dropped;
+    c->send_raw(type, body);
+    return c->queued_bytes() > kOwnerHighWater ? Delivery::above_high_water : Delivery::ok;
+}
+
+void Agent::hold_back(std::uint32_t node) {
+    // Until an owner's connection drains (resume_parked_output).
+    if (node == opts_.node_id) {
+        self_held_back_ = true;
+        return;
+    }
+    if (node >= links_.size() || !links_[node].peer || links_[node].peer->reading_paused()) return;
+    links_[node].peer->pause_reading();
+    paused_links_.push_back(links_[node].peer);
+}
+
+void Agent::post(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
+
+bool Agent::node_lost(std::uint32_t node) const { return node < links_.size() && links_[node].lost; }
+
+bool Agent::node_reachable(std::uint32_t node) const {
+    return node == opts_.node_id || (node < links_.size() && links_[node].peer != nullptr);
+}
+
+std::string Agent::node_hostname(std::uint32_t node) const {
+    if (node == opts_.node_id) return hostname_;
+    return node < links_.size() && !links_[node].hostname.empty() ? links_[node].hostname : "?";
+}
+
+rt::UnixConnection* Agent::local_owner_conn(std::uint64_t client) {
+    if (client == 0) return frontend_ && !frontend_lost_ ? frontend_.get() : nullptr;
+    auto it = clients_.find(client);
+    return it == clients_.end() ? nullptr : it->second.conn.get();
+}
 
 void Agent::bind_routes() {
     auto busy = [this] { gateway_busy_ = std::chrono::steady_clock::now(); };
 
     // ---- the front end (node 0) ----
     if (is_head()) {
-        frontend_routes_.on<msg::GroupStart>([this](Owner o, msg::GroupStart&& m) { handle_group_start(m, o); });
-        frontend_routes_.on<msg::StdinData>([this](Owner o, msg::StdinData&& m) { route_stdin(std::move(m), o); });
+        global_->bind(frontend_routes_, owner_routes_, node_routes_);
         frontend_routes_.on<msg::Shutdown>([this](Owner, msg::Shutdown&& m) {
             begin_stop(m.force, m.patience_ms, m.force ? "forced shutdown" : "shutdown");
         });
@@ -44,16 +102,6 @@ void Agent::bind_routes() {
     // The gateway answers a bad body with a chan_reply, not by closing the client.
     client_routes_.on_frame(msg::Type::chan_send, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
     client_routes_.on_frame(msg::Type::chan_recv, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
-
-    // ---- clients' group requests at the global services (node 0) ----
-    if (is_head()) {
-        owner_routes_.on<msg::GroupStart>([this](Owner o, msg::GroupStart&& m) { handle_group_start(m, o); });
-        owner_routes_.on<msg::StdinData>([this](Owner o, msg::StdinData&& m) { route_stdin(std::move(m), o); });
-        owner_routes_.on<msg::GroupQuery>([this](Owner o, msg::GroupQuery&& m) { query_group(o, m); });
-        owner_routes_.on<msg::GroupSignal>([this](Owner o, msg::GroupSignal&& m) { signal_group(o, m); });
-        owner_routes_.on<msg::GroupStop>([this](Owner o, msg::GroupStop&& m) { stop_group_request(o, m); });
-        owner_routes_.on<msg::GroupClose>([this](Owner o, msg::GroupClose&& m) { close_group_request(o, m); });
-    }
 
     // ---- other agents (and this one's own services) ----
     node_routes_.on<msg::Heartbeat>([](std::uint32_t, msg::Heartbeat&&) {});  // hearing anything was the point
@@ -86,22 +134,10 @@ void Agent::bind_routes() {
         });
         node_routes_.on<msg::ClientRelay>([this](std::uint32_t, msg::ClientRelay&& m) { relay_to_client(m); });
     } else {
-        node_routes_.on<msg::MembersStarted>(
-            [this](std::uint32_t from, msg::MembersStarted&& m) { on_members_started(from, m); });
-        node_routes_.on<msg::MembersExited>([this](std::uint32_t from, msg::MembersExited&& m) { on_members_exited(from, m); });
-        node_routes_.on<msg::PmiAbort>([this](std::uint32_t from, msg::PmiAbort&& m) { on_pmi_abort(from, m); });
-        node_routes_.on<msg::StdinAck>([this](std::uint32_t, msg::StdinAck&& m) { route_stdin_ack(m); });
-        node_routes_.on<msg::Output>([this](std::uint32_t from, msg::Output&& m) {
-            if (!route_output(m) && from != opts_.node_id && links_[from].peer) {
-                // Its reader is full: stop reading that node until it drains.
-                links_[from].peer->pause_reading();
-                paused_links_.push_back(links_[from].peer);
-            }
-        });
+        // (global_->bind took what the executors report)
         node_routes_.on<msg::ClientRelay>([this](std::uint32_t from, msg::ClientRelay&& m) {
             on_client_request(Owner{from, m.client}, wire::Frame{m.type, std::move(m.body)});
         });
-        node_routes_.on<msg::ClientGone>([this](std::uint32_t from, msg::ClientGone&& m) { on_owner_gone(Owner{from, m.client}); });
         node_routes_.on<msg::NodeHello>([this](std::uint32_t from, msg::NodeHello&& m) { on_node_hello(from, m); });
         node_routes_.on<msg::NodeReady>([this](std::uint32_t from, msg::NodeReady&&) { on_node_ready(from); });
         node_routes_.on<msg::ShutdownDone>([this](std::uint32_t from, msg::ShutdownDone&&) {
@@ -173,12 +209,9 @@ void Agent::relay_to_client(const msg::ClientRelay& m) {
     auto c = clients_.find(m.client);
     if (c == clients_.end()) return;
     c->second.conn->send_raw(m.type, m.body);
-    if (c->second.conn->queued_bytes() > kRelayHighWater && links_[0].peer && !links_[0].peer->reading_paused()) {
-        // A client that does not read its pipes holds up node 0's link
-        // until it drains (resume_parked_output), as a full pipe would.
-        links_[0].peer->pause_reading();
-        paused_links_.push_back(links_[0].peer);
-    }
+    // A client that does not read its pipes holds up node 0's link until
+    // it drains, as a full pipe would.
+    if (c->second.conn->queued_bytes() > kRelayHighWater) hold_back(0);
 }
 
 void Agent::on_node_ready(std::uint32_t from) {

@@ -8,7 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "agent.hpp"
+#include "global.hpp"
 #include "dragon/procgroup/io.hpp"
 #include "dragon/procgroup/placement.hpp"
 #include "dragon/procgroup/topology.hpp"
@@ -16,7 +16,6 @@
 namespace dragon::agent {
 
 namespace {
-constexpr std::size_t kOwnerHighWater = 8U << 20;
 
 msg::GroupStateCode state_code(pg::GroupState s) {
     switch (s) {
@@ -31,48 +30,48 @@ msg::GroupStateCode state_code(pg::GroupState s) {
 
 }  // namespace
 
-rt::UnixConnection* Agent::local_owner_conn(std::uint64_t client) {
-    if (client == 0) return frontend_ && !frontend_lost_ ? frontend_.get() : nullptr;
-    auto it = clients_.find(client);
-    return it == clients_.end() ? nullptr : it->second.conn.get();
+GlobalServices::GlobalServices(Router& router, asio::io_context& io, GlobalOptions opts)
+    : router_(router), io_(io), opts_(std::move(opts)) {
+    nodes_.resize(opts_.nnodes);
 }
 
-template <class M>
-void Agent::send_to_owner(Owner who, const M& m) {
-    send_frame_to_owner(who, static_cast<std::uint16_t>(M::kType), wire::body_of(m));
+void GlobalServices::bind(Dispatcher<Owner>& front_end, Dispatcher<Owner>& owners, Dispatcher<std::uint32_t>& nodes) {
+    front_end.on<msg::GroupStart>([this](Owner o, msg::GroupStart&& m) { start_group(m, o); });
+    front_end.on<msg::StdinData>([this](Owner o, msg::StdinData&& m) { route_stdin(std::move(m), o); });
+
+    owners.on<msg::GroupStart>([this](Owner o, msg::GroupStart&& m) { start_group(m, o); });
+    owners.on<msg::StdinData>([this](Owner o, msg::StdinData&& m) { route_stdin(std::move(m), o); });
+    owners.on<msg::GroupQuery>([this](Owner o, msg::GroupQuery&& m) { query_group(o, m); });
+    owners.on<msg::GroupSignal>([this](Owner o, msg::GroupSignal&& m) { signal_group(o, m); });
+    owners.on<msg::GroupStop>([this](Owner o, msg::GroupStop&& m) { stop_group_request(o, m); });
+    owners.on<msg::GroupClose>([this](Owner o, msg::GroupClose&& m) { close_group_request(o, m); });
+
+    nodes.on<msg::MembersStarted>([this](std::uint32_t from, msg::MembersStarted&& m) { on_members_started(from, m); });
+    nodes.on<msg::MembersExited>([this](std::uint32_t from, msg::MembersExited&& m) { on_members_exited(from, m); });
+    nodes.on<msg::PmiAbort>([this](std::uint32_t from, msg::PmiAbort&& m) { on_pmi_abort(from, m); });
+    nodes.on<msg::StdinAck>([this](std::uint32_t, msg::StdinAck&& m) { route_stdin_ack(m); });
+    nodes.on<msg::Output>([this](std::uint32_t from, msg::Output&& m) {
+        if (!route_output(m)) router_.hold_back(from);  // its reader is full: stop reading that node
+    });
+    nodes.on<msg::ClientGone>([this](std::uint32_t from, msg::ClientGone&& m) { owner_gone(Owner{from, m.client}); });
 }
 
-void Agent::send_frame_to_owner(Owner who, std::uint16_t type, std::string body) {
-    if (who.node == opts_.node_id) {
-        if (auto* c = local_owner_conn(who.client)) c->send_raw(type, body);
-        return;
-    }
-    send_to_node(who.node, msg::ClientRelay{who.client, type, std::move(body)});
+void GlobalServices::node_joined(std::uint32_t node, pg::NodeResources resources) {
+    if (node < nodes_.size()) nodes_[node] = std::move(resources);
+}
+
+void GlobalServices::stop_all() {
+    for (auto& [id, g] : groups_)
+        if (!g->tracker.finished()) (void)g->tracker.stop();
+}
+
+void GlobalServices::reply_error(Owner who, Errc code, std::string why) {
+    router_.send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(code), std::move(why)});
 }
 
 // ---- placement ------------------------------------------------------------------
 
-Result<const pg::NodeResources*> Agent::node_resources() {
-    if (resources_) return &*resources_;
-    const std::string& spec = opts_.config.get("topology");
-    Result<pg::Topology> topo = Error(Errc::internal, "no topology");
-    if (spec.starts_with("synthetic:")) topo = pg::Topology::synthetic(spec.substr(10));
-    else if (spec.starts_with("xml:")) topo = pg::Topology::from_xml_file(spec.substr(4));
-    else topo = pg::Topology::discover();
-    if (!topo) return std::move(topo).error().context("topology");
-    auto res = DRAGON_TRY(pg::NodeResources::from(*topo, opts_.node_id, hostname_));
-    if (opts_.cpu_limit != 0 && opts_.cpu_limit < res.pus.size()) {
-        spdlog::info("node {}: using {} of its {} cpus (the batch system's grant)", opts_.node_id, opts_.cpu_limit,
-                     res.pus.size());
-        res.keep_first(opts_.cpu_limit);
-    }
-    spdlog::info("topology of node {}: {} cpus, {} cores, {} NUMA domains, {} sockets", opts_.node_id, res.pus.size(),
-                 res.core_count(), res.numa_count(), res.socket_count());
-    resources_ = std::move(res);
-    return &*resources_;
-}
-
-Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus) {
+Result<GlobalServices::GroupPlan> GlobalServices::plan_group(const msg::GroupSpec& spec, std::uint32_t nranks, bool want_cpus) {
     pg::PlacementRequest req;
     req.nprocs = nranks;
     req.cpus_per_proc = spec.cpus_per_proc;
@@ -88,7 +87,7 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
         constrained = constrained || entries.back().constrained();
         // A lost node is not among those placed on: say so rather than "does not exist".
         if (en.node > 0 && static_cast<std::uint32_t>(en.node) < opts_.nnodes &&
-            links_[static_cast<std::size_t>(en.node)].lost)
+            router_.node_lost(static_cast<std::size_t>(en.node)))
             return make_error(Errc::closed, "entry {} ({}): node {} is lost", e, entries.back().name, en.node);
     }
     GroupPlan out;
@@ -99,11 +98,11 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
         for (std::uint32_t r = 0; r < nranks; ++r) out.members[r] = {r, 0, 0, 0, r, {}};
         return out;
     }
-    const pg::NodeResources* mine = DRAGON_TRY(node_resources());
+    const pg::NodeResources* mine = DRAGON_TRY(opts_.own_resources());
     nodes_[0] = *mine;
     std::vector<pg::NodeResources> live;  // a lost node gets no new work
     for (std::uint32_t k = 0; k < opts_.nnodes; ++k)
-        if (k == 0 || !links_[k].lost) live.push_back(nodes_[k]);
+        if (k == 0 || !router_.node_lost(k)) live.push_back(nodes_[k]);
     auto plan = DRAGON_TRY(pg::place(live, req, entries));
     // Unbound ranks sharing cpus is what unbound means; say it only when asked to bind.
     if (req.binding != pg::Binding::none || !req.allow_oversubscribe) out.warnings = std::move(plan.warnings);
@@ -123,8 +122,8 @@ Result<Agent::GroupPlan> Agent::plan_group(const msg::GroupSpec& spec, std::uint
 
 // ---- starting ------------------------------------------------------------------------
 
-Status Agent::check_group_io(const msg::GroupSpec& spec, Owner owner) const {
-    const bool front_end = owner == Owner{0, 0};
+Status GlobalServices::check_group_io(const msg::GroupSpec& spec, Owner owner) const {
+    const bool front_end = owner == kFrontEnd;
     for (std::size_t e = 0; e < spec.entries.size(); ++e) {
         const auto& p = spec.entries[e].proc;
         const auto where = fmt::format("entry {} ({})", e, p.argv.empty() ? std::string("?") : p.argv[0]);
@@ -146,16 +145,16 @@ Status Agent::check_group_io(const msg::GroupSpec& spec, Owner owner) const {
     return ok();
 }
 
-void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
+void GlobalServices::start_group(const msg::GroupStart& req, Owner owner) {
     msg::GroupStarted reply;
     reply.request_id = req.request_id;
     std::uint64_t total = 0;
     for (const auto& e : req.spec.entries) total += e.count;
     auto refuse = [&](std::string why) {
         reply.error = std::move(why);
-        send_to_owner(owner, reply);
+        router_.send_to_owner(owner, reply);
     };
-    if (!accepting_work()) return refuse("the runtime is shutting down");
+    if (!router_.accepting_work()) return refuse("the runtime is shutting down");
     if (total == 0) return refuse("a group needs at least one process");
     if (total > 1'000'000) return refuse(fmt::format("a group of {} processes is too large", total));
     for (const auto& e : req.spec.entries)
@@ -168,14 +167,15 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
     if (req.dry_run) {
         reply.warnings = std::move(plan->warnings);
         reply.members = std::move(plan->members);
-        return send_to_owner(owner, reply);
+        router_.send_to_owner(owner, reply);
+        return;
     }
     const std::uint64_t id = next_group_id_++;
     auto g = std::make_unique<Group>(id, req.spec, std::move(plan->members));
     g->owner = owner;
     g->request_id = req.request_id;
     g->warnings = std::move(plan->warnings);
-    g->patience_ms = opts_.config.patience_ms();
+    g->patience_ms = opts_.patience_ms;
     for (std::uint32_t e = 0; e < g->spec.entries.size(); ++e)
         for (std::uint32_t i = 0; i < g->spec.entries[e].count; ++i) g->entry_of_rank.push_back(e);
     // One batch per node: the members placed there, in rank order.
@@ -189,7 +189,7 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
     truncate_shared_files(group);
     std::vector<std::pair<std::uint32_t, std::uint32_t>> unavailable;  // (rank, node)
     for (auto& [node, b] : batches) {
-        if (node >= opts_.nnodes || links_[node].lost || (node != 0 && !links_[node].peer)) {
+        if (node >= opts_.nnodes || router_.node_lost(node) || !router_.node_reachable(node)) {
             for (const auto& m : b.members) unavailable.emplace_back(m.rank, node);
             continue;
         }
@@ -203,11 +203,11 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
         }
         group.nodes.insert(node);
         group.awaiting_start.insert(node);
-        send_to_node(node, b);
+        router_.send(node, b);
     }
     spdlog::info("group {}: {} processes on {} nodes", id, group.members.size(), group.nodes.size());
     // group_started always precedes group_done, even when nothing could start.
-    if (!group.starting()) send_to_owner(owner, msg::GroupStarted{req.request_id, id, {}, group.warnings, group.members});
+    if (!group.starting()) router_.send_to_owner(owner, msg::GroupStarted{req.request_id, id, {}, group.warnings, group.members});
     for (auto [rank, node] : unavailable) {
         apply(group, group.tracker.start_failed(rank, fmt::format("node {} is not available (it was lost)", node), 0,
                                                 msg::FailKind::lost));
@@ -216,7 +216,7 @@ void Agent::handle_group_start(const msg::GroupStart& req, Owner owner) {
     if (!group.starting()) maybe_finish_group(group);
 }
 
-void Agent::truncate_shared_files(const Group& g) {
+void GlobalServices::truncate_shared_files(const Group& g) {
     // A file every member shares is emptied once, here, before any member
     // starts (members open files for appending); per-process and per-node
     // files are emptied by the members' own nodes.
@@ -226,7 +226,7 @@ void Agent::truncate_shared_files(const Group& g) {
         for (const auto& [used, pattern] : {std::pair{p.stdout_mode == msg::OutputMode::file, &p.stdout_path},
                                             std::pair{p.stderr_mode == msg::OutputMode::file, &p.stderr_path}}) {
             if (!used || pg::varies_by_process(*pattern) || pg::varies_by_node(*pattern)) continue;
-            auto name = pg::expand_path(*pattern, pg::PathContext{0, 0, 0, g.tracker.id(), hostname_});
+            auto name = pg::expand_path(*pattern, pg::PathContext{0, 0, 0, g.tracker.id(), opts_.hostname});
             if (!name) continue;  // refused before (check_group_io)
             if (!name->starts_with('/') && !p.cwd.empty()) *name = p.cwd + "/" + *name;
             if (!done.insert(*name).second) continue;
@@ -236,7 +236,7 @@ void Agent::truncate_shared_files(const Group& g) {
     }
 }
 
-void Agent::on_members_started(std::uint32_t from, const msg::MembersStarted& m) {
+void GlobalServices::on_members_started(std::uint32_t from, const msg::MembersStarted& m) {
     auto it = groups_.find(m.group_id);
     if (it == groups_.end()) return;
     Group& g = *it->second;
@@ -259,17 +259,17 @@ void Agent::on_members_started(std::uint32_t from, const msg::MembersStarted& m)
         // The group began stopping while these were being started (a failure
         // elsewhere, its owner gone): they hear the stop too.
         if (!g.stop_timer) stop_group(g);
-        else if (g.stop_signal != 0) send_to_node(from, msg::SignalMembers{m.group_id, g.stop_signal});
+        else if (g.stop_signal != 0) router_.send(from, msg::SignalMembers{m.group_id, g.stop_signal});
     }
     if (m.complete && g.awaiting_start.erase(from) > 0 && !g.starting()) {
         // Every node has answered: one reply to the owner with every member.
-        send_to_owner(g.owner, msg::GroupStarted{g.request_id, g.tracker.id(), {}, g.warnings, g.members});
+        router_.send_to_owner(g.owner, msg::GroupStarted{g.request_id, g.tracker.id(), {}, g.warnings, g.members});
         spdlog::info("group {} started: {} processes", g.tracker.id(), g.members.size());
         maybe_finish_group(g);
     }
 }
 
-void Agent::on_members_exited(std::uint32_t from, const msg::MembersExited& m) {
+void GlobalServices::on_members_exited(std::uint32_t from, const msg::MembersExited& m) {
     auto it = groups_.find(m.group_id);
     if (it == groups_.end()) return;
     Group& g = *it->second;
@@ -282,7 +282,7 @@ void Agent::on_members_exited(std::uint32_t from, const msg::MembersExited& m) {
                 run.exited = true;
                 run.status = e.status;
             }
-        if (g.owner == Owner{0, 0}) for_front_end.exits.push_back({e.puid, e.pid, e.status});
+        if (g.owner == kFrontEnd) for_front_end.exits.push_back({e.puid, e.pid, e.status});
         if (!e.error.empty()) {  // after the group began to stop, members killed inside PMI are expected
             if (g.tracker.state() == pg::GroupState::running) spdlog::warn("group {}: rank {} failed: {}", id, e.rank, e.error);
             else spdlog::debug("group {}: rank {}: {}", id, e.rank, e.error);
@@ -290,10 +290,10 @@ void Agent::on_members_exited(std::uint32_t from, const msg::MembersExited& m) {
         apply(g, g.tracker.exited(e.rank, e.puid, e.status, e.error));
         if (!groups_.contains(id)) return;
     }
-    if (!for_front_end.exits.empty()) send_to_owner(Owner{0, 0}, for_front_end);
+    if (!for_front_end.exits.empty()) router_.send_to_owner(kFrontEnd, for_front_end);
 }
 
-void Agent::on_pmi_abort(std::uint32_t from, const msg::PmiAbort& m) {
+void GlobalServices::on_pmi_abort(std::uint32_t from, const msg::PmiAbort& m) {
     auto it = groups_.find(m.group_id);
     if (it == groups_.end()) return;
     Group& g = *it->second;
@@ -305,42 +305,43 @@ void Agent::on_pmi_abort(std::uint32_t from, const msg::PmiAbort& m) {
 
 // ---- the state machine's decisions -------------------------------------------------------
 
-void Agent::apply(Group& g, pg::Action a) {
+void GlobalServices::apply(Group& g, pg::Action a) {
     switch (a.kind) {
         case pg::Action::none: return;
         case pg::Action::respawn: {
             const std::uint32_t node = g.members[a.rank].node_id;
             spdlog::info("group {}: restarting rank {} on node {} ({} of {} restarts)", g.tracker.id(), a.rank, node,
                          g.tracker.restarts(), g.spec.max_restarts);
-            if (!accepting_work() || links_[node].lost)
+            if (!router_.accepting_work() || router_.node_lost(node))
                 return apply(g, g.tracker.start_failed(a.rank, "not restarted: the runtime is shutting down"));
-            return send_to_node(node, msg::RespawnMember{g.tracker.id(), a.rank});
+            router_.send(node, msg::RespawnMember{g.tracker.id(), a.rank});
+            return;
         }
         case pg::Action::stop_all: return stop_group(g);
         case pg::Action::done: return maybe_finish_group(g);  // after group_started, and after the members' output
     }
 }
 
-void Agent::stop_group(Group& g) {
-    if (g.stop_timer || !accepting_work()) return;  // already stopping (or every node stops everything)
+void GlobalServices::stop_group(Group& g) {
+    if (g.stop_timer || !router_.accepting_work()) return;  // already stopping (or every node stops everything)
     g.stop_timer = std::make_unique<asio::steady_timer>(io_);
     escalate_group(g.tracker.id());
 }
 
-void Agent::escalate_group(std::uint64_t group_id) {
+void GlobalServices::escalate_group(std::uint64_t group_id) {
     auto it = groups_.find(group_id);
     if (it == groups_.end() || it->second->tracker.finished()) return;
     Group& g = *it->second;
     g.stop_signal = g.stop_signal == 0 ? SIGINT : g.stop_signal == SIGINT ? SIGTERM : SIGKILL;
     spdlog::info("group {}: {} to {} running members", group_id, ::sigabbrev_np(g.stop_signal), g.tracker.running());
     for (std::uint32_t node : g.nodes)
-        if (!links_[node].lost) send_to_node(node, msg::SignalMembers{group_id, g.stop_signal});
+        if (!router_.node_lost(node)) router_.send(node, msg::SignalMembers{group_id, g.stop_signal});
     if (g.stop_signal == SIGKILL) return;
     g.stop_timer->expires_after(std::chrono::milliseconds(g.patience_ms));
     g.stop_timer->async_wait([this, group_id](const asio::error_code& ec) { if (!ec) escalate_group(group_id); });
 }
 
-void Agent::maybe_finish_group(Group& g) {
+void GlobalServices::maybe_finish_group(Group& g) {
     // Members report their exit only after their output, so every byte an
     // owner reads comes before this.
     if (g.done_sent || g.starting() || !g.tracker.finished()) return;
@@ -362,28 +363,28 @@ void Agent::maybe_finish_group(Group& g) {
     if (!g.tracker.members().empty()) done.rank0_status = g.tracker.members().front().status;
     done.restarts = g.tracker.restarts();
     spdlog::info("group {} {}", done.group_id, pg::to_string(g.tracker.state()));
-    send_to_owner(g.owner, done);
-    if (g.orphaned) asio::post(io_, [this, id = done.group_id] { close_group(id); });
+    router_.send_to_owner(g.owner, done);
+    if (g.orphaned) router_.post([this, id = done.group_id] { close_group(id); });
 }
 
-void Agent::close_group(std::uint64_t group_id) {
+void GlobalServices::close_group(std::uint64_t group_id) {
     auto it = groups_.find(group_id);
     if (it == groups_.end()) return;
     for (std::uint32_t node : it->second->nodes)
-        if (!links_[node].lost) send_to_node(node, msg::ForgetGroup{group_id});
+        if (!router_.node_lost(node)) router_.send(node, msg::ForgetGroup{group_id});
     for (const auto& runs : it->second->runs)
         for (const auto& run : runs) member_of_.erase(run.puid);
     groups_.erase(it);
 }
 
-void Agent::fail_lost_node(std::uint32_t node, const std::string& why) {
+void GlobalServices::node_lost(std::uint32_t node, const std::string& why) {
     // Clients of that node are gone with it: their groups are orphaned.
     std::set<std::uint64_t> owners;
     for (const auto& [id, g] : groups_)
         if (g->owner.node == node) owners.insert(g->owner.client);
-    for (std::uint64_t client : owners) on_owner_gone(Owner{node, client});
+    for (std::uint64_t client : owners) owner_gone(Owner{node, client});
     const std::string error = fmt::format("node {} ({}) was lost: {}", node,
-                                          links_[node].hostname.empty() ? "?" : links_[node].hostname, why);
+                                          router_.node_hostname(node), why);
     std::vector<std::uint64_t> ids;
     for (const auto& [id, g] : groups_)
         if (g->nodes.contains(node)) ids.push_back(id);
@@ -398,7 +399,7 @@ void Agent::fail_lost_node(std::uint32_t node, const std::string& why) {
         }
         if (!groups_.contains(id)) continue;
         if (g.awaiting_start.erase(node) > 0 && !g.starting()) {
-            send_to_owner(g.owner, msg::GroupStarted{g.request_id, id, {}, g.warnings, g.members});
+            router_.send_to_owner(g.owner, msg::GroupStarted{g.request_id, id, {}, g.warnings, g.members});
             maybe_finish_group(g);
         }
     }
@@ -406,46 +407,43 @@ void Agent::fail_lost_node(std::uint32_t node, const std::string& why) {
 
 // ---- owners' requests ---------------------------------------------------------------------
 
-Group* Agent::owned_group(Owner who, std::uint64_t group_id) {
+Group* GlobalServices::owned_group(Owner who, std::uint64_t group_id) {
     auto it = groups_.find(group_id);
     if (it == groups_.end()) {
-        send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::not_found), fmt::format("no group {}", group_id)});
+        reply_error(who, Errc::not_found, fmt::format("no group {}", group_id));
         return nullptr;
     }
     if (!(it->second->owner == who)) {
-        send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::permission_denied),
-                                           fmt::format("group {} belongs to {}", group_id,
-                                                       it->second->owner == Owner{0, 0} ? std::string("the front end")
-                                                                                       : "another client")});
+        reply_error(who, Errc::permission_denied,
+                    fmt::format("group {} belongs to {}", group_id,
+                                it->second->owner == kFrontEnd ? std::string("the front end") : "another client"));
         return nullptr;
     }
     return it->second.get();
 }
 
-void Agent::query_group(Owner who, const msg::GroupQuery& m) {
+void GlobalServices::query_group(Owner who, const msg::GroupQuery& m) {
     auto g = groups_.find(m.group_id);
     if (g == groups_.end())
-        return send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::not_found),
-                                                  fmt::format("no group {}", m.group_id)});
-    send_to_owner(who, group_status(*g->second));
+        return reply_error(who, Errc::not_found, fmt::format("no group {}", m.group_id));
+    router_.send_to_owner(who, group_status(*g->second));
 }
 
-void Agent::signal_group(Owner who, const msg::GroupSignal& m) {
+void GlobalServices::signal_group(Owner who, const msg::GroupSignal& m) {
     Group* g = owned_group(who, m.group_id);
     if (g == nullptr) return;
     if (m.signal < 1 || m.signal > SIGRTMAX)
-        return send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::invalid_argument),
-                                                  fmt::format("bad signal number {}", m.signal)});
+        return reply_error(who, Errc::invalid_argument, fmt::format("bad signal number {}", m.signal));
     for (std::uint32_t node : g->nodes)
-        if (!links_[node].lost) send_to_node(node, msg::SignalMembers{m.group_id, m.signal});
+        if (!router_.node_lost(node)) router_.send(node, msg::SignalMembers{m.group_id, m.signal});
     spdlog::info("group {}: signal {} to its running members", m.group_id, m.signal);
-    send_to_owner(who, msg::OkReply{});
+    router_.send_to_owner(who, msg::OkReply{});
 }
 
-void Agent::stop_group_request(Owner who, const msg::GroupStop& m) {
+void GlobalServices::stop_group_request(Owner who, const msg::GroupStop& m) {
     Group* g = owned_group(who, m.group_id);
     if (g == nullptr) return;
-    send_to_owner(who, msg::OkReply{});
+    router_.send_to_owner(who, msg::OkReply{});
     if (g->tracker.finished()) return;
     g->patience_ms = m.patience_ms;
     if (m.force && g->stop_timer) {  // already stopping: straight to SIGKILL
@@ -457,35 +455,33 @@ void Agent::stop_group_request(Owner who, const msg::GroupStop& m) {
     apply(*g, g->tracker.stop());
 }
 
-void Agent::close_group_request(Owner who, const msg::GroupClose& m) {
+void GlobalServices::close_group_request(Owner who, const msg::GroupClose& m) {
     Group* g = owned_group(who, m.group_id);
     if (g == nullptr) return;
     if (!g->done_sent)
-        return send_to_owner(who, msg::ErrorReply{static_cast<std::uint16_t>(Errc::would_block),
-                                                  fmt::format("group {} is still running; join or stop it before "
-                                                              "closing it",
-                                                              m.group_id)});
+        return reply_error(who, Errc::would_block,
+                           fmt::format("group {} is still running; join or stop it before closing it", m.group_id));
     close_group(m.group_id);
-    send_to_owner(who, msg::OkReply{});
+    router_.send_to_owner(who, msg::OkReply{});
 }
 
-void Agent::on_owner_gone(Owner who) {
+void GlobalServices::owner_gone(Owner who) {
     // Its groups cannot be joined or closed by anyone now: stop them (with
     // the usual patience) and forget them once they have ended.
     for (auto& [gid, g] : groups_) {
         if (!(g->owner == who)) continue;
         g->orphaned = true;
         if (g->done_sent) {
-            asio::post(io_, [this, gid = gid] { close_group(gid); });
+            router_.post([this, gid = gid] { close_group(gid); });
         } else if (!g->tracker.finished()) {
             spdlog::info("group {}: its owner (client {} of node {}) went away; stopping it", gid, who.client, who.node);
-            g->patience_ms = opts_.config.patience_ms();
+            g->patience_ms = opts_.patience_ms;
             apply(*g, g->tracker.stop());
         }
     }
 }
 
-msg::GroupStatus Agent::group_status(const Group& g) {
+msg::GroupStatus GlobalServices::group_status(const Group& g) {
     msg::GroupStatus st;
     st.group_id = g.tracker.id();
     st.state = state_code(g.tracker.state());
@@ -507,9 +503,9 @@ msg::GroupStatus Agent::group_status(const Group& g) {
 
 // ---- stdin and output routing -----------------------------------------------------------
 
-void Agent::route_stdin(msg::StdinData&& d, Owner from) {
+void GlobalServices::route_stdin(msg::StdinData&& d, Owner from) {
     auto drop = [&] {  // not the sender's to write, or gone: consumed, so its window moves on
-        if (!d.data.empty()) send_to_owner(from, msg::StdinAck{d.puid, d.data.size()});
+        if (!d.data.empty()) router_.send_to_owner(from, msg::StdinAck{d.puid, d.data.size()});
     };
     auto it = member_of_.find(d.puid);
     if (it == member_of_.end()) return drop();
@@ -517,7 +513,7 @@ void Agent::route_stdin(msg::StdinData&& d, Owner from) {
     if (g == groups_.end()) return drop();
     const std::uint32_t rank = it->second.second;
     const auto mode = g->second->spec.entries[g->second->entry_of_rank[rank]].proc.stdin_mode;
-    const bool allowed = (mode == msg::StdinMode::forward && from == Owner{0, 0} && rank == 0) ||
+    const bool allowed = (mode == msg::StdinMode::forward && from == kFrontEnd && rank == 0) ||
                          (mode == msg::StdinMode::owner && from == g->second->owner);
     if (!allowed) {
         spdlog::warn("stdin for puid {} from client {} of node {}, which may not write it; dropped", d.puid,
@@ -525,38 +521,29 @@ void Agent::route_stdin(msg::StdinData&& d, Owner from) {
         return drop();
     }
     const std::uint32_t node = g->second->members[rank].node_id;
-    if (links_[node].lost) return drop();
-    send_to_node(node, d);
+    if (router_.node_lost(node)) return drop();
+    router_.send(node, d);
 }
 
-void Agent::route_stdin_ack(const msg::StdinAck& a) {
+void GlobalServices::route_stdin_ack(const msg::StdinAck& a) {
     auto it = member_of_.find(a.puid);
     if (it == member_of_.end()) return;
     auto g = groups_.find(it->second.first);
     if (g == groups_.end()) return;
     const auto mode = g->second->spec.entries[g->second->entry_of_rank[it->second.second]].proc.stdin_mode;
-    send_to_owner(mode == msg::StdinMode::forward ? Owner{0, 0} : g->second->owner, a);
+    router_.send_to_owner(mode == msg::StdinMode::forward ? kFrontEnd : g->second->owner, a);
 }
 
-bool Agent::route_output(const msg::Output& o) {
+bool GlobalServices::route_output(const msg::Output& o) {
     auto g = groups_.find(o.group_id);
     if (g == groups_.end() || o.rank >= g->second->entry_of_rank.size()) return true;  // closed: nobody reads it
     const auto& proc = g->second->spec.entries[g->second->entry_of_rank[o.rank]].proc;
     const auto mode = o.stream == msg::Stream::out ? proc.stdout_mode : proc.stderr_mode;
     Owner to;
-    if (mode == msg::OutputMode::forward) to = Owner{0, 0};
+    if (mode == msg::OutputMode::forward) to = kFrontEnd;
     else if (mode == msg::OutputMode::owner) to = g->second->owner;
     else return true;
-    if (to.node == opts_.node_id) {
-        auto* c = local_owner_conn(to.client);
-        if (c == nullptr) return true;
-        c->send(o);
-        return c->queued_bytes() <= kOwnerHighWater;
-    }
-    const auto& peer = links_[to.node].peer;
-    if (!peer) return true;
-    return peer->send(msg::ClientRelay{to.client, static_cast<std::uint16_t>(msg::Type::output), wire::body_of(o)}) !=
-           tcp::SendState::above_high_water;
+    return router_.send_to_owner(to, o) != Delivery::above_high_water;
 }
 
 }  // namespace dragon::agent
