@@ -4,15 +4,18 @@
 // global services: the group table, placement over every node, the owners
 // of groups, and the front end's control connection.
 //
-// The agent is three parts that talk only by messages (docs/runtime.md):
-//   executor (every node)  starts, signals and reaps the members placed on
-//                          its node; passes their output and exits to node 0
-//   global (node 0)        places groups, runs their state machines, answers
-//                          owners (the front end or a client on any node)
-//   links                  the transport to the other agents: join, node
-//                          table, heartbeats, loss
-// Messages between the executor and global parts of node 0 itself are posted
-// through the same dispatcher as those from other nodes.
+// The agent is a shell (this class: start-up, phases, connections,
+// teardown) around services that own their state. Every message it takes is
+// dispatched through a table (dispatch.hpp) whose rules, who may send what,
+// are data (routes.hpp). Services reach the rest through the Router
+// (router.hpp), which this class implements:
+//   global (node 0)        global/: places groups, runs their state machines,
+//                          answers owners (the front end or a client on any node)
+// and, still members of this class: the executor (every node: starts,
+// signals and reaps the members placed on it; passes their output and exits
+// to node 0), the links (join, node table, heartbeats, loss), the channel
+// gateway and the PMI services. Node 0's executor reports to its own global
+// services through the same dispatcher as other nodes do.
 //
 // Lifecycle: running -> stopping_int -> stopping_term -> stopping_kill ->
 // finishing -> done (docs/runtime.md has the table).
