@@ -87,7 +87,7 @@ Result<GlobalServices::GroupPlan> GlobalServices::plan_group(const msg::GroupSpe
         constrained = constrained || entries.back().constrained();
         // A lost node is not among those placed on: say so rather than "does not exist".
         if (en.node > 0 && static_cast<std::uint32_t>(en.node) < opts_.nnodes &&
-            router_.node_lost(static_cast<std::size_t>(en.node)))
+            router_.node_lost(static_cast<std::uint32_t>(en.node)))
             return make_error(Errc::closed, "entry {} ({}): node {} is lost", e, entries.back().name, en.node);
     }
     GroupPlan out;
