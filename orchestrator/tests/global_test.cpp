@@ -35,7 +35,7 @@ public:
     }
     Delivery send_frame_to_owner(Owner who, std::uint16_t type, std::string body) override {
         sent.push_back({who.node, who, true, {type, std::move(body)}});
-        return Delivery::ok;
+        return owners_full ? Delivery::above_high_water : Delivery::ok;
     }
     void hold_back(std::uint32_t node) override { held.push_back(node); }
     void post(std::function<void()> fn) override { posted.push_back(std::move(fn)); }
@@ -66,6 +66,7 @@ public:
     }
 
     bool accepting = true;
+    bool owners_full = false;
     std::vector<Sent> sent;
     std::vector<std::uint32_t> held;
     std::deque<std::function<void()>> posted;
@@ -255,6 +256,15 @@ TEST_F(Fixture, OutputGoesToItsReaderAndAReportFromTheWrongNodeIsIgnored) {
     EXPECT_TRUE(out[0].first.to_owner);
     EXPECT_EQ(out[0].second.data, "hello\n");
     EXPECT_TRUE(router.held.empty());
+    // Its reader is full: the node that sent it is held back (its output still goes).
+    router.owners_full = true;
+    from_node(0, msg::Output{1000, msg::Stream::err, "more\n", id, 0});
+    EXPECT_EQ(router.take<msg::Output>().size(), 1U);
+    EXPECT_EQ(router.held, std::vector<std::uint32_t>{0});
+    // A closed group's output has no reader and holds nobody back.
+    from_node(0, msg::Output{1000, msg::Stream::out, "late\n", id + 100, 0});
+    EXPECT_TRUE(router.take<msg::Output>().empty());
+    EXPECT_EQ(router.held.size(), 1U);
 }
 
 TEST_F(TwoNodes, MembersOfALostNodeFailAsLostAndItGetsNoNewWork) {

@@ -105,19 +105,23 @@ void Agent::bind_routes() {
 
     // ---- other agents (and this one's own services) ----
     node_routes_.on<msg::Heartbeat>([](std::uint32_t, msg::Heartbeat&&) {});  // hearing anything was the point
-    node_routes_.on<msg::RemoteSend>([this, busy](std::uint32_t from, msg::RemoteSend&& m) {
-        busy();
-        serve_remote_send(from, std::move(m), 0, 0);
-    });
-    node_routes_.on<msg::RemoteRecv>([this, busy](std::uint32_t from, msg::RemoteRecv&& m) {
-        busy();
-        serve_remote_recv(from, std::move(m));
-    });
+    // Another node's operations on our channels, from its agent or from one of its processes' lanes.
+    auto serve_channel_ops = [this, busy](Dispatcher<std::uint32_t>& d) {
+        d.on<msg::RemoteSend>([this, busy](std::uint32_t src, msg::RemoteSend&& m) {
+            busy();
+            serve_remote_send(src, std::move(m), 0, 0);
+        });
+        d.on<msg::RemoteRecv>([this, busy](std::uint32_t src, msg::RemoteRecv&& m) {
+            busy();
+            serve_remote_recv(src, std::move(m));
+        });
+        d.on<msg::RemoteCancel>([this](std::uint32_t src, msg::RemoteCancel&& m) { on_remote_cancel(src, m.op_id); });
+    };
+    serve_channel_ops(node_routes_);
     node_routes_.on<msg::RemoteReply>([this, busy](std::uint32_t from, msg::RemoteReply&& m) {
         busy();
         on_remote_reply(from, std::move(m));
     });
-    node_routes_.on<msg::RemoteCancel>([this](std::uint32_t from, msg::RemoteCancel&& m) { on_remote_cancel(from, m.op_id); });
     node_routes_.on<msg::PmiFence>([this](std::uint32_t from, msg::PmiFence&& m) { on_pmi_fence(from, std::move(m)); });
     node_routes_.on<msg::PmixDmodexRequest>(
         [this](std::uint32_t from, msg::PmixDmodexRequest&& m) { on_pmix_dmodex_request(from, m); });
@@ -147,18 +151,7 @@ void Agent::bind_routes() {
     }
 
     // ---- lanes: another node's process, once greeted ----
-    lane_routes_.on<msg::RemoteSend>([this, busy](std::uint32_t src, msg::RemoteSend&& m) {
-        busy();
-        serve_remote_send(src, std::move(m), 0, 0);
-    });
-    lane_routes_.on<msg::RemoteRecv>([this, busy](std::uint32_t src, msg::RemoteRecv&& m) {
-        busy();
-        serve_remote_recv(src, std::move(m));
-    });
-    lane_routes_.on<msg::RemoteCancel>([this, busy](std::uint32_t src, msg::RemoteCancel&& m) {
-        busy();
-        on_remote_cancel(src, m.op_id);
-    });
+    serve_channel_ops(lane_routes_);
 }
 
 Status Agent::check_routes() const {
