@@ -70,4 +70,9 @@ bool varies_by_process(std::string_view pattern) { return uses_escape(pattern, "
 
 bool varies_by_node(std::string_view pattern) { return uses_escape(pattern, "nh"); }
 
+FileOwner file_owner(std::string_view pattern) {
+    if (varies_by_process(pattern)) return FileOwner::process;
+    return varies_by_node(pattern) ? FileOwner::node : FileOwner::group;
+}
+
 }  // namespace dragon::procgroup

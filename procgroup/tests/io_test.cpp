@@ -52,6 +52,10 @@ TEST(PathPattern, KnowsWhetherProcessesShareTheFile) {
     EXPECT_TRUE(varies_by_node("out.%n"));
     EXPECT_TRUE(varies_by_node("out.%h.log"));
     EXPECT_FALSE(varies_by_node("out.%r.%g"));
+    EXPECT_EQ(file_owner("out.%r.%n"), FileOwner::process);
+    EXPECT_EQ(file_owner("out.%h.log"), FileOwner::node);
+    EXPECT_EQ(file_owner("out.%g.log"), FileOwner::group);
+    EXPECT_EQ(file_owner("out.%%r"), FileOwner::group);
 }
 
 }  // namespace

@@ -11,11 +11,13 @@
 // (router.hpp), which this class implements:
 //   global (node 0)        global/: places groups, runs their state machines,
 //                          answers owners (the front end or a client on any node)
-// and, still members of this class: the executor (every node: starts,
-// signals and reaps the members placed on it; passes their output and exits
-// to node 0), the links (join, node table, heartbeats, loss), the channel
-// gateway and the PMI services. Node 0's executor reports to its own global
-// services through the same dispatcher as other nodes do.
+//   executor (every node)  executor/: starts, signals and reaps the members
+//                          placed here, with their stdio and PMI (pmi/: one
+//                          PmiJob interface, simple/Cray and PMIx behind it);
+//                          reports their output and exits to node 0, its own
+//                          node 0 included, through the same dispatcher
+// and, still members of this class: the links (join, node table,
+// heartbeats, loss) and the channel gateway with its lanes.
 //
 // Lifecycle: running -> stopping_int -> stopping_term -> stopping_kill ->
 // finishing -> done (docs/runtime.md has the table).
@@ -41,6 +43,7 @@
 #include "../runtime/connection.hpp"
 #include "agent_main.hpp"
 #include "dispatch.hpp"
+#include "executor/executor.hpp"
 #include "global/global.hpp"
 #include "router.hpp"
 #include "../runtime/node_lock.hpp"
@@ -49,10 +52,6 @@
 #include "dragon/common/config.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
-#include "dragon/pmi/server.hpp"
-#if DRAGON_HAVE_PMIX
-#include "dragon/pmi/pmix.hpp"
-#endif
 #include "dragon/procgroup/group.hpp"
 #include "dragon/procgroup/resources.hpp"
 #include "dragon/transport/tcp.hpp"
@@ -60,105 +59,6 @@
 namespace dragon::agent {
 namespace pg = dragon::procgroup;
 namespace tcp = dragon::transport::tcp;
-
-/// A process this node started, until its group is closed (or the run ends).
-struct Process {
-    Puid puid = 0;
-    pid_t pid = 0;
-    std::uint64_t group_id = 0;
-    std::uint32_t rank = 0;
-    std::vector<std::string> argv;
-    msg::ProcState state = msg::ProcState::running;
-    msg::ExitStatus status;
-    std::unique_ptr<asio::posix::stream_descriptor> out, err;  // read ends while open
-    std::unique_ptr<asio::posix::stream_descriptor> in;        // write end while open
-    std::deque<std::string> stdin_queue;
-    bool stdin_writing = false;
-    bool stdin_eof = false;
-    bool exit_reported = false;
-    std::unique_ptr<asio::steady_timer> output_grace;  // after reaping, how long to wait for EOF
-};
-
-class Agent;
-
-/// One PMI connection of a local rank (a PMI_FD socket or an accepted
-/// PMI_PORT connection), with what is queued to write to it.
-struct PmiConn {
-    asio::posix::stream_descriptor sock;
-    std::deque<std::string> out;
-    bool writing = false;
-    bool closing = false;  // the server is done with it: close once `out` is written
-    bool read_paused = false;  // replies pile up unread: no more requests until they drain
-    std::array<char, 4096> buf{};
-    explicit PmiConn(asio::io_context& io) : sock(io) {}
-};
-
-/// The PMI server of a group on this node (pmi.cpp): the JobServer and the
-/// sockets it talks through.
-struct PmiJob final : pmi::JobHost {
-    PmiJob(Agent& a, std::uint64_t group) : agent(a), group_id(group) {}
-    ~PmiJob() override;
-    PmiJob(const PmiJob&) = delete;
-    PmiJob& operator=(const PmiJob&) = delete;
-    void send(pmi::ConnId conn, std::string bytes) override;
-    void close(pmi::ConnId conn) override;
-    void fence_out(std::uint64_t seq, std::string batch) override;
-    void abort(std::uint32_t rank, int exit_code, std::string message) override;
-    void rank_error(std::optional<std::uint32_t> rank, std::string message, bool protocol) override;
-    /// Closes a connection's socket (ending its pending operations) and forgets it.
-    void drop(std::map<pmi::ConnId, std::shared_ptr<PmiConn>>::iterator it);
-
-    Agent& agent;
-    std::uint64_t group_id;
-    std::unique_ptr<pmi::JobServer> server;
-    std::set<std::uint32_t> other_nodes;
-    std::map<pmi::ConnId, std::shared_ptr<PmiConn>> conns;
-    std::unique_ptr<asio::ip::tcp::acceptor> acceptor;  // with PMI_PORT
-    std::string port;                                   // PMI_PORT's host:port
-    std::unique_ptr<asio::steady_timer> accept_backoff;
-    std::vector<std::string> env;                       // what every rank of the group gets
-    std::vector<std::uint32_t> node_index;              // by node id: the job's own node number (PALS_NODEID)
-};
-
-/// A group's PMIx job on this node (pmix.cpp): its namespace, its fences
-/// across nodes, and which local ranks began and ended PMIx.
-struct PmixJob {
-    std::string nspace;
-    std::vector<std::uint32_t> rank_node;
-    std::vector<std::uint32_t> local_ranks;
-    std::set<std::uint32_t> other_nodes;
-    std::uint64_t fences_started = 0;  // this node's fence_nb calls so far
-    struct Fence {
-        bool local = false;
-        std::string own;
-        std::function<void(Status, std::string)> done;
-        std::map<std::uint32_t, std::string> remote;
-    };
-    std::map<std::uint64_t, Fence> fences;  // by sequence number
-    std::set<std::uint32_t> connected, finalized;
-    bool registered = false;
-};
-
-/// The part of a group placed on this node (executor side).
-struct LocalGroup {
-    std::uint64_t id = 0;
-    msg::GroupSpec spec;
-    std::uint32_t nranks = 0;
-    std::uint32_t local_size = 0;
-    std::unordered_map<std::uint32_t, msg::MemberPlacement> placement;  // by rank
-    std::vector<std::uint32_t> entry_end;      // prefix sums of entry counts: rank -> entry
-    std::set<std::uint32_t> started_once;      // ranks started before (a restart appends to files)
-    std::vector<Puid> puids;                   // every process it had here
-    std::vector<msg::MemberExited> exit_batch;  // to node 0 at the end of this loop turn
-    bool exit_flush_posted = false;
-    // The first start, a slice per loop turn, answered once when all are done.
-    std::vector<std::uint32_t> to_start;
-    std::size_t next_start = 0;
-    msg::MembersStarted started_reply;
-    std::string first_failure;
-    std::unique_ptr<PmiJob> pmi;  // when its members get PMI
-    std::unique_ptr<PmixJob> pmix;  // when they get PMIx
-};
 
 /// A local client connection (a managed process using the client library).
 struct Client {
@@ -280,57 +180,6 @@ private:
     void post_to_self(wire::Frame f);
     void on_node_frame(std::uint32_t from, wire::Frame&& f);
 
-    // ---- executor (every node) ----
-    void exec_members(const msg::ExecMembers& m);
-    void start_some(std::uint64_t group_id);
-    msg::MemberStarted spawn_member(LocalGroup& g, std::uint32_t rank);
-    void signal_members(const msg::SignalMembers& m);
-    void respawn_member(const msg::RespawnMember& m);
-    void forget_group(std::uint64_t group_id);
-    void handle_stdin(msg::StdinData&& d);
-    void write_stdin(Process& p);
-    void close_stdin(Process& p);
-    void watch_output(Puid puid, msg::Stream stream);
-    void on_output_ready(Puid puid, msg::Stream stream);
-    void resume_parked_output();
-    void drain_output(Process& p);
-    void reap_children();
-    void maybe_report_exit(Process& p);
-    void arm_output_grace(Puid puid);
-    void queue_exit_report(Process& p);
-    void flush_exits(std::uint64_t group_id);
-    /// Sends output toward its reader; false when that path is above high water.
-    bool send_output(msg::Output&& o);
-
-    // ---- PMI (pmi.cpp) ----
-    Status start_pmi(LocalGroup& g, const msg::ExecMembers& m);
-    /// What a member needs for PMI: environment, and (PMI_FD) the child's end of its socket.
-    /// Returns (the child's end, our end) of its PMI_FD socket, or two empty fds with PMI_PORT.
-    Result<std::pair<sys::UniqueFd, sys::UniqueFd>> pmi_for_member(LocalGroup& g, std::uint32_t rank,
-                                                                   std::vector<std::string>& env);
-    void pmi_member_started(LocalGroup& g, std::uint32_t rank, sys::UniqueFd parent_end);
-    void pmi_read(std::uint64_t group_id, pmi::ConnId conn);
-    void pmi_write(std::uint64_t group_id, pmi::ConnId conn);
-    void pmi_accept(std::uint64_t group_id);
-    void on_pmi_fence(std::uint32_t from, msg::PmiFence&& m);
-    /// Feeds what a rank wrote before it exited (an abort, say) to its server.
-    void pmi_drain(LocalGroup& g, std::uint32_t rank);
-    void pmi_forget(std::uint64_t group_id);
-    /// Feeds the fence batches that came for a group before its exec_members.
-    void replay_early_fences(std::uint64_t group_id);
-
-    // ---- PMIx (pmix.cpp) ----
-    Status start_pmix(LocalGroup& g, const msg::ExecMembers& m);
-    Result<std::vector<std::string>> pmix_for_member(LocalGroup& g, std::uint32_t rank);
-    std::string pmix_rank_exited(LocalGroup& g, std::uint32_t rank, bool clean);
-    void pmix_forget(LocalGroup& g);
-    void on_pmix_fence(std::uint32_t from, msg::PmiFence&& m, LocalGroup& g);
-    void on_pmix_dmodex_request(std::uint32_t from, const msg::PmixDmodexRequest& m);
-    void on_pmix_dmodex_reply(const msg::PmixDmodexReply& m);
-    LocalGroup* group_of_nspace(const std::string& nspace);
-    void stop_pmix_server();
-    friend struct PmiJob;
-
     // ---- the Router (routing.cpp): how services reach the rest ----
     [[nodiscard]] std::uint32_t node_id() const override { return opts_.node_id; }
     [[nodiscard]] std::uint32_t nnodes() const override { return opts_.nnodes; }
@@ -402,14 +251,12 @@ private:
     void wait_signals();
     void begin_stop(bool force, std::uint32_t patience_ms, const char* why);
     void escalate();
-    void signal_running(int sig);
     void maybe_finish();
     void finish();
     void finish_now();
     void kill_strays();
-    [[nodiscard]] std::size_t running_count() const { return running_; }
-
-    Process* find(Puid puid);
+    /// Owners' connections drained: output and links held back for them go on.
+    void resume_parked_output();
 
     asio::io_context io_;
     AgentOptions opts_;
@@ -421,7 +268,6 @@ private:
     Dispatcher<std::uint32_t> lane_routes_;
     rt::NodeLock lock_;
     channels::Pool pool_;  // the node's pool: channels of this node live in it
-    bool pool_reservation_started_ = false;
     std::shared_ptr<rt::UnixConnection> frontend_;  // node 0 only
     bool frontend_lost_ = false;
     asio::local::stream_protocol::acceptor client_acceptor_;
@@ -431,29 +277,9 @@ private:
     asio::steady_timer heartbeat_timer_;
     asio::steady_timer join_timer_;
     asio::steady_timer peers_done_timer_;
-    IdAllocator puids_;
     std::string hostname_;
-    std::vector<std::string> base_env_;
-    std::string path_env_;
 
-    // executor
-    std::map<Puid, std::unique_ptr<Process>> procs_;
-    std::size_t running_ = 0;  // procs_ entries in state running
-    std::unordered_map<pid_t, Puid> by_pid_;
-    std::map<std::uint64_t, LocalGroup> local_groups_;
-    std::vector<std::pair<Puid, msg::Stream>> parked_output_;  // waiting for their path to drain
-    std::map<std::uint64_t, std::vector<std::pair<std::uint32_t, msg::PmiFence>>> early_fences_;  // before exec_members
-    std::size_t early_fence_bytes_ = 0;
-    std::set<std::uint64_t> forgotten_pmi_;  // groups closed here: late fence batches for them are dropped
-    std::string shim_dir_;  // where libpmi.so.0 is (--pmi cray), found on first need
-#if DRAGON_HAVE_PMIX
-    std::unique_ptr<pmi::pmix::Server> pmix_;  // made for the first PMIx group here
-#endif
-    std::string pmix_tmpdir_;
-    std::string pmix_topology_xml_;
-    std::uint64_t next_dmodex_ = 1;
-    std::map<std::uint64_t, std::function<void(Status, std::string)>> dmodex_waiting_;
-
+    std::unique_ptr<Executor> executor_;
     std::unique_ptr<GlobalServices> global_;  // node 0 only
     std::optional<pg::NodeResources> resources_;  // this node's (hwloc costs ~2 ms: discovered on need)
     std::vector<std::shared_ptr<tcp::Peer>> paused_links_;  // links not read while an owner is full

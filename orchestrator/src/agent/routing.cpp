@@ -83,9 +83,7 @@ void Agent::bind_routes() {
 
     // ---- local clients ----
     client_routes_.on<msg::ProcQuery>([this](std::uint64_t id, msg::ProcQuery&&) {
-        msg::ProcTable t;
-        for (const auto& [puid, p] : procs_) t.procs.push_back({puid, p->pid, p->state, p->status, p->argv});
-        clients_.at(id).conn->send(t);
+        clients_.at(id).conn->send(executor_->process_table());
     });
     auto to_global = [this](std::uint64_t id, wire::Frame&& f) {
         // Checked here, so a bad request is refused by its own agent, not relayed.
@@ -122,15 +120,7 @@ void Agent::bind_routes() {
         busy();
         on_remote_reply(from, std::move(m));
     });
-    node_routes_.on<msg::PmiFence>([this](std::uint32_t from, msg::PmiFence&& m) { on_pmi_fence(from, std::move(m)); });
-    node_routes_.on<msg::PmixDmodexRequest>(
-        [this](std::uint32_t from, msg::PmixDmodexRequest&& m) { on_pmix_dmodex_request(from, m); });
-    node_routes_.on<msg::PmixDmodexReply>([this](std::uint32_t, msg::PmixDmodexReply&& m) { on_pmix_dmodex_reply(m); });
-    node_routes_.on<msg::ExecMembers>([this](std::uint32_t, msg::ExecMembers&& m) { exec_members(m); });
-    node_routes_.on<msg::SignalMembers>([this](std::uint32_t, msg::SignalMembers&& m) { signal_members(m); });
-    node_routes_.on<msg::RespawnMember>([this](std::uint32_t, msg::RespawnMember&& m) { respawn_member(m); });
-    node_routes_.on<msg::ForgetGroup>([this](std::uint32_t, msg::ForgetGroup&& m) { forget_group(m.group_id); });
-    node_routes_.on<msg::StdinData>([this](std::uint32_t, msg::StdinData&& m) { handle_stdin(std::move(m)); });
+    executor_->bind(node_routes_);  // node 0's orders, and PMI between nodes
     if (!is_head()) {
         node_routes_.on<msg::NodeTable>([this](std::uint32_t, msg::NodeTable&& m) { on_node_table(m); });
         node_routes_.on<msg::Shutdown>([this](std::uint32_t, msg::Shutdown&& m) {

@@ -225,7 +225,7 @@ void GlobalServices::truncate_shared_files(const Group& g) {
         const auto& p = e.proc;
         for (const auto& [used, pattern] : {std::pair{p.stdout_mode == msg::OutputMode::file, &p.stdout_path},
                                             std::pair{p.stderr_mode == msg::OutputMode::file, &p.stderr_path}}) {
-            if (!used || pg::varies_by_process(*pattern) || pg::varies_by_node(*pattern)) continue;
+            if (!used || pg::file_owner(*pattern) != pg::FileOwner::group) continue;
             auto name = pg::expand_path(*pattern, pg::PathContext{0, 0, 0, g.tracker.id(), opts_.hostname});
             if (!name) continue;  // refused before (check_group_io)
             if (!name->starts_with('/') && !p.cwd.empty()) *name = p.cwd + "/" + *name;

@@ -38,4 +38,12 @@ bool varies_by_process(std::string_view pattern);
 /// True when the pattern names a file per node (it uses %n or %h).
 bool varies_by_node(std::string_view pattern);
 
+/// Who empties an output file at a group's start. Members open output files
+/// for appending (a restarted rank adds to its earlier runs), so each file is
+/// emptied exactly once, before anything is written to it: a file of its own
+/// by the process, at its first start; a file per node by that node's local
+/// rank 0; a file the whole group shares by node 0, before any member starts.
+enum class FileOwner { process, node, group };
+FileOwner file_owner(std::string_view pattern);
+
 }  // namespace dragon::procgroup
