@@ -20,6 +20,7 @@
 
 #include "dragon/channels/channel.hpp"
 #include "dragon/common/config.hpp"
+#include "dragon/common/group_rules.hpp"
 #include "dragon/common/log.hpp"
 #include "dragon/orchestrator/channel.hpp"
 #include "dragon/orchestrator/client.hpp"
@@ -242,11 +243,9 @@ client::Redirect to_redirect(const std::string& kind, const std::string& path, c
 }
 
 msg::PmiMode to_pmi(const std::string& s) {
-    if (s == "none" || s.empty()) return msg::PmiMode::none;
-    if (s == "simple") return msg::PmiMode::simple;
-    if (s == "cray") return msg::PmiMode::cray;
-    if (s == "pmix") return msg::PmiMode::pmix;
-    throw py::value_error("pmi: unknown '" + s + "' (none, simple, cray, pmix)");
+    auto m = msg::pmi_mode_from(s);
+    if (!m) throw py::value_error(m.error().message());
+    return *m;
 }
 
 std::chrono::milliseconds p0() { return std::chrono::milliseconds(0); }
@@ -776,6 +775,14 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("poll", &poll, py::arg("items"), py::arg("timeout") = py::none(),
           "Waits until one of this node's channels is ready: [(channel, events)] -> [revents] (all 0 on timeout).");
+    m.def(
+        "check_group_options",
+        [](bool restart, const std::string& pmi, bool pmi_port) {
+            if (auto st = dragon::msg::check_group_options(restart, to_pmi(pmi), pmi_port); !st)
+                throw py::value_error(st.error().message());
+        },
+        py::arg("restart"), py::arg("pmi"), py::arg("pmi_port") = false,
+        "Raises ValueError when a group's options exclude each other (the runtime's own rule).");
     m.attr("READABLE") = static_cast<int>(dragon::channels::kReadable);
     m.attr("WRITABLE") = static_cast<int>(dragon::channels::kWritable);
 }

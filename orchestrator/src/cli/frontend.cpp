@@ -18,6 +18,7 @@
 
 #include "../runtime/connection.hpp"
 #include "../runtime/node_lock.hpp"
+#include "dragon/common/group_rules.hpp"
 #include "dragon/common/messages.hpp"
 #include "dragon/common/names.hpp"
 #include "dragon/common/cpulist.hpp"
@@ -173,10 +174,7 @@ private:
         req.spec.allow_oversubscribe = opts_.allow_oversubscribe;
         req.spec.restart = opts_.restart;
         req.spec.max_restarts = opts_.max_restarts;
-        req.spec.pmi = opts_.pmi == "cray"     ? msg::PmiMode::cray
-                       : opts_.pmi == "simple" ? msg::PmiMode::simple
-                       : opts_.pmi == "pmix"   ? msg::PmiMode::pmix
-                                               : msg::PmiMode::none;
+        req.spec.pmi = msg::pmi_mode_from(opts_.pmi).value_or(msg::PmiMode::none);  // checked in main()
         req.spec.pmi_port = opts_.pmi_port;
         if (opts_.display_map || opts_.dry_run) {
             req.request_id = kPlanRequest;

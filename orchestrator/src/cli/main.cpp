@@ -8,6 +8,7 @@
 
 #include "../runtime/node_lock.hpp"
 #include "dragon/common/config.hpp"
+#include "dragon/common/group_rules.hpp"
 #include "dragon/common/log.hpp"
 #include "frontend.hpp"
 
@@ -247,13 +248,12 @@ int main(int argc, char** argv) {
     ro.forward_stdin = !no_stdin;
     ro.allow_oversubscribe = !no_oversubscribe;
     if (ro.restart && ro.max_restarts == 0) ro.max_restarts = 1U << 20;  // --restart alone: keep replacing
-    if (ro.pmi_port && (ro.pmi == "none" || ro.pmi == "pmix")) {
-        std::fprintf(stderr, "dragon-orchestrate: error: run: --pmi-port needs --pmi simple or --pmi cray\n");
-        return dragon::cli::kExitUsage;
-    }
-    if (ro.restart && ro.pmi != "none") {
-        std::fprintf(stderr, "dragon-orchestrate: error: run: --restart cannot be combined with --pmi: an MPI job "
-                             "cannot take a replacement rank\n");
+    // The group's own rules, as the runtime would refuse them, but before anything starts.
+    auto pmi = dragon::msg::pmi_mode_from(ro.pmi);
+    auto rules = pmi ? dragon::msg::check_group_options(ro.restart, *pmi, ro.pmi_port) : dragon::Status(pmi.error());
+    if (!rules) {
+        std::fprintf(stderr, "dragon-orchestrate: error: run: %s (--restart, --pmi, --pmi-port)\n",
+                     rules.error().message().c_str());
         return dragon::cli::kExitUsage;
     }
     return dragon::cli::run_program(std::move(ro));

@@ -118,9 +118,10 @@ class ProcessGroup:
             self.pmi = PMIBackend.from_str(pmi) if pmi is not None else None
         except ValueError as e:
             raise ValueError(f"ProcessGroup: {e}") from None
-        if self.pmi is not None and self.restart:
-            raise ValueError("ProcessGroup: restart cannot be combined with pmi: an MPI job cannot take a "
-                             "replacement rank")
+        try:
+            _core.check_group_options(self.restart, self.pmi.value if self.pmi else "none")
+        except ValueError as e:
+            raise ValueError(f"ProcessGroup: {e}") from None
         if walltime is not None and not walltime > 0:
             raise ValueError(f"ProcessGroup: walltime must be > 0 seconds, got {walltime!r}")
         self.walltime = walltime

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "global.hpp"
+#include "dragon/common/group_rules.hpp"
 #include "dragon/procgroup/io.hpp"
 #include "dragon/procgroup/placement.hpp"
 #include "dragon/procgroup/topology.hpp"
@@ -155,13 +156,8 @@ void GlobalServices::start_group(const msg::GroupStart& req, Owner owner) {
         router_.send_to_owner(owner, reply);
     };
     if (!router_.accepting_work()) return refuse("the runtime is shutting down");
-    if (total == 0) return refuse("a group needs at least one process");
-    if (total > 1'000'000) return refuse(fmt::format("a group of {} processes is too large", total));
-    for (const auto& e : req.spec.entries)
-        if (e.count > 0 && e.proc.argv.empty()) return refuse("a group entry has an empty argv");
+    if (auto st = msg::check_group_spec(req.spec); !st) return refuse(st.error().message());
     if (auto st = check_group_io(req.spec, owner); !st) return refuse(st.error().message());
-    if (req.spec.pmi != msg::PmiMode::none && req.spec.restart)
-        return refuse("restart cannot be combined with PMI: an MPI job cannot take a replacement rank");
     auto plan = plan_group(req.spec, static_cast<std::uint32_t>(total), req.dry_run);
     if (!plan) return refuse(plan.error().message());
     if (req.dry_run) {
