@@ -527,7 +527,7 @@ void Agent::finish_now() {
     }
     peers_done_timer_.cancel();
     heartbeat_timer_.cancel();
-    listener_.reset();
+    if (transport_) transport_->stop_listening();
     for (auto& l : links_)
         if (l.peer) l.peer->close();
     auto done = [this] {

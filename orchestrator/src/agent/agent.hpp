@@ -54,6 +54,7 @@
 #include "dragon/common/messages.hpp"
 #include "dragon/procgroup/group.hpp"
 #include "dragon/procgroup/resources.hpp"
+#include "dragon/transport/link.hpp"
 #include "dragon/transport/tcp.hpp"
 
 namespace dragon::agent {
@@ -73,7 +74,7 @@ struct Client {
 /// connection of its own (a lane, docs/channels.md): served as a link is,
 /// under a source id of its own (kFirstLaneSource and up) instead of a node id.
 struct LaneIn {
-    std::shared_ptr<tcp::Peer> peer;
+    std::shared_ptr<transport::Link> peer;
     std::uint32_t node = 0;  // the process's node (its local agent authenticated the connection)
     Puid puid = 0;
     bool greeted = false;    // its lane_hello came
@@ -84,7 +85,7 @@ inline constexpr bool is_lane_source(std::uint32_t from) { return from >= kFirst
 
 /// Another node's agent, as this one sees it.
 struct Link {
-    std::shared_ptr<tcp::Peer> peer;  // null until connected (and after loss)
+    std::shared_ptr<transport::Link> peer;  // null until connected (and after loss)
     std::string hostname;
     std::string address;
     std::uint16_t port = 0;
@@ -167,7 +168,7 @@ private:
     Status open_listener();
     void dial_head();
     void dial_peer(std::uint32_t node);
-    void on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled);
+    void on_peer_connected(std::shared_ptr<transport::Link> peer, bool dialled);
     void on_link_frame(std::uint32_t from, wire::Frame&& f);
     void on_link_lost(std::uint32_t node, const std::string& why);
     void on_node_hello(std::uint32_t from, const msg::NodeHello& h);
@@ -228,7 +229,7 @@ private:
     Result<tcp::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);
     void stop_waiting_all();
     /// Where replies to a source (a node, or a lane) go; null once it is gone.
-    tcp::Peer* source_peer(std::uint32_t from);
+    transport::Link* source_peer(std::uint32_t from);
     /// The slot of the pool block a payload from that source is being read into.
     std::uint64_t* incoming_block_of(std::uint32_t from);
     /// A source is gone: a half-read payload is dropped, and its waiting
@@ -238,7 +239,7 @@ private:
     void drop_source(std::uint32_t from, bool keep_sends);
     // lanes (gateway.cpp): a local client asks for one; another node's process uses one
     void open_lane(std::uint64_t client, wire::Frame&& f);
-    void accept_lane(std::shared_ptr<tcp::Peer> peer);
+    void accept_lane(std::shared_ptr<transport::Link> peer);
     void on_lane_frame(std::uint32_t src, wire::Frame&& f);
     void close_lane(std::uint32_t src, const std::string& why, bool keep_sends);
     void close_all_lanes();
@@ -282,11 +283,11 @@ private:
     std::unique_ptr<Executor> executor_;
     std::unique_ptr<GlobalServices> global_;  // node 0 only
     std::optional<pg::NodeResources> resources_;  // this node's (hwloc costs ~2 ms: discovered on need)
-    std::vector<std::shared_ptr<tcp::Peer>> paused_links_;  // links not read while an owner is full
+    std::vector<std::shared_ptr<transport::Link>> paused_links_;  // links not read while an owner is full
     bool self_held_back_ = false;  // node 0's own output waits for a full owner, as a held-back link does
 
     // links
-    std::optional<tcp::Listener> listener_;
+    std::unique_ptr<transport::Transport> transport_;  // the links' (by name: --transport, tcp today)
     std::vector<Link> links_;  // by node id (this node's own entry unused)
     std::uint64_t heartbeat_seq_ = 0;
     bool table_received_ = false;  // (node k) the node table came

@@ -127,7 +127,7 @@ void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
     // A send without a timeout was "on its way" for the client when it returned:
     // it is carried out even if the client goes away.
     gateway_ops_[op] = GatewayOp{client, request_id, node, !(is_send && send.timeout_ns < 0)};
-    tcp::Peer& peer = *links_[node].peer;
+    transport::Link& peer = *links_[node].peer;
     if (!is_send) {
         peer.send(msg::RemoteRecv{op, desc_bytes, recv.timeout_ns});
         return;
@@ -239,7 +239,7 @@ void Agent::drop_source(std::uint32_t from, bool keep_sends) {
     std::erase_if(send_queues_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
 }
 
-tcp::Peer* Agent::source_peer(std::uint32_t from) {
+transport::Link* Agent::source_peer(std::uint32_t from) {
     if (is_lane_source(from)) {
         auto it = lanes_in_.find(from);
         return it == lanes_in_.end() ? nullptr : it->second.peer.get();
@@ -258,7 +258,7 @@ std::uint64_t* Agent::incoming_block_of(std::uint32_t from) {
 // ---- serving: another node's operation on one of our channels ----------------------
 
 void Agent::send_remote_reply(std::uint32_t to, std::uint64_t op, Status st) {
-    tcp::Peer* peer = source_peer(to);
+    transport::Link* peer = source_peer(to);
     if (peer == nullptr) return;
     msg::RemoteReply r{op, 0, {}, {}};
     if (!st) {
@@ -269,7 +269,7 @@ void Agent::send_remote_reply(std::uint32_t to, std::uint64_t op, Status st) {
 }
 
 void Agent::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m) {
-    tcp::Peer* peer = source_peer(to);
+    transport::Link* peer = source_peer(to);
     if (peer == nullptr) {
         spdlog::warn("node {}: a message received for {} {} is dropped: its connection is gone", opts_.node_id,
                      is_lane_source(to) ? "lane" : "node", to);
@@ -530,6 +530,9 @@ void Agent::open_lane(std::uint64_t client, wire::Frame&& f) {
                                                           node, opts_.nnodes - 1, opts_.node_id));
     if (!accepting_work() || !links_[node].peer)
         return answer(Errc::closed, fmt::format("node {} is not reachable", node));
+    // A lane is a TCP socket handed to the process: with another transport
+    // the process keeps using this gateway for that node.
+    if (transport_->name() != "tcp") return answer(Errc::unsupported, "lanes need the tcp transport");
     tcp::Options o;
     o.bind_address = opts_.address;
     tcp::connect(io_, links_[node].address, links_[node].port, *opts_.secret, opts_.node_id, node,
@@ -558,7 +561,7 @@ void Agent::open_lane(std::uint64_t client, wire::Frame&& f) {
                  o);
 }
 
-void Agent::accept_lane(std::shared_ptr<tcp::Peer> peer) {
+void Agent::accept_lane(std::shared_ptr<transport::Link> peer) {
     const std::uint32_t node = peer->remote_node_id();
     if (lanes_in_.size() >= kMaxLanesIn) {
         peer->start([](wire::Frame&&) {}, [](const Error*) {});

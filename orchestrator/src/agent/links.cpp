@@ -16,57 +16,38 @@ void Agent::post_to_self(wire::Frame f) {
 }
 
 Status Agent::open_listener() {
-    auto on_peer = [this](std::shared_ptr<tcp::Peer> peer) { on_peer_connected(std::move(peer), false); };
-    Result<tcp::Listener> l = Error(Errc::internal, "no listener");
-    if (opts_.listen_fd >= 0) {
-        l = tcp::Listener::adopt(io_, sys::UniqueFd(opts_.listen_fd), *opts_.secret, opts_.node_id, on_peer);
-        opts_.listen_fd = -1;
-    } else {
-        l = tcp::Listener::create(io_, opts_.address, 0, *opts_.secret, opts_.node_id, on_peer);
-    }
-    if (!l) return std::move(l).error().context(fmt::format("node {}", opts_.node_id));
-    listener_ = std::move(*l);
-    const auto ep = listener_->local_endpoint();
-    if (opts_.address.empty()) opts_.address = ep.address().to_string();
-    spdlog::info("node {} listening on {}:{}", opts_.node_id, ep.address().to_string(), ep.port());
+    auto t = transport::create_transport("tcp", io_, *opts_.secret, opts_.node_id, opts_.address);
+    if (!t) return std::move(t).error().context(fmt::format("node {}", opts_.node_id));
+    transport_ = std::move(*t);
+    auto on_link = [this](std::shared_ptr<transport::Link> link) { on_peer_connected(std::move(link), false); };
+    const int fd = std::exchange(opts_.listen_fd, -1);
+    if (auto st = transport_->listen(opts_.address, fd, on_link); !st)
+        return std::move(st).error().context(fmt::format("node {}", opts_.node_id));
+    const auto ep = transport_->local_endpoint();
+    if (opts_.address.empty()) opts_.address = ep.address;
+    spdlog::info("node {} listening on {}:{}", opts_.node_id, ep.address, ep.port);
     return ok();
 }
 
-void Agent::dial_head() {
-    tcp::Options o;
-    o.bind_address = opts_.address;
-    tcp::connect(io_, opts_.head_address, opts_.head_port, *opts_.secret, opts_.node_id, 0,
-                 [this](Result<std::shared_ptr<tcp::Peer>> r) {
-                     if (phase_ != Phase::joining) return;
-                     if (r) return on_peer_connected(std::move(*r), true);
-                     // Node 0 may not listen yet (under a batch system): try again until the join deadline.
-                     if (dial_failures_++ == 0) spdlog::info("node {}: {}; retrying", opts_.node_id, r.error().message());
-                     auto t = std::make_shared<asio::steady_timer>(io_, kDialRetry);
-                     t->async_wait([this, t](const asio::error_code& ec) {
-                         if (!ec && phase_ == Phase::joining) dial_head();
-                     });
-                 },
-                 o);
-}
+void Agent::dial_head() { dial_peer(0); }
 
 void Agent::dial_peer(std::uint32_t node) {
-    tcp::Options o;
-    o.bind_address = opts_.address;
-    const Link& l = links_[node];
-    tcp::connect(io_, l.address, l.port, *opts_.secret, opts_.node_id, node,
-                 [this, node](Result<std::shared_ptr<tcp::Peer>> r) {
-                     if (phase_ != Phase::joining) return;
-                     if (r) return on_peer_connected(std::move(*r), true);
-                     if (dial_failures_++ == 0) spdlog::info("node {}: {}; retrying", opts_.node_id, r.error().message());
-                     auto t = std::make_shared<asio::steady_timer>(io_, kDialRetry);
-                     t->async_wait([this, t, node](const asio::error_code& ec) {
-                         if (!ec && phase_ == Phase::joining) dial_peer(node);
-                     });
-                 },
-                 o);
+    // Node 0's address comes from the launcher; the others' from node 0's table.
+    const transport::Endpoint at = node == 0 ? transport::Endpoint{opts_.head_address, opts_.head_port}
+                                             : transport::Endpoint{links_[node].address, links_[node].port};
+    transport_->connect(at, node, [this, node](Result<std::shared_ptr<transport::Link>> r) {
+        if (phase_ != Phase::joining) return;
+        if (r) return on_peer_connected(std::move(*r), true);
+        // The other node may not listen yet (node 0 under a batch system): try again until the join deadline.
+        if (dial_failures_++ == 0) spdlog::info("node {}: {}; retrying", opts_.node_id, r.error().message());
+        auto t = std::make_shared<asio::steady_timer>(io_, kDialRetry);
+        t->async_wait([this, t, node](const asio::error_code& ec) {
+            if (!ec && phase_ == Phase::joining) dial_peer(node);
+        });
+    });
 }
 
-void Agent::on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled) {
+void Agent::on_peer_connected(std::shared_ptr<transport::Link> peer, bool dialled) {
     const std::uint32_t n = peer->remote_node_id();
     auto refuse = [&](const char* why) {
         spdlog::warn("node {}: dropping {}: {}", opts_.node_id, peer->name(), why);
@@ -97,7 +78,7 @@ void Agent::on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled) {
     // is output for an owner on another node).
     peer->set_on_drained([this] { resume_parked_output(); });
     if (n == 0 && !is_head()) {
-        const auto ep = listener_->local_endpoint();
+        const auto ep = transport_->local_endpoint();
         std::string resources;
         if (auto res = node_resources()) {
             resources = wire::body_of(**res);
@@ -105,7 +86,7 @@ void Agent::on_peer_connected(std::shared_ptr<tcp::Peer> peer, bool dialled) {
             spdlog::error("node {}: {}", opts_.node_id, res.error().message());
         }
         peer->send(msg::NodeHello{msg::kProtocolVersion, opts_.node_id, static_cast<std::int32_t>(::getpid()),
-                                  hostname_, opts_.address, ep.port(), std::move(resources)});
+                                  hostname_, opts_.address, ep.port, std::move(resources)});
     }
     spdlog::debug("node {}: linked to node {} ({})", opts_.node_id, n, dialled ? "dialled" : "accepted");
     maybe_ready();
@@ -137,7 +118,7 @@ void Agent::on_node_hello(std::uint32_t from, const msg::NodeHello& h) {
     }
     global_->node_joined(0, **mine);
     msg::NodeTable table;
-    table.nodes.push_back({0, hostname_, opts_.address, listener_->port()});
+    table.nodes.push_back({0, hostname_, opts_.address, transport_->local_endpoint().port});
     for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
         table.nodes.push_back({k, links_[k].hostname, links_[k].address, links_[k].port});
     for (std::uint32_t k = 1; k < opts_.nnodes; ++k) links_[k].peer->send(table);

@@ -63,6 +63,14 @@ SendState Peer::after_append(std::size_t bytes) {
     return above_high_ ? SendState::above_high_water : SendState::ok;
 }
 
+SendState Peer::send_encoded(Encoder encode, const void* msg) {
+    if (!can_send()) return SendState::closed;
+    std::string& tail = append_target();
+    const std::size_t before = tail.size();
+    encode(msg, tail);
+    return after_append(tail.size() - before);
+}
+
 SendState Peer::send_frame(std::uint16_t type, std::string_view body) {
     if (!can_send() || is_transport_type(type)) return SendState::closed;
     std::string& tail = append_target();

@@ -403,6 +403,54 @@ TEST(Tcp, FramesArriveInOrderExactlyOnceBothWays) {
     EXPECT_EQ(at_acc.payloads, (kCount + 96) / 97);
 }
 
+TEST(Transport, TcpBehindTheInterfaceLinksTwoNodesByName) {
+    asio::io_context io;
+    const auto secret = new_secret();
+    auto a = create_transport("tcp", io, secret, 1, "127.0.0.2");
+    auto b = create_transport("tcp", io, secret, 2, "127.0.0.3");
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ((*a)->name(), "tcp");
+    std::shared_ptr<Link> accepted;
+    ASSERT_TRUE((*a)->listen("127.0.0.2", -1, [&](std::shared_ptr<Link> l) { accepted = std::move(l); }));
+    const Endpoint at = (*a)->local_endpoint();
+    EXPECT_EQ(at.address, "127.0.0.2");
+    ASSERT_NE(at.port, 0);
+    std::optional<Result<std::shared_ptr<Link>>> dialled;
+    (*b)->connect(at, 1, [&](Result<std::shared_ptr<Link>> r) { dialled = std::move(r); });
+    ASSERT_TRUE(run_until(io, [&] { return dialled.has_value() && accepted; }));
+    ASSERT_TRUE(*dialled) << dialled->error().message();
+    std::shared_ptr<Link> link = std::move(*dialled).value();
+    EXPECT_EQ(link->remote_node_id(), 1U);
+    EXPECT_EQ(accepted->remote_node_id(), 2U);
+
+    // Messages through the interface arrive in order, frames and payloads alike.
+    std::vector<std::uint64_t> got;
+    accepted->start([&](wire::Frame&& f) { got.push_back(wire::decode_exact<Seq>(f.body)->seq); }, nullptr,
+                    [&](wire::Frame&& h, std::uint64_t) -> Result<PayloadSink> {
+                        got.push_back(wire::decode_exact<Seq>(h.body)->seq);
+                        return PayloadSink{};
+                    });
+    link->start([](wire::Frame&&) {}, nullptr);
+    std::vector<std::byte> blob(1000, std::byte{1});
+    EXPECT_EQ(link->send(Seq{.seq = 1, .fill = "a"}), SendState::ok);
+    EXPECT_EQ(link->send_with_payload(Seq{.seq = 2, .fill = {}}, blob, nullptr), SendState::ok);
+    EXPECT_EQ(link->send(Seq{.seq = 3, .fill = "c"}), SendState::ok);
+    ASSERT_TRUE(run_until(io, [&] { return got.size() == 3; }));
+    EXPECT_EQ(got, (std::vector<std::uint64_t>{1, 2, 3}));
+
+    // A dial that fails says why; a transport that does not exist names the ones that do.
+    (*a)->stop_listening();
+    std::optional<Result<std::shared_ptr<Link>>> refused;
+    (*b)->connect(at, 1, [&](Result<std::shared_ptr<Link>> r) { refused = std::move(r); });
+    ASSERT_TRUE(run_until(io, [&] { return refused.has_value(); }));
+    EXPECT_FALSE(*refused);
+    auto ofi = create_transport("ofi", io, secret, 1, {});
+    ASSERT_FALSE(ofi);
+    EXPECT_EQ(ofi.error().message(), "transport 'ofi' is not available (tcp)");
+    link->close();
+    accepted->close();
+}
+
 std::vector<std::byte> pattern(std::size_t n, std::uint32_t seed) {
     std::vector<std::byte> v(n);
     std::uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;

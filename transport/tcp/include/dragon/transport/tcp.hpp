@@ -26,6 +26,7 @@
 #include "dragon/common/result.hpp"
 #include "dragon/common/sys.hpp"
 #include "dragon/transport/handshake.hpp"
+#include "dragon/transport/link.hpp"
 #include "dragon/transport/run_secret.hpp"
 
 namespace dragon::transport::tcp {
@@ -51,106 +52,57 @@ struct Options {
     std::string bind_address;
 };
 
-/// What send() says about the queue after queueing.
-enum class SendState : std::uint8_t {
-    ok,                // queued; keep sending
-    above_high_water,  // queued, but stop until the drained callback fires
-    closed,            // not queued: the peer is closed or closing
-};
+using transport::PayloadSink;
+using transport::SendState;
 
-/// Where an incoming payload goes; returned by the payload handler.
-struct PayloadSink {
-    /// If non-empty, the payload is read straight into it (its size must be at
-    /// least the payload's); it must stay valid until on_complete or on_close.
-    std::span<std::byte> destination;
-    /// Otherwise each piece is passed here as it arrives (a view into the
-    /// transport's buffer, valid during the call). May be empty to discard.
-    std::function<void(std::span<const std::byte>)> on_bytes;
-    /// After the last byte (not called if the connection ends first).
-    std::function<void()> on_complete;
-};
-
-/// An authenticated connection to another node's agent. Messages (and
-/// payload messages) are delivered in the order they were sent, exactly once,
-/// until the connection ends. Create with Listener or connect().
-class Peer : public std::enable_shared_from_this<Peer> {
+/// An authenticated TCP connection to another node's agent: the TCP
+/// transport's Link (link.hpp has the contract of each call). Create with
+/// Listener or connect().
+class Peer final : public Link, public std::enable_shared_from_this<Peer> {
 public:
-    /// An ordinary frame: an application type (not 64-79) and its body.
-    using FrameHandler = std::function<void(wire::Frame&&)>;
-    /// A payload message began: its header frame and payload size. Return
-    /// where the bytes go, or an Error to close the connection with it.
-    using PayloadHandler = std::function<Result<PayloadSink>(wire::Frame&& header, std::uint64_t size)>;
-    /// The connection ended other than by close()/close_after_flush(): nullptr
-    /// for a clean EOF from the peer, else why. Called at most once.
-    using CloseHandler = std::function<void(const Error*)>;
-    /// A payload's memory may be reused: ok once it is all handed to the
-    /// kernel, an Error if the connection closed first.
-    using DoneHandler = std::function<void(Status)>;
-
     /// Starts reading. Without a payload handler, a payload message is a
     /// protocol error that closes the connection. Call once.
-    void start(FrameHandler on_frame, CloseHandler on_close, PayloadHandler on_payload = nullptr);
+    void start(FrameHandler on_frame, CloseHandler on_close, PayloadHandler on_payload = nullptr) override;
 
-    /// Queues one message as a frame (coalesced with other queued frames).
-    /// Never blocks; see SendState.
-    template <class M>
-    SendState send(const M& msg) {
-        static_assert(!is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
-        if (!can_send()) return SendState::closed;
-        std::string& tail = append_target();
-        const std::size_t before = tail.size();
-        wire::append_frame(tail, msg);
-        return after_append(tail.size() - before);
-    }
-
+    using Link::send;  // frames are coalesced in the send queue, encoded in place (send_encoded)
     /// Queues a frame of `type` with an already-encoded body.
-    SendState send_frame(std::uint16_t type, std::string_view body);
+    SendState send_frame(std::uint16_t type, std::string_view body) override;
 
-    /// Queues `msg` as the header of a payload message followed by `payload`,
-    /// which is not copied: it is written from the caller's memory in chunk
-    /// frames (gather I/O) and must stay valid and unchanged until `done`
-    /// runs (always called exactly once, even if the peer closes first).
-    /// The payload's bytes count in queued_bytes() until written.
-    template <class M>
-    SendState send_with_payload(const M& msg, std::span<const std::byte> payload, DoneHandler done) {
-        static_assert(!is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
-        return send_payload(static_cast<std::uint16_t>(M::kType), wire::body_of(msg), payload, std::move(done));
-    }
     SendState send_payload(std::uint16_t type, std::string_view header, std::span<const std::byte> payload,
-                           DoneHandler done);
+                           DoneHandler done) override;
 
     /// Bytes read from the socket so far (payload chunks included): a peer
     /// in the middle of a long payload sends no frame, but this still grows.
-    [[nodiscard]] std::uint64_t bytes_read() const { return bytes_read_; }
+    [[nodiscard]] std::uint64_t bytes_read() const override { return bytes_read_; }
 
     /// Bytes queued (frames and referenced payload bytes) not yet written to the socket.
-    [[nodiscard]] std::size_t queued_bytes() const { return queued_bytes_; }
+    [[nodiscard]] std::size_t queued_bytes() const override { return queued_bytes_; }
     /// Fires each time the queue falls to low water after send() reported above_high_water.
-    void set_on_drained(std::function<void()> fn) { on_drained_ = std::move(fn); }
+    void set_on_drained(std::function<void()> fn) override { on_drained_ = std::move(fn); }
 
     /// Stops delivering frames and reading from the socket (at most one read
     /// already in flight completes into the buffer); the peer's sends then
     /// stall in TCP flow control. Safe to call from a handler.
-    void pause_reading();
+    void pause_reading() override;
     /// Delivers what is buffered and reads again.
-    void resume_reading();
-    [[nodiscard]] bool reading_paused() const { return paused_; }
+    void resume_reading() override;
+    [[nodiscard]] bool reading_paused() const override { return paused_; }
 
     /// Refuses further sends, writes what is queued, then closes and calls `done`.
-    void close_after_flush(std::function<void()> done = nullptr);
+    void close_after_flush(std::function<void()> done = nullptr) override;
     /// Closes now; queued payloads' done handlers get Errc::closed.
-    void close();
-    [[nodiscard]] bool is_open() const { return !closed_; }
+    void close() override;
+    [[nodiscard]] bool is_open() const override { return !closed_; }
     /// Takes the authenticated socket out of a Peer that was never started
     /// and has sent nothing, to hand it to another process (a lane,
     /// docs/channels.md); the Peer is closed afterwards. The descriptor is
     /// close-on-exec and still non-blocking.
     Result<sys::UniqueFd> release_socket();
 
-    [[nodiscard]] std::uint32_t remote_node_id() const { return remote_node_id_; }
+    [[nodiscard]] std::uint32_t remote_node_id() const override { return remote_node_id_; }
     [[nodiscard]] const asio::ip::tcp::endpoint& remote_endpoint() const { return remote_; }
     /// "node 3 (127.0.0.4:40123)", for log lines.
-    [[nodiscard]] const std::string& name() const { return name_; }
+    [[nodiscard]] const std::string& name() const override { return name_; }
 
     // Made by the transport only (after a handshake); public for make_shared.
     struct Private;
@@ -170,6 +122,7 @@ private:
         DoneHandler done;
     };
 
+    SendState send_encoded(Encoder encode, const void* msg) override;
     [[nodiscard]] bool can_send() const { return !closed_ && !flushing_; }
     std::string& append_target();
     SendState after_append(std::size_t bytes);
