@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "../runtime/spawn.hpp"
+#include "ompi_env.hpp"
 #include "dragon/common/log.hpp"
 #include "dragon/common/names.hpp"
 #include "dragon/procgroup/io.hpp"
@@ -408,6 +409,9 @@ msg::MemberStarted Agent::spawn_member(LocalGroup& g, std::uint32_t rank) {
         auto pmix_env = pmix_for_member(g, rank);
         if (!pmix_env) return fail_io(pmix_env.error());
         env = merge_env(std::move(env), *pmix_env);
+        const bool one_host =
+            nodes_share_one_host(opts_.nnodes, [this](std::uint32_t n) { return node_hostname(n); });
+        env = add_ompi_env(std::move(env), ompi_dirs(opts_.run, opts_.node_id), one_host);
     }
     if (g.pmi) {
         std::vector<std::string> pmi_env;

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "agent.hpp"
+#include "ompi_env.hpp"
 #include "dragon/common/names.hpp"
 #include "dragon/procgroup/topology.hpp"
 
@@ -67,6 +68,7 @@ Status Agent::start_pmix(LocalGroup& g, const msg::ExecMembers& m) {
         if (!server) return std::move(server).error();
         pmix_ = std::move(*server);
         spdlog::debug("PMIx server up in {}", pmix_tmpdir_);
+        DRAGON_CHECK(make_ompi_dirs(ompi_dirs(opts_.run, opts_.node_id)));
         // The real machine's topology (whatever placement was told to use).
         auto topo = procgroup::Topology::discover();
         auto xml = topo ? topo->to_xml() : Result<std::string>(topo.error());
