@@ -37,6 +37,17 @@ Result<std::vector<std::pair<std::string, names::ShmNameParts>>> list_entries() 
 
 bool is_lock_file(const std::string& what) { return what == "lock" || what == "lock.tmp"; }
 
+/// Removes one entry: a file, or a directory with what is in it (Open MPI's
+/// backing files of a node live in one, agent/ompi_env.hpp). 0 or an errno.
+int remove_entry(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) return errno;
+    if (!S_ISDIR(st.st_mode)) return ::unlink(path.c_str()) == 0 ? 0 : errno;
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    return ec ? ec.value() : 0;
+}
+
 }  // namespace
 
 Result<NodeLock> NodeLock::acquire(const RunId& run, std::uint32_t node) {
@@ -69,8 +80,8 @@ Result<std::size_t> NodeLock::remove_node_segments() {
             lock_name = name;
             continue;
         }
-        if (::unlink(shm_path(name).c_str()) == 0) ++removed;
-        else if (errno != ENOENT) spdlog::warn("removing {}: {}", shm_path(name), std::strerror(errno));
+        if (const int err = remove_entry(shm_path(name)); err == 0) ++removed;
+        else if (err != ENOENT) spdlog::warn("removing {}: {}", shm_path(name), std::strerror(err));
     }
     if (!lock_name.empty() && ::unlink(shm_path(lock_name).c_str()) == 0) ++removed;
     return removed;
@@ -112,8 +123,9 @@ Result<CleanupReport> cleanup_stale(bool dry_run, const RunId* only_run) {
             return !is_lock_file(names::parse_shm_name(n)->what);
         });
         for (const auto& name : members) {
-            if (dry_run || ::unlink(shm_path(name).c_str()) == 0) report.removed.push_back(name);
-            else if (errno != ENOENT) spdlog::warn("removing {}: {}", shm_path(name), std::strerror(errno));
+            const int err = dry_run ? 0 : remove_entry(shm_path(name));
+            if (err == 0) report.removed.push_back(name);
+            else if (err != ENOENT) spdlog::warn("removing {}: {}", shm_path(name), std::strerror(err));
         }
         // The PMIx server's rendezvous directory of that agent, if it had one.
         const auto pmix_dir = names::pmix_dir(key.first, key.second);

@@ -24,8 +24,8 @@ public:
     NodeLock& operator=(NodeLock&&) noexcept = default;
     ~NodeLock() = default;  // the lock goes with the fd; unlinking is explicit
 
-    /// Unlinks every /dev/shm entry of this run and node, the lock file last.
-    /// Returns how many entries were removed.
+    /// Unlinks every /dev/shm entry of this run and node (a directory with its
+    /// contents), the lock file last. Returns how many entries were removed.
     Result<std::size_t> remove_node_segments();
 
 private:

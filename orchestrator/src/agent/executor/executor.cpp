@@ -157,10 +157,10 @@ msg::MemberStarted Executor::spawn_member(LocalGroup& g, std::uint32_t rank) {
     auto env = member_env(g, rank, *puid);
     RankPmi pmi;
     if (g.pmi) {
-        auto r = g.pmi->prepare_rank(rank, place.local_rank);
+        auto r = g.pmi->prepare_rank(rank, place.local_rank, std::move(env));
         if (!r) return fail_io(r.error());
         pmi = std::move(*r);
-        env = rt::merge_env(std::move(env), pmi.env);
+        env = std::move(pmi.env);
     }
     std::string path_env = opts_.path_env;
     for (const auto& kv : spec.env)

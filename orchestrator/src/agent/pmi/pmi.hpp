@@ -31,7 +31,7 @@ namespace dragon::agent {
 
 /// What one rank needs to speak PMI, made before it is spawned.
 struct RankPmi {
-    std::vector<std::string> env;
+    std::vector<std::string> env;  // the member's whole environment, PMI's added
     sys::UniqueFd child_fd;  // the rank's end of its PMI_FD socket (ChildSpec::extra_fd); empty otherwise
     sys::UniqueFd our_fd;    // this agent's end of it, for rank_started
 };
@@ -42,9 +42,11 @@ struct RankPmi {
 class PmiJob {
 public:
     virtual ~PmiJob() = default;
-    /// The environment (and fds) rank `rank` starts with. Fails when the
-    /// flavour cannot serve it (the member then fails to start, 126).
-    virtual Result<RankPmi> prepare_rank(std::uint32_t rank, std::uint32_t local_rank) = 0;
+    /// The environment (`env`, the member's own, with what PMI needs added:
+    /// each flavour decides which of the user's settings it leaves alone) and
+    /// fds rank `rank` starts with. Fails when the flavour cannot serve it
+    /// (the member then fails to start, 126).
+    virtual Result<RankPmi> prepare_rank(std::uint32_t rank, std::uint32_t local_rank, std::vector<std::string> env) = 0;
     /// The rank was spawned; `ours` is this agent's end of its socket (may be empty).
     virtual void rank_started(std::uint32_t rank, sys::UniqueFd ours) = 0;
     /// The rank's process ended. Returns why this fails the job when its own

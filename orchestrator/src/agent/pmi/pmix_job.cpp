@@ -9,7 +9,9 @@
 
 #include "dragon/common/names.hpp"
 #include "dragon/pmi/pmix.hpp"
+#include "../../runtime/spawn.hpp"
 #include "dragon/procgroup/topology.hpp"
+#include "ompi_env.hpp"
 #include "pmi.hpp"
 
 namespace dragon::agent {
@@ -24,7 +26,7 @@ public:
     PmixJob& operator=(const PmixJob&) = delete;
 
     Status register_here(const msg::ExecMembers& m);
-    Result<RankPmi> prepare_rank(std::uint32_t rank, std::uint32_t local_rank) override;
+    Result<RankPmi> prepare_rank(std::uint32_t rank, std::uint32_t local_rank, std::vector<std::string> env) override;
     void rank_started(std::uint32_t, sys::UniqueFd) override {}
     std::string rank_exited(std::uint32_t rank, bool clean) override;
     void remote_fence(std::uint32_t from, msg::PmiFence&& m) override;
@@ -56,6 +58,7 @@ private:
     std::map<std::uint64_t, Fence> fences_;  // by sequence number
     std::set<std::uint32_t> connected_, finalized_;
     bool registered_ = false;
+    bool one_host_ = false;  // every node of the run is on this host (a virtual cluster)
 };
 
 namespace {
@@ -91,6 +94,7 @@ Status PmiService::start_pmix_server() {
     const auto plugin = (exe.parent_path().parent_path() / "lib" / "libdragon_pmix.so").string();
     pmix_ = DRAGON_TRY(pmi::pmix::load(plugin, pmix_tmpdir_, opts_.hostname, post, std::move(up)));
     spdlog::debug("PMIx server up in {}", pmix_tmpdir_);
+    DRAGON_CHECK(make_ompi_dirs(ompi_dirs(opts_.run, opts_.node_id)));
     // The real machine's topology (whatever placement was told to use).
     auto topo = procgroup::Topology::discover();
     auto xml = topo ? topo->to_xml() : Result<std::string>(topo.error());
@@ -110,7 +114,8 @@ PmixJob::PmixJob(PmiService& svc, const msg::ExecMembers& m)
     : svc_(svc),
       group_id_(m.group_id),
       nspace_(fmt::format("dragon.{}.{}", svc.options().run.str().substr(0, 12), m.group_id)),
-      rank_node_(m.rank_nodes) {
+      rank_node_(m.rank_nodes),
+      one_host_(nodes_share_one_host(svc.router().nnodes(), [&svc](std::uint32_t n) { return svc.router().node_hostname(n); })) {
     for (std::uint32_t r = 0; r < m.nranks; ++r) {
         if (m.rank_nodes[r] == svc.options().node_id) local_ranks_.push_back(r);
         else other_nodes_.insert(m.rank_nodes[r]);
@@ -152,12 +157,15 @@ PmixJob::~PmixJob() {
     svc_.pmix_->deregister_job(nspace_, local_ranks_);
 }
 
-Result<RankPmi> PmixJob::prepare_rank(std::uint32_t rank, std::uint32_t) {
-    RankPmi r;
-    r.env = DRAGON_TRY(svc_.pmix_->setup_rank(nspace_, rank));
+Result<RankPmi> PmixJob::prepare_rank(std::uint32_t rank, std::uint32_t, std::vector<std::string> env) {
+    auto add = DRAGON_TRY(svc_.pmix_->setup_rank(nspace_, rank));
     // Open MPI 4.1 launched directly: its PMIx component, not mpirun's ORTE.
-    r.env.emplace_back("OMPI_MCA_schizo=^orte");
-    r.env.emplace_back("OMPI_MCA_ess=pmi");
+    add.emplace_back("OMPI_MCA_schizo=^orte");
+    add.emplace_back("OMPI_MCA_ess=pmi");
+    RankPmi r;
+    // Then the node's own Open MPI directories, unless the user chose otherwise (ompi_env.hpp).
+    const auto& o = svc_.options();
+    r.env = add_ompi_env(rt::merge_env(std::move(env), add), ompi_dirs(o.run, o.node_id), one_host_);
     connected_.insert(rank);  // registered: it may speak PMIx from now on
     return r;
 }

@@ -41,7 +41,7 @@ public:
     WireJob& operator=(const WireJob&) = delete;
 
     Status listen();  // PMI_PORT
-    Result<RankPmi> prepare_rank(std::uint32_t rank, std::uint32_t local_rank) override;
+    Result<RankPmi> prepare_rank(std::uint32_t rank, std::uint32_t local_rank, std::vector<std::string> env) override;
     void rank_started(std::uint32_t rank, sys::UniqueFd ours) override;
     std::string rank_exited(std::uint32_t rank, bool clean) override;
     void remote_fence(std::uint32_t from, msg::PmiFence&& m) override;
@@ -152,28 +152,30 @@ Status WireJob::listen() {
     return ok();
 }
 
-Result<RankPmi> WireJob::prepare_rank(std::uint32_t rank, std::uint32_t local_rank) {
+Result<RankPmi> WireJob::prepare_rank(std::uint32_t rank, std::uint32_t local_rank, std::vector<std::string> env) {
+    // PMI's variables are the job's: they win over anything of the same name.
     RankPmi r;
-    r.env = env_;
-    r.env.push_back(fmt::format("PMI_RANK={}", rank));
-    r.env.push_back(fmt::format("PMI_LOCAL_RANK={}", local_rank));
-    r.env.push_back(fmt::format("MPI_LOCALRANKID={}", local_rank));
+    std::vector<std::string> add = env_;
+    add.push_back(fmt::format("PMI_RANK={}", rank));
+    add.push_back(fmt::format("PMI_LOCAL_RANK={}", local_rank));
+    add.push_back(fmt::format("MPI_LOCALRANKID={}", local_rank));
     if (cray_) {
-        r.env.push_back(fmt::format("PALS_RANKID={}", rank));
-        r.env.push_back(fmt::format("PALS_LOCAL_RANKID={}", local_rank));
+        add.push_back(fmt::format("PALS_RANKID={}", rank));
+        add.push_back(fmt::format("PALS_LOCAL_RANKID={}", local_rank));
     }
     if (acceptor_) {
-        r.env.push_back(fmt::format("PMI_PORT={}", port_));
-        r.env.push_back(fmt::format("PMI_ID={}", server_->port_id(rank)));
-        return r;
+        add.push_back(fmt::format("PMI_PORT={}", port_));
+        add.push_back(fmt::format("PMI_ID={}", server_->port_id(rank)));
+    } else {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+            return sys::error_from_errno(fmt::format("PMI socket for rank {}", rank));
+        r.our_fd = sys::UniqueFd(sv[0]);
+        r.child_fd = sys::UniqueFd(sv[1]);
+        const int num = DRAGON_TRY(rt::extra_fd_number());
+        add.push_back(fmt::format("PMI_FD={}", num));
     }
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        return sys::error_from_errno(fmt::format("PMI socket for rank {}", rank));
-    r.our_fd = sys::UniqueFd(sv[0]);
-    r.child_fd = sys::UniqueFd(sv[1]);
-    const int num = DRAGON_TRY(rt::extra_fd_number());
-    r.env.push_back(fmt::format("PMI_FD={}", num));
+    r.env = rt::merge_env(std::move(env), add);
     return r;
 }
 
