@@ -1,4 +1,4 @@
-// Unit tests of the PMI shim's pure helpers (no sockets, no processes).
+// Unit tests of the PMI shim's value helpers: hex, process mapping, ints (its wire codec is in wire_test.cpp).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -63,44 +63,6 @@ TEST(ShimMapping, RejectsMalformedValues) {
     auto empty = s::parse_process_mapping("(vector)", 0);
     ASSERT_TRUE(empty);
     EXPECT_TRUE(empty->empty());
-}
-
-TEST(ShimPmi1, ParsesLines) {
-    auto m = s::parse_pmi1_line("cmd=get_result rc=0 msg=success value=a=b\n");
-    ASSERT_TRUE(m);
-    EXPECT_EQ(m->cmd, "get_result");
-    ASSERT_NE(m->find("value"), nullptr);
-    EXPECT_EQ(*m->find("value"), "a=b");
-    EXPECT_EQ(*m->find("rc"), "0");
-    EXPECT_EQ(m->find("nope"), nullptr);
-    EXPECT_FALSE(s::parse_pmi1_line("rc=0 cmd=x"));
-    EXPECT_FALSE(s::parse_pmi1_line(""));
-    EXPECT_FALSE(s::parse_pmi1_line("cmd="));
-    auto spaced = s::parse_pmi1_line("  cmd=barrier_out   ");
-    ASSERT_TRUE(spaced);
-    EXPECT_EQ(spaced->cmd, "barrier_out");
-}
-
-TEST(ShimPmi2, FrameRoundTripWithSemicolons) {
-    s::Message m{"kvs-put", {{"key", "k"}, {"value", "a;b;;c;"}}};
-    auto f = s::encode_pmi2_frame(m);
-    ASSERT_TRUE(f);
-    auto len = s::parse_int(f->substr(0, 6));
-    ASSERT_TRUE(len);
-    EXPECT_EQ(static_cast<std::size_t>(*len), f->size() - 6);
-    auto back = s::parse_pmi2_body(f->substr(6));
-    ASSERT_TRUE(back);
-    EXPECT_EQ(back->cmd, "kvs-put");
-    EXPECT_EQ(*back->find("value"), "a;b;;c;");
-}
-
-TEST(ShimPmi2, IgnoresPaddingAndRejectsNoCmd) {
-    auto m = s::parse_pmi2_body("cmd=kvs-fence-response;rc=0;\0\0junk");
-    ASSERT_TRUE(m);
-    EXPECT_EQ(m->cmd, "kvs-fence-response");
-    EXPECT_FALSE(s::parse_pmi2_body("rc=0;cmd=x;"));
-    EXPECT_FALSE(s::parse_pmi2_body("cmd=unterminated"));
-    EXPECT_FALSE(s::parse_pmi2_body(""));
 }
 
 TEST(ShimInts, ListsAndScalars) {

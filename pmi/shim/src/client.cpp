@@ -17,12 +17,6 @@ namespace dragon::pmi::shim {
 
 namespace {
 
-// PMI-1 lines we send stay within the classic 1024-byte line; replies may
-// carry a full 1024-byte value after their own words, so accept more.
-constexpr std::size_t kMaxLine = 1024;
-constexpr std::size_t kMaxReplyLine = 4096;
-constexpr std::size_t kMaxFrame = 999999;
-
 const char* env(const char* name) {
     const char* v = std::getenv(name);
     return (v != nullptr && *v != '\0') ? v : nullptr;
@@ -36,20 +30,10 @@ std::optional<int> env_int(const char* name) {
     return static_cast<int>(*n);
 }
 
-bool pmi1_word_ok(std::string_view s) {
-    return s.find_first_of(" \n\r\t") == std::string_view::npos;
-}
-
-bool pmi1_key_ok(std::string_view s) { return !s.empty() && pmi1_word_ok(s) && s.find('=') == std::string_view::npos; }
-
-bool pmi2_key_ok(std::string_view s) {
-    return !s.empty() && s.find_first_of(";=\n") == std::string_view::npos;
-}
-
 std::string to_str(long long v) { return std::to_string(v); }
 
 bool rc_ok(const Message& m) {
-    const std::string* rc = m.find("rc");
+    const std::string* rc = m.get("rc");
     if (rc == nullptr) return true;  // some answers carry no rc
     auto v = parse_int(*rc);
     return v && *v == 0;
@@ -83,9 +67,17 @@ bool Client::tracing() {
     return on;
 }
 
+void Client::trace(const char* arrow, std::string_view bytes) const {
+    // The bytes as they crossed the socket (several messages or a part of
+    // one per read), cut at 300, one stderr line each.
+    const std::string_view shown = bytes.substr(0, 300);
+    std::fprintf(stderr, "pmi-shim[%d] %s %.*s%s", rank_, arrow, static_cast<int>(shown.size()), shown.data(),
+                 shown.empty() || shown.back() != '\n' ? "\n" : "");
+}
+
 int Client::write_all(std::string_view bytes) {
     if (broken_) return kFail;
-    if (tracing()) std::fprintf(stderr, "pmi-shim[%d] -> %.*s%s", rank_, static_cast<int>(std::min<std::size_t>(bytes.size(), 300)), bytes.data(), bytes.empty() || bytes.back() != '\n' ? "\n" : "");
+    if (tracing()) trace("->", bytes);
     std::size_t done = 0;
     while (done < bytes.size()) {
         ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
@@ -99,20 +91,15 @@ int Client::write_all(std::string_view bytes) {
     return kOk;
 }
 
-std::optional<std::string> Client::read_line() {
+std::optional<Message> Client::read_message() {
     if (broken_) return std::nullopt;
     while (true) {
-        std::size_t nl = rbuf_.find('\n');
-        if (nl != std::string::npos) {
-            std::string line = rbuf_.substr(0, nl);
-            rbuf_.erase(0, nl + 1);
-            if (tracing()) std::fprintf(stderr, "pmi-shim[%d] <- %.300s\n", rank_, line.c_str());
-            return line;
-        }
-        if (rbuf_.size() > kMaxReplyLine) {
-            wire_error("PMI server sent a line longer than " + to_str(static_cast<long long>(kMaxReplyLine)) + " bytes");
+        auto next = dec_.next();
+        if (!next) {
+            wire_error(std::string("malformed ") + (dec_.v2() ? "PMI-2" : "PMI-1") + " answer: " + next.error());
             return std::nullopt;
         }
+        if (*next) return std::move(**next);
         char buf[4096];
         ssize_t n = ::read(fd_, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
@@ -121,37 +108,15 @@ std::optional<std::string> Client::read_line() {
                         : std::string("read from the PMI server failed: ") + std::strerror(errno));
             return std::nullopt;
         }
-        rbuf_.append(buf, static_cast<std::size_t>(n));
+        const std::string_view got(buf, static_cast<std::size_t>(n));
+        if (tracing()) trace("<-", got);
+        dec_.feed(got);
     }
-}
-
-std::optional<std::string> Client::read_exact(std::size_t want) {
-    if (broken_) return std::nullopt;
-    while (rbuf_.size() < want) {
-        char buf[4096];
-        ssize_t n = ::read(fd_, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            wire_error(n == 0 ? std::string("PMI server closed the connection")
-                        : std::string("read from the PMI server failed: ") + std::strerror(errno));
-            return std::nullopt;
-        }
-        rbuf_.append(buf, static_cast<std::size_t>(n));
-    }
-    std::string out = rbuf_.substr(0, want);
-    rbuf_.erase(0, want);
-    if (tracing()) std::fprintf(stderr, "pmi-shim[%d] <- %.300s\n", rank_, out.c_str());
-    return out;
 }
 
 std::optional<Message> Client::pmi1_read(std::string_view expect) {
-    auto line = read_line();
-    if (!line) return std::nullopt;
-    auto m = parse_pmi1_line(*line);
-    if (!m) {
-        wire_error("malformed PMI-1 answer: '" + line->substr(0, 200) + "'");
-        return std::nullopt;
-    }
+    auto m = read_message();
+    if (!m) return std::nullopt;
     if (m->cmd != expect) {
         wire_error("PMI-1 answer '" + m->cmd + "' where '" + std::string(expect) + "' was expected");
         return std::nullopt;
@@ -159,36 +124,25 @@ std::optional<Message> Client::pmi1_read(std::string_view expect) {
     return m;
 }
 
-std::optional<Message> Client::pmi1_call(const std::string& line, std::string_view expect) {
-    if (line.size() + 1 > kMaxLine) {
-        fail("PMI-1 request longer than 1024 bytes refused");
+std::optional<Message> Client::pmi1_call(const Message& req, std::string_view expect) {
+    const std::string line = pmi_wire::format_v1(req);
+    if (line.size() > pmi_wire::kMaxLine) {
+        fail("PMI-1 request longer than " + to_str(static_cast<long long>(pmi_wire::kMaxLine)) + " bytes refused");
         return std::nullopt;
     }
-    if (write_all(line + "\n") != kOk) return std::nullopt;
+    if (write_all(line) != kOk) return std::nullopt;
     return pmi1_read(expect);
 }
 
 std::optional<Message> Client::pmi2_call(const Message& req) {
-    auto frame = encode_pmi2_frame(req);
+    auto frame = pmi_wire::format_v2(req);
     if (!frame) {
         fail("PMI-2 request too large");
         return std::nullopt;
     }
     if (write_all(*frame) != kOk) return std::nullopt;
-    auto len_text = read_exact(6);
-    if (!len_text) return std::nullopt;
-    auto len = parse_int(*len_text);
-    if (!len || *len <= 0 || *len > static_cast<long long>(kMaxFrame)) {
-        wire_error("bad PMI-2 frame length '" + *len_text + "'");
-        return std::nullopt;
-    }
-    auto body = read_exact(static_cast<std::size_t>(*len));
-    if (!body) return std::nullopt;
-    auto m = parse_pmi2_body(*body);
-    if (!m) {
-        wire_error("malformed PMI-2 answer: '" + body->substr(0, 200) + "'");
-        return std::nullopt;
-    }
+    auto m = read_message();
+    if (!m) return std::nullopt;
     if (m->cmd != req.cmd + "-response") {
         wire_error("PMI-2 answer '" + m->cmd + "' to '" + req.cmd + "'");
         return std::nullopt;
@@ -235,15 +189,15 @@ int Client::connect_fd(bool pmi1_initack) {
     fd_ = fd;
     const char* id = env("PMI_ID");
     if (pmi1_initack && id != nullptr) {
-        if (!pmi1_word_ok(id)) return fail("PMI_ID contains white space");
-        if (write_all(std::string("cmd=initack pmiid=") + id + "\n") != kOk) return kFail;
+        if (!pmi_wire::v1_value_ok(id)) return fail("PMI_ID contains white space");
+        if (write_all(pmi_wire::format_v1("initack", {{"pmiid", id}})) != kOk) return kFail;
         if (!pmi1_read("initack")) return kFail;
         // `cmd=set` lines follow (size, rank, debug), debug last.
         for (int i = 0; i < 8; ++i) {
             auto m = pmi1_read("set");
             if (!m) return kFail;
             bool last = false;
-            for (const auto& [k, v] : m->kv) {
+            for (const auto& [k, v] : m->args) {
                 auto n = parse_int(v);
                 if (k == "size" && n && *n > 0 && *n <= (1 << 30)) size_ = static_cast<int>(*n);
                 if (k == "rank" && n && *n >= 0 && *n < (1 << 30)) rank_ = static_cast<int>(*n);
@@ -262,13 +216,13 @@ int Client::init_pmi1() {
     if (int rc = connect_fd(true); rc != kOk) return rc;
     if (env_int("PMI_RANK")) rank_ = *env_int("PMI_RANK");
     if (env_int("PMI_SIZE")) size_ = *env_int("PMI_SIZE");
-    auto init = pmi1_call("cmd=init pmi_version=1 pmi_subversion=1", "response_to_init");
+    auto init = pmi1_call(Message{"init", {{"pmi_version", "1"}, {"pmi_subversion", "1"}}}, "response_to_init");
     if (!init) return kFail;
     if (!rc_ok(*init)) return fail("the PMI server refused PMI-1 init");
-    auto maxes = pmi1_call("cmd=get_maxes", "maxes");
+    auto maxes = pmi1_call(Message{"get_maxes", {}}, "maxes");
     if (!maxes) return kFail;
     auto take = [&](const char* k, int& slot) {
-        if (const std::string* v = maxes->find(k)) {
+        if (const std::string* v = maxes->get(k)) {
             auto n = parse_int(*v);
             if (n && *n > 0 && *n <= 65536) slot = static_cast<int>(*n);
         }
@@ -276,12 +230,12 @@ int Client::init_pmi1() {
     take("kvsname_max", kvsname_max_);
     take("keylen_max", key_max_);
     take("vallen_max", value_max_);
-    auto name = pmi1_call("cmd=get_my_kvsname", "my_kvsname");
-    if (!name || name->find("kvsname") == nullptr) return kFail;
-    kvsname_ = *name->find("kvsname");
-    auto app = pmi1_call("cmd=get_appnum", "appnum");
+    auto name = pmi1_call(Message{"get_my_kvsname", {}}, "my_kvsname");
+    if (!name || name->get("kvsname") == nullptr) return kFail;
+    kvsname_ = *name->get("kvsname");
+    auto app = pmi1_call(Message{"get_appnum", {}}, "appnum");
     if (!app) return kFail;
-    if (const std::string* v = app->find("appnum")) {
+    if (const std::string* v = app->get("appnum")) {
         auto n = parse_int(*v);
         if (n && *n >= 0 && *n < (1 << 30)) appnum_ = static_cast<int>(*n);
     }
@@ -294,27 +248,28 @@ int Client::init_pmi2() {
     if (auto r = env_int("PMI_RANK")) rank_ = *r;
     if (auto s = env_int("PMI_SIZE")) size_ = *s;
     if (int rc = connect_fd(false); rc != kOk) return rc;
-    if (write_all("cmd=init pmi_version=2 pmi_subversion=0\n") != kOk) return kFail;
+    if (write_all(pmi_wire::format_v1("init", {{"pmi_version", "2"}, {"pmi_subversion", "0"}})) != kOk) return kFail;
     auto init = pmi1_read("response_to_init");
     if (!init) return kFail;
-    const std::string* ver = init->find("pmi_version");
+    const std::string* ver = init->get("pmi_version");
     if (!rc_ok(*init) || ver == nullptr || *ver != "2") return fail("the PMI server refused PMI-2");
+    dec_.use_v2();  // frames from the next answer on
     // Servers differ in what identifies us (hydra 4.0 insists on pmirank even
     // with PMI_PORT, where only PMI_ID is set): send every identity we have.
     Message full{"fullinit", {}};
     const char* id = env("PMI_ID");
-    if (id != nullptr) full.kv.emplace_back("pmiid", id);
-    if (const char* job = env("PMI_JOBID")) full.kv.emplace_back("pmijobid", job);
+    if (id != nullptr) full.args.emplace_back("pmiid", id);
+    if (const char* job = env("PMI_JOBID")) full.args.emplace_back("pmijobid", job);
     if (env("PMI_RANK") == nullptr && id != nullptr) {
         if (auto n = parse_int(id); n && *n >= 0 && *n < (1 << 30)) rank_ = static_cast<int>(*n);
     }
-    full.kv.emplace_back("pmirank", to_str(rank_));
-    full.kv.emplace_back("threaded", "FALSE");
+    full.args.emplace_back("pmirank", to_str(rank_));
+    full.args.emplace_back("threaded", "FALSE");
     auto resp = pmi2_call(full);
     if (!resp) return kFail;
     if (!rc_ok(*resp)) return fail("the PMI server refused fullinit");
     auto num = [&](const char* k, int& slot) {
-        if (const std::string* v = resp->find(k)) {
+        if (const std::string* v = resp->get(k)) {
             auto n = parse_int(*v);
             if (n && *n >= 0 && *n <= (1 << 30)) slot = static_cast<int>(*n);
         }
@@ -322,10 +277,10 @@ int Client::init_pmi2() {
     num("rank", rank_);
     num("size", size_);
     num("appnum", appnum_);
-    if (const std::string* sp = resp->find("spawner-jobid")) spawned_ = !sp->empty();
+    if (const std::string* sp = resp->get("spawner-jobid")) spawned_ = !sp->empty();
     auto jid = pmi2_call(Message{"job-getid", {}});
-    if (!jid || !rc_ok(*jid) || jid->find("jobid") == nullptr) return fail("job-getid failed");
-    kvsname_ = *jid->find("jobid");
+    if (!jid || !rc_ok(*jid) || jid->get("jobid") == nullptr) return fail("job-getid failed");
+    kvsname_ = *jid->get("jobid");
     kvsname_max_ = 256;
     key_max_ = 64;
     value_max_ = 1024;
@@ -351,7 +306,7 @@ int Client::init(Proto wanted) {
     if (rc != kOk) {
         if (fd_ > 2 && env("PMI_FD") == nullptr) ::close(fd_);
         fd_ = -1;
-        rbuf_.clear();
+        dec_ = pmi_wire::Decoder(pmi_wire::Sender::server);
         return kFail;
     }
     proto_ = wanted;
@@ -373,7 +328,7 @@ int Client::finalize() {
     if (proto_ == Proto::none || finalized_) return kErrInit;
     int rc = kOk;
     if (proto_ == Proto::pmi1) {
-        if (!pmi1_call("cmd=finalize", "finalize_ack")) rc = kFail;
+        if (!pmi1_call(Message{"finalize", {}}, "finalize_ack")) rc = kFail;
     } else if (proto_ == Proto::pmi2) {
         auto m = pmi2_call(Message{"finalize", {}});
         if (!m || !rc_ok(*m)) rc = kFail;
@@ -390,10 +345,10 @@ void Client::abort(int code, bool whole_job, const char* msg) {
         std::fprintf(stderr, "PMI_Abort(%d): %s\n", code, msg != nullptr ? msg : "");
         std::fflush(stderr);
         if (!finalized_ && proto_ == Proto::pmi1) {
-            (void)write_all("cmd=abort exitcode=" + to_str(code) + "\n");
+            (void)write_all(pmi_wire::format_v1("abort", {{"exitcode", to_str(code)}}));
         } else if (!finalized_ && proto_ == Proto::pmi2) {
             Message m{"abort", {{"isworldabort", whole_job ? "TRUE" : "FALSE"}, {"msg", msg != nullptr ? msg : ""}}};
-            if (auto frame = encode_pmi2_frame(m)) (void)write_all(*frame);
+            if (auto frame = pmi_wire::format_v2(m)) (void)write_all(*frame);
         }
     }
     std::exit(code);
@@ -413,9 +368,9 @@ int Client::value_max() { std::lock_guard lock(mu_); return value_max_; }
 int Client::universe_size(int* out) {
     std::lock_guard lock(mu_);
     if (proto_ == Proto::pmi1) {
-        auto m = pmi1_call("cmd=get_universe_size", "universe_size");
+        auto m = pmi1_call(Message{"get_universe_size", {}}, "universe_size");
         if (!m) return kFail;
-        const std::string* v = m->find("size");
+        const std::string* v = m->get("size");
         auto n = v != nullptr ? parse_int(*v) : std::nullopt;
         if (!n || *n > (1 << 30)) return fail("bad universe_size answer");
         *out = *n > 0 ? static_cast<int>(*n) : size_;  // hydra answers -1 when no universe was given
@@ -452,17 +407,17 @@ int Client::do_put(std::string_view kvs, std::string_view key, std::string_view 
         local_kvs_[std::string(key)] = std::string(value);
         return kOk;
     case Proto::pmi1: {
-        if (!pmi1_key_ok(key)) return kErrInvalidKey;
-        if (!pmi1_word_ok(value)) return kErrInvalidVal;
+        if (!pmi_wire::v1_key_ok(key)) return kErrInvalidKey;
+        if (!pmi_wire::v1_value_ok(value)) return kErrInvalidVal;
         std::string name = kvs.empty() ? kvsname_ : std::string(kvs);
-        if (!pmi1_word_ok(name)) return kErrInvalidArg;
-        auto m = pmi1_call("cmd=put kvsname=" + name + " key=" + std::string(key) + " value=" + std::string(value),
+        if (!pmi_wire::v1_value_ok(name)) return kErrInvalidArg;
+        auto m = pmi1_call(Message{"put", {{"kvsname", name}, {"key", std::string(key)}, {"value", std::string(value)}}},
                            "put_result");
         if (!m) return kFail;
         return rc_ok(*m) ? kOk : kFail;
     }
     case Proto::pmi2: {
-        if (!pmi2_key_ok(key)) return kErrInvalidKey;
+        if (!pmi_wire::v2_key_ok(key)) return kErrInvalidKey;
         auto m = pmi2_call(Message{"kvs-put", {{"key", std::string(key)}, {"value", std::string(value)}}});
         if (!m) return kFail;
         return rc_ok(*m) ? kOk : kFail;
@@ -492,29 +447,29 @@ int Client::do_get(std::string_view kvs, std::string_view key, std::string* valu
         return kOk;
     }
     case Proto::pmi1: {
-        if (!pmi1_key_ok(key)) return kErrInvalidKey;
+        if (!pmi_wire::v1_key_ok(key)) return kErrInvalidKey;
         std::string name = kvs.empty() ? kvsname_ : std::string(kvs);
-        if (!pmi1_word_ok(name)) return kErrInvalidArg;
-        auto m = pmi1_call("cmd=get kvsname=" + name + " key=" + std::string(key), "get_result");
+        if (!pmi_wire::v1_value_ok(name)) return kErrInvalidArg;
+        auto m = pmi1_call(Message{"get", {{"kvsname", name}, {"key", std::string(key)}}}, "get_result");
         if (!m) return kFail;
         if (!rc_ok(*m)) return kNotFound;  // the server answers rc=-1 for an absent key
-        const std::string* v = m->find("value");
+        const std::string* v = m->get("value");
         if (v == nullptr) return fail("get_result without a value");
         *value = *v;
         *found = true;
         return kOk;
     }
     case Proto::pmi2: {
-        if (!pmi2_key_ok(key)) return kErrInvalidKey;
+        if (!pmi_wire::v2_key_ok(key)) return kErrInvalidKey;
         Message req{"kvs-get", {}};
-        if (!kvs.empty()) req.kv.emplace_back("jobid", std::string(kvs));
-        req.kv.emplace_back("srcid", "-1");
-        req.kv.emplace_back("key", std::string(key));
+        if (!kvs.empty()) req.args.emplace_back("jobid", std::string(kvs));
+        req.args.emplace_back("srcid", "-1");
+        req.args.emplace_back("key", std::string(key));
         auto m = pmi2_call(req);
         if (!m) return kFail;
         if (!rc_ok(*m)) return kFail;
-        if (!is_true(m->find("found"))) return kNotFound;
-        const std::string* v = m->find("value");
+        if (!is_true(m->get("found"))) return kNotFound;
+        const std::string* v = m->get("value");
         *value = v != nullptr ? *v : std::string();
         *found = true;
         return kOk;
@@ -536,7 +491,7 @@ int Client::do_fence() {
     case Proto::singleton:
         return kOk;
     case Proto::pmi1:
-        return pmi1_call("cmd=barrier_in", "barrier_out") ? kOk : kFail;
+        return pmi1_call(Message{"barrier_in", {}}, "barrier_out") ? kOk : kFail;
     case Proto::pmi2: {
         auto m = pmi2_call(Message{"kvs-fence", {}});
         return (m && rc_ok(*m)) ? kOk : kFail;
@@ -556,12 +511,12 @@ int Client::job_attr(std::string_view name, std::string* value, bool* found) {
 int Client::do_job_attr(std::string_view name, std::string* value, bool* found) {
     *found = false;
     if (proto_ == Proto::pmi2) {
-        if (!pmi2_key_ok(name)) return kErrInvalidKey;
+        if (!pmi_wire::v2_key_ok(name)) return kErrInvalidKey;
         auto m = pmi2_call(Message{"info-getjobattr", {{"key", std::string(name)}}});
         if (!m) return kFail;
         if (!rc_ok(*m)) return kFail;
-        if (!is_true(m->find("found"))) return kOk;
-        const std::string* v = m->find("value");
+        if (!is_true(m->get("found"))) return kOk;
+        const std::string* v = m->get("value");
         *value = v != nullptr ? *v : std::string();
         *found = true;
         return kOk;
@@ -578,7 +533,7 @@ int Client::put_node_attr(std::string_view name, std::string_view value) {
         local_nattr_[std::string(name)] = std::string(value);
         return kOk;
     case Proto::pmi2: {
-        if (!pmi2_key_ok(name)) return kErrInvalidKey;
+        if (!pmi_wire::v2_key_ok(name)) return kErrInvalidKey;
         auto m = pmi2_call(Message{"info-putnodeattr", {{"key", std::string(name)}, {"value", std::string(value)}}});
         return (m && rc_ok(*m)) ? kOk : kFail;
     }
@@ -630,11 +585,11 @@ int Client::get_node_attr(std::string_view name, std::string* value, bool* found
         return wait ? fail("waiting for a node attribute nobody can put (singleton)") : kOk;
     }
     case Proto::pmi2: {
-        if (!pmi2_key_ok(name)) return kErrInvalidKey;
+        if (!pmi_wire::v2_key_ok(name)) return kErrInvalidKey;
         auto m = pmi2_call(Message{"info-getnodeattr", {{"key", std::string(name)}, {"wait", wait ? "TRUE" : "FALSE"}}});
         if (!m || !rc_ok(*m)) return kFail;
-        if (is_true(m->find("found"))) {
-            const std::string* v = m->find("value");
+        if (is_true(m->get("found"))) {
+            const std::string* v = m->get("value");
             *value = v != nullptr ? *v : std::string();
             *found = true;
         }
@@ -651,12 +606,13 @@ int Client::get_node_attr(std::string_view name, std::string* value, bool* found
 int Client::publish(std::string_view service, std::string_view port) {
     std::lock_guard lock(mu_);
     if (proto_ == Proto::pmi1) {
-        if (!pmi1_key_ok(service) || !pmi1_word_ok(port)) return kErrInvalidArg;
-        auto m = pmi1_call("cmd=publish_name service=" + std::string(service) + " port=" + std::string(port), "publish_result");
+        if (!pmi_wire::v1_key_ok(service) || !pmi_wire::v1_value_ok(port)) return kErrInvalidArg;
+        auto m = pmi1_call(Message{"publish_name", {{"service", std::string(service)}, {"port", std::string(port)}}},
+                           "publish_result");
         return (m && rc_ok(*m)) ? kOk : kFail;
     }
     if (proto_ == Proto::pmi2) {
-        if (!pmi2_key_ok(service)) return kErrInvalidArg;
+        if (!pmi_wire::v2_key_ok(service)) return kErrInvalidArg;
         auto m = pmi2_call(Message{"name-publish", {{"name", std::string(service)}, {"port", std::string(port)}}});
         return (m && rc_ok(*m)) ? kOk : kFail;
     }
@@ -666,12 +622,12 @@ int Client::publish(std::string_view service, std::string_view port) {
 int Client::unpublish(std::string_view service) {
     std::lock_guard lock(mu_);
     if (proto_ == Proto::pmi1) {
-        if (!pmi1_key_ok(service)) return kErrInvalidArg;
-        auto m = pmi1_call("cmd=unpublish_name service=" + std::string(service), "unpublish_result");
+        if (!pmi_wire::v1_key_ok(service)) return kErrInvalidArg;
+        auto m = pmi1_call(Message{"unpublish_name", {{"service", std::string(service)}}}, "unpublish_result");
         return (m && rc_ok(*m)) ? kOk : kFail;
     }
     if (proto_ == Proto::pmi2) {
-        if (!pmi2_key_ok(service)) return kErrInvalidArg;
+        if (!pmi_wire::v2_key_ok(service)) return kErrInvalidArg;
         auto m = pmi2_call(Message{"name-unpublish", {{"name", std::string(service)}}});
         return (m && rc_ok(*m)) ? kOk : kFail;
     }
@@ -682,17 +638,17 @@ int Client::lookup(std::string_view service, std::string* port) {
     std::lock_guard lock(mu_);
     std::optional<Message> m;
     if (proto_ == Proto::pmi1) {
-        if (!pmi1_key_ok(service)) return kErrInvalidArg;
-        m = pmi1_call("cmd=lookup_name service=" + std::string(service), "lookup_result");
+        if (!pmi_wire::v1_key_ok(service)) return kErrInvalidArg;
+        m = pmi1_call(Message{"lookup_name", {{"service", std::string(service)}}}, "lookup_result");
     } else if (proto_ == Proto::pmi2) {
-        if (!pmi2_key_ok(service)) return kErrInvalidArg;
+        if (!pmi_wire::v2_key_ok(service)) return kErrInvalidArg;
         m = pmi2_call(Message{"name-lookup", {{"name", std::string(service)}}});
     } else {
         return proto_ == Proto::singleton ? kFail : kErrInit;
     }
     if (!m || !rc_ok(*m)) return kFail;
-    const std::string* v = m->find("port");
-    if (v == nullptr) v = m->find("value");
+    const std::string* v = m->get("port");
+    if (v == nullptr) v = m->get("value");
     if (v == nullptr) return kFail;
     *port = *v;
     return kOk;
@@ -768,7 +724,7 @@ std::size_t Client::chunk_capacity(std::string_view key) const {
     // Keep every put line and every get answer within 1024 bytes.
     std::size_t overhead = std::string_view("cmd=put kvsname= key= value=\n").size() + kvsname_.size() + key.size();
     overhead = std::max<std::size_t>(overhead, 64);
-    std::size_t cap = std::min<std::size_t>(static_cast<std::size_t>(value_max_), kMaxLine - overhead);
+    std::size_t cap = std::min<std::size_t>(static_cast<std::size_t>(value_max_), pmi_wire::kMaxLine - overhead);
     cap &= ~static_cast<std::size_t>(1);  // whole bytes of hex
     return std::max<std::size_t>(cap, 16);
 }

@@ -11,8 +11,11 @@
 #include <vector>
 
 #include "codec.hpp"
+#include "dragon/pmi_wire/codec.hpp"
 
 namespace dragon::pmi::shim {
+
+using pmi_wire::Message;
 
 /// Return codes shared by the PMI-1 and PMI-2 C APIs (the two headers use the
 /// same numbers for these).
@@ -99,10 +102,10 @@ private:
     int fail(const std::string& why);
     int wire_error(const std::string& why);
     static bool tracing();
+    void trace(const char* arrow, std::string_view bytes) const;
     int write_all(std::string_view bytes);
-    std::optional<std::string> read_line();
-    std::optional<std::string> read_exact(std::size_t n);
-    std::optional<Message> pmi1_call(const std::string& line, std::string_view expect);
+    std::optional<Message> read_message();
+    std::optional<Message> pmi1_call(const Message& req, std::string_view expect);
     std::optional<Message> pmi1_read(std::string_view expect);
     std::optional<Message> pmi2_call(const Message& req);
     int do_put(std::string_view kvs, std::string_view key, std::string_view value);
@@ -119,7 +122,7 @@ private:
     bool finalized_ = false;
     int fd_ = -1;
     bool broken_ = false;  // a wire error put the stream out of step
-    std::string rbuf_;
+    pmi_wire::Decoder dec_{pmi_wire::Sender::server};  // the server's answers
     int rank_ = 0;
     int size_ = 1;
     int appnum_ = 0;

@@ -1,8 +1,7 @@
-// Pure helpers of the PMI shim: hex, process mapping, PMI-1 lines, PMI-2 frames.
+// Pure helpers of the PMI shim: hex, the process mapping, ints.
 #include "codec.hpp"
 
 #include <charconv>
-#include <cstdio>
 #include <limits>
 
 namespace dragon::pmi::shim {
@@ -151,95 +150,6 @@ std::optional<std::vector<int>> parse_process_mapping(std::string_view text, int
         }
     }
     return node_of;
-}
-
-const std::string* Message::find(std::string_view key) const {
-    for (const auto& [k, v] : kv) {
-        if (k == key) return &v;
-    }
-    return nullptr;
-}
-
-std::optional<Message> parse_pmi1_line(std::string_view line) {
-    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-    Message m;
-    bool first = true;
-    std::size_t pos = 0;
-    while (pos < line.size()) {
-        while (pos < line.size() && line[pos] == ' ') ++pos;
-        if (pos >= line.size()) break;
-        std::size_t end = line.find(' ', pos);
-        if (end == std::string_view::npos) end = line.size();
-        std::string_view word = line.substr(pos, end - pos);
-        pos = end;
-        std::size_t eq = word.find('=');
-        std::string_view key = word.substr(0, eq);
-        std::string_view val = eq == std::string_view::npos ? std::string_view{} : word.substr(eq + 1);
-        if (first) {
-            if (key != "cmd" && key != "mcmd") return std::nullopt;
-            m.cmd = std::string(val);
-            first = false;
-        } else {
-            m.kv.emplace_back(std::string(key), std::string(val));
-        }
-    }
-    if (first || m.cmd.empty()) return std::nullopt;
-    return m;
-}
-
-std::optional<std::string> encode_pmi2_frame(const Message& m) {
-    std::string body = "cmd=" + m.cmd + ";";
-    for (const auto& [k, v] : m.kv) {
-        body += k;
-        body += '=';
-        for (char ch : v) {
-            body += ch;
-            if (ch == ';') body += ';';
-        }
-        body += ';';
-    }
-    if (body.size() > 999999) return std::nullopt;
-    char len[8];
-    std::snprintf(len, sizeof len, "%6zu", body.size());
-    return std::string(len, 6) + body;
-}
-
-std::optional<Message> parse_pmi2_body(std::string_view body) {
-    Message m;
-    bool first = true;
-    std::size_t pos = 0;
-    while (pos < body.size()) {
-        std::size_t eq = body.find('=', pos);
-        if (eq == std::string_view::npos) break;  // trailing padding
-        std::string key(body.substr(pos, eq - pos));
-        std::string val;
-        std::size_t i = eq + 1;
-        bool closed = false;
-        while (i < body.size()) {
-            if (body[i] == ';') {
-                if (i + 1 < body.size() && body[i + 1] == ';') {
-                    val += ';';
-                    i += 2;
-                    continue;
-                }
-                closed = true;
-                ++i;
-                break;
-            }
-            val += body[i++];
-        }
-        if (!closed) break;  // an unterminated pair is padding, not data
-        pos = i;
-        if (first) {
-            if (key != "cmd") return std::nullopt;
-            m.cmd = std::move(val);
-            first = false;
-        } else {
-            m.kv.emplace_back(std::move(key), std::move(val));
-        }
-    }
-    if (first || m.cmd.empty()) return std::nullopt;
-    return m;
 }
 
 }  // namespace dragon::pmi::shim
