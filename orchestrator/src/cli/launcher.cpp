@@ -374,11 +374,11 @@ public:
             auto hs = transport::Handshake::acceptor(secret, rt::kFrontEndNodeId);
             if (!hs) return fail(std::move(hs).error());
             const auto until = std::min(deadline, std::chrono::steady_clock::now() + kSlurmHandshakeTimeout);
-            if (auto st = rt::run_handshake(c.get(), *hs, until); !st) {
+            if (auto st = rt::run_handshake(c.get(), *hs, until, "a connecting agent"); !st) {
                 spdlog::warn("rendezvous: dropped a connection that did not authenticate: {}", st.error().message());
                 continue;
             }
-            auto f = rt::read_frame(c.get(), 4096, until);
+            auto f = rt::read_frame(c.get(), 4096, until, fmt::format("the agent of node {}", *hs->peer_node_id()));
             auto in = f ? msg::decode_as<msg::AgentCheckin>(*f) : Result<msg::AgentCheckin>(std::move(f).error());
             if (!in || in->version != msg::kProtocolVersion || in->node_id >= n || came[in->node_id] ||
                 in->node_id != hs->peer_node_id()) {

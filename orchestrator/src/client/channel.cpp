@@ -6,7 +6,6 @@
 // a time reads a connection and hands every reply to the thread it belongs to.
 #include "dragon/orchestrator/channel.hpp"
 
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -15,14 +14,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include "dragon/common/frame_reader.hpp"
+#include "dragon/common/payload.hpp"
 #include "dragon/orchestrator/client.hpp"
-#include "dragon/transport/handshake.hpp"
 
 namespace dragon::client {
 
 namespace {
-
-namespace tp = dragon::transport;
 
 std::int64_t to_ns(channels::Timeout t) { return t == channels::kForever ? -1 : std::max<std::int64_t>(0, t.count()); }
 
@@ -66,41 +64,18 @@ Status send_parts(int fd, std::span<const std::string_view> parts, std::string_v
     return ok();
 }
 
-/// Reads one whole frame from a blocking socket within `timeout` (a
-/// handshake step: nothing else is in flight), and the descriptor that came
-/// with it if `fd` is given.
-Result<wire::Frame> read_one_frame(int sock, std::chrono::milliseconds timeout, sys::UniqueFd* fd, std::string_view what) {
-    wire::FrameDecoder dec(64U << 10);
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-        auto f = dec.next();
-        if (!f) return std::move(f).error().context(what);
-        if (*f) return std::move(**f);
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) return make_error(Errc::timeout, "{}: no answer within {} ms", what, timeout.count());
-        pollfd p{sock, POLLIN, 0};
-        const int r = ::poll(&p, 1, static_cast<int>(left.count()));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return sys::error_from_errno(what);
-        if (r == 0) continue;
-        char* buf = dec.prepare(4096);
-        std::size_t n = 0;
-        if (fd != nullptr) {
-            n = DRAGON_TRY(sys::recv_with_fd(sock, buf, 4096, *fd, what));
-        } else {
-            const ssize_t got = ::recv(sock, buf, 4096, 0);
-            if (got < 0 && errno == EINTR) continue;
-            if (got < 0) return sys::error_from_errno(what);
-            n = static_cast<std::size_t>(got);
-        }
-        if (n == 0) return make_error(Errc::closed, "{}: the other side closed the connection", what);
-        dec.commit(n);
-    }
-}
-
 }  // namespace
 
 struct Gateway::Conn {
+    /// The agent's connection, with the reader that greeted it (nothing it
+    /// has read is lost).
+    Conn(sys::UniqueFd f, wire::FrameReader r) : fd(std::move(f)), reader(std::move(r)) {}
+    /// A lane to `n`.
+    Conn(sys::UniqueFd f, std::uint32_t n)
+        : fd(std::move(f)), lane(true), node(n),
+          reader(fd.get(), fmt::format("node {}'s lane", n),
+                 {.max_frame_body = wire::kDefaultMaxFrameBody, .max_payload = kMaxLanePayload}) {}
+
     sys::UniqueFd fd;
     bool lane = false;
     std::uint32_t node = 0;  // a lane's node
@@ -110,25 +85,17 @@ struct Gateway::Conn {
     std::optional<Error> broken;
     std::map<std::uint64_t, std::pair<std::string, std::size_t>> buffered;  // on their way: id -> (descriptor, size)
     std::size_t buffered_bytes = 0;
-    // Only the reading thread touches these:
-    // the agent's connection: a message received while the pool is full comes
-    // inline and may be as large as a pool.
-    wire::FrameDecoder decoder{std::size_t{1} << 32};
-    // a lane: received, unparsed bytes, and the payload being read
-    std::vector<char> rbuf = std::vector<char>(64U << 10);
-    std::size_t rbeg = 0, rend = 0;
-    bool in_payload = false;
-    std::uint64_t payload_left = 0;  // payload bytes not yet announced by a chunk header
-    std::size_t chunk_left = 0;      // bytes of the current chunk still to come
-    std::uint64_t payload_id = 0;
-    Reply payload_reply;
-    std::size_t payload_off = 0;
+    // Only the reading thread touches it: frames from the agent, or a lane's
+    // frames and payload messages (a payload read straight into the vector
+    // its Reply hands out).
+    wire::FrameReader reader;
 };
 
-Gateway::Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool, std::string socket_name, Puid self)
+Gateway::Gateway(sys::UniqueFd fd, wire::FrameReader reader, msg::ClientWelcome w, channels::Pool pool, std::string socket_name, Puid self)
     : welcome_(std::move(w)), pool_(std::move(pool)), socket_name_(std::move(socket_name)), self_(self),
-      agent_(std::make_shared<Conn>()) {
-    agent_->fd = std::move(fd);
+      agent_(std::make_shared<Conn>(std::move(fd), std::move(reader))) {
+    // A message received while the pool is full comes inline and may be as large as a pool.
+    agent_->reader.set_max_frame_body(std::size_t{1} << 32);
     const char* v = std::getenv("DRAGON_CHANNEL_LANES");
     lanes_enabled_ = v == nullptr || std::strcmp(v, "0") != 0;
 }
@@ -144,7 +111,7 @@ Result<std::shared_ptr<Gateway>> Gateway::connect(const std::string& socket_name
     auto s = DRAGON_TRY(Session::connect(socket_name, self));
     auto pool = DRAGON_TRY(s.attach_pool());
     return std::shared_ptr<Gateway>(
-        new Gateway(std::move(s.fd_), std::move(s.welcome_), std::move(pool), socket_name, self));
+        new Gateway(std::move(s.fd_), std::move(s.reader_), std::move(s.welcome_), std::move(pool), socket_name, self));
 }
 
 std::vector<std::uint32_t> Gateway::lane_nodes() {
@@ -195,20 +162,21 @@ Result<std::shared_ptr<Gateway::Conn>> Gateway::open_lane(std::uint32_t node) {
     // The local agent connects and authenticates as this node, then hands the socket over.
     auto u = DRAGON_TRY(dial_agent(socket_name_));
     DRAGON_CHECK(sys::send_all(u.get(), wire::frame_of(msg::LaneOpen{node}), what));
-    sys::UniqueFd sock;
-    auto f = DRAGON_TRY(read_one_frame(u.get(), limit, &sock, what));
-    auto opened = DRAGON_TRY(msg::decode_as<msg::LaneOpened>(f));
+    wire::FrameReader agent(u.get(), "the agent", {.max_frame_body = 64U << 10, .receive_fds = true});
+    auto f = agent.next(limit);
+    if (!f) return std::move(f).error().context(what);
+    auto opened = DRAGON_TRY(msg::decode_as<msg::LaneOpened>(f->frame()));
     if (opened.code != 0) return Error(static_cast<Errc>(opened.code), opened.message);
+    sys::UniqueFd sock = agent.take_fd();
     if (!sock) return make_error(Errc::protocol, "{}: the agent sent no socket", what);
     DRAGON_CHECK(sys::set_nonblocking(sock.get(), false));
     DRAGON_CHECK(sys::send_all(sock.get(), wire::frame_of(msg::LaneHello{msg::kProtocolVersion, node_id(), self_}), what));
-    auto wf = DRAGON_TRY(read_one_frame(sock.get(), limit, nullptr, what));
-    auto welcome = DRAGON_TRY(msg::decode_as<msg::LaneWelcome>(wf));
+    // The lane's own reader reads the welcome: whatever follows it stays with the lane.
+    auto c = std::make_shared<Conn>(std::move(sock), node);
+    auto wf = c->reader.next(limit);
+    if (!wf) return std::move(wf).error().context(what);
+    auto welcome = DRAGON_TRY(msg::decode_as<msg::LaneWelcome>(wf->frame()));
     if (welcome.code != 0) return Error(static_cast<Errc>(welcome.code), welcome.message);
-    auto c = std::make_shared<Conn>();
-    c->fd = std::move(sock);
-    c->lane = true;
-    c->node = node;
     return c;
 }
 
@@ -231,121 +199,49 @@ Status Gateway::post_request(Conn& c, std::span<const std::string_view> parts) {
 }
 
 Status Gateway::read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>& got) {
-    // A bounded wait, so a deadline in the caller's predicate is seen even when no reply comes.
-    pollfd p{c.fd.get(), POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) return ok();
-    if (!c.lane) {
-        constexpr std::size_t kChunk = 64 * 1024;
-        char* buf = c.decoder.prepare(kChunk);
-        const ssize_t n = ::recv(c.fd.get(), buf, kChunk, MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) return ok();
-        if (n < 0) return Error(Errc::closed, sys::error_from_errno("reading from the agent").message());
-        if (n == 0) return Error(Errc::closed, "the agent closed the connection");
-        c.decoder.commit(static_cast<std::size_t>(n));
-        for (;;) {
-            auto f = c.decoder.next();
-            if (!f) return std::move(f).error().context("from the agent");
-            if (!*f) return ok();
-            wire::Frame& fr = **f;
-            if (fr.type == static_cast<std::uint16_t>(msg::Type::error_reply)) {
-                auto e = msg::decode_as<msg::ErrorReply>(fr);
-                return e ? Error(static_cast<Errc>(e->code), "agent: " + e->message) : std::move(e).error();
-            }
-            auto r = msg::decode_as<msg::ChanReply>(fr);
-            if (!r) return std::move(r).error().context("from the agent");
-            got.emplace_back(r->request_id, Reply{r->code, std::move(r->message), std::move(r->data), r->block, r->size, {}});
-        }
+    // A bounded wait, so a deadline in the caller's predicate is seen even
+    // when no reply comes (a message cut by the timeout is finished next time).
+    auto m = c.reader.next(std::chrono::milliseconds(100));
+    if (!m) return m.error().code() == Errc::timeout ? ok() : conn_error(c, std::move(m).error());
+    DRAGON_CHECK(file_reply(c, *m, got));
+    // Then what has arrived in full meanwhile, without waiting.
+    for (;;) {
+        auto more = c.reader.next_buffered();
+        if (!more) return conn_error(c, std::move(more).error());
+        if (!*more) return ok();
+        DRAGON_CHECK(file_reply(c, **more, got));
     }
-    // A lane: frames and payload chunks; chunk bytes go straight into the payload when nothing is buffered.
-    const auto who = fmt::format("node {}'s lane", c.node);
-    ssize_t n = 0;
-    bool direct = false;
-    if (c.in_payload && c.chunk_left > 0 && c.rbeg == c.rend) {
-        auto& v = *c.payload_reply.payload;
-        n = ::recv(c.fd.get(), v.data() + c.payload_off, c.chunk_left, MSG_DONTWAIT);
-        direct = true;
-    } else {
-        if (c.rbeg > 0) {
-            std::memmove(c.rbuf.data(), c.rbuf.data() + c.rbeg, c.rend - c.rbeg);
-            c.rend -= c.rbeg;
-            c.rbeg = 0;
-        }
-        if (c.rbuf.size() - c.rend < 4096) c.rbuf.resize(c.rbuf.size() * 2);
-        n = ::recv(c.fd.get(), c.rbuf.data() + c.rend, c.rbuf.size() - c.rend, MSG_DONTWAIT);
-    }
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return ok();
-    if (n < 0) return Error(Errc::closed, sys::error_from_errno("reading " + who).message());
-    if (n == 0)
+}
+
+Error Gateway::conn_error(const Conn& c, Error e) {
+    if (c.lane && c.reader.peer_closed())
         return make_error(Errc::closed, "the lane to node {} closed: the node was lost or is shutting down "
                                         "(a message may or may not have arrived)", c.node);
-    if (direct) {
-        c.payload_off += static_cast<std::size_t>(n);
-        c.chunk_left -= static_cast<std::size_t>(n);
-    } else {
-        c.rend += static_cast<std::size_t>(n);
+    return e;
+}
+
+Status Gateway::file_reply(const Conn& c, wire::Received& m, std::vector<std::pair<std::uint64_t, Reply>>& got) {
+    if (!c.lane) {
+        if (m.type == static_cast<std::uint16_t>(msg::Type::error_reply)) {
+            auto e = wire::decode_exact<msg::ErrorReply>(m.body);
+            return e ? Error(static_cast<Errc>(e->code), "agent: " + e->message) : std::move(e).error();
+        }
+        if (m.type != static_cast<std::uint16_t>(msg::Type::chan_reply))
+            return make_error(Errc::protocol, "from the agent: expected message type {}, got {}",
+                              static_cast<unsigned>(msg::Type::chan_reply), m.type);
+        auto r = wire::decode_exact<msg::ChanReply>(m.body);
+        if (!r) return std::move(r).error().context("from the agent");
+        got.emplace_back(r->request_id, Reply{r->code, std::move(r->message), std::move(r->data), r->block, r->size, {}});
+        return ok();
     }
-    for (;;) {
-        if (c.in_payload && c.chunk_left == 0 && c.payload_left == 0) {
-            c.in_payload = false;
-            got.emplace_back(c.payload_id, std::move(c.payload_reply));
-            c.payload_reply = Reply{};
-            continue;
-        }
-        const std::size_t avail = c.rend - c.rbeg;
-        if (c.chunk_left > 0) {
-            if (avail == 0) return ok();
-            const std::size_t k = std::min(avail, c.chunk_left);
-            std::memcpy(c.payload_reply.payload->data() + c.payload_off, c.rbuf.data() + c.rbeg, k);
-            c.payload_off += k;
-            c.chunk_left -= k;
-            c.rbeg += k;
-            continue;
-        }
-        if (avail < wire::kFrameHeaderSize) return ok();
-        auto h = DRAGON_TRY(wire::parse_frame_header(c.rbuf.data() + c.rbeg, std::size_t{64} << 20));
-        if (h.type == static_cast<std::uint16_t>(tp::MsgType::payload_chunk)) {
-            if (!c.in_payload || h.length == 0 || h.length > tp::kChunkSize || h.length > c.payload_left)
-                return make_error(Errc::protocol, "{}: a payload chunk of {} bytes out of place", who, h.length);
-            c.rbeg += wire::kFrameHeaderSize;
-            c.chunk_left = h.length;
-            c.payload_left -= h.length;
-            continue;
-        }
-        if (c.in_payload) return make_error(Errc::protocol, "{}: a frame of type {} inside a payload", who, h.type);
-        if (avail < wire::kFrameHeaderSize + h.length) {
-            if (c.rbuf.size() < wire::kFrameHeaderSize + h.length) {
-                try {
-                    c.rbuf.resize(wire::kFrameHeaderSize + h.length);
-                } catch (const std::bad_alloc&) {
-                    return make_error(Errc::no_space, "{}: no memory for a frame of {} bytes", who, h.length);
-                }
-            }
-            return ok();
-        }
-        std::string_view body(c.rbuf.data() + c.rbeg + wire::kFrameHeaderSize, h.length);
-        c.rbeg += wire::kFrameHeaderSize + h.length;
-        if (h.type == static_cast<std::uint16_t>(tp::MsgType::payload_begin)) {
-            auto pb = DRAGON_TRY(wire::decode_exact<tp::PayloadBegin>(body));
-            if (pb.type != static_cast<std::uint16_t>(msg::Type::remote_reply) || pb.size > kMaxLanePayload)
-                return make_error(Errc::protocol, "{}: a payload of type {} and {} bytes", who, pb.type, pb.size);
-            auto r = DRAGON_TRY(wire::decode_exact<msg::RemoteReply>(pb.header));
-            c.in_payload = true;
-            c.payload_left = pb.size;
-            c.chunk_left = 0;
-            c.payload_off = 0;
-            c.payload_id = r.op_id;
-            try {
-                c.payload_reply = Reply{r.code, std::move(r.message), {}, 0, 0, std::vector<std::byte>(pb.size)};
-            } catch (const std::bad_alloc&) {
-                return make_error(Errc::no_space, "{}: no memory for a message of {} bytes", who, pb.size);
-            }
-            continue;
-        }
-        if (h.type != static_cast<std::uint16_t>(msg::Type::remote_reply))
-            return make_error(Errc::protocol, "{}: unexpected message type {}", who, h.type);
-        auto r = DRAGON_TRY(wire::decode_exact<msg::RemoteReply>(body));
-        got.emplace_back(r.op_id, Reply{r.code, std::move(r.message), std::move(r.data), 0, 0, {}});
-    }
+    if (m.type != static_cast<std::uint16_t>(msg::Type::remote_reply))
+        return make_error(Errc::protocol, "from {}: unexpected message type {}{}", c.reader.name(), m.type,
+                          m.payload ? " with a payload" : "");
+    auto r = wire::decode_exact<msg::RemoteReply>(m.body);
+    if (!r) return std::move(r).error().context("from " + c.reader.name());
+    if (m.payload) got.emplace_back(r->op_id, Reply{r->code, std::move(r->message), {}, 0, 0, std::move(m.payload)});
+    else got.emplace_back(r->op_id, Reply{r->code, std::move(r->message), std::move(r->data), 0, 0, {}});
+    return ok();
 }
 
 template <class Pred>
@@ -455,20 +351,21 @@ Status Gateway::send(const channels::ChannelDescriptor& d, std::span<const std::
                 return st;
             }
         } else {
-            std::string head = wire::frame_of(tp::PayloadBegin{static_cast<std::uint16_t>(msg::Type::remote_send),
-                                                               data.size(),
-                                                               wire::body_of(msg::RemoteSend{id, desc, to_ns(timeout), {}})});
-            const std::size_t chunks = (data.size() + tp::kChunkSize - 1) / tp::kChunkSize;
+            std::string head;
+            wire::append_payload_begin(head, static_cast<std::uint16_t>(msg::Type::remote_send), data.size(),
+                                       wire::body_of(msg::RemoteSend{id, desc, to_ns(timeout), {}}));
+            const auto chunks = static_cast<std::size_t>(wire::payload_chunks(data.size()));
             std::string chunk_heads;
+            chunk_heads.reserve(chunks * wire::kFrameHeaderSize);
             std::vector<std::string_view> parts{head};
             for (std::size_t i = 0; i < chunks; ++i) {
-                const std::size_t n = std::min(tp::kChunkSize, data.size() - i * tp::kChunkSize);
-                wire::append_frame_header(chunk_heads, static_cast<std::uint16_t>(tp::MsgType::payload_chunk), n);
+                const auto h = wire::payload_chunk_header(std::min(wire::kPayloadChunkSize, data.size() - i * wire::kPayloadChunkSize));
+                chunk_heads.append(h.data(), h.size());
             }
             for (std::size_t i = 0; i < chunks; ++i) {
-                const std::size_t n = std::min(tp::kChunkSize, data.size() - i * tp::kChunkSize);
+                const std::size_t n = std::min(wire::kPayloadChunkSize, data.size() - i * wire::kPayloadChunkSize);
                 parts.emplace_back(chunk_heads.data() + i * wire::kFrameHeaderSize, wire::kFrameHeaderSize);
-                parts.push_back(bytes.substr(i * tp::kChunkSize, n));
+                parts.push_back(bytes.substr(i * wire::kPayloadChunkSize, n));
             }
             if (auto st = post_request(c, parts); !st) {
                 if (buffered) forget_buffered(c, id);

@@ -3,7 +3,6 @@
 // acknowledgements) filed per group as they arrive in between.
 #include "dragon/orchestrator/client.hpp"
 
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,33 +20,14 @@ Status Session::send_bytes(const std::string& frame) {
 }
 
 Result<bool> Session::pump(std::optional<Clock::time_point> deadline) {
-    bool got = false;
+    // Wait for one frame, then take whatever else has arrived without waiting.
+    auto first = reader_.next(deadline.value_or(wire::kNoDeadline));
+    if (!first) return first.error().code() == Errc::timeout ? Result<bool>(false) : std::move(first).error();
+    DRAGON_CHECK(file_frame(first->frame()));
     for (;;) {
-        int timeout_ms = -1;
-        if (got) timeout_ms = 0;  // take what is there, then return
-        else if (deadline) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now()).count();
-            timeout_ms = static_cast<int>(std::clamp<long long>(left, 0, 1 << 30));
-        }
-        pollfd pfd{fd_.get(), POLLIN, 0};
-        const int r = ::poll(&pfd, 1, timeout_ms);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return sys::error_from_errno("waiting for the agent");
-        if (r == 0) return got;
-        constexpr std::size_t kChunk = 64 * 1024;
-        char* buf = decoder_.prepare(kChunk);
-        const ssize_t n = ::recv(fd_.get(), buf, kChunk, MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n < 0) return sys::error_from_errno("reading from the agent");
-        if (n == 0) return Error(Errc::closed, "the agent closed the connection");
-        decoder_.commit(static_cast<std::size_t>(n));
-        for (;;) {
-            auto f = decoder_.next();
-            if (!f) return std::move(f).error().context("from the agent");
-            if (!*f) break;
-            DRAGON_CHECK(file_frame(std::move(**f)));
-            got = true;
-        }
+        auto more = reader_.next(Clock::now());
+        if (!more) return more.error().code() == Errc::timeout ? Result<bool>(true) : std::move(more).error();
+        DRAGON_CHECK(file_frame(more->frame()));
     }
 }
 

@@ -30,22 +30,6 @@ Status wait_fd(int fd, short events, Deadline deadline, const char* what) {
     }
 }
 
-Status read_exact(int fd, char* p, std::size_t n, Deadline deadline) {
-    while (n > 0) {
-        const ssize_t r = ::recv(fd, p, n, MSG_DONTWAIT);
-        if (r > 0) {
-            p += r;
-            n -= static_cast<std::size_t>(r);
-            continue;
-        }
-        if (r == 0) return make_error(Errc::closed, "the connection closed");
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN) return sys::error_from_errno("reading");
-        DRAGON_CHECK(wait_fd(fd, POLLIN, deadline, "reading"));
-    }
-    return ok();
-}
-
 }  // namespace
 
 Status write_all(int fd, const std::string& bytes, Deadline deadline) {
@@ -65,19 +49,18 @@ Status write_all(int fd, const std::string& bytes, Deadline deadline) {
     return ok();
 }
 
-Result<wire::Frame> read_frame(int fd, std::size_t max_body, Deadline deadline) {
-    char h[wire::kFrameHeaderSize];
-    DRAGON_CHECK(read_exact(fd, h, sizeof h, deadline));
-    auto fh = DRAGON_TRY(transport::parse_frame_header(h, max_body));
-    wire::Frame f{fh.type, std::string(fh.length, '\0')};
-    DRAGON_CHECK(read_exact(fd, f.body.data(), f.body.size(), deadline));
-    return f;
+Result<wire::Frame> read_frame(int fd, std::size_t max_body, Deadline deadline, const std::string& peer) {
+    // Exact: what follows the frame stays in the socket for whoever reads next
+    // (the next step here, or the agent's loop once the control connection is handed over).
+    wire::FrameReader reader(fd, peer, {.max_frame_body = max_body, .exact = true});
+    auto m = DRAGON_TRY(reader.next(deadline));
+    return m.frame();
 }
 
-Status run_handshake(int fd, transport::Handshake& hs, Deadline deadline) {
+Status run_handshake(int fd, transport::Handshake& hs, Deadline deadline, const std::string& peer) {
     if (auto first = hs.initial_output(); !first.empty()) DRAGON_CHECK(write_all(fd, first, deadline));
     while (!hs.done()) {
-        auto f = DRAGON_TRY(read_frame(fd, transport::kHandshakeMaxBody, deadline));
+        auto f = DRAGON_TRY(read_frame(fd, transport::kHandshakeMaxBody, deadline, peer));
         auto step = hs.on_frame(f);
         if (!step) {
             // Tell a dragon peer why before closing (best effort).
@@ -129,7 +112,10 @@ Result<Rendezvous> rendezvous_with_frontend(const std::string& address, std::uin
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     auto hs = DRAGON_TRY(transport::Handshake::initiator(secret, me.node_id, kFrontEndNodeId));
-    if (auto st = run_handshake(fd.get(), hs, deadline); !st) return std::move(st).error().context(where);
+    if (auto st = run_handshake(fd.get(), hs, deadline, where); !st) {
+        Error e = std::move(st).error();
+        return e.message().find(where) == std::string::npos ? std::move(e).context(where) : e;
+    }
     sockaddr_storage local{};
     socklen_t llen = sizeof local;
     char text[INET6_ADDRSTRLEN] = {};
@@ -142,8 +128,8 @@ Result<Rendezvous> rendezvous_with_frontend(const std::string& address, std::uin
     DRAGON_CHECK(write_all(fd.get(), wire::frame_of(me), deadline));
     Rendezvous out;
     if (me.node_id != 0) {
-        auto f = read_frame(fd.get(), 4096, deadline);
-        if (!f) return std::move(f).error().context("waiting for node 0's address from " + where);
+        auto f = read_frame(fd.get(), 4096, deadline, where);
+        if (!f) return std::move(f).error().context("waiting for node 0's address");
         out.head = DRAGON_TRY(msg::decode_as<msg::HeadAddress>(*f));
     }
     // Blocking from here: node 0 hands it to its event loop as the control connection.

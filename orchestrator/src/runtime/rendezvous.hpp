@@ -13,6 +13,7 @@
 #include <utility>
 #include <string>
 
+#include "dragon/common/frame_reader.hpp"
 #include "dragon/common/framing.hpp"
 #include "dragon/common/messages.hpp"
 #include "dragon/common/result.hpp"
@@ -22,7 +23,7 @@
 
 namespace dragon::rt {
 
-using Deadline = std::chrono::steady_clock::time_point;
+using Deadline = wire::Deadline;
 
 /// The front end's node id in the rendezvous handshake (no agent has it).
 inline constexpr std::uint32_t kFrontEndNodeId = 0xFFFFFFF0U;
@@ -30,11 +31,13 @@ inline constexpr std::uint32_t kFrontEndNodeId = 0xFFFFFFF0U;
 /// Writes all of `bytes` to a blocking or non-blocking socket before `deadline`.
 Status write_all(int fd, const std::string& bytes, Deadline deadline);
 
-/// Reads one frame of at most `max_body` bytes before `deadline`.
-Result<wire::Frame> read_frame(int fd, std::size_t max_body, Deadline deadline);
+/// Reads one frame of at most `max_body` bytes before `deadline`, and not a
+/// byte more (wire::FrameReader, exact). Errors name `peer`.
+Result<wire::Frame> read_frame(int fd, std::size_t max_body, Deadline deadline, const std::string& peer);
 
-/// Runs `hs` over the socket until it is done (authenticated) or fails.
-Status run_handshake(int fd, transport::Handshake& hs, Deadline deadline);
+/// Runs `hs` over the socket until it is done (authenticated) or fails;
+/// errors reading name `peer`.
+Status run_handshake(int fd, transport::Handshake& hs, Deadline deadline, const std::string& peer);
 
 /// Agent side: connects to the front end at address:port, authenticates as
 /// node `node_id`, checks in, and (node k > 0) reads node 0's address.

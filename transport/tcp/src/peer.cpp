@@ -22,7 +22,8 @@ Error closed_error(const std::string& name) { return {Errc::closed, fmt::format(
 }  // namespace
 
 Peer::Peer(const Private& /*unused*/, asio::ip::tcp::socket socket, std::uint32_t remote_node_id, Options opts)
-    : socket_(std::move(socket)), remote_node_id_(remote_node_id), opts_(std::move(opts)) {
+    : socket_(std::move(socket)), remote_node_id_(remote_node_id), opts_(std::move(opts)),
+      dec_(wire::PayloadDecoder::Options{.max_frame_body = opts_.max_frame_body, .payloads = true, .read_size = kReadSize}) {
     asio::error_code ec;
     remote_ = socket_.remote_endpoint(ec);
     name_ = fmt::format("node {} ({})", remote_node_id_, to_string(remote_));
@@ -94,13 +95,7 @@ SendState Peer::send_payload(std::uint16_t type, std::string_view header, std::s
     }
     std::string& tail = append_target();
     const std::size_t before = tail.size();
-    wire::append_frame_header(tail, static_cast<std::uint16_t>(MsgType::payload_begin), 0);
-    wire::Writer w(tail);
-    w.scalar(type);
-    w.scalar(static_cast<std::uint64_t>(payload.size()));
-    w.bytes(header);
-    const std::size_t len = tail.size() - before - wire::kFrameHeaderSize;
-    for (std::size_t i = 0; i < 4; ++i) tail[before + 4 + i] = static_cast<char>((len >> (8 * i)) & 0xffU);
+    wire::append_payload_begin(tail, type, payload.size(), header);
     const std::size_t begin_bytes = tail.size() - before;
 
     Segment s;
@@ -136,9 +131,7 @@ void Peer::write_more() {
                chunks < chunk_headers_.size()) {
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kChunkSize, s.payload_size - s.scheduled));
             auto& h = chunk_headers_[chunks++];
-            std::string hdr;
-            wire::append_frame_header(hdr, static_cast<std::uint16_t>(MsgType::payload_chunk), n);
-            std::memcpy(h.data(), hdr.data(), h.size());
+            h = wire::payload_chunk_header(n);
             iov_.emplace_back(asio::buffer(h));
             iov_.emplace_back(asio::buffer(s.payload + s.scheduled, n));
             s.scheduled += n;
@@ -252,44 +245,18 @@ void Peer::resume_reading() {
 void Peer::read_more() {
     if (closed_ || paused_ || reading_ || !started_ || eof_) return;
     reading_ = true;
-    auto prepare = [this](std::size_t n) -> char* {
-        if (rbeg_ > 0 && (rbeg_ == rend_ || rcap_ - rend_ < n)) {
-            std::memmove(rbuf_.get(), rbuf_.get() + rbeg_, rend_ - rbeg_);
-            rend_ -= rbeg_;
-            rbeg_ = 0;
-        }
-        if (rcap_ - rend_ < n) {
-            const std::size_t cap = std::max(rend_ + n, rcap_ * 2);
-            auto bigger = std::make_unique_for_overwrite<char[]>(cap);
-            if (rend_ > 0) std::memcpy(bigger.get(), rbuf_.get(), rend_);
-            rbuf_ = std::move(bigger);
-            rcap_ = cap;
-        }
-        return rbuf_.get() + rend_;
-    };
     auto handler = [self = shared_from_this()](const asio::error_code& ec, std::size_t n) { self->on_read(ec, n); };
-
-    if (in_payload_ && chunk_left_ > 0 && !sink_.destination.empty() && rbeg_ == rend_) {
-        // Payload bytes go straight into the destination; only the next
-        // frame header (or, after the last chunk, ordinary frames) lands in rbuf_.
-        const std::size_t tail = payload_left_ > 0 ? wire::kFrameHeaderSize : kReadSize;
-        char* t = prepare(tail);
-        direct_len_ = chunk_left_;
-        const std::array<asio::mutable_buffer, 2> bufs{
-            asio::buffer(sink_.destination.data() + dest_off_, chunk_left_), asio::buffer(t, tail)};
+    // Payload bytes go straight into the destination when the decoder says
+    // so; only frame headers (or, after the last chunk, ordinary frames) land
+    // in its buffer.
+    const auto space = dec_.read_space();
+    if (!space.direct.empty()) {
+        const std::array<asio::mutable_buffer, 2> bufs{asio::buffer(space.direct.data(), space.direct.size()),
+                                                       asio::buffer(space.buffer.data(), space.buffer.size())};
         socket_.async_read_some(bufs, std::move(handler));
         return;
     }
-    direct_len_ = 0;
-    std::size_t want = kReadSize;
-    // A frame bigger than the read size: room for all of it at once.
-    if (rend_ - rbeg_ >= wire::kFrameHeaderSize && chunk_left_ == 0) {
-        auto h = parse_frame_header(rbuf_.get() + rbeg_, SIZE_MAX);
-        if (h && h->type != static_cast<std::uint16_t>(MsgType::payload_chunk))
-            want = std::max(want, wire::kFrameHeaderSize + h->length - (rend_ - rbeg_));
-    }
-    char* p = prepare(want);
-    socket_.async_read_some(asio::buffer(p, want), std::move(handler));
+    socket_.async_read_some(asio::buffer(space.buffer.data(), space.buffer.size()), std::move(handler));
 }
 
 void Peer::on_read(const asio::error_code& ec, std::size_t n) {
@@ -306,11 +273,7 @@ void Peer::on_read(const asio::error_code& ec, std::size_t n) {
         return;
     }
     bytes_read_ += n;
-    const std::size_t direct = std::min(n, direct_len_);
-    dest_off_ += direct;
-    chunk_left_ -= direct;
-    rend_ += n - direct;
-    direct_len_ = 0;
+    dec_.commit(n);
     dispatch();
 }
 
@@ -336,100 +299,45 @@ void Peer::dispatch() {
         return;
     }
     // Everything complete was delivered: a clean end only on a frame boundary.
-    if (in_payload_ || rend_ != rbeg_)
+    if (dec_.mid_message())
         fail(make_error(Errc::closed, "{}: the peer closed the connection in the middle of a {}", name_,
-                        in_payload_ ? "payload" : "frame"),
+                        dec_.in_payload() ? "payload" : "frame"),
              false);
     else
         fail(make_error(Errc::closed, "{}: closed by the peer", name_), true);
 }
 
-Status Peer::deliver_chunk_bytes(std::size_t n) {
-    const auto* p = reinterpret_cast<const std::byte*>(rbuf_.get() + rbeg_);
-    rbeg_ += n;
-    chunk_left_ -= n;
-    if (!sink_.destination.empty()) {
-        std::memcpy(sink_.destination.data() + dest_off_, p, n);
-        dest_off_ += n;
-    } else if (sink_.on_bytes) {
-        dest_off_ += n;
-        sink_.on_bytes(std::span<const std::byte>(p, n));  // no realloc of rbuf_ can happen during the call
-    }
-    if (rbeg_ == rend_) rbeg_ = rend_ = 0;
-    return ok();
-}
-
 Status Peer::dispatch_one(bool& need_more) {
-    if (in_payload_ && chunk_left_ == 0 && payload_left_ == 0) {
-        in_payload_ = false;
-        PayloadSink sink = std::move(sink_);
-        sink_ = {};
-        dest_off_ = 0;
-        if (sink.on_complete) sink.on_complete();
-        return ok();
-    }
-    const std::size_t avail = rend_ - rbeg_;
-    if (chunk_left_ > 0) {
-        if (avail == 0) {
+    const auto ev = DRAGON_TRY(dec_.next());
+    switch (ev.kind) {
+        case wire::PayloadDecoder::Kind::need_more:
             need_more = true;
             return ok();
+        case wire::PayloadDecoder::Kind::payload_bytes:
+            // Without a destination: each piece to the sink's callback (a view
+            // into the decoder's buffer, which no call can move), or dropped.
+            if (sink_.on_bytes) sink_.on_bytes(std::as_bytes(std::span(ev.body.data(), ev.body.size())));
+            return ok();
+        case wire::PayloadDecoder::Kind::payload_end: {
+            PayloadSink sink = std::move(sink_);
+            sink_ = {};
+            if (sink.on_complete) sink.on_complete();
+            return ok();
         }
-        return deliver_chunk_bytes(std::min(avail, chunk_left_));
+        case wire::PayloadDecoder::Kind::payload_begin: {
+            if (!on_payload_) return Error(Errc::protocol, "a payload message arrived but no payload handler is set");
+            auto sink = DRAGON_TRY(on_payload_(wire::Frame{ev.type, std::string(ev.body)}, ev.size));
+            if (closed_) return ok();
+            DRAGON_CHECK(dec_.set_destination(sink.destination));
+            sink_ = std::move(sink);
+            return ok();  // an empty payload completes on the next step
+        }
+        case wire::PayloadDecoder::Kind::frame:
+            break;
     }
-    if (avail < wire::kFrameHeaderSize) {
-        need_more = true;
-        return ok();
-    }
-    const char* h = rbuf_.get() + rbeg_;
-    auto hdr = DRAGON_TRY(parse_frame_header(h, SIZE_MAX));
-    if (hdr.type == static_cast<std::uint16_t>(MsgType::payload_chunk)) {
-        if (!in_payload_) return Error(Errc::protocol, "payload_chunk outside a payload");
-        if (hdr.length == 0 || hdr.length > kChunkSize || hdr.length > payload_left_)
-            return make_error(Errc::protocol, "payload_chunk of {} bytes ({} payload bytes due, chunks at most {})",
-                              hdr.length, payload_left_, kChunkSize);
-        rbeg_ += wire::kFrameHeaderSize;
-        if (rbeg_ == rend_) rbeg_ = rend_ = 0;
-        chunk_left_ = hdr.length;
-        payload_left_ -= hdr.length;
-        return ok();
-    }
-    if (in_payload_)
-        return make_error(Errc::protocol, "frame of type {} inside a payload ({} bytes still due)", hdr.type,
-                          payload_left_);
-    if (hdr.length > opts_.max_frame_body)
-        return make_error(Errc::too_large, "frame of type {} with a body of {} bytes exceeds the limit of {}",
-                          hdr.type, hdr.length, opts_.max_frame_body);
-    if (avail < wire::kFrameHeaderSize + hdr.length) {
-        need_more = true;
-        return ok();
-    }
-    wire::Frame f;
-    f.type = hdr.type;
-    f.body.assign(h + wire::kFrameHeaderSize, hdr.length);
-    rbeg_ += wire::kFrameHeaderSize + hdr.length;
-    if (rbeg_ == rend_) rbeg_ = rend_ = 0;
-
-    if (f.type == static_cast<std::uint16_t>(MsgType::payload_begin)) {
-        auto pb = DRAGON_TRY(wire::decode_exact<PayloadBegin>(f.body));
-        if (is_transport_type(pb.type))
-            return make_error(Errc::protocol, "payload header of reserved type {}", pb.type);
-        if (!on_payload_) return Error(Errc::protocol, "a payload message arrived but no payload handler is set");
-        const std::uint64_t size = pb.size;
-        auto sink = DRAGON_TRY(on_payload_(wire::Frame{pb.type, std::move(pb.header)}, size));
-        if (closed_) return ok();
-        if (!sink.destination.empty() && sink.destination.size() < size)
-            return make_error(Errc::invalid_argument, "payload of {} bytes does not fit its destination of {}",
-                              size, sink.destination.size());
-        sink_ = std::move(sink);
-        in_payload_ = true;
-        payload_left_ = size;
-        chunk_left_ = 0;
-        dest_off_ = 0;
-        return ok();  // an empty payload completes on the next step
-    }
-    if (is_transport_type(f.type))
-        return make_error(Errc::protocol, "unexpected transport message type {} after the handshake", f.type);
-    if (on_frame_) on_frame_(std::move(f));
+    if (is_transport_type(ev.type))
+        return make_error(Errc::protocol, "unexpected transport message type {} after the handshake", ev.type);
+    if (on_frame_) on_frame_(wire::Frame{ev.type, std::string(ev.body)});
     return ok();
 }
 

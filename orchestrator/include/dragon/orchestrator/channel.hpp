@@ -21,6 +21,7 @@
 #include "dragon/channels/channel.hpp"
 #include "dragon/channels/descriptor.hpp"
 #include "dragon/channels/pool.hpp"
+#include "dragon/common/frame_reader.hpp"
 #include "dragon/common/framing.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
@@ -105,7 +106,8 @@ private:
     /// One connection replies come on: the agent's socket, or a lane.
     struct Conn;
 
-    Gateway(sys::UniqueFd fd, msg::ClientWelcome w, channels::Pool pool, std::string socket_name, Puid self);
+    Gateway(sys::UniqueFd fd, wire::FrameReader reader, msg::ClientWelcome w, channels::Pool pool,
+            std::string socket_name, Puid self);
     static Result<std::shared_ptr<Gateway>> greet(sys::UniqueFd fd, Puid self);
     /// The lane to `node` (opened on first use), or null: use the agent.
     std::shared_ptr<Conn> lane_for(std::uint32_t node);
@@ -120,6 +122,10 @@ private:
     Status wait_for(std::unique_lock<std::mutex>& lk, Conn& c, Pred done);
     /// Reads what c's socket has (for up to 100 ms) and files the replies; mu_ not held.
     Status read_some(Conn& c, std::vector<std::pair<std::uint64_t, Reply>>& got);
+    /// One message read from c, as the reply it carries (or the error that breaks c).
+    static Status file_reply(const Conn& c, wire::Received& m, std::vector<std::pair<std::uint64_t, Reply>>& got);
+    /// What a reading error on c tells the caller.
+    static Error conn_error(const Conn& c, Error e);
 
     msg::ClientWelcome welcome_;
     channels::Pool pool_;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dragon/channels/pool.hpp"
+#include "dragon/common/frame_reader.hpp"
 #include "dragon/common/framing.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
@@ -86,13 +87,14 @@ public:
 
 private:
     friend class Gateway;  // greets through a Session, then keeps its socket
-    Session(sys::UniqueFd fd, msg::ClientWelcome w) : fd_(std::move(fd)), welcome_(std::move(w)) {}
+    Session(sys::UniqueFd fd, msg::ClientWelcome w)
+        : fd_(std::move(fd)), welcome_(std::move(w)), reader_(fd_.get(), "the agent", {.max_frame_body = 64U << 20}) {}
     Status send_bytes(const std::string& frame);
     Status file_frame(wire::Frame&& f);
 
     sys::UniqueFd fd_;
     msg::ClientWelcome welcome_;
-    wire::FrameDecoder decoder_{64U << 20};
+    wire::FrameReader reader_;  // reads fd_ (a moved Session keeps the same descriptor)
     std::deque<wire::Frame> replies_;
     std::map<std::uint64_t, GroupEvents> events_;
     std::map<Puid, std::uint64_t> stdin_unacked_;

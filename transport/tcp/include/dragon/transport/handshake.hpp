@@ -11,6 +11,7 @@
 
 #include "dragon/common/codec.hpp"
 #include "dragon/common/framing.hpp"
+#include "dragon/common/payload.hpp"
 #include "dragon/common/result.hpp"
 #include "dragon/transport/run_secret.hpp"
 
@@ -22,8 +23,9 @@ inline constexpr std::size_t kNonceSize = 32;
 inline constexpr std::size_t kMacSize = 32;
 /// Frame bodies above this are refused while the peer is not yet authenticated.
 inline constexpr std::size_t kHandshakeMaxBody = 256;
-/// Payloads travel in chunk frames of at most this many bytes.
-inline constexpr std::size_t kChunkSize = 256U << 10;
+/// Payloads travel in chunk frames of at most this many bytes (the payload
+/// framing lives in common, dragon/common/payload.hpp: lanes speak it too).
+inline constexpr std::size_t kChunkSize = wire::kPayloadChunkSize;
 /// Frame types 64-79 belong to the transport; applications use the others.
 inline constexpr std::uint16_t kFirstTransportType = 64;
 inline constexpr std::uint16_t kLastTransportType = 79;
@@ -33,13 +35,13 @@ enum class MsgType : std::uint16_t {
     peer_response = 65,
     peer_accept = 66,
     peer_reject = 67,
-    payload_begin = 68,
-    payload_chunk = 69,  // body: raw payload bytes, no codec
+    payload_begin = wire::kPayloadBeginType,
+    payload_chunk = wire::kPayloadChunkType,  // body: raw payload bytes, no codec
 };
 
-[[nodiscard]] constexpr bool is_transport_type(std::uint16_t t) {
-    return t >= kFirstTransportType && t <= kLastTransportType;
-}
+using wire::is_transport_type;
+static_assert(is_transport_type(kFirstTransportType) && is_transport_type(kLastTransportType) &&
+              !is_transport_type(kFirstTransportType - 1) && !is_transport_type(kLastTransportType + 1));
 
 /// Both directions, first frame of each side: who I am, whom I expect, my nonce.
 struct PeerChallenge {
@@ -74,15 +76,7 @@ struct PeerReject {
     DRAGON_WIRE_FIELDS(code, reason)
 };
 
-/// Starts a payload message: the application's header frame (its type and
-/// encoded body) and the payload size; `size` bytes of payload_chunk frames follow.
-struct PayloadBegin {
-    static constexpr MsgType kType = MsgType::payload_begin;
-    std::uint16_t type = 0;
-    std::uint64_t size = 0;
-    std::string header;
-    DRAGON_WIRE_FIELDS(type, size, header)
-};
+using wire::PayloadBegin;
 
 using HandshakeMessages = std::tuple<PeerChallenge, PeerResponse, PeerAccept, PeerReject>;
 

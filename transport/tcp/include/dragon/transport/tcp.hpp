@@ -23,6 +23,7 @@
 #include <asio.hpp>
 
 #include "dragon/common/framing.hpp"
+#include "dragon/common/payload.hpp"
 #include "dragon/common/result.hpp"
 #include "dragon/common/sys.hpp"
 #include "dragon/transport/handshake.hpp"
@@ -132,7 +133,6 @@ private:
     void on_read(const asio::error_code& ec, std::size_t n);
     void dispatch();
     Status dispatch_one(bool& need_more);
-    Status deliver_chunk_bytes(std::size_t n);
     void fail(Error e, bool clean);
     void finish_flush();
     void drop_queue(const Error& why);
@@ -163,18 +163,13 @@ private:
     bool writing_ = false;
     bool above_high_ = false;
 
-    // Read side: rbuf_[rbeg_, rend_) is received, undelivered bytes.
-    std::unique_ptr<char[]> rbuf_;
-    std::size_t rcap_ = 0, rbeg_ = 0, rend_ = 0;
+    // Read side: the decoder holds received, undelivered bytes and the
+    // payload's progress (payload bytes are read straight into sink_'s destination).
+    wire::PayloadDecoder dec_;
     bool reading_ = false;
     bool dispatching_ = false;
     bool paused_ = false;
     bool eof_ = false;  // the peer's FIN was read; what is buffered is still delivered
-    bool in_payload_ = false;
-    std::uint64_t payload_left_ = 0;  // payload bytes not yet announced by a chunk header
-    std::size_t chunk_left_ = 0;      // bytes of the current chunk frame still to come
-    std::size_t direct_len_ = 0;      // bytes of the in-flight read going straight to the destination
-    std::uint64_t dest_off_ = 0;
     PayloadSink sink_;
 };
 
