@@ -23,7 +23,6 @@
 #include "../runtime/spawn.hpp"
 #include "dragon/common/log.hpp"
 #include "dragon/common/names.hpp"
-#include "dragon/procgroup/io.hpp"
 #include "dragon/procgroup/topology.hpp"
 
 extern char** environ;
