@@ -209,7 +209,7 @@ private:
     void on_chan_request(std::uint64_t client, wire::Frame&& f);
     void reply_to_client(std::uint64_t op, msg::ChanReply r);
     void on_remote_reply(std::uint32_t from, msg::RemoteReply&& m);
-    Result<tcp::PayloadSink> on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size);
+    Result<transport::PayloadSink> on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size);
     void gateway_client_gone(std::uint64_t client);
     void gateway_link_lost(std::uint32_t node, const std::string& why);
     void send_remote_reply(std::uint32_t to, std::uint64_t op, Status st);
@@ -226,7 +226,7 @@ private:
                         std::function<void(Status)> finish, bool capped, bool carries_on);
     void end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st);
     void on_remote_cancel(std::uint32_t from, std::uint64_t op);
-    Result<tcp::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);
+    Result<transport::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);
     void stop_waiting_all();
     /// Where replies to a source (a node, or a lane) go; null once it is gone.
     transport::Link* source_peer(std::uint32_t from);
@@ -287,7 +287,7 @@ private:
     bool self_held_back_ = false;  // node 0's own output waits for a full owner, as a held-back link does
 
     // links
-    std::unique_ptr<transport::Transport> transport_;  // the links' (by name: --transport, tcp today)
+    std::unique_ptr<transport::Transport> transport_;  // the links' (create_transport by name: tcp today)
     std::vector<Link> links_;  // by node id (this node's own entry unused)
     std::uint64_t heartbeat_seq_ = 0;
     bool table_received_ = false;  // (node k) the node table came

@@ -165,17 +165,17 @@ void Agent::on_remote_reply(std::uint32_t from, msg::RemoteReply&& m) {
     reply_to_client(m.op_id, msg::ChanReply{0, m.code, std::move(m.message), std::move(m.data), 0, 0});
 }
 
-Result<tcp::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size) {
+Result<transport::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size) {
     auto it = gateway_ops_.find(m.op_id);
-    if (it == gateway_ops_.end() || it->second.node != from) return tcp::PayloadSink{};  // not ours: discard
+    if (it == gateway_ops_.end() || it->second.node != from) return transport::PayloadSink{};  // not ours: discard
     if (it->second.client == 0) {
-        return tcp::PayloadSink{{}, {}, [this, op = m.op_id] { gateway_ops_.erase(op); }};  // nobody waits: discard
+        return transport::PayloadSink{{}, {}, [this, op = m.op_id] { gateway_ops_.erase(op); }};  // nobody waits: discard
     }
     // Into a block of our pool, which the client takes over with the reply.
     if (auto b = pool_.allocate(size, channels::kTryOnce)) {
         const std::uint64_t block = *b;
         links_[from].incoming_block = block;
-        return tcp::PayloadSink{{pool_.at(block), size}, {}, [this, from, op = m.op_id, block, size] {
+        return transport::PayloadSink{{pool_.at(block), size}, {}, [this, from, op = m.op_id, block, size] {
                                     links_[from].incoming_block = 0;
                                     reply_to_client(op, msg::ChanReply{0, 0, {}, {}, block, size});
                                 }};
@@ -184,7 +184,7 @@ Result<tcp::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from, msg:
     // a failed receive must not have consumed it).
     auto buf = std::make_shared<std::string>();
     buf->reserve(size);
-    return tcp::PayloadSink{{},
+    return transport::PayloadSink{{},
                             [buf](std::span<const std::byte> piece) { buf->append(as_string(piece)); },
                             [this, op = m.op_id, buf] { reply_to_client(op, msg::ChanReply{0, 0, {}, std::move(*buf), 0, 0}); }};
 }
@@ -471,7 +471,7 @@ void Agent::on_remote_cancel(std::uint32_t from, std::uint64_t op) {
     if (auto it = waiting_.find({from, op}); it != waiting_.end()) it->second.cancel->store(true);
 }
 
-Result<tcp::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
+Result<transport::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
     // No channel message is larger than a pool (every node's is the same size).
     if (size > pool_.size())
         return make_error(Errc::protocol, "a payload of {} bytes from node {}: larger than any pool", size, from);
@@ -488,7 +488,7 @@ Result<tcp::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&
                 const std::uint64_t block = *b;
                 *slot = block;
                 auto held = std::make_shared<msg::RemoteSend>(std::move(m));
-                return tcp::PayloadSink{{pool_.at(block), size}, {}, [this, from, held, block, size] {
+                return transport::PayloadSink{{pool_.at(block), size}, {}, [this, from, held, block, size] {
                                             if (std::uint64_t* s = incoming_block_of(from)) *s = 0;
                                             serve_remote_send(from, std::move(*held), block, size);
                                         }};
@@ -496,7 +496,7 @@ Result<tcp::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&
             // The pool is full now: keep the bytes aside; the send waits for room as any send does.
             auto held = std::make_shared<msg::RemoteSend>(std::move(m));
             held->data.reserve(size);
-            return tcp::PayloadSink{{},
+            return transport::PayloadSink{{},
                                     [held](std::span<const std::byte> piece) { held->data.append(as_string(piece)); },
                                     [this, from, held] { serve_remote_send(from, std::move(*held), 0, 0); }};
         }
@@ -577,7 +577,7 @@ void Agent::accept_lane(std::shared_ptr<transport::Link> peer) {
                 [this, src](const Error* e) {
                     close_lane(src, e != nullptr ? e->message() : "closed by its process", true);
                 },
-                [this, src](wire::Frame&& header, std::uint64_t size) -> Result<tcp::PayloadSink> {
+                [this, src](wire::Frame&& header, std::uint64_t size) -> Result<transport::PayloadSink> {
                     auto it = lanes_in_.find(src);
                     if (it == lanes_in_.end() || !it->second.greeted)
                         return make_error(Errc::protocol, "a payload before lane_hello");

@@ -11,11 +11,11 @@ namespace {
 constexpr std::size_t kRelayHighWater = 8U << 20;
 constexpr std::size_t kOwnerHighWater = 8U << 20;
 
-Delivery delivery_of(tcp::SendState s) {
+Delivery delivery_of(transport::SendState s) {
     switch (s) {
-        case tcp::SendState::ok: return Delivery::ok;
-        case tcp::SendState::above_high_water: return Delivery::above_high_water;
-        case tcp::SendState::closed: return Delivery::dropped;
+        case transport::SendState::ok: return Delivery::ok;
+        case transport::SendState::above_high_water: return Delivery::above_high_water;
+        case transport::SendState::closed: return Delivery::dropped;
     }
     return Delivery::dropped;
 }

@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "dragon/common/group_rules.hpp"
+
 namespace dragon::client {
 
 namespace {
@@ -105,7 +107,9 @@ Status ProcessGroup::require_started(const char* what) const {
 Status ProcessGroup::start() {
     if (group_id_ != 0) return make_error(Errc::invalid_argument, "group {} is already started", group_id_);
     if (entries_.empty()) return Error(Errc::invalid_argument, "start: the group has no processes (add some first)");
-    auto r = DRAGON_TRY((session_->call<msg::GroupStarted>(msg::GroupStart{next_request_++, spec(), false})));
+    auto s = spec();
+    DRAGON_CHECK(msg::check_group_spec(s));  // the runtime's own rules, before a round trip
+    auto r = DRAGON_TRY((session_->call<msg::GroupStarted>(msg::GroupStart{next_request_++, std::move(s), false})));
     if (!r.error.empty()) return Error(Errc::invalid_argument, r.error);
     group_id_ = r.group_id;
     members_ = std::move(r.members);

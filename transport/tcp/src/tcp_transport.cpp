@@ -25,6 +25,8 @@ public:
                                 : Listener::create(io_, address, 0, secret_, node_id_, std::move(on_peer));
         if (!l) return std::move(l).error();
         listener_ = std::move(*l);
+        // Links leave from the address they are taken on, unless told otherwise.
+        if (bind_address_.empty()) bind_address_ = local_endpoint().address;
         return ok();
     }
 

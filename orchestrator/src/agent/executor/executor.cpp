@@ -471,6 +471,8 @@ void Executor::finish() {
         if (p->output_grace) p->output_grace->cancel();
     }
     pmi_.stop();  // its jobs, the PMIx server and its directory
+    // A member reaped from now on (one that outlived SIGKILL) reports without PMI.
+    for (auto& [id, g] : groups_) g.pmi = nullptr;
 }
 
 msg::ProcTable Executor::process_table() const {

@@ -24,8 +24,9 @@ struct MemberIo {
 
 /// Opens the stdio `spec` asks for, for rank `rank` (path escapes expanded
 /// with `pc`). `first_run`: the rank's first start in this group, when the
-/// files it owns (pg::file_owner) are emptied. Errors name the program, the
-/// stream and the file; none is the program's own fault.
+/// files it owns (pg::file_owner) are emptied. A file's error names the
+/// program, the stream and the file; a pipe's, the call. None is the
+/// program's own fault (the member fails with 126, never 127).
 Result<MemberIo> open_member_io(const msg::ProcSpec& spec, std::uint32_t rank, std::uint32_t local_rank,
                                 const procgroup::PathContext& pc, bool first_run);
 

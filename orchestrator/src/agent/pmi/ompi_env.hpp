@@ -33,7 +33,7 @@ OmpiDirs ompi_dirs(const RunId& run, std::uint32_t node);
 
 /// Creates both directories, and the PMIx directory that holds the session
 /// one, with mode 0700; existing ones are fine. Owns nothing: the agent's
-/// teardown removes them (NodeLock::remove_node_segments, stop_pmix_server).
+/// teardown removes them (NodeLock::remove_node_segments, PmiService::stop).
 Status make_ompi_dirs(const OmpiDirs& dirs);
 
 /// Whether the run is a virtual cluster: several nodes, all named like node

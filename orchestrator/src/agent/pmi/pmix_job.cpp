@@ -88,13 +88,14 @@ Status PmiService::start_pmix_server() {
     up.finalized = [this](const std::string& ns, std::uint32_t rank) {
         if (PmixJob* j = job_of(jobs_, ns)) j->finalized(rank);
     };
+    // Before the server: a server is only ever up with the node's Open MPI directories made.
+    DRAGON_CHECK(make_ompi_dirs(ompi_dirs(opts_.run, opts_.node_id)));
     auto post = [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); };
     std::error_code fec;
     const auto exe = std::filesystem::read_symlink("/proc/self/exe", fec);
     const auto plugin = (exe.parent_path().parent_path() / "lib" / "libdragon_pmix.so").string();
     pmix_ = DRAGON_TRY(pmi::pmix::load(plugin, pmix_tmpdir_, opts_.hostname, post, std::move(up)));
     spdlog::debug("PMIx server up in {}", pmix_tmpdir_);
-    DRAGON_CHECK(make_ompi_dirs(ompi_dirs(opts_.run, opts_.node_id)));
     // The real machine's topology (whatever placement was told to use).
     auto topo = procgroup::Topology::discover();
     auto xml = topo ? topo->to_xml() : Result<std::string>(topo.error());

@@ -19,13 +19,15 @@
 
 #include "dragon/common/framing.hpp"
 #include "dragon/common/result.hpp"
-#include "dragon/transport/handshake.hpp"  // is_transport_type
+#include "dragon/common/payload.hpp"  // wire::is_transport_type
 
 namespace asio {
 class io_context;
 }
 
 namespace dragon::transport {
+
+class RunSecret;
 
 /// What a send says about the queue after queueing.
 enum class SendState : std::uint8_t {
@@ -73,7 +75,7 @@ public:
     /// Never blocks; see SendState.
     template <class M>
     SendState send(const M& msg) {
-        static_assert(!is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
+        static_assert(!wire::is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
         return send_encoded([](const void* m, std::string& out) { wire::append_frame(out, *static_cast<const M*>(m)); },
                             &msg);
     }
@@ -86,7 +88,7 @@ public:
                                    DoneHandler done) = 0;
     template <class M>
     SendState send_with_payload(const M& msg, std::span<const std::byte> payload, DoneHandler done) {
-        static_assert(!is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
+        static_assert(!wire::is_transport_type(static_cast<std::uint16_t>(M::kType)), "types 64-79 are the transport's");
         return send_payload(static_cast<std::uint16_t>(M::kType), wire::body_of(msg), payload, std::move(done));
     }
 
@@ -152,8 +154,8 @@ public:
 };
 
 /// The transport named `name` ("tcp"), for node `node_id` of a run with
-/// `secret` (which must outlive it); links are made from `bind_address` when
-/// it is not empty. Errc::invalid_argument naming the transports there are.
+/// `secret` (which must outlive it); links are dialled from `bind_address`
+/// (empty: from the address it listens on, once it does). Errc::invalid_argument naming the transports there are.
 Result<std::unique_ptr<Transport>> create_transport(std::string_view name, asio::io_context& io,
                                                     const RunSecret& secret, std::uint32_t node_id,
                                                     std::string bind_address);
