@@ -132,9 +132,9 @@ struct FakeSocket {
         auto sp = d.read_space();
         std::size_t n = std::min(src.size(), max_read);
         const std::size_t to_direct = std::min(n, sp.direct.size());
-        std::memcpy(sp.direct.data(), src.data(), to_direct);
+        if (to_direct > 0) std::memcpy(sp.direct.data(), src.data(), to_direct);  // no destination: a null span
         const std::size_t to_buf = std::min(n - to_direct, sp.buffer.size());
-        std::memcpy(sp.buffer.data(), src.data() + to_direct, to_buf);
+        if (to_buf > 0) std::memcpy(sp.buffer.data(), src.data() + to_direct, to_buf);
         n = to_direct + to_buf;
         direct_bytes += to_direct;
         src.remove_prefix(n);
