@@ -56,6 +56,8 @@ constexpr std::string_view name_of() {
         case Type::chan_reply: return "chan_reply";
         case Type::lane_open: return "lane_open";
         case Type::lane_opened: return "lane_opened";
+        case Type::machine_query: return "machine_query";
+        case Type::machine_info: return "machine_info";
         case Type::remote_send: return "remote_send";
         case Type::remote_recv: return "remote_recv";
         case Type::remote_reply: return "remote_reply";

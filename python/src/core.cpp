@@ -222,6 +222,21 @@ public:
         return out;
     }
 
+    /// The runtime's nodes: [{"node", "hostname", "cpus", "cores"}] by node id.
+    py::list machine() {
+        auto nodes = value_or_raise(with_session([](client::Session& s) { return s.machine(); }));
+        py::list out;
+        for (const auto& n : nodes) {
+            py::dict d;
+            d["node"] = n.node_id;
+            d["hostname"] = to_str(n.hostname);
+            d["cpus"] = n.cpus;
+            d["cores"] = n.cores;
+            out.append(d);
+        }
+        return out;
+    }
+
 private:
     std::string socket_;
     Puid self_;
@@ -384,6 +399,8 @@ public:
         d["fail_errno"] = o->fail_errno;
         d["fail_error"] = to_str(o->fail_error);
         d["fail_kind"] = msg::name_of(o->fail_kind);
+        d["rank0_exit_code"] = o->rank0_status.exit_code;
+        d["rank0_signal"] = o->rank0_status.signal;
         d["restarts"] = o->restarts;
         return d;
     }
@@ -724,7 +741,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("run_id", &Runtime::run_id)
         .def_property_readonly("node_id", &Runtime::node_id)
         .def_property_readonly("agent_pid", &Runtime::agent_pid)
-        .def("processes", &Runtime::processes);
+        .def("processes", &Runtime::processes)
+        .def("machine", &Runtime::machine, "The runtime's nodes: [{node, hostname, cpus, cores}] by node id.");
 
     py::class_<Group>(m, "Group", "A C++ ProcessGroup (dragon.native.process_group wraps it).")
         .def(py::init<std::shared_ptr<Runtime>, std::string, std::string, std::uint32_t, bool, std::uint32_t,

@@ -74,6 +74,7 @@ inline constexpr Route kClientRoutes[] = {
     {msg::Type::group_stop, {Sender::client}},
     {msg::Type::group_close, {Sender::client}},
     {msg::Type::group_query, {Sender::client}},
+    {msg::Type::machine_query, {Sender::client}},
     {msg::Type::stdin_data, {Sender::client}},
     // Its operations on other nodes' channels (the channel gateway).
     {msg::Type::chan_send, {Sender::client}},
@@ -86,6 +87,7 @@ inline constexpr Route kOwnerRoutes[] = {
     {msg::Type::group_start, {Sender::client}, Role::head},
     {msg::Type::stdin_data, {Sender::client}, Role::head},
     {msg::Type::group_query, {Sender::client}, Role::head},
+    {msg::Type::machine_query, {Sender::client}, Role::head},
     {msg::Type::group_signal, {Sender::client}, Role::head},
     {msg::Type::group_stop, {Sender::client}, Role::head},
     {msg::Type::group_close, {Sender::client}, Role::head},

@@ -95,7 +95,7 @@ void Agent::bind_routes() {
         send_to_node(0, msg::ClientRelay{id, f.type, std::move(f.body)});
     };
     for (auto t : {msg::Type::group_start, msg::Type::group_signal, msg::Type::group_stop, msg::Type::group_close,
-                   msg::Type::group_query, msg::Type::stdin_data})
+                   msg::Type::group_query, msg::Type::machine_query, msg::Type::stdin_data})
         client_routes_.on_frame(t, to_global);
     // The gateway answers a bad body with a chan_reply, not by closing the client.
     client_routes_.on_frame(msg::Type::chan_send, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });

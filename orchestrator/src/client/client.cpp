@@ -106,4 +106,9 @@ Result<std::vector<msg::ProcEntry>> Session::processes() {
     return std::move(t.procs);
 }
 
+Result<std::vector<msg::MachineNode>> Session::machine() {
+    auto m = DRAGON_TRY((call<msg::MachineInfo>(msg::MachineQuery{})));
+    return std::move(m.nodes);
+}
+
 }  // namespace dragon::client

@@ -43,6 +43,8 @@ enum class Type : std::uint16_t {
     chan_reply = 43,
     lane_open = 44,
     lane_opened = 45,
+    machine_query = 46,
+    machine_info = 47,
     ok_reply = 62,
     error_reply = 63,
     // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
@@ -416,6 +418,29 @@ struct GroupStatus {
     DRAGON_WIRE_FIELDS(group_id, state, restarts, members)
 };
 
+/// Client -> agent (answered by node 0): the runtime's nodes.
+struct MachineQuery {
+    static constexpr Type kType = Type::machine_query;
+    auto wire_fields() const { return std::tie(); }
+    auto wire_fields() { return std::tie(); }
+};
+
+/// One node of the runtime, as placement sees it.
+struct MachineNode {
+    std::uint32_t node_id = 0;
+    std::string hostname;
+    std::uint32_t cpus = 0;   // the PUs granted to the runtime on this node
+    std::uint32_t cores = 0;
+    DRAGON_WIRE_FIELDS(node_id, hostname, cpus, cores)
+};
+
+/// Node 0 -> client: every node of the runtime, by node id.
+struct MachineInfo {
+    static constexpr Type kType = Type::machine_info;
+    std::vector<MachineNode> nodes;
+    DRAGON_WIRE_FIELDS(nodes)
+};
+
 // Channel operations through the gateway (docs/channels.md, "Channels on
 // other nodes"). A timeout is in nanoseconds: negative waits for ever, 0
 // tries once. A channel descriptor travels as its 128-byte encoding.
@@ -751,7 +776,8 @@ using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData,
                                NodeReady, Heartbeat, ExecMembers, MembersStarted, MembersExited, SignalMembers,
                                RespawnMember, ForgetGroup, ClientRelay, ClientGone, ChanSend, ChanRecv, ChanReply,
                                RemoteSend, RemoteRecv, RemoteReply, RemoteCancel, PmiFence, PmiAbort,
-                               PmixDmodexRequest, PmixDmodexReply, LaneOpen, LaneOpened, LaneHello, LaneWelcome>;
+                               PmixDmodexRequest, PmixDmodexReply, LaneOpen, LaneOpened, LaneHello, LaneWelcome,
+                               MachineQuery, MachineInfo>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

@@ -60,6 +60,9 @@ public:
     /// The agent's process table: every process of the groups still open.
     Result<std::vector<msg::ProcEntry>> processes();
 
+    /// The runtime's nodes (hostname, cpus granted), from node 0. One round trip.
+    Result<std::vector<msg::MachineNode>> machine();
+
     /// Maps this node's shared-memory pool (created by the agent at start);
     /// channels are created in it or attached from it. Does not block.
     [[nodiscard]] Result<channels::Pool> attach_pool() const;

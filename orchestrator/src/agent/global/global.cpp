@@ -43,6 +43,7 @@ void GlobalServices::bind(Dispatcher<Owner>& front_end, Dispatcher<Owner>& owner
     owners.on<msg::GroupStart>([this](Owner o, msg::GroupStart&& m) { start_group(m, o); });
     owners.on<msg::StdinData>([this](Owner o, msg::StdinData&& m) { route_stdin(std::move(m), o); });
     owners.on<msg::GroupQuery>([this](Owner o, msg::GroupQuery&& m) { query_group(o, m); });
+    owners.on<msg::MachineQuery>([this](Owner o, msg::MachineQuery&&) { query_machine(o); });
     owners.on<msg::GroupSignal>([this](Owner o, msg::GroupSignal&& m) { signal_group(o, m); });
     owners.on<msg::GroupStop>([this](Owner o, msg::GroupStop&& m) { stop_group_request(o, m); });
     owners.on<msg::GroupClose>([this](Owner o, msg::GroupClose&& m) { close_group_request(o, m); });
@@ -423,6 +424,21 @@ void GlobalServices::query_group(Owner who, const msg::GroupQuery& m) {
     if (g == groups_.end())
         return reply_error(who, Errc::not_found, fmt::format("no group {}", m.group_id));
     router_.send_to_owner(who, group_status(*g->second));
+}
+
+void GlobalServices::query_machine(Owner who) {
+    msg::MachineInfo info;
+    for (std::uint32_t k = 0; k < opts_.nnodes; ++k) {
+        const pg::NodeResources* r = k < nodes_.size() && !nodes_[k].pus.empty() ? &nodes_[k] : nullptr;
+        if (r == nullptr && k == 0 && opts_.own_resources) {
+            auto mine = opts_.own_resources();
+            if (!mine) return reply_error(who, mine.error().code(), mine.error().message());
+            r = *mine;
+        }
+        if (r == nullptr) return reply_error(who, Errc::closed, fmt::format("node {} has not joined yet", k));
+        info.nodes.push_back({k, r->hostname, static_cast<std::uint32_t>(r->pus.size()), r->core_count()});
+    }
+    router_.send_to_owner(who, info);
 }
 
 void GlobalServices::signal_group(Owner who, const msg::GroupSignal& m) {

@@ -102,6 +102,7 @@ private:
     Group* owned_group(Owner who, std::uint64_t group_id);
     msg::GroupStatus group_status(const Group& g);
     void query_group(Owner who, const msg::GroupQuery& m);
+    void query_machine(Owner who);
     void signal_group(Owner who, const msg::GroupSignal& m);
     void stop_group_request(Owner who, const msg::GroupStop& m);
     void close_group_request(Owner who, const msg::GroupClose& m);
