@@ -211,6 +211,28 @@ def stop_runtime() -> None:
             emb.stop()
 
 
+_exit_hooks: list = []
+
+
+def at_exit(fn) -> None:
+    """Runs ``fn()`` at interpreter exit while the runtime is still up (before
+    an embedded runtime stops), hooks in the reverse order of registration:
+    multiprocessing joins its children and queues flush here."""
+    _exit_hooks.append(fn)
+
+
+def _at_exit() -> None:
+    while _exit_hooks:
+        fn = _exit_hooks.pop()
+        try:
+            fn()
+        except Exception as e:  # one broken hook must not keep the runtime up
+            import sys
+
+            sys.stderr.write(f"dragon: at exit: {fn!r} failed: {e}\n")
+    stop_runtime()
+
+
 def _after_fork_in_child() -> None:
     global _embedded, _runtime, _lock
     _lock = threading.RLock()  # another thread may have held it at the fork
@@ -220,5 +242,5 @@ def _after_fork_in_child() -> None:
     _runtime = None
 
 
-atexit.register(stop_runtime)
+atexit.register(_at_exit)
 os.register_at_fork(after_in_child=_after_fork_in_child)
