@@ -1,0 +1,381 @@
+"""Pipe and Connection on channels: multiprocessing's Connection API between
+any two processes of the runtime, on one node or on two.
+
+    a, b = Pipe()                 # duplex: two channels in this node's pool
+    a.send({"x": 1}); b.recv()    # pickled objects
+    b.send_bytes(b"raw")          # bytes, no pickling
+    r, w = Pipe(duplex=False)     # r receives only, w sends only
+
+A connection pickles as its channels' descriptors, so it can be passed to a
+child (as an argument, through another connection or a queue) on any node;
+the receiver attaches the same channels.
+
+End of file: every end that can write to a channel is a *writer handle*. The
+channel's reader counts them: the first end counts one, every pickled copy
+announces itself (in the channel, before the pickle is handed out) and every
+handle that is closed, collected or left at process exit says so. When the
+count drops to zero and every message before it was read, ``recv`` raises
+``EOFError``, as a pipe does once every copy of its write end is closed. A
+process killed by a signal cannot say so: its handles stay counted.
+
+Messages: a message on the channel is the payload as sent, except when it
+begins with the two bytes ``ff fe`` (a control record: writer opened or
+closed), ``ff fc`` (a message larger than 8 MiB, sent in chunks: see
+``large.py``) or ``ff fd`` (an escaped payload that began with ``ff fc``,
+``ff fd`` or ``ff fe``: the two bytes are stripped). Pickles begin with
+``80``, so objects never pay for the escape.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import pickle
+import threading
+import time
+import weakref
+from collections import deque
+
+from dragon import _core
+from dragon._runtime import current_runtime
+from dragon.infrastructure import large
+
+_CTL = b"\xff\xfe"
+_ESC = b"\xff\xfd"
+_OPEN = _CTL + b"+"
+_CLOSE = _CTL + b"-"
+
+# A pipe's buffer: CAPACITY messages of up to BLOCK bytes inline, larger ones
+# in their own pool block (64 KiB of pool per channel, as a pipe's buffer).
+CAPACITY = 512
+BLOCK = 112
+
+_Timeout = _core.DragonTimeoutError
+
+
+def _dumps(obj) -> bytes:
+    from multiprocessing.reduction import ForkingPickler
+
+    return bytes(ForkingPickler.dumps(obj))
+
+
+def _loads(data):
+    return pickle.loads(data)
+
+
+class _Closer:
+    """Says "one writer fewer" on a channel once, when the handle is closed,
+    collected, or the process exits."""
+
+    __slots__ = ("ch", "done", "__weakref__")
+
+    def __init__(self, ch):
+        self.ch = ch
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.ch.send(_CLOSE, None)
+        except Exception:
+            pass  # the channel or the runtime is gone: nobody is left to read it
+
+
+_live_closers: "weakref.WeakSet[_Closer]" = weakref.WeakSet()
+_exit_hooked = False
+
+
+def _close_all_at_exit() -> None:
+    for c in list(_live_closers):
+        c()
+
+
+def _hook_exit() -> None:
+    global _exit_hooked
+    if not _exit_hooked:
+        from dragon._runtime import at_exit
+
+        at_exit(_close_all_at_exit)
+        _exit_hooked = True
+
+
+class _Owned:
+    """A channel this process created for a pipe or a queue: freed when the
+    last local object using it goes, unless a handle to it was passed on
+    (pickled): then it lives until the runtime ends, as other processes may
+    still use it."""
+
+    __slots__ = ("ch", "state", "__weakref__")
+
+    def __init__(self, ch: _core.Channel):
+        self.ch = ch
+        self.state = [False]  # shared
+        f = weakref.finalize(self, _destroy_private, ch, self.state)
+        f.atexit = False
+
+    def share(self) -> None:
+        self.state[0] = True
+
+
+def _destroy_private(ch, state) -> None:
+    if not state[0]:
+        try:
+            ch.destroy()
+        except Exception:
+            pass
+
+
+class Connection:
+    """One end of a Pipe (see the module's doc). ``readable``/``writable``
+    say which ways it goes."""
+
+    def __init__(self, inbox: _core.Channel | None, outbox: _core.Channel | None, *, _counted: bool = True,
+                 _keep: tuple = ()):
+        self._keep = _keep  # the _Owned channels this end uses (its creator's side)
+        self._counted = _counted
+        self._in = inbox
+        self._out = outbox
+        self._pending: deque = deque()  # data read by poll(), not yet returned
+        self._writers = 1  # writer handles of the inbox (only meaningful for a reader)
+        self._eof = False
+        self._closed = False
+        self._closer = None
+        self._lock = threading.Lock()
+        if outbox is not None and _counted:
+            self._closer = _Closer(outbox)
+            _live_closers.add(self._closer)
+            self._finalizer = weakref.finalize(self, self._closer)
+            self._finalizer.atexit = False  # the runtime's exit hook does it, while the runtime is up
+            _hook_exit()
+
+    # ---- state -----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def readable(self) -> bool:
+        return self._in is not None
+
+    @property
+    def writable(self) -> bool:
+        return self._out is not None
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise OSError("handle is closed")
+
+    def _check_readable(self) -> None:
+        if self._in is None:
+            raise OSError("connection is write-only")
+
+    def _check_writable(self) -> None:
+        if self._out is None:
+            raise OSError("connection is read-only")
+
+    def fileno(self) -> int:
+        """A Dragon connection is a channel, not a file descriptor: use
+        ``multiprocessing.connection.wait`` (which knows it) instead of select."""
+        self._check_closed()
+        raise OSError("a Dragon connection has no file descriptor; wait on it with multiprocessing.connection.wait")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._closer is not None:
+            self._closer()
+            self._finalizer.detach()
+        self._pending.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        pass  # the finalizer says "closed" for a collected writer
+
+    # ---- sending -----------------------------------------------------------------------
+
+    def send_bytes(self, buf, offset: int = 0, size: int | None = None) -> None:
+        """Sends ``buf[offset:offset+size]`` (any bytes-like object) as one message."""
+        self._check_closed()
+        self._check_writable()
+        m = memoryview(buf)
+        if m.itemsize > 1:
+            m = m.cast("B")
+        n = m.nbytes
+        if offset < 0:
+            raise ValueError("offset is negative")
+        if n < offset:
+            raise ValueError("buffer length < offset")
+        if size is None:
+            size = n - offset
+        elif size < 0:
+            raise ValueError("size is negative")
+        elif offset + size > n:
+            raise ValueError("buffer length < offset + size")
+        if offset or size != n:
+            m = m[offset:offset + size]
+        self._send(m)
+
+    def _send(self, m) -> None:
+        if len(m) >= 2 and m[0] == 0xFF and m[1] in (0xFE, 0xFD, 0xFC):
+            m = _ESC + bytes(m)
+        large.send(self._out, m, None)
+
+    def send(self, obj) -> None:
+        """Sends a picklable object. An object that cannot be pickled raises
+        here, and nothing was sent."""
+        self._check_closed()
+        self._check_writable()
+        large.send(self._out, _dumps(obj), None)
+
+    # ---- receiving -----------------------------------------------------------------------
+
+    def _take(self, timeout: float | None) -> bytes | None:
+        """The next payload within ``timeout`` (None: forever); None if none
+        came; raises EOFError at the end. Control records are applied."""
+        if self._pending:
+            return self._pending.popleft()
+        if self._eof:
+            raise EOFError
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                data = self._in.recv(left)
+            except _Timeout:
+                return None
+            if data[:2] == _CTL:
+                if data == _OPEN:
+                    self._writers += 1
+                elif data == _CLOSE:
+                    self._writers -= 1
+                    if self._writers <= 0:
+                        self._eof = True
+                        raise EOFError
+                continue
+            if data[:2] == _ESC:
+                data = data[2:]
+            elif data[:2] == large.RECORD:
+                data = large.fetch(data)
+                if data is None:
+                    continue  # its sender died while sending it
+            return data
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        """The next message; EOFError once every writer is closed and all was read."""
+        self._check_closed()
+        self._check_readable()
+        if maxlength is not None and maxlength < 0:
+            raise ValueError("negative maxlength")
+        data = self._take(None)
+        if maxlength is not None and len(data) > maxlength:
+            self.close()
+            raise OSError("bad message length")
+        return data
+
+    def recv_bytes_into(self, buf, offset: int = 0) -> int:
+        """Reads the next message into ``buf`` at byte ``offset``; returns its
+        size in items of ``buf``. BufferTooShort (holding the message) if it
+        does not fit."""
+        self._check_closed()
+        self._check_readable()
+        with memoryview(buf) as m:
+            itemsize = m.itemsize
+            bytesize = itemsize * len(m)
+            if offset < 0:
+                raise ValueError("negative offset")
+            if offset > bytesize:
+                raise ValueError("offset too large")
+            data = self._take(None)
+            size = len(data)
+            if bytesize < offset + size:
+                from multiprocessing import BufferTooShort
+
+                raise BufferTooShort(data)
+            m.cast("B")[offset:offset + size] = data
+        return size // itemsize
+
+    def recv(self):
+        """The next object."""
+        self._check_closed()
+        self._check_readable()
+        return _loads(self._take(None))
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Whether a message (or the end) can be read now, waiting up to
+        ``timeout`` seconds (None: until one can)."""
+        self._check_closed()
+        self._check_readable()
+        return self._ready(timeout)
+
+    def _ready(self, timeout: float | None) -> bool:
+        if self._pending or self._eof:
+            return True
+        try:
+            data = self._take(timeout)
+        except EOFError:
+            return True
+        if data is None:
+            return False
+        self._pending.append(data)
+        return True
+
+    # ---- passing it on -----------------------------------------------------------------------
+
+    def __reduce__(self):
+        if self._closed:
+            raise OSError("cannot pickle a closed connection")
+        for o in self._keep:
+            o.share()
+        if self._out is not None and self._counted:
+            # The copy is a writer handle of its own: the reader hears of it
+            # before anyone can close this one (same sender, in order).
+            self._out.send(_OPEN, None)
+            if not self._out.is_local:
+                self._out.flush(None)
+        return (_rebuild, (self._in.descriptor if self._in is not None else None,
+                           self._out.descriptor if self._out is not None else None, self._counted))
+
+    def __repr__(self) -> str:
+        kind = "duplex" if self._in is not None and self._out is not None else ("reader" if self._in else "writer")
+        return f"<dragon Connection {kind}{' closed' if self._closed else ''}>"
+
+
+def _rebuild(inbox: str | None, outbox: str | None, counted: bool = True) -> Connection:
+    rt = current_runtime()
+    return Connection(_core.Channel.attach(rt, inbox) if inbox else None,
+                      _core.Channel.attach(rt, outbox) if outbox else None, _counted=counted)
+
+
+def new_channel(capacity: int = CAPACITY, block: int = BLOCK) -> _Owned:
+    """A channel in this node's pool, freed with its last local user unless shared."""
+    return _Owned(_core.Channel.create(current_runtime(), capacity=capacity, block_size=block))
+
+
+def Pipe(duplex: bool = True, *, counted: bool = True) -> tuple[Connection, Connection]:
+    """Two connected ends: (a, b). With ``duplex=False`` a only receives and
+    b only sends. ``counted=False``: no writer counting, so no EOF, for a
+    channel several processes read (writer records go to whichever reader
+    takes them, so only one reading process may count)."""
+    if not counted:
+        o = new_channel()
+        return (Connection(o.ch, None, _keep=(o,), _counted=False),
+                Connection(None, o.ch, _keep=(o,), _counted=False))
+    if duplex:
+        o1, o2 = new_channel(), new_channel()
+        keep = (o1, o2)
+        return Connection(o1.ch, o2.ch, _keep=keep), Connection(o2.ch, o1.ch, _keep=keep)
+    o = new_channel()
+    return Connection(o.ch, None, _keep=(o,)), Connection(None, o.ch, _keep=(o,))
+
+
+__all__ = ["Connection", "Pipe"]
