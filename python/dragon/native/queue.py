@@ -1,0 +1,284 @@
+"""Queue: a FIFO of picklable objects between any processes of the runtime,
+on one node or many (DragonHPC's ``dragon.native.queue.Queue``; the
+``dragon`` multiprocessing context's Queue, JoinableQueue and SimpleQueue
+are this class).
+
+    q = Queue(maxsize=0)        # a channel in this node's pool
+    q.put(obj); q.get()         # block, timeout as queue.Queue's
+    q.size()                    # messages in it now (DragonHPC's name; qsize() too)
+
+The queue is one channel. ``maxsize > 0`` is its capacity: ``put`` blocks
+(``queue.Full`` after its timeout) while it holds that many. ``maxsize <= 0``
+is unbounded, as the standard library's: the channel holds ``BUFFER``
+messages and further ``put`` calls hand their objects to a feeder thread
+that sends them as room appears (``join_thread``, ``cancel_join_thread``
+and the flush at exit work as the standard library's).
+
+Objects are pickled in ``put``: one that cannot be pickled raises there and
+the queue is unchanged. Each object is one message (any size: a large one
+sits in its own block of the pool), so many producers and consumers never
+see half an object. A queue pickles as its channel's descriptor: pass it to
+processes on any node. The node that created it holds it; the others reach
+it over their lanes (``qsize``/``empty``/``full`` are answered on that node
+only).
+
+``joinable=True`` adds ``task_done``/``join``: a second channel holds one
+token per unfinished task (at most ``TASKS`` of them at once).
+"""
+
+from __future__ import annotations
+
+import pickle
+import queue as _stdq
+import threading
+import time
+from collections import deque
+
+from dragon import _core
+from dragon.infrastructure import large
+from dragon.infrastructure.connection import _dumps, new_channel
+
+BUFFER = 1024   # messages the channel of an unbounded queue holds
+BLOCK = 240     # bytes inline per message (slot of 256 B); larger ones take a pool block
+TASKS = 4096    # unfinished tasks of a joinable queue at once
+MAX_CAPACITY = 1 << 16
+
+_Timeout = _core.DragonTimeoutError
+
+
+def _loads(data):
+    return pickle.loads(data)
+
+
+class Queue:
+    """A queue of the runtime (see the module's doc)."""
+
+    def __init__(self, maxsize: int = 0, block_size: int = BLOCK, joinable: bool = False, *, _attach=None):
+        if _attach is not None:
+            from dragon._runtime import current_runtime
+
+            rt = current_runtime()
+            desc, tasks, self._maxsize = _attach
+            self._owned = None
+            self._ch = _core.Channel.attach(rt, desc)
+            self._tasks = _core.Channel.attach(rt, tasks) if tasks else None
+            self._tasks_owned = None
+        else:
+            maxsize = int(maxsize)
+            self._maxsize = maxsize if 0 < maxsize <= MAX_CAPACITY else 0
+            cap = self._maxsize if self._maxsize else BUFFER
+            self._owned = new_channel(capacity=cap, block=int(block_size))
+            self._ch = self._owned.ch
+            self._tasks_owned = new_channel(capacity=TASKS, block=0) if joinable else None
+            self._tasks = self._tasks_owned.ch if joinable else None
+        self._joinable = self._tasks is not None
+        self._closed = False
+        self._buffer: deque = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._joincancelled = False
+        self._error: BaseException | None = None
+
+    # ---- passing it on -------------------------------------------------------------
+
+    def __getstate__(self):
+        raise TypeError("use __reduce__")
+
+    def __reduce__(self):
+        for o in (self._owned, self._tasks_owned):
+            if o is not None:
+                o.share()
+        return (_rebuild, (type(self), self._ch.descriptor, self._tasks.descriptor if self._tasks else None,
+                           self._maxsize))
+
+    # ---- putting -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+
+    def put(self, obj, block: bool = True, timeout: float | None = None) -> None:
+        """Puts ``obj``; with ``block=False`` or a ``timeout``, ``queue.Full``
+        if a bounded queue stays full."""
+        self._check_open()
+        data = _dumps(obj)
+        if self._joinable:
+            self._task_token(block, timeout)
+        if self._maxsize:
+            try:
+                large.send(self._ch, data, (timeout if timeout is not None else None) if block else 0)
+            except _Timeout:
+                if self._joinable:
+                    self._untoken()
+                raise _stdq.Full from None
+            return
+        with self._cond:
+            if not self._buffer and len(data) <= large.LARGE:  # a large one streams: the feeder's job
+                try:
+                    large.send(self._ch, data, 0)
+                    return
+                except _Timeout:
+                    pass
+            self._buffer.append(data)
+            if self._thread is None:
+                self._start_thread()
+            self._cond.notify()
+
+    def put_nowait(self, obj) -> None:
+        self.put(obj, False)
+
+    def _task_token(self, block, timeout) -> None:
+        try:
+            self._tasks.send(b"", (timeout if timeout is not None else None) if block else 0)
+        except _Timeout:
+            raise _stdq.Full(f"{TASKS} unfinished tasks") from None
+
+    def _untoken(self) -> None:
+        try:
+            self._tasks.recv(0)
+        except _Timeout:
+            pass
+
+    def _start_thread(self) -> None:
+        t = threading.Thread(target=self._feed, name="dragon-queue-feeder", daemon=True)
+        self._thread = t
+        t.start()
+        from dragon._runtime import at_exit
+
+        at_exit(self._flush_at_exit)
+
+    def _feed(self) -> None:
+        while True:
+            with self._cond:
+                while not self._buffer and not self._closed:
+                    self._cond.wait()
+                if not self._buffer:
+                    return  # closed and drained
+                data = self._buffer[0]
+            try:
+                large.send(self._ch, data, None)
+            except Exception as e:  # the channel or the runtime went away
+                self._error = e
+                with self._cond:
+                    self._buffer.clear()
+                return
+            with self._cond:
+                self._buffer.popleft()
+                self._cond.notify_all()
+
+    def _flush_at_exit(self) -> None:
+        if not self._joincancelled:
+            self.close()
+            self.join_thread()
+
+    # ---- getting -------------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        """The next object; ``queue.Empty`` if none comes in time (at once
+        with ``block=False``)."""
+        self._check_open()
+        deadline = None if timeout is None or not block else time.monotonic() + max(timeout, 0.0)
+        while True:
+            left = 0 if not block else (None if deadline is None else max(deadline - time.monotonic(), 0.0))
+            try:
+                data = self._ch.recv(left)
+            except _Timeout:
+                raise _stdq.Empty from None
+            if large.is_record(data):
+                data = large.fetch(data)
+                if data is None:
+                    continue  # its producer died while sending it: nothing of it is returned
+            return _loads(data)
+
+    def get_nowait(self):
+        return self.get(False)
+
+    def poll(self, timeout: float | None = 0) -> bool:
+        """Whether the queue holds something, waiting up to ``timeout``
+        (this node's queues only)."""
+        ready = _core.poll([(self._ch, _core.READABLE)], timeout)
+        return bool(ready[0])
+
+    # ---- size ----------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Objects in the queue now (and in this process's feeder)."""
+        if not self._ch.is_local:
+            raise NotImplementedError("qsize/empty/full of a queue of another node are not available yet "
+                                      f"(the queue is on node {self._ch.node_id})")
+        return self._ch.queued() + len(self._buffer)
+
+    def qsize(self) -> int:
+        return self.size()
+
+    def empty(self) -> bool:
+        return self.size() == 0
+
+    def full(self) -> bool:
+        return bool(self._maxsize) and self.size() >= self._maxsize
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    # ---- joinable ------------------------------------------------------------------
+
+    def task_done(self) -> None:
+        """One task got from the queue is done."""
+        if not self._joinable:
+            raise ValueError("task_done: not a joinable queue")
+        try:
+            self._tasks.recv(0)
+        except _Timeout:
+            raise ValueError("task_done() called too many times") from None
+
+    def join(self) -> None:
+        """Waits until every object put was got and marked done."""
+        if not self._joinable:
+            raise ValueError("join: not a joinable queue")
+        if not self._tasks.is_local:
+            raise NotImplementedError(f"join of a queue of another node (node {self._tasks.node_id}) "
+                                      "is not available yet")
+        pause = 0.0002
+        while self._tasks.queued():
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    # ---- the end -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """No more puts from this process; the feeder sends what it holds, then ends."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def join_thread(self) -> None:
+        """Waits for the feeder to send everything put (after close())."""
+        if not self._closed:
+            raise ValueError("join_thread: close() the queue first")
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join()
+
+    def cancel_join_thread(self) -> None:
+        """Exit without waiting for the feeder (what it holds may be lost)."""
+        self._joincancelled = True
+
+    def destroy(self) -> None:
+        """Frees the queue's channels now (its creator only)."""
+        self.close()
+        for o in (self._owned, self._tasks_owned):
+            if o is not None:
+                o.ch.destroy()
+
+    def __repr__(self) -> str:
+        return f"<dragon Queue maxsize={self._maxsize} node={self._ch.node_id}>"
+
+
+def _rebuild(cls, desc, tasks, maxsize):
+    q = cls.__new__(cls)
+    Queue.__init__(q, _attach=(desc, tasks, maxsize))
+    return q
+
+
+__all__ = ["Queue"]
