@@ -25,6 +25,7 @@ build_pkgs=(
 )
 test_pkgs=(
   python3 python3-pytest python3-numpy   # numpy: buffers of the Python channel tests
+  libpython3.11-testsuite   # CPython's own multiprocessing tests, run for the dragon start method
   clang libclang-rt-14-dev   # libFuzzer and sanitizer runtimes for clang builds
 )
 bench_pkgs=(

@@ -11,6 +11,9 @@ through channels, and run Python callables as processes::
         pg.start()
         pg.join()
 
+``import dragon`` also makes ``multiprocessing.set_start_method("dragon")``
+known (docs/multiprocessing.md), without importing multiprocessing itself.
+
 Under ``dragon-orchestrate run`` the package joins that runtime; a plain
 ``python3 script.py`` starts a one-node runtime of its own on first use and
 tears it down at exit (see docs/python.md).
@@ -51,3 +54,13 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(list(globals()) + list(_LAZY))
+
+
+def _hook_multiprocessing():
+    from dragon import mpbridge
+
+    mpbridge.hook()
+
+
+_hook_multiprocessing()
+del _hook_multiprocessing

@@ -1,0 +1,89 @@
+"""The ``dragon`` context class and the patches of ``BaseContext`` that route
+its factories to Dragon objects. Imported by :func:`dragon.mpbridge.install`
+right after ``multiprocessing.context``; it imports nothing of the runtime
+until a factory is called."""
+
+from __future__ import annotations
+
+from multiprocessing import context, process
+
+# BaseContext methods the dragon context answers itself.
+PATCHED = ("Pipe", "Queue", "JoinableQueue", "SimpleQueue", "cpu_count")
+
+
+class DragonProcess(process.BaseProcess):
+    """A Process of the ``dragon`` start method: a process of the runtime."""
+
+    _start_method = "dragon"
+
+    @staticmethod
+    def _Popen(process_obj):
+        from dragon.mpbridge.popen import Popen
+
+        return Popen(process_obj)
+
+    @staticmethod
+    def _after_fork():
+        pass  # started fresh, as spawn's children: nothing inherited to reset
+
+
+class DragonContext(context.BaseContext):
+    _name = "dragon"
+    Process = DragonProcess
+
+
+def _pipe(duplex=True):
+    from dragon.infrastructure.connection import Pipe
+
+    return Pipe(duplex)
+
+
+def _queue(maxsize=0):
+    from dragon.mpbridge.queues import Queue
+
+    return Queue(maxsize)
+
+
+def _joinable_queue(maxsize=0):
+    from dragon.mpbridge.queues import JoinableQueue
+
+    return JoinableQueue(maxsize)
+
+
+def _simple_queue():
+    from dragon.mpbridge.queues import SimpleQueue
+
+    return SimpleQueue()
+
+
+def _cpu_count():
+    from dragon.mpbridge.popen import machine
+
+    return sum(int(n["cpus"]) for n in machine())
+
+
+_DRAGON = {"Pipe": _pipe, "Queue": _queue, "JoinableQueue": _joinable_queue, "SimpleQueue": _simple_queue,
+           "cpu_count": _cpu_count}
+
+
+def _routed(name, original):
+    dragon_impl = _DRAGON[name]
+
+    def method(self, *args, **kwargs):
+        if isinstance(self.get_context(), DragonContext):
+            return dragon_impl(*args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    method.__name__ = original.__name__
+    method.__qualname__ = original.__qualname__
+    method.__doc__ = original.__doc__
+    method.__wrapped__ = original
+    return method
+
+
+def patch_base_context(base) -> None:
+    for name in PATCHED:
+        original = base.__dict__[name]
+        if getattr(original, "__wrapped__", None) is not None:
+            continue
+        setattr(base, name, _routed(name, original))

@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""Runs CPython's multiprocessing tests (cpython_mp.py) for several start
+methods in one session and prints pass/fail/skip counts side by side.
+
+    run_cpython.py                       # spawn, dragon (1 node), dragon (2 virtual nodes)
+    run_cpython.py --configs dragon -k TestWait -v
+    run_cpython.py --check               # exit 1 if dragon fails or errs anywhere, or
+                                         # passes fewer than spawn on one node
+
+Each configuration runs in its own interpreter (Debian's /usr/bin/python3,
+the package from $PYTHONPATH); dragon's runs start an embedded runtime,
+the 2-node one a virtual cluster (``--launcher virtual --nodes 2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+CONFIGS = {
+    "spawn": ("spawn", ""),
+    "dragon": ("dragon", ""),
+    "dragon-2nodes": ("dragon", "--launcher virtual --nodes 2"),
+}
+
+CHILD = r"""
+import json, sys, time, unittest
+sys.path.insert(0, {here!r})
+import cpython_mp
+loader = unittest.TestLoader()
+if {pattern!r}:
+    loader.testNamePatterns = [{pattern!r}]
+suite = cpython_mp.load_tests(loader, None, None)
+t0 = time.monotonic()
+res = unittest.TextTestRunner(verbosity={verbosity}, stream=sys.stderr).run(suite)
+out = {{"run": res.testsRun, "failures": [t.id() for t, _ in res.failures],
+       "errors": [t.id() for t, _ in res.errors], "skipped": len(res.skipped),
+       "xfail": len(res.expectedFailures), "unexpected_success": len(res.unexpectedSuccesses),
+       "seconds": round(time.monotonic() - t0, 1)}}
+print("RESULT " + json.dumps(out), flush=True)
+"""
+
+
+def run_config(name: str, pattern: str, verbosity: int, timeout: float) -> dict:
+    method, embedded = CONFIGS[name]
+    env = dict(os.environ)
+    for k in ("DRAGON_AGENT_SOCKET", "DRAGON_PUID"):
+        env.pop(k, None)
+    env["DRAGON_MP_TEST_METHOD"] = method
+    env["DRAGON_MP_TEST_CONFIG"] = name
+    env["DRAGON_EMBEDDED_ARGS"] = embedded
+    code = CHILD.format(here=str(HERE), pattern=pattern, verbosity=verbosity)
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(["/usr/bin/python3", "-c", code], env=env, stdout=subprocess.PIPE, text=True,
+                           timeout=timeout, cwd=HERE)
+    except subprocess.TimeoutExpired:
+        return {"config": name, "hung": True, "seconds": round(time.monotonic() - t0, 1)}
+    lines = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    if not lines:
+        return {"config": name, "crashed": p.returncode, "seconds": round(time.monotonic() - t0, 1)}
+    r = json.loads(lines[-1][7:])
+    r["config"] = name
+    r["passed"] = r["run"] - len(r["failures"]) - len(r["errors"]) - r["skipped"] - r["xfail"]
+    return r
+
+
+def table(results: list[dict]) -> str:
+    head = f"{'config':<15} {'run':>5} {'passed':>7} {'failed':>7} {'errors':>7} {'skipped':>8} {'seconds':>8}"
+    rows = [head, "-" * len(head)]
+    for r in results:
+        if "run" not in r:
+            rows.append(f"{r['config']:<15} {'hung' if r.get('hung') else 'crashed':>5}"
+                        f"{'':>40} {r['seconds']:>8}")
+            continue
+        rows.append(f"{r['config']:<15} {r['run']:>5} {r['passed']:>7} {len(r['failures']):>7} "
+                    f"{len(r['errors']):>7} {r['skipped']:>8} {r['seconds']:>8}")
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="spawn,dragon,dragon-2nodes")
+    ap.add_argument("-k", dest="pattern", default="", help="only tests matching this (unittest -k)")
+    ap.add_argument("-v", dest="verbosity", action="count", default=1)
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds per configuration")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args()
+    results = []
+    for name in a.configs.split(","):
+        if name not in CONFIGS:
+            ap.error(f"--configs: unknown configuration {name!r} (known: {', '.join(CONFIGS)})")
+        r = run_config(name, a.pattern, a.verbosity, a.timeout)
+        results.append(r)
+        for t in r.get("failures", []) + r.get("errors", []):
+            print(f"{name}: FAILED {t}")
+    print(table(results))
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(results, indent=1))
+    if not a.check:
+        return 0
+    bad = False
+    by = {r["config"]: r for r in results}
+    for name, r in by.items():
+        if not name.startswith("dragon"):
+            continue
+        if "run" not in r or r["failures"] or r["errors"]:
+            print(f"check: {name} did not pass cleanly", file=sys.stderr)
+            bad = True
+    if "spawn" in by and "dragon" in by and "run" in by["spawn"] and "run" in by["dragon"]:
+        if by["dragon"]["passed"] < by["spawn"]["passed"]:
+            print(f"check: dragon passed {by['dragon']['passed']} < spawn's {by['spawn']['passed']}",
+                  file=sys.stderr)
+            bad = True
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
