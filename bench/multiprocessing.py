@@ -1,0 +1,246 @@
+#!/usr/bin/python3
+"""multiprocessing with the dragon start method against the standard
+library's fork, forkserver and spawn, interleaved in one run (issue 19).
+
+ (1) --procs (64) Processes of a no-op target, from the first start() to
+     the last join().
+ (2) Round trip of a small pickled object ((1, "x" * 20)) and of 64 bytes
+     (send_bytes/recv_bytes) between this process and one child over a
+     Pipe: the child echoes --rtt-n times; the median is reported.
+ (3) Queue, one producer child to this process: 64 B objects (msgs/s) and
+     1 MiB numpy arrays (GB/s).
+ (4) The same Queue with its producer on another node of a 2-node virtual
+     cluster (--split-cpus), GB/s, against raw TCP over loopback (one
+     socket, 1 MiB writes) measured in the same run.
+
+The dragon cases run in an embedded runtime started once before the rounds
+(its start is bench/startup.py's business); (4) runs in a child interpreter
+with a 2-node embedded runtime.
+
+    bench/multiprocessing.py [--runs 5] [--quick]
+"""
+import argparse
+import os
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SMALL = (1, "x" * 20)
+MSG = b"x" * 64
+
+
+# ---- what the children run (module level: spawn re-imports this file) -----------
+
+def noop():
+    pass
+
+
+def echo(conn, n, raw):
+    if raw:
+        for _ in range(n):
+            conn.send_bytes(conn.recv_bytes())
+    else:
+        for _ in range(n):
+            conn.send(conn.recv())
+    conn.close()
+
+
+def produce(q, n, size):
+    if size <= 64:
+        item = b"x" * size
+    else:
+        import numpy as np
+
+        item = np.zeros(size // 8, dtype=np.float64)
+    for _ in range(n):
+        q.put(item)
+
+
+def tcp_sink(port, total):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(1 << 20)
+    got = 0
+    while got < total:
+        n = s.recv_into(buf)
+        if not n:
+            break
+        got += n
+    s.sendall(b"k")
+    s.close()
+
+
+# ---- cases ---------------------------------------------------------------------
+
+def procs_case(ctx, n):
+    def run():
+        t0 = time.perf_counter()
+        ps = [ctx.Process(target=noop) for _ in range(n)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join()
+        dt = time.perf_counter() - t0
+        if any(p.exitcode != 0 for p in ps):
+            raise RuntimeError(f"{ctx.get_start_method()}: exit codes {[p.exitcode for p in ps]}")
+        return dt
+    return run
+
+
+def rtt_case(ctx, n, raw):
+    def run():
+        a, b = ctx.Pipe()
+        p = ctx.Process(target=echo, args=(b, n + 10, raw))
+        p.start()
+        b.close()
+        times = []
+        for i in range(n + 10):
+            t0 = time.perf_counter()
+            if raw:
+                a.send_bytes(MSG)
+                a.recv_bytes()
+            else:
+                a.send(SMALL)
+                a.recv()
+            if i >= 10:
+                times.append(time.perf_counter() - t0)
+        p.join()
+        a.close()
+        times.sort()
+        return times[len(times) // 2] * 1e6
+    return run
+
+
+def queue_case(ctx, n, size):
+    def run():
+        q = ctx.Queue()
+        p = ctx.Process(target=produce, args=(q, n, size))
+        p.start()
+        q.get()  # the child runs: time the stream, not its start
+        t0 = time.perf_counter()
+        for _ in range(n - 1):
+            q.get()
+        dt = time.perf_counter() - t0
+        p.join()
+        return (n - 1) / dt if size <= 64 else (n - 1) * size / dt / 1e9
+    return run
+
+
+def remote_queue_case(n, size):
+    """(4) in a child interpreter with a 2-node runtime."""
+    import subprocess
+
+    def run():
+        env = dict(os.environ)
+        env["DRAGON_EMBEDDED_ARGS"] = "--launcher virtual --nodes 2 --split-cpus"
+        for k in ("DRAGON_AGENT_SOCKET", "DRAGON_PUID"):
+            env.pop(k, None)
+        p = subprocess.run([sys.executable, __file__, "--inner", "remote", "--n", str(n), "--size", str(size)],
+                           env=env, capture_output=True, text=True, timeout=300)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("GBPS ")]
+        if p.returncode != 0 or not lines:
+            raise RuntimeError(f"remote queue run failed ({p.returncode}): {p.stderr.strip()[-300:]}")
+        return float(lines[-1].split()[1])
+    return run
+
+
+def inner_remote(n, size) -> None:
+    import multiprocessing as mp
+
+    import dragon  # noqa: F401
+    from dragon.infrastructure.policy import Policy
+
+    ctx = mp.get_context("dragon")
+    q = ctx.Queue()
+    with Policy(placement=Policy.Placement.HOST_ID, host_id=1):
+        p = ctx.Process(target=produce, args=(q, n, size))
+    p.start()
+    assert p._popen.node == 1, p._popen.node
+    q.get()
+    t0 = time.perf_counter()
+    for _ in range(n - 1):
+        q.get()
+    dt = time.perf_counter() - t0
+    p.join()
+    print(f"GBPS {(n - 1) * size / dt / 1e9:.4f}", flush=True)
+
+
+def tcp_case(total_mib):
+    import multiprocessing as mp
+
+    def run():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        p = mp.get_context("fork").Process(target=tcp_sink, args=(port, total_mib << 20))
+        p.start()
+        c, _ = srv.accept()
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        chunk = b"\0" * (1 << 20)
+        t0 = time.perf_counter()
+        for _ in range(total_mib):
+            c.sendall(chunk)
+        c.recv(1)
+        dt = time.perf_counter() - t0
+        c.close()
+        srv.close()
+        p.join()
+        return (total_mib << 20) / dt / 1e9
+    return run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and items (a smoke run)")
+    ap.add_argument("--procs", type=int, default=64)
+    ap.add_argument("--rtt-n", type=int, default=2000)
+    ap.add_argument("--inner")
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--size", type=int)
+    a = ap.parse_args()
+    if a.inner == "remote":
+        inner_remote(a.n, a.size)
+        return 0
+    sys.path.insert(0, HERE)
+    import multiprocessing as mp
+
+    from interleave import rounds, table
+
+    import dragon
+
+    dragon.start_runtime()
+    runs = 2 if a.quick else a.runs
+    rtt_n = 200 if a.quick else a.rtt_n
+    small_n = 20000 if a.quick else 200000
+    big_n = 64 if a.quick else 512
+    methods = ["dragon", "fork", "forkserver", "spawn"]
+    ctxs = {m: mp.get_context(m) for m in methods}
+
+    def section(title, unit, cases, base, label):
+        rows, failed = rounds(cases, runs)
+        table(title, unit, rows, base, failed, vs=base, label=label)
+        print()
+
+    section(f"(1) {a.procs} Processes of a no-op target, first start() to last join()", "s",
+            {m: procs_case(ctxs[m], a.procs) for m in methods}, "fork", "start method")
+    section("(2a) Pipe round trip, a small pickled object (send/recv)", "us",
+            {m: rtt_case(ctxs[m], rtt_n, False) for m in ("dragon", "fork")}, "fork", "start method")
+    section("(2b) Pipe round trip, 64 B (send_bytes/recv_bytes)", "us",
+            {m: rtt_case(ctxs[m], rtt_n, True) for m in ("dragon", "fork")}, "fork", "start method")
+    section("(3a) Queue, one producer to one consumer, 64 B objects", "msg/s",
+            {m: queue_case(ctxs[m], small_n, 64) for m in ("dragon", "fork")}, "fork", "start method")
+    section("(3b) Queue, one producer to one consumer, 1 MiB numpy arrays", "GB/s",
+            {m: queue_case(ctxs[m], big_n, 1 << 20) for m in ("dragon", "fork")}, "fork", "start method")
+    dragon.stop_runtime()
+    section("(4) Queue across 2 virtual nodes (--split-cpus), 1 MiB numpy arrays, against raw TCP", "GB/s",
+            {"raw TCP over loopback, 1 MiB writes": tcp_case(big_n),
+             "dragon Queue, producer on node 1": remote_queue_case(big_n, 1 << 20)},
+            "raw TCP over loopback, 1 MiB writes", "transport")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
