@@ -53,6 +53,11 @@ BLOCK = 112
 
 _Timeout = _core.DragonTimeoutError
 
+# A receiver blocked on the channel looks up every SLICE seconds whether a
+# poll() in another thread took its message (see Connection._ready).
+SLICE = 0.1
+_PENDING = object()
+
 
 def _dumps(obj) -> bytes:
     from multiprocessing.reduction import ForkingPickler
@@ -143,7 +148,8 @@ class Connection:
         self._eof = False
         self._closed = False
         self._closer = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending, _eof, _receiving
+        self._receiving = 0  # threads blocked in the channel's recv for this end
         if outbox is not None and _counted:
             self._closer = _Closer(outbox)
             _live_closers.add(self._closer)
@@ -242,17 +248,37 @@ class Connection:
     def _take(self, timeout: float | None) -> bytes | None:
         """The next payload within ``timeout`` (None: forever); None if none
         came; raises EOFError at the end. Control records are applied."""
-        if self._pending:
-            return self._pending.popleft()
-        if self._eof:
-            raise EOFError
+        with self._lock:
+            if self._pending:
+                return self._pending.popleft()
+            if self._eof:
+                raise EOFError
+            self._receiving += 1  # poll() in another thread must not take from under us
+        try:
+            data = self._take_from_channel(timeout)
+        finally:
+            with self._lock:
+                self._receiving -= 1
+        if data is _PENDING:
+            with self._lock:
+                return self._pending.popleft()
+        return data
+
+    def _take_from_channel(self, timeout: float | None):
+        """The next payload from the channel, None at the timeout, or
+        _PENDING if another thread's poll() put one into ``_pending``
+        meanwhile (a rare race: looked for every SLICE seconds)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                data = self._in.recv(left)
+                data = self._in.recv(SLICE if left is None else min(left, SLICE))
             except _Timeout:
-                return None
+                if self._pending:
+                    return _PENDING
+                if left is not None and left <= SLICE:
+                    return None
+                continue
             if data[:2] == _CTL:
                 if data == _OPEN:
                     self._writers += 1
@@ -318,15 +344,37 @@ class Connection:
         return self._ready(timeout)
 
     def _ready(self, timeout: float | None) -> bool:
-        if self._pending or self._eof:
-            return True
+        """Whether a message (or the end) can be read. Learning it may take
+        the next message off the channel into this end's ``_pending`` (the
+        next recv returns it), except while another thread of this process
+        is blocked receiving on this end: then this end's channel is only
+        looked at (this node's) or reported not ready (another node's), so
+        the message goes to that thread instead of waiting in ``_pending``
+        behind it (multiprocessing's pool waits on the reader its result
+        thread reads)."""
+        with self._lock:
+            if self._pending or self._eof:
+                return True
+            busy = self._receiving > 0
+            if not busy:
+                self._receiving += 1
+        if busy:
+            if not self._in.is_local:
+                return False
+            return bool(_core.poll([(self._in, _core.READABLE)], timeout)[0])
         try:
-            data = self._take(timeout)
+            data = self._take_from_channel(timeout)
         except EOFError:
             return True
+        finally:
+            with self._lock:
+                self._receiving -= 1
         if data is None:
             return False
-        self._pending.append(data)
+        if data is _PENDING:
+            return True
+        with self._lock:
+            self._pending.append(data)
         return True
 
     # ---- passing it on -----------------------------------------------------------------------

@@ -47,6 +47,7 @@ def install() -> None:
 
     context._concrete_contexts["dragon"] = _context.DragonContext()
     _context.patch_base_context(context.BaseContext)
+    _context.patch_process_init()
     mp = sys.modules.get("multiprocessing")
     if mp is not None and hasattr(mp, "Pipe"):
         # multiprocessing bound its functions already: bind them again

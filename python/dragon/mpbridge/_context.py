@@ -5,6 +5,8 @@ until a factory is called."""
 
 from __future__ import annotations
 
+import sys
+
 from multiprocessing import context, process
 
 # BaseContext methods the dragon context answers itself.
@@ -87,3 +89,20 @@ def patch_base_context(base) -> None:
         if getattr(original, "__wrapped__", None) is not None:
             continue
         setattr(base, name, _routed(name, original))
+
+
+def patch_process_init() -> None:
+    """A Process remembers the ``with Policy(...)`` blocks around its
+    creation (DragonHPC's rule), for the placement at start()."""
+    original = process.BaseProcess.__init__
+    if getattr(original, "__wrapped__", None) is not None:
+        return
+
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        policy = sys.modules.get("dragon.infrastructure.policy")  # no blocks before it is imported
+        self._dragon_policy = policy.Policy.thread_policy() if policy is not None else None
+
+    __init__.__wrapped__ = original
+    __init__.__doc__ = original.__doc__
+    process.BaseProcess.__init__ = __init__

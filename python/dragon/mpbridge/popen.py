@@ -121,7 +121,7 @@ class Popen:
 
         rt = current_runtime()
         _hook_exit()
-        constraints = _placement(rt)
+        constraints = _placement(rt, getattr(process_obj, "_dragon_policy", None))
         self._node = constraints.get("node", constraints.get("host", rt.node_id))
         self._same_host = _on_this_host(rt, constraints)
         prep = spawn.get_preparation_data(process_obj._name)
@@ -245,13 +245,14 @@ def _release(group, fd) -> None:
         pass
 
 
-def _placement(rt) -> dict:
-    """Where the next child goes: the enclosing ``with Policy(...)`` blocks
-    decide, else the next node in turn."""
+def _placement(rt, created_under) -> dict:
+    """Where the next child goes: the ``with Policy(...)`` blocks around
+    the Process's creation, then those around start(), decide; else the
+    next node in turn."""
     from dragon.infrastructure.policy import Policy
     from dragon.native.process_group import _constraints
 
-    out = _constraints(Policy.merge(None, Policy.thread_policy()), rt)
+    out = _constraints(Policy.merge(Policy.thread_policy(), created_under), rt)
     if "node" not in out and "host" not in out:
         node = _next_node(rt)
         if node is not None:

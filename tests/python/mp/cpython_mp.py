@@ -33,7 +33,7 @@ _tm.install_tests_in_module_dict(globals(), METHOD)
 
 def read_skips(path: pathlib.Path = SKIPS) -> list[tuple[str, set[str], str]]:
     """(pattern, configs, reason) per line: ``Class.test  configs  reason``,
-    configs a comma list of dragon / dragon-2nodes (or ``dragon-*``)."""
+    configs a comma list of globs over dragon, dragon-2nodes (``dragon*``: both)."""
     out = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
