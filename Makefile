@@ -15,7 +15,8 @@
 #                   across 2 virtual nodes), transport and PMI (MPI_Init of 64 ranks, fences of 256 ranks over
 #                   4 virtual nodes, against mpiexec.hydra), PMIx (Open MPI's MPI_Init of 32 ranks against
 #                   mpirun.openmpi, and srun --mpi=pmix when a Slurm cluster is up) and Python package
-#                   (ProcessGroup against the C++ API and multiprocessing, channels against Pipe)
+#                   (ProcessGroup against the C++ API and multiprocessing, channels against Pipe) and
+#                   multiprocessing's dragon start method against fork, forkserver and spawn
 #                   benchmarks, each against its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
@@ -72,6 +73,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/pmi.py
 	/usr/bin/python3 bench/pmix.py
 	/usr/bin/python3 bench/python.py
+	/usr/bin/python3 bench/multiprocessing.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels

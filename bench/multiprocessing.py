@@ -17,7 +17,7 @@ The dragon cases run in an embedded runtime started once before the rounds
 (its start is bench/startup.py's business); (4) runs in a child interpreter
 with a 2-node embedded runtime.
 
-    bench/multiprocessing.py [--runs 5] [--quick]
+    bench/multiprocessing.py [--runs 5] [--quick] [--build DIR]
 """
 import argparse
 import os
@@ -197,10 +197,17 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds and items (a smoke run)")
     ap.add_argument("--procs", type=int, default=64)
     ap.add_argument("--rtt-n", type=int, default=2000)
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--inner")
     ap.add_argument("--n", type=int)
     ap.add_argument("--size", type=int)
     a = ap.parse_args()
+    pypath = os.path.join(os.path.abspath(a.build), "python")
+    if not os.path.exists(os.path.join(pypath, "dragon")):
+        print(f"{pypath}/dragon not built (cmake --build build)")
+        return 1
+    sys.path.insert(0, pypath)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (pypath, os.environ.get("PYTHONPATH")) if p)
     if a.inner == "remote":
         inner_remote(a.n, a.size)
         return 0

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BIN, GATEWAY_PROBE_BASIC_CHECKS, ORCH, dead_entries, pid_alive, shm_entries, wait_gone
+from conftest import BIN, BUILD, GATEWAY_PROBE_BASIC_CHECKS, ORCH, dead_entries, pid_alive, shm_entries, wait_gone
 
 pytestmark = pytest.mark.slurm
 
@@ -186,4 +186,45 @@ def test_mpi_ranks_over_the_nodes_of_an_allocation_without_mpirun(slurm_env):
     r = salloc(slurm_env, ["run", "-n", "8", "--pmi", "simple", "--", str(BIN / "mpi" / "mpi_abort"), "5", "7"])
     assert r.returncode == 7, r.stderr.decode()
     assert re.search(rb"rank 5 \(puid \d+\) aborted the job with exit code 7", r.stderr), r.stderr
+    assert not dead_entries(shm_entries())
+
+
+MP_SCRIPT = r'''
+import json, os
+import dragon
+import multiprocessing as mp
+from dragon.native.machine import System, current
+
+def work(q, i):
+    q.put((i, current().h_uid, os.environ.get("SLURMD_NODENAME", "")))
+
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    q = mp.Queue()
+    ps = [mp.Process(target=work, args=(q, i)) for i in range(4)]
+    for p in ps:
+        p.start()
+    got = sorted(tuple(q.get(timeout=60)) for _ in ps)
+    for p in ps:
+        p.join(60)
+    print(json.dumps({"nnodes": System().nnodes, "cpus": mp.cpu_count(), "got": got,
+                      "codes": [p.exitcode for p in ps]}))
+'''
+
+
+def test_multiprocessing_with_the_dragon_start_method_in_an_allocation(slurm_env, tmp_path):
+    import json
+
+    script = tmp_path / "mp_script.py"
+    script.write_text(MP_SCRIPT)
+    env = dict(slurm_env)
+    env["PYTHONPATH"] = str(BUILD / "python")
+    r = salloc(env, ["run", "--", "/usr/bin/python3", str(script)], nodes=2, timeout=180)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert out["nnodes"] == 2 and out["codes"] == [0, 0, 0, 0]
+    assert [g[0] for g in out["got"]] == [0, 1, 2, 3]
+    assert sorted({g[1] for g in out["got"]}) == [0, 1]  # dealt over both nodes of the allocation
+    assert {g[2] for g in out["got"]} == {"n1", "n2"}  # ... which are Slurm's nodes
+    assert out["cpus"] >= 2
     assert not dead_entries(shm_entries())

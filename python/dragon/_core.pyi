@@ -26,7 +26,8 @@ class Runtime:
 
 class Group:
     def __init__(self, runtime: Runtime, placement: str = "block", binding: str = "none", cpus_per_proc: int = 1,
-                 restart: bool = False, max_restarts: int = 0, pmi: str = "none", pmi_port: bool = False) -> None: ...
+                 restart: bool = False, max_restarts: int = 0, pmi: str = "none", pmi_port: bool = False,
+                 outlive_owner: bool = False) -> None: ...
     def add(self, argv: Sequence[str], cwd: str = "", env: Sequence[str] = ..., stdin: str = "discard",
             stdin_path: str = "", stdout: str = "inherit", stdout_path: str = "", stderr: str = "inherit",
             stderr_path: str = "", count: int = 1, node: int = -1, host: str = "",

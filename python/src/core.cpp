@@ -274,7 +274,7 @@ class Group {
 public:
     Group(std::shared_ptr<Runtime> rt, const std::string& placement, const std::string& binding,
           std::uint32_t cpus_per_proc, bool restart, std::uint32_t max_restarts, const std::string& pmi,
-          bool pmi_port)
+          bool pmi_port, bool outlive_owner)
         : rt_(std::move(rt)) {
         client::GroupOptions o;
         o.placement = placement;
@@ -284,6 +284,7 @@ public:
         o.max_restarts = max_restarts;
         o.pmi = to_pmi(pmi);
         o.pmi_port = pmi_port;
+        o.outlive_owner = outlive_owner;
         rt_->with_session([&](client::Session& s) {
             pg_.emplace(s, o);
             return 0;
@@ -746,10 +747,10 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Group>(m, "Group", "A C++ ProcessGroup (dragon.native.process_group wraps it).")
         .def(py::init<std::shared_ptr<Runtime>, std::string, std::string, std::uint32_t, bool, std::uint32_t,
-                      std::string, bool>(),
+                      std::string, bool, bool>(),
              py::arg("runtime"), py::arg("placement") = "block", py::arg("binding") = "none",
              py::arg("cpus_per_proc") = 1, py::arg("restart") = false, py::arg("max_restarts") = 0,
-             py::arg("pmi") = "none", py::arg("pmi_port") = false)
+             py::arg("pmi") = "none", py::arg("pmi_port") = false, py::arg("outlive_owner") = false)
         .def("add", &Group::add, py::arg("argv"), py::arg("cwd") = "", py::arg("env") = std::vector<std::string>{},
              py::arg("stdin") = "discard", py::arg("stdin_path") = "", py::arg("stdout") = "inherit",
              py::arg("stdout_path") = "", py::arg("stderr") = "inherit", py::arg("stderr_path") = "",

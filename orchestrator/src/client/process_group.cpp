@@ -95,6 +95,7 @@ msg::GroupSpec ProcessGroup::spec() const {
     s.max_restarts = options_.max_restarts;
     s.pmi = options_.pmi;
     s.pmi_port = options_.pmi_port;
+    s.outlive_owner = options_.outlive_owner;
     return s;
 }
 

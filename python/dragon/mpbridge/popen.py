@@ -143,7 +143,10 @@ class Popen:
 
             env["DRAGON_MP_TRACKER"] = f"{os.getpid()}:{resource_tracker.getfd()}"
         tmpl = ProcessTemplate(child.main, args=(fp.getvalue(),), env=env)
-        group = _core.Group(rt, placement="cyclic", restart=False, max_restarts=0, pmi="none")
+        # A daemonic child ends with its parent, even a killed one; the
+        # others outlive it (the standard library's orphans).
+        group = _core.Group(rt, placement="cyclic", restart=False, max_restarts=0, pmi="none",
+                            outlive_owner=not process_obj.daemon)
         group.add(tmpl.argv(), cwd=tmpl.cwd, env=tmpl.environment(None), count=1, **tmpl.redirects(), **constraints)
         group.start()
         self._group = group
@@ -179,6 +182,8 @@ class Popen:
             os.close(w)
 
     def _ended(self, timeout: float | None) -> bool:
+        if timeout is not None:
+            timeout = max(timeout, 0.0)  # join(-1) is join(0), as the stdlib's
         try:
             r, _, _ = select.select([self.sentinel], [], [], timeout)
         except (OSError, ValueError):

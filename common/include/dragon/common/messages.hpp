@@ -254,8 +254,9 @@ struct GroupSpec {
     std::uint32_t max_restarts = 0;
     PmiMode pmi = PmiMode::none;  // serve PMI to the members (MPI ranks)
     bool pmi_port = false;        // PMI_PORT + PMI_ID (a TCP port) instead of a PMI_FD socket
+    bool outlive_owner = false;   // keeps running when its owner goes (multiprocessing's non-daemonic children)
     DRAGON_WIRE_FIELDS(entries, placement, binding, cpus_per_proc, allow_oversubscribe, restart, max_restarts, pmi,
-                       pmi_port)
+                       pmi_port, outlive_owner)
 };
 
 /// Front end -> agent: place and start a group (or, with dry_run, only place it).

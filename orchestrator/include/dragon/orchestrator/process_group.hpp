@@ -71,6 +71,7 @@ struct GroupOptions {
     std::uint32_t max_restarts = 0;   // with restart: replacements in all
     msg::PmiMode pmi = msg::PmiMode::none;  // simple | cray: MPI ranks get PMI from their agents (docs/pmi.md)
     bool pmi_port = false;                  // with pmi: PMI_PORT + PMI_ID instead of a PMI_FD socket
+    bool outlive_owner = false;             // the owner's end (or death) does not stop the group
 };
 
 /// One rank of a started group, as the agent last reported it.

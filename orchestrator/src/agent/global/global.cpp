@@ -483,7 +483,9 @@ void GlobalServices::owner_gone(Owner who) {
     for (auto& [gid, g] : groups_) {
         if (!(g->owner == who)) continue;
         g->orphaned = true;
-        if (g->done_sent) {
+        if (g->spec.outlive_owner && !g->done_sent && !g->tracker.finished()) {
+            spdlog::debug("group {}: its owner (client {} of node {}) went away; it runs on", gid, who.client, who.node);
+        } else if (g->done_sent) {
             router_.post([this, gid = gid] { close_group(gid); });
         } else if (!g->tracker.finished()) {
             spdlog::info("group {}: its owner (client {} of node {}) went away; stopping it", gid, who.client, who.node);
