@@ -309,12 +309,16 @@ def put_forever(q):
 if __name__ == "__main__":
     mp.set_start_method("dragon")
     out = {}
-    q = mp.Queue(maxsize=8)
+    from dragon.native.queue import Queue as NativeQueue
+    nq = NativeQueue(maxsize=8)
     try:
-        q.put(lambda: 0)
+        nq.put(lambda: 0)  # DragonHPC's Queue raises in the caller
     except Exception as ex:
         out["unpicklable"] = type(ex).__name__
-    q.put("fine"); out["after"] = q.get(timeout=10)
+    nq.put("fine"); out["after"] = nq.get(timeout=10)
+    q = mp.Queue(maxsize=8)
+    q.put(lambda: 0)  # the stdlib's Queue reports it on stderr and drops it
+    q.put("next"); out["mp_after"] = q.get(timeout=10)
     ps = [mp.Process(target=put_forever, args=(q,)) for _ in range(2)]
     for p in ps: p.start()
     n = 0
@@ -343,7 +347,8 @@ def test_killed_producers_leave_whole_messages(script):
     p = script(PRELUDE, FAULTS).run(under=["--launcher", "virtual", "--nodes", "2"], timeout=300)
     out = last_json(p.stdout)
     assert out["unpicklable"] in ("PicklingError", "AttributeError")
-    assert out["after"] == "fine" and out["still"] == "still works"
+    assert out["after"] == "fine" and out["still"] == "still works" and out["mp_after"] == "next"
+    assert "Can't pickle" in p.stderr
     assert out["codes"] == [-9, -9]
     # Whole messages only (asserted by the script); more than maxsize may be
     # left: a remote producer's sends already in its lane are delivered.

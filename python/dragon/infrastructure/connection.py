@@ -235,6 +235,7 @@ class Connection:
         if len(m) >= 2 and m[0] == 0xFF and m[1] in (0xFE, 0xFD, 0xFC):
             m = _ESC + bytes(m)
         large.send(self._out, m, None)
+        self._delivered()
 
     def send(self, obj) -> None:
         """Sends a picklable object. An object that cannot be pickled raises
@@ -242,6 +243,14 @@ class Connection:
         self._check_closed()
         self._check_writable()
         large.send(self._out, _dumps(obj), None)
+        self._delivered()
+
+    def _delivered(self) -> None:
+        """A send to another node's channel returns once the message is in
+        it, as a pipe's write: a process that sends, then tells a third
+        (a lock, a barrier) cannot be overtaken by that third's message."""
+        if not self._out.is_local:
+            self._out.flush(None)
 
     # ---- receiving -----------------------------------------------------------------------
 

@@ -53,8 +53,42 @@ def install() -> None:
         # multiprocessing bound its functions already: bind them again
         for name in _context.PATCHED:
             setattr(mp, name, getattr(context._default_context, name))
+    _patch_preparation_data()
     if "multiprocessing.connection" in sys.modules:
         install_wait()
+
+
+class _MethodName(str):
+    """The start method in the preparation data of a spawn or forkserver
+    child whose parent's start method is dragon: unpickling it in the child
+    (before ``spawn.prepare`` sets the method) imports the bridge, so
+    "dragon" is known there too."""
+
+    def __reduce__(self):
+        return (_method_name, (str(self),))
+
+
+def _method_name(name: str) -> str:
+    install()
+    return name
+
+
+def _patch_preparation_data() -> None:
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+    if getattr(original, "__wrapped__", None) is not None:
+        return
+
+    def get_preparation_data(name):
+        d = original(name)
+        if d.get("start_method") == "dragon":
+            d["start_method"] = _MethodName("dragon")
+        return d
+
+    get_preparation_data.__wrapped__ = original
+    get_preparation_data.__doc__ = original.__doc__
+    spawn.get_preparation_data = get_preparation_data
 
 
 def install_wait() -> None:

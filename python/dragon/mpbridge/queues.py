@@ -18,14 +18,36 @@ from dragon.infrastructure.connection import Pipe, _dumps, _loads
 from dragon.native.queue import Queue as _NativeQueue
 
 
-class Queue(_NativeQueue):
+class _StdlibPut:
+    """``put`` as the standard library's: an object that cannot be pickled
+    does not raise in the caller (the stdlib pickles in its feeder thread);
+    ``_on_queue_feeder_error`` reports it on stderr and the object is
+    dropped. ``dragon.native.queue.Queue.put`` raises instead."""
+
+    def put(self, obj, block: bool = True, timeout: float | None = None) -> None:
+        self._check_open()
+        try:
+            data = _dumps(obj)
+        except Exception as e:
+            self._on_queue_feeder_error(e, obj)
+            return
+        self._put_data(data, block, timeout)
+
+    @staticmethod
+    def _on_queue_feeder_error(e, obj):
+        import traceback
+
+        traceback.print_exception(e)
+
+
+class Queue(_StdlibPut, _NativeQueue):
     """``multiprocessing.Queue`` on a runtime channel."""
 
     def __init__(self, maxsize: int = 0, *, ctx=None):
         super().__init__(maxsize)
 
 
-class JoinableQueue(_NativeQueue):
+class JoinableQueue(_StdlibPut, _NativeQueue):
     """``multiprocessing.JoinableQueue``: a Queue with ``task_done``/``join``."""
 
     def __init__(self, maxsize: int = 0, *, ctx=None):

@@ -99,9 +99,12 @@ class Queue:
 
     def put(self, obj, block: bool = True, timeout: float | None = None) -> None:
         """Puts ``obj``; with ``block=False`` or a ``timeout``, ``queue.Full``
-        if a bounded queue stays full."""
+        if a bounded queue stays full. An object that cannot be pickled
+        raises here (the pickler's exception) and the queue is unchanged."""
         self._check_open()
-        data = _dumps(obj)
+        self._put_data(_dumps(obj), block, timeout)
+
+    def _put_data(self, data: bytes, block: bool, timeout: float | None) -> None:
         if self._joinable:
             self._task_token(block, timeout)
         if self._maxsize:
