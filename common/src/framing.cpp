@@ -14,8 +14,10 @@ void append_frame_header(std::string& out, std::uint16_t type, std::size_t body_
     w.scalar(static_cast<std::uint32_t>(body_len));
 }
 
-char* FrameDecoder::prepare(std::size_t n) {
-    if (begin_ > 0 && (begin_ == end_ || cap_ - end_ < n)) {
+char* RecvBuffer::reserve(std::size_t n) {
+    if (begin_ == end_) {
+        begin_ = end_ = 0;
+    } else if (begin_ > 0 && cap_ - end_ < n) {
         // Reclaim consumed space before growing.
         std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
         end_ -= begin_;
@@ -31,9 +33,9 @@ char* FrameDecoder::prepare(std::size_t n) {
     return buf_.get() + end_;
 }
 
-void FrameDecoder::feed(std::string_view bytes) {
+void RecvBuffer::append(std::string_view bytes) {
     if (bytes.empty()) return;  // data() may be null: memcpy from null is undefined even for 0 bytes
-    std::memcpy(prepare(bytes.size()), bytes.data(), bytes.size());
+    std::memcpy(reserve(bytes.size()), bytes.data(), bytes.size());
     commit(bytes.size());
 }
 
@@ -55,15 +57,15 @@ Result<FrameHeader> parse_frame_header(const char* h, std::size_t max_body) {
 }
 
 Result<std::optional<Frame>> FrameDecoder::next() {
-    if (end_ - begin_ < kFrameHeaderSize) return std::optional<Frame>{};
-    const char* h = buf_.get() + begin_;
+    if (buf_.size() < kFrameHeaderSize) return std::optional<Frame>{};
+    const char* h = buf_.data();
     const auto [type, len] = DRAGON_TRY(parse_frame_header(h, max_body_));
-    if (end_ - begin_ < kFrameHeaderSize + len) return std::optional<Frame>{};
+    if (buf_.size() < kFrameHeaderSize + len) return std::optional<Frame>{};
     Frame f;
     f.type = type;
     f.body.assign(h + kFrameHeaderSize, len);
-    begin_ += kFrameHeaderSize + len;
-    if (begin_ == end_) begin_ = end_ = 0;
+    buf_.consume(kFrameHeaderSize + len);
+    if (buf_.empty()) buf_.clear();
     return std::optional<Frame>(std::move(f));
 }
 

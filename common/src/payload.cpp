@@ -27,44 +27,24 @@ std::array<char, kFrameHeaderSize> payload_chunk_header(std::size_t n) {
     return h;
 }
 
-char* PayloadDecoder::reserve(std::size_t n) {
-    // Compaction happens here only, never while events are taken: a read in
-    // flight (the Peer's, asynchronous) writes at end_ and must find it unmoved.
-    if (begin_ == end_) {
-        begin_ = end_ = 0;
-    } else if (begin_ > 0 && cap_ - end_ < n) {
-        std::memmove(buf_.get(), buf_.get() + begin_, end_ - begin_);
-        end_ -= begin_;
-        begin_ = 0;
-    }
-    if (cap_ - end_ < n) {
-        const std::size_t cap = std::max(end_ + n, cap_ * 2);
-        auto bigger = std::make_unique_for_overwrite<char[]>(cap);
-        if (end_ > 0) std::memcpy(bigger.get(), buf_.get(), end_);
-        buf_ = std::move(bigger);
-        cap_ = cap;
-    }
-    return buf_.get() + end_;
-}
-
 PayloadDecoder::ReadSpace PayloadDecoder::read_space() {
-    if (in_payload_ && chunk_left_ > 0 && !dest_.empty() && begin_ == end_) {
+    if (in_payload_ && chunk_left_ > 0 && !dest_.empty() && buf_.empty()) {
         // Payload bytes straight into the destination; after them only the
         // next chunk header (or, after the last chunk, ordinary frames).
         const std::size_t tail = payload_left_ > 0 ? kFrameHeaderSize : opts_.read_size;
-        char* t = reserve(tail);
+        char* t = buf_.reserve(tail);
         direct_len_ = chunk_left_;
         return {dest_.subspan(static_cast<std::size_t>(dest_off_), chunk_left_), {t, tail}};
     }
     direct_len_ = 0;
     std::size_t want = opts_.read_size;
     // A frame bigger than the read size: room for all of it at once.
-    if (chunk_left_ == 0 && end_ - begin_ >= kFrameHeaderSize) {
-        auto h = parse_frame_header(buf_.get() + begin_, opts_.max_frame_body);
+    if (chunk_left_ == 0 && buf_.size() >= kFrameHeaderSize) {
+        auto h = parse_frame_header(buf_.data(), opts_.max_frame_body);
         if (h && !(opts_.payloads && h->type == kPayloadChunkType))
-            want = std::max(want, kFrameHeaderSize + h->length - (end_ - begin_));
+            want = std::max(want, kFrameHeaderSize + h->length - buf_.size());
     }
-    char* p = reserve(want);
+    char* p = buf_.reserve(want);
     return {{}, {p, want}};
 }
 
@@ -72,21 +52,20 @@ void PayloadDecoder::commit(std::size_t n) {
     const std::size_t direct = std::min(n, direct_len_);
     dest_off_ += direct;
     chunk_left_ -= direct;
-    end_ += n - direct;
+    buf_.commit(n - direct);
     direct_len_ = 0;
 }
 
 void PayloadDecoder::feed(std::string_view bytes) {
-    if (bytes.empty()) return;  // data() may be null: memcpy from null is undefined even for 0 bytes
+    if (bytes.empty()) return;
     direct_len_ = 0;
-    std::memcpy(reserve(bytes.size()), bytes.data(), bytes.size());
-    end_ += bytes.size();
+    buf_.append(bytes);
 }
 
 std::size_t PayloadDecoder::frame_bytes_missing() const {
-    const std::size_t avail = end_ - begin_;
+    const std::size_t avail = buf_.size();
     if (avail < kFrameHeaderSize) return kFrameHeaderSize - avail;
-    auto h = parse_frame_header(buf_.get() + begin_, opts_.max_frame_body);
+    auto h = parse_frame_header(buf_.data(), opts_.max_frame_body);
     if (!h) return 0;  // next() reports it
     return kFrameHeaderSize + h->length > avail ? kFrameHeaderSize + h->length - avail : 0;
 }
@@ -110,12 +89,12 @@ Result<PayloadDecoder::Event> PayloadDecoder::next() {
             dest_off_ = 0;
             return Event{Kind::payload_end};
         }
-        const std::size_t avail = end_ - begin_;
-        const char* h = buf_.get() + begin_;
+        const std::size_t avail = buf_.size();
+        const char* h = buf_.data();
         if (chunk_left_ > 0) {
             if (avail == 0) return Event{};
             const std::size_t k = std::min(avail, chunk_left_);
-            begin_ += k;
+            buf_.consume(k);
             chunk_left_ -= k;
             if (dest_.empty()) return Event{Kind::payload_bytes, 0, {h, k}};
             std::memcpy(dest_.data() + dest_off_, h, k);
@@ -130,7 +109,7 @@ Result<PayloadDecoder::Event> PayloadDecoder::next() {
             if (hdr.length == 0 || hdr.length > kPayloadChunkSize || hdr.length > payload_left_)
                 return make_error(Errc::protocol, "payload_chunk of {} bytes ({} payload bytes due, chunks at most {})",
                                   hdr.length, payload_left_, kPayloadChunkSize);
-            begin_ += kFrameHeaderSize;
+            buf_.consume(kFrameHeaderSize);
             chunk_left_ = hdr.length;
             payload_left_ -= hdr.length;
             continue;
@@ -143,7 +122,7 @@ Result<PayloadDecoder::Event> PayloadDecoder::next() {
                               hdr.type, hdr.length, opts_.max_frame_body);
         if (avail < kFrameHeaderSize + hdr.length) return Event{};
         const std::string_view body(h + kFrameHeaderSize, hdr.length);
-        begin_ += kFrameHeaderSize + hdr.length;
+        buf_.consume(kFrameHeaderSize + hdr.length);
         if (!opts_.payloads || hdr.type != kPayloadBeginType) return Event{Kind::frame, hdr.type, body};
         auto pb = DRAGON_TRY(decode_exact<PayloadBegin>(body));
         if (is_transport_type(pb.type))

@@ -1,6 +1,7 @@
 // The wire codec and framing: round trips, truncation and hostile input.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 
 #include "dragon/common/framing.hpp"
@@ -139,6 +140,35 @@ TEST(Framing, SplitsAStreamFedOneByteAtATime) {
     EXPECT_EQ(ex->exits.at(0).status.exit_code, 3);
     EXPECT_FALSE(msg::decode_as<msg::Output>(frames[1]));  // wrong type is refused
     EXPECT_EQ(dec.buffered(), 0U);
+}
+
+TEST(RecvBuffer, ConsumedSpaceIsReclaimedOnlyWhenRoomIsNeeded) {
+    wire::RecvBuffer b;
+    EXPECT_TRUE(b.empty());
+    b.append("abcdef");
+    char* tail = b.reserve(4);
+    std::memcpy(tail, "ghij", 4);
+    b.commit(4);
+    ASSERT_EQ(b.size(), 10U);
+    EXPECT_EQ(std::string_view(b.data(), b.size()), "abcdefghij");
+    // Taking bytes never moves the rest: a read in flight into reserved space stays valid.
+    const char* rest = b.data() + 4;
+    b.consume(4);
+    EXPECT_EQ(b.data(), rest);
+    EXPECT_EQ(std::string_view(b.data(), b.size()), "efghij");
+    // Asking for more room than is left moves what is unconsumed to the front (or grows).
+    char* more = b.reserve(1U << 16);
+    std::memset(more, 'x', 2);
+    b.commit(2);
+    EXPECT_EQ(std::string_view(b.data(), b.size()), "efghijxx");
+    b.consume(b.size());
+    EXPECT_TRUE(b.empty());
+    b.append("z");
+    EXPECT_EQ(std::string_view(b.data(), b.size()), "z");
+    b.clear();
+    EXPECT_EQ(b.size(), 0U);
+    b.append({});  // nothing, and no copy from a null pointer
+    EXPECT_TRUE(b.empty());
 }
 
 TEST(Framing, BadMagicVersionAndLengthAreErrors) {

@@ -1,6 +1,6 @@
 // The node agent's shell: lifecycle, the front end connection, local clients
 // and teardown. The executor is in executor/, global services in global/,
-// the links to other nodes in links.cpp, the channel gateway in gateway.cpp.
+// the links to other nodes in links/, the channel gateway in gateway.cpp.
 #include "agent.hpp"
 
 #include <fcntl.h>
@@ -65,8 +65,6 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
       signals_(io_),
       escalation_(io_),
       reserve_timer_(io_),
-      heartbeat_timer_(io_),
-      join_timer_(io_),
       peers_done_timer_(io_) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -93,7 +91,11 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
     };
     ex.exits_changed = [this] { maybe_finish(); };
     executor_ = std::make_unique<Executor>(static_cast<Router&>(*this), io_, std::move(ex));
-    links_.resize(opts_.nnodes);
+    links_ = std::make_unique<Links>(
+        static_cast<Router&>(*this), io_,
+        LinksOptions{hostname_, {opts_.head_address, opts_.head_port}, opts_.config.heartbeat_timeout_ms()},
+        links_hooks());
+    node_incoming_block_.resize(opts_.nnodes);
     if (opts_.nnodes > 1) phase_ = Phase::joining;
     if (is_head())
         global_ = std::make_unique<GlobalServices>(
@@ -212,20 +214,7 @@ int Agent::run() {
     wait_signals();
     spdlog::info("agent n{} of run {} up, pid {}", opts_.node_id, opts_.run.str(), ::getpid());
     if (opts_.nnodes > 1) {
-        heartbeat_tick();
-        join_timer_.expires_after(opts_.join_timeout);
-        join_timer_.async_wait([this](const asio::error_code& ec) {
-            if (ec || phase_ != Phase::joining) return;
-            std::string missing;
-            for (std::uint32_t n = 0; n < opts_.nnodes; ++n)
-                if (n != opts_.node_id && !(links_[n].peer && (!is_head() || links_[n].ready)))
-                    missing += fmt::format("{}{}", missing.empty() ? "" : ", ", n);
-            spdlog::error("node {}: nodes {} did not join within {} s; giving up", opts_.node_id, missing,
-                          opts_.join_timeout.count());
-            exit_code_ = 1;
-            begin_stop(true, 0, "join timeout");
-        });
-        if (!is_head()) dial_head();
+        links_->start(opts_.join_timeout);
     } else {
         say_hello_to_frontend();
     }
@@ -360,16 +349,58 @@ void Agent::on_client_closed(std::uint64_t id) {
     if (lane_opener) return;  // nothing of it anywhere
     gateway_client_gone(id);
     if (is_head()) global_->owner_gone(Owner{0, id});
-    else send_to_node(0, msg::ClientGone{id});
+    else send(0, msg::ClientGone{id});
 }
 
 void Agent::resume_parked_output() {
     self_held_back_ = false;
     executor_->resume_output();
-    auto paused = std::move(paused_links_);
-    paused_links_.clear();
-    for (auto& peer : paused)
-        if (peer->is_open()) peer->resume_reading();
+    links_->resume_held();
+}
+
+// ---- links ---------------------------------------------------------------------------
+
+Status Agent::open_listener() {
+    auto t = transport::create_transport("tcp", io_, *opts_.secret, opts_.node_id, opts_.address);
+    if (!t) return std::move(t).error().context(fmt::format("node {}", opts_.node_id));
+    auto ep = links_->listen(std::move(*t), opts_.address, std::exchange(opts_.listen_fd, -1));
+    if (!ep) return std::move(ep).error();
+    if (opts_.address.empty()) opts_.address = ep->address;
+    return ok();
+}
+
+void Agent::post_to_self(wire::Frame f) {
+    asio::post(io_, [this, f = std::move(f)]() mutable { on_node_frame(opts_.node_id, std::move(f)); });
+}
+
+LinksHooks Agent::links_hooks() {
+    LinksHooks h;
+    h.frame = [this](std::uint32_t from, wire::Frame&& f) { on_node_frame(from, std::move(f)); };
+    h.payload = [this](std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
+        return on_link_payload(from, std::move(header), size);
+    };
+    h.lane = [this](std::shared_ptr<transport::Link> peer) { accept_lane(std::move(peer)); };
+    h.drained = [this] { resume_parked_output(); };
+    h.resources = [this] { return node_resources(); };
+    h.node_joined = [this](std::uint32_t node, pg::NodeResources r) { global_->node_joined(node, std::move(r)); };
+    h.joined = [this] {
+        phase_ = Phase::running;
+        if (is_head()) say_hello_to_frontend();
+    };
+    h.join_failed = [this](const char* why) {
+        exit_code_ = 1;
+        begin_stop(true, 0, why);
+    };
+    h.link_down = [this](std::uint32_t node, const std::string& why) { gateway_link_lost(node, why); };
+    h.node_lost = [this](std::uint32_t node, const std::string& why) {
+        if (is_head()) global_->node_lost(node, why);
+        else begin_stop(false, opts_.config.patience_ms(), "lost node 0");
+        if (phase_ == Phase::finishing) finish_now();
+    };
+    h.node_finished = [this](std::uint32_t) {
+        if (phase_ == Phase::finishing) finish_now();
+    };
+    return h;
 }
 
 // ---- teardown -------------------------------------------------------------------
@@ -391,11 +422,10 @@ void Agent::wait_signals() {
 void Agent::begin_stop(bool force, std::uint32_t patience_ms, const char* why) {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     if (phase_ == Phase::running || phase_ == Phase::joining) {
-        join_timer_.cancel();
+        links_->end_join();
         if (is_head()) {
             global_->stop_all();  // each node signals its own processes
-            for (std::uint32_t n = 1; n < opts_.nnodes; ++n)
-                if (links_[n].peer) links_[n].peer->send(msg::Shutdown{force, patience_ms});
+            for (std::uint32_t n = 1; n < opts_.nnodes; ++n) send(n, msg::Shutdown{force, patience_ms});
         }
         patience_ms_ = patience_ms;
         signalled_ = static_cast<std::uint32_t>(executor_->running());
@@ -407,8 +437,7 @@ void Agent::begin_stop(bool force, std::uint32_t patience_ms, const char* why) {
             escalation_.async_wait([this](const asio::error_code& ec) { if (!ec) escalate(); });
         }
     } else if (force && is_head()) {
-        for (std::uint32_t n = 1; n < opts_.nnodes; ++n)
-            if (links_[n].peer) links_[n].peer->send(msg::Shutdown{true, 0});
+        for (std::uint32_t n = 1; n < opts_.nnodes; ++n) send(n, msg::Shutdown{true, 0});
     }
     if (force && phase_ != Phase::stopping_kill) {
         phase_ = Phase::stopping_term;  // escalate() moves it to stopping_kill
@@ -470,11 +499,11 @@ void Agent::kill_strays() {
 void Agent::finish() {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     phase_ = Phase::finishing;
+    links_->begin_finish();  // no lanes any more
     stop_waiting_all();  // other nodes' channel operations waiting here end now
     close_all_lanes();
     escalation_.cancel();
     reserve_timer_.cancel();
-    join_timer_.cancel();
     kill_strays();
     asio::error_code ec;
     client_acceptor_.close(ec);
@@ -486,49 +515,31 @@ void Agent::finish() {
     spdlog::info("agent n{} done ({} signalled, {} needed SIGKILL)", opts_.node_id, signalled_, killed_);
     if (!is_head()) {
         // Node 0 learns we are done; then the link closes and we exit.
-        auto& head = links_[0].peer;
-        if (!head || !head->is_open()) return finish_now();
+        transport::Link* head = links_->link(0);
+        if (head == nullptr || !head->is_open()) return finish_now();
         head->send(msg::ShutdownDone{signalled_, killed_});
         head->close_after_flush([this] { finish_now(); });
         return;
     }
     // Node 0 reports last: the other nodes' output passes through it until
     // each has finished (or is lost), bounded by their own stop sequence.
-    auto pending = [this] {
-        std::uint32_t n = 0;
-        for (std::uint32_t k = 1; k < opts_.nnodes; ++k) n += links_[k].peer && !links_[k].shutdown_done ? 1U : 0U;
-        return n;
-    };
     // After the output drained above, which goes to the global services on a
     // later loop turn like any report: ShutdownDone must follow it.
-    if (pending() == 0) return asio::post(io_, [this] { finish_now(); });
-    spdlog::info("waiting for {} other nodes to finish", pending());
+    if (links_->unfinished() == 0) return asio::post(io_, [this] { finish_now(); });
+    spdlog::info("waiting for {} other nodes to finish", links_->unfinished());
     peers_done_timer_.expires_after(std::chrono::milliseconds(2 * patience_ms_) + 2 * kKillWait);
     peers_done_timer_.async_wait([this](const asio::error_code& e) {
         if (e || phase_ != Phase::finishing) return;
-        for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
-            if (links_[k].peer && !links_[k].shutdown_done) {
-                spdlog::error("node {} did not finish its teardown in time; giving up on it", k);
-                exit_code_ = 1;
-                links_[k].shutdown_done = true;  // given up: the front end kills what is left of it
-                links_[k].peer->close();
-                links_[k].peer.reset();
-            }
+        if (links_->give_up_unfinished() > 0) exit_code_ = 1;
         finish_now();
     });
 }
 
 void Agent::finish_now() {
     if (phase_ == Phase::done) return;
-    if (is_head() && phase_ == Phase::finishing) {
-        for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
-            if (links_[k].peer && !links_[k].shutdown_done) return;  // still waiting (the timer ends it)
-    }
+    if (is_head() && phase_ == Phase::finishing && links_->unfinished() > 0) return;  // still waiting (the timer ends it)
     peers_done_timer_.cancel();
-    heartbeat_timer_.cancel();
-    if (transport_) transport_->stop_listening();
-    for (auto& l : links_)
-        if (l.peer) l.peer->close();
+    links_->close();
     auto done = [this] {
         phase_ = Phase::done;
         signals_.cancel();

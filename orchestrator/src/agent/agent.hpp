@@ -16,8 +16,10 @@
 //                          PmiJob interface, simple/Cray and PMIx behind it);
 //                          reports their output and exits to node 0, its own
 //                          node 0 included, through the same dispatcher
-// and, still members of this class: the links (join, node table,
-// heartbeats, loss) and the channel gateway with its lanes.
+//   links (every node)     links/: join, node table, heartbeats, loss; owns
+//                          the transport this class makes and every link,
+//                          and tells this class through hooks
+// and, still members of this class: the channel gateway with its lanes.
 //
 // Lifecycle: running -> stopping_int -> stopping_term -> stopping_kill ->
 // finishing -> done (docs/runtime.md has the table).
@@ -45,6 +47,7 @@
 #include "dispatch.hpp"
 #include "executor/executor.hpp"
 #include "global/global.hpp"
+#include "links/links.hpp"
 #include "router.hpp"
 #include "../runtime/node_lock.hpp"
 #include "dragon/channels/channel.hpp"
@@ -82,20 +85,6 @@ struct LaneIn {
 };
 inline constexpr std::uint32_t kFirstLaneSource = 0x80000000U;
 inline constexpr bool is_lane_source(std::uint32_t from) { return from >= kFirstLaneSource; }
-
-/// Another node's agent, as this one sees it.
-struct Link {
-    std::shared_ptr<transport::Link> peer;  // null until connected (and after loss)
-    std::string hostname;
-    std::string address;
-    std::uint16_t port = 0;
-    std::chrono::steady_clock::time_point last_heard;
-    std::uint64_t bytes_heard = 0;  // peer->bytes_read() at the last heartbeat tick
-    bool ready = false;          // (node 0) it said node_ready
-    bool lost = false;
-    bool shutdown_done = false;  // (node 0) it finished its teardown
-    std::uint64_t incoming_block = 0;  // a pool block a payload from it is being read into
-};
 
 /// A local client's channel operation on another node, until its reply.
 struct GatewayOp {
@@ -156,7 +145,6 @@ private:
         return from == opts_.node_id ? Sender::self : from == 0 ? Sender::head : Sender::node;
     }
     void refuse_client(std::uint64_t id, Errc code, std::string why);
-    void on_node_ready(std::uint32_t from);
     void relay_to_client(const msg::ClientRelay& m);
 
     // ---- front end (node 0) ----
@@ -164,19 +152,11 @@ private:
     void on_frontend_closed(const Error* e);
     void say_hello_to_frontend();
 
-    // ---- links (links.cpp) ----
+    // ---- links (links/) ----
+    /// The links' hooks: what they tell this shell, and ask of it.
+    LinksHooks links_hooks();
+    /// Makes the transport (by name: tcp today) and has the links listen on it.
     Status open_listener();
-    void dial_head();
-    void dial_peer(std::uint32_t node);
-    void on_peer_connected(std::shared_ptr<transport::Link> peer, bool dialled);
-    void on_link_frame(std::uint32_t from, wire::Frame&& f);
-    void on_link_lost(std::uint32_t node, const std::string& why);
-    void on_node_hello(std::uint32_t from, const msg::NodeHello& h);
-    void on_node_table(const msg::NodeTable& t);
-    void maybe_ready();
-    void heartbeat_tick();
-    template <class M>
-    void send_to_node(std::uint32_t node, const M& m);
     /// Delivers a frame to this agent's own dispatcher on a later loop turn.
     void post_to_self(wire::Frame f);
     void on_node_frame(std::uint32_t from, wire::Frame&& f);
@@ -275,23 +255,15 @@ private:
     asio::signal_set signals_;
     asio::steady_timer escalation_;
     asio::steady_timer reserve_timer_;
-    asio::steady_timer heartbeat_timer_;
-    asio::steady_timer join_timer_;
     asio::steady_timer peers_done_timer_;
     std::string hostname_;
 
     std::unique_ptr<Executor> executor_;
     std::unique_ptr<GlobalServices> global_;  // node 0 only
     std::optional<pg::NodeResources> resources_;  // this node's (hwloc costs ~2 ms: discovered on need)
-    std::vector<std::shared_ptr<transport::Link>> paused_links_;  // links not read while an owner is full
     bool self_held_back_ = false;  // node 0's own output waits for a full owner, as a held-back link does
 
-    // links
-    std::unique_ptr<transport::Transport> transport_;  // the links' (create_transport by name: tcp today)
-    std::vector<Link> links_;  // by node id (this node's own entry unused)
-    std::uint64_t heartbeat_seq_ = 0;
-    bool table_received_ = false;  // (node k) the node table came
-    std::uint32_t dial_failures_ = 0;  // logged once, then retried quietly
+    std::unique_ptr<Links> links_;
 
     // clients
     std::map<std::uint64_t, Client> clients_;
@@ -299,6 +271,7 @@ private:
 
     // channel gateway
     std::unordered_map<std::uint64_t, GatewayOp> gateway_ops_;  // by op id: ours on other nodes
+    std::vector<std::uint64_t> node_incoming_block_;  // by node: a pool block a payload from it is being read into
     std::uint64_t next_op_id_ = 1;
     std::map<std::pair<std::uint32_t, std::uint64_t>, Waiting> waiting_;  // (node, op id): theirs on ours
     std::map<SendKey, SendQueue> send_queues_;
@@ -319,13 +292,5 @@ private:
     std::uint32_t killed_ = 0;
     int exit_code_ = 0;
 };
-
-template <class M>
-void Agent::send_to_node(std::uint32_t node, const M& m) {
-    if (node == opts_.node_id) {
-        return post_to_self(wire::Frame{static_cast<std::uint16_t>(M::kType), wire::body_of(m)});
-    }
-    if (node < links_.size() && links_[node].peer) links_[node].peer->send(m);
-}
 
 }  // namespace dragon::agent

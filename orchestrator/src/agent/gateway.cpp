@@ -120,14 +120,15 @@ void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
     if (node >= opts_.nnodes)
         return fail(Errc::invalid_argument,
                     fmt::format("channel {} names node {}, but the run has {} nodes", d->channel_id, node, opts_.nnodes));
-    if (phase_ == Phase::done || !links_[node].peer)
+    transport::Link* link = links_->link(node);
+    if (phase_ == Phase::done || link == nullptr)
         return fail(Errc::closed, fmt::format("node {} is not reachable{}", node,
-                                              links_[node].lost ? " (it was lost)" : ""));
+                                              links_->lost(node) ? " (it was lost)" : ""));
     const std::uint64_t op = next_op_id_++;
     // A send without a timeout was "on its way" for the client when it returned:
     // it is carried out even if the client goes away.
     gateway_ops_[op] = GatewayOp{client, request_id, node, !(is_send && send.timeout_ns < 0)};
-    transport::Link& peer = *links_[node].peer;
+    transport::Link& peer = *link;
     if (!is_send) {
         peer.send(msg::RemoteRecv{op, desc_bytes, recv.timeout_ns});
         return;
@@ -174,9 +175,9 @@ Result<transport::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from
     // Into a block of our pool, which the client takes over with the reply.
     if (auto b = pool_.allocate(size, channels::kTryOnce)) {
         const std::uint64_t block = *b;
-        links_[from].incoming_block = block;
+        node_incoming_block_[from] = block;
         return transport::PayloadSink{{pool_.at(block), size}, {}, [this, from, op = m.op_id, block, size] {
-                                    links_[from].incoming_block = 0;
+                                    node_incoming_block_[from] = 0;
                                     reply_to_client(op, msg::ChanReply{0, 0, {}, {}, block, size});
                                 }};
     }
@@ -193,7 +194,8 @@ void Agent::gateway_client_gone(std::uint64_t client) {
     for (auto& [op, g] : gateway_ops_) {
         if (g.client != client) continue;
         g.client = 0;  // the reply is dropped when it comes
-        if (g.cancellable && links_[g.node].peer) links_[g.node].peer->send(msg::RemoteCancel{op});
+        if (transport::Link* link = links_->link(g.node); g.cancellable && link != nullptr)
+            link->send(msg::RemoteCancel{op});
     }
 }
 
@@ -244,7 +246,7 @@ transport::Link* Agent::source_peer(std::uint32_t from) {
         auto it = lanes_in_.find(from);
         return it == lanes_in_.end() ? nullptr : it->second.peer.get();
     }
-    return from < links_.size() ? links_[from].peer.get() : nullptr;
+    return links_->link(from);
 }
 
 std::uint64_t* Agent::incoming_block_of(std::uint32_t from) {
@@ -252,7 +254,7 @@ std::uint64_t* Agent::incoming_block_of(std::uint32_t from) {
         auto it = lanes_in_.find(from);
         return it == lanes_in_.end() ? nullptr : &it->second.incoming_block;
     }
-    return from < links_.size() ? &links_[from].incoming_block : nullptr;
+    return from < node_incoming_block_.size() ? &node_incoming_block_[from] : nullptr;
 }
 
 // ---- serving: another node's operation on one of our channels ----------------------
@@ -528,19 +530,20 @@ void Agent::open_lane(std::uint64_t client, wire::Frame&& f) {
     if (node == opts_.node_id || node >= opts_.nnodes)
         return answer(Errc::invalid_argument, fmt::format("no lane to node {}: the run has nodes 0-{} and this is node {}",
                                                           node, opts_.nnodes - 1, opts_.node_id));
-    if (!accepting_work() || !links_[node].peer)
+    if (!accepting_work() || links_->link(node) == nullptr)
         return answer(Errc::closed, fmt::format("node {} is not reachable", node));
     // A lane is a TCP socket handed to the process: with another transport
     // the process keeps using this gateway for that node.
-    if (transport_->name() != "tcp") return answer(Errc::unsupported, "lanes need the tcp transport");
+    if (links_->transport_name() != "tcp") return answer(Errc::unsupported, "lanes need the tcp transport");
     tcp::Options o;
     o.bind_address = opts_.address;
-    tcp::connect(io_, links_[node].address, links_[node].port, *opts_.secret, opts_.node_id, node,
+    const transport::Endpoint at = links_->endpoint(node);
+    tcp::connect(io_, at.address, at.port, *opts_.secret, opts_.node_id, node,
                  [this, client, node, answer](Result<std::shared_ptr<tcp::Peer>> r) {
                      auto it = clients_.find(client);
                      if (it == clients_.end()) return;  // it went away: the Peer closes the socket
                      if (!r) return answer(r.error().code(), r.error().message());
-                     if (!accepting_work() || !links_[node].peer)
+                     if (!accepting_work() || links_->link(node) == nullptr)
                          return answer(Errc::closed, fmt::format("node {} is not reachable", node));
                      auto fd = (*r)->release_socket();
                      if (!fd) return answer(fd.error().code(), fd.error().message());

@@ -10,15 +10,6 @@ namespace dragon::agent {
 namespace {
 constexpr std::size_t kRelayHighWater = 8U << 20;
 constexpr std::size_t kOwnerHighWater = 8U << 20;
-
-Delivery delivery_of(transport::SendState s) {
-    switch (s) {
-        case transport::SendState::ok: return Delivery::ok;
-        case transport::SendState::above_high_water: return Delivery::above_high_water;
-        case transport::SendState::closed: return Delivery::dropped;
-    }
-    return Delivery::dropped;
-}
 }  // namespace
 
 // ---- the Router ---------------------------------------------------------------
@@ -28,8 +19,7 @@ Delivery Agent::send_frame(std::uint32_t node, std::uint16_t type, std::string b
         post_to_self(wire::Frame{type, std::move(body)});
         return self_held_back_ ? Delivery::above_high_water : Delivery::ok;
     }
-    if (node >= links_.size() || !links_[node].peer) return Delivery::dropped;
-    return delivery_of(links_[node].peer->send_frame(type, body));
+    return links_->send_frame(node, type, body);
 }
 
 Delivery Agent::send_frame_to_owner(Owner who, std::uint16_t type, std::string body) {
@@ -46,22 +36,21 @@ void Agent::hold_back(std::uint32_t node) {
         self_held_back_ = true;
         return;
     }
-    if (node >= links_.size() || !links_[node].peer || links_[node].peer->reading_paused()) return;
-    links_[node].peer->pause_reading();
-    paused_links_.push_back(links_[node].peer);
+    links_->hold_back(node);
 }
 
 void Agent::post(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
 
-bool Agent::node_lost(std::uint32_t node) const { return node < links_.size() && links_[node].lost; }
+bool Agent::node_lost(std::uint32_t node) const { return links_->lost(node); }
 
 bool Agent::node_reachable(std::uint32_t node) const {
-    return node == opts_.node_id || (node < links_.size() && links_[node].peer != nullptr);
+    return node == opts_.node_id || links_->link(node) != nullptr;
 }
 
 std::string Agent::node_hostname(std::uint32_t node) const {
     if (node == opts_.node_id) return hostname_;
-    return node < links_.size() && !links_[node].hostname.empty() ? links_[node].hostname : "?";
+    std::string h = links_->hostname(node);
+    return h.empty() ? "?" : h;
 }
 
 rt::UnixConnection* Agent::local_owner_conn(std::uint64_t client) {
@@ -89,10 +78,10 @@ void Agent::bind_routes() {
         // Checked here, so a bad request is refused by its own agent, not relayed.
         if (auto st = msg::validate(f); !st) return refuse_client(id, Errc::protocol, st.error().message());
         if (is_head()) return on_client_request(Owner{0, id}, std::move(f));
-        if (!links_[0].peer || !accepting_work())
+        if (links_->link(0) == nullptr || !accepting_work())
             return clients_.at(id).conn->send(msg::ErrorReply{static_cast<std::uint16_t>(Errc::closed),
                                                               "node 0 is not reachable: the run is ending"});
-        send_to_node(0, msg::ClientRelay{id, f.type, std::move(f.body)});
+        send(0, msg::ClientRelay{id, f.type, std::move(f.body)});
     };
     for (auto t : {msg::Type::group_start, msg::Type::group_signal, msg::Type::group_stop, msg::Type::group_close,
                    msg::Type::group_query, msg::Type::machine_query, msg::Type::stdin_data})
@@ -102,7 +91,7 @@ void Agent::bind_routes() {
     client_routes_.on_frame(msg::Type::chan_recv, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
 
     // ---- other agents (and this one's own services) ----
-    node_routes_.on<msg::Heartbeat>([](std::uint32_t, msg::Heartbeat&&) {});  // hearing anything was the point
+    links_->bind(node_routes_);  // heartbeats and the join
     // Another node's operations on our channels, from its agent or from one of its processes' lanes.
     auto serve_channel_ops = [this, busy](Dispatcher<std::uint32_t>& d) {
         d.on<msg::RemoteSend>([this, busy](std::uint32_t src, msg::RemoteSend&& m) {
@@ -122,7 +111,6 @@ void Agent::bind_routes() {
     });
     executor_->bind(node_routes_);  // node 0's orders, and PMI between nodes
     if (!is_head()) {
-        node_routes_.on<msg::NodeTable>([this](std::uint32_t, msg::NodeTable&& m) { on_node_table(m); });
         node_routes_.on<msg::Shutdown>([this](std::uint32_t, msg::Shutdown&& m) {
             begin_stop(m.force, m.patience_ms, "shutdown from node 0");
         });
@@ -131,12 +119,6 @@ void Agent::bind_routes() {
         // (global_->bind took what the executors report)
         node_routes_.on<msg::ClientRelay>([this](std::uint32_t from, msg::ClientRelay&& m) {
             on_client_request(Owner{from, m.client}, wire::Frame{m.type, std::move(m.body)});
-        });
-        node_routes_.on<msg::NodeHello>([this](std::uint32_t from, msg::NodeHello&& m) { on_node_hello(from, m); });
-        node_routes_.on<msg::NodeReady>([this](std::uint32_t from, msg::NodeReady&&) { on_node_ready(from); });
-        node_routes_.on<msg::ShutdownDone>([this](std::uint32_t from, msg::ShutdownDone&&) {
-            links_[from].shutdown_done = true;
-            if (phase_ == Phase::finishing) finish_now();
         });
     }
 
@@ -195,17 +177,6 @@ void Agent::relay_to_client(const msg::ClientRelay& m) {
     // A client that does not read its pipes holds up node 0's link until
     // it drains, as a full pipe would.
     if (c->second.conn->queued_bytes() > kRelayHighWater) hold_back(0);
-}
-
-void Agent::on_node_ready(std::uint32_t from) {
-    links_[from].ready = true;
-    for (std::uint32_t k = 1; k < opts_.nnodes; ++k)
-        if (!links_[k].ready) return;
-    if (phase_ != Phase::joining) return;
-    phase_ = Phase::running;
-    join_timer_.cancel();
-    spdlog::info("all {} nodes joined", opts_.nnodes);
-    say_hello_to_frontend();
 }
 
 }  // namespace dragon::agent

@@ -23,6 +23,7 @@
 #include "dragon/common/names.hpp"
 #include "dragon/common/cpulist.hpp"
 #include "launcher.hpp"
+#include "routes.hpp"
 
 namespace dragon::cli {
 
@@ -36,7 +37,8 @@ enum class State { starting, running, stopping, done };
 class FrontEnd {
 public:
     FrontEnd(RunOptions opts, RunId run, std::vector<AgentHandle> agents)
-        : opts_(std::move(opts)), signals_(io_), start_timer_(io_), run_(std::move(run)) {
+        : opts_(std::move(opts)), routes_(kFrontEndInRoutes, false), signals_(io_), start_timer_(io_), run_(std::move(run)) {
+        bind_routes();
         for (auto& a : agents) {
             if (a.node_id == 0) {
                 agent_pid_ = a.pid;
@@ -54,6 +56,9 @@ public:
     }
 
     int run() {
+        if (auto missing = routes_.unhandled(); !missing.empty())
+            return fatal_now(make_error(Errc::internal, "'{}' from the agent has no handler",
+                                        msg::type_name(static_cast<std::uint16_t>(missing.front()))));
         // Signals are ours from here on: Ctrl-C starts an orderly teardown.
         signals_.add(SIGINT);
         signals_.add(SIGTERM);
@@ -84,60 +89,44 @@ public:
 private:
     // ---- messages from the agent -------------------------------------------------
 
+    /// Binds a handler to every route of kFrontEndInRoutes (routes.hpp).
+    void bind_routes() {
+        routes_.on<msg::Output>([this](FromAgent, msg::Output&& m) { write_output(m); });
+        routes_.on<msg::ProcExit>([this](FromAgent, msg::ProcExit&& m) {
+            for (const auto& e : m.exits) {
+                spdlog::debug("puid {} ended: exit code {}, signal {}", e.puid, e.status.exit_code, e.status.signal);
+                flush_partial_line(e.puid, msg::Stream::out);  // its output all came before this
+                flush_partial_line(e.puid, msg::Stream::err);
+            }
+        });
+        routes_.on<msg::StdinAck>([this](FromAgent, msg::StdinAck&& m) {
+            stdin_acked_ += m.consumed;
+            if (stdin_paused_ && stdin_sent_ - stdin_acked_ < msg::kStdinWindow) {
+                stdin_paused_ = false;
+                read_stdin();
+            }
+        });
+        routes_.on<msg::AgentHello>([this](FromAgent, msg::AgentHello&& m) {
+            if (m.version != msg::kProtocolVersion)
+                return fail(make_error(Errc::unsupported, "agent speaks protocol {}, this front end {}", m.version,
+                                       msg::kProtocolVersion));
+            on_hello(m);
+        });
+        routes_.on<msg::GroupStarted>([this](FromAgent, msg::GroupStarted&& m) { on_group_started(m); });
+        routes_.on<msg::GroupDone>([this](FromAgent, msg::GroupDone&& m) { on_group_done(m); });
+        // Its body (the agents' counts) is for the log of the agent; the end is what counts.
+        routes_.on_frame(msg::Type::shutdown_done, [this](FromAgent, wire::Frame&&) {
+            flush_partial_lines();
+            state_ = State::done;
+            spdlog::info("agent n0 stopped");
+        });
+    }
+
     void on_frame(wire::Frame&& f) {
-        switch (static_cast<msg::Type>(f.type)) {
-            case msg::Type::output: {
-                auto m = msg::decode_as<msg::Output>(f);
-                if (!m) return fail(std::move(m).error());
-                return write_output(*m);
-            }
-            case msg::Type::proc_exit: {
-                auto m = msg::decode_as<msg::ProcExit>(f);
-                if (!m) return fail(std::move(m).error());
-                for (const auto& e : m->exits) {
-                    spdlog::debug("puid {} ended: exit code {}, signal {}", e.puid, e.status.exit_code, e.status.signal);
-                    flush_partial_line(e.puid, msg::Stream::out);  // its output all came before this
-                    flush_partial_line(e.puid, msg::Stream::err);
-                }
-                return;
-            }
-            case msg::Type::stdin_ack: {
-                auto m = msg::decode_as<msg::StdinAck>(f);
-                if (!m) return fail(std::move(m).error());
-                stdin_acked_ += m->consumed;
-                if (stdin_paused_ && stdin_sent_ - stdin_acked_ < msg::kStdinWindow) {
-                    stdin_paused_ = false;
-                    read_stdin();
-                }
-                return;
-            }
-            case msg::Type::agent_hello: {
-                auto m = msg::decode_as<msg::AgentHello>(f);
-                if (!m) return fail(std::move(m).error());
-                if (m->version != msg::kProtocolVersion)
-                    return fail(make_error(Errc::unsupported, "agent speaks protocol {}, this front end {}",
-                                           m->version, msg::kProtocolVersion));
-                return on_hello(*m);
-            }
-            case msg::Type::group_started: {
-                auto m = msg::decode_as<msg::GroupStarted>(f);
-                if (!m) return fail(std::move(m).error());
-                return on_group_started(*m);
-            }
-            case msg::Type::group_done: {
-                auto m = msg::decode_as<msg::GroupDone>(f);
-                if (!m) return fail(std::move(m).error());
-                return on_group_done(*m);
-            }
-            case msg::Type::shutdown_done:
-                flush_partial_lines();
-                state_ = State::done;
-                spdlog::info("agent n0 stopped");
-                return;
-            default:
-                fail(make_error(Errc::protocol, "unexpected message '{}' ({}) from the agent", msg::type_name(f.type),
-                                f.type));
-        }
+        if (!routes_.allows(f.type, agent::Sender::head))
+            return fail(make_error(Errc::protocol, "unexpected message '{}' ({}) from the agent",
+                                   msg::type_name(f.type), f.type));
+        if (auto st = routes_.dispatch(agent::Sender::head, FromAgent{}, std::move(f)); !st) fail(std::move(st).error());
     }
 
     void on_hello(const msg::AgentHello& h) {
@@ -502,6 +491,7 @@ private:
 
     RunOptions opts_;
     asio::io_context io_;
+    FrontEndDispatcher routes_;  // who may send what (routes.hpp), and the handlers
     asio::signal_set signals_;
     asio::steady_timer start_timer_;
     std::optional<RunId> run_;

@@ -65,6 +65,37 @@ std::string frame_of(const M& msg) {
     return out;
 }
 
+/// The receive buffer of a stream decoder (FrameDecoder, PayloadDecoder):
+/// bytes are read into reserve()d space at its end and commit()ted, and
+/// consume()d from its front. Consumed space is reclaimed only by reserve(),
+/// never by consume(), so a read in flight into reserved space (an
+/// asynchronous one) finds its place unmoved while earlier bytes are taken.
+class RecvBuffer {
+public:
+    /// Room for at least `n` more bytes at the end, valid until the next
+    /// reserve(): moves the unconsumed bytes to the front (or to a larger
+    /// buffer) when they need the room, so views into them end here.
+    char* reserve(std::size_t n);
+    /// `n` bytes were written into the last reserve()d space.
+    void commit(std::size_t n) { end_ += n; }
+    /// Copies `bytes` in at the end.
+    void append(std::string_view bytes);
+    /// The unconsumed bytes.
+    [[nodiscard]] const char* data() const { return buf_.get() + begin_; }
+    [[nodiscard]] std::size_t size() const { return end_ - begin_; }
+    [[nodiscard]] bool empty() const { return end_ == begin_; }
+    /// The first `n` unconsumed bytes are done with (n <= size()).
+    void consume(std::size_t n) { begin_ += n; }
+    /// Forgets every byte (the next reserve() starts at the front).
+    void clear() { begin_ = end_ = 0; }
+
+private:
+    std::unique_ptr<char[]> buf_;  // not zero-filled: every byte is written before it is read
+    std::size_t cap_ = 0;
+    std::size_t begin_ = 0;
+    std::size_t end_ = 0;
+};
+
 /// Splits a byte stream into frames. Feed it bytes as they arrive; take frames
 /// with next(). A bad header (magic, version, over-long body) is an Error and
 /// the stream is unusable afterwards: drop the connection.
@@ -73,21 +104,18 @@ public:
     explicit FrameDecoder(std::size_t max_body = kDefaultMaxFrameBody) : max_body_(max_body) {}
 
     /// Space for at least `n` more bytes; write into it, then commit().
-    char* prepare(std::size_t n);
-    void commit(std::size_t n) { end_ += n; }
-    void feed(std::string_view bytes);
+    char* prepare(std::size_t n) { return buf_.reserve(n); }
+    void commit(std::size_t n) { buf_.commit(n); }
+    void feed(std::string_view bytes) { buf_.append(bytes); }
 
     /// The next complete frame, std::nullopt when more bytes are needed.
     Result<std::optional<Frame>> next();
 
     /// Bytes received but not yet returned as frames.
-    [[nodiscard]] std::size_t buffered() const { return end_ - begin_; }
+    [[nodiscard]] std::size_t buffered() const { return buf_.size(); }
 
 private:
-    std::unique_ptr<char[]> buf_;  // not zero-filled: every byte is written before it is read
-    std::size_t cap_ = 0;
-    std::size_t begin_ = 0;
-    std::size_t end_ = 0;
+    RecvBuffer buf_;
     std::size_t max_body_;
 };
 

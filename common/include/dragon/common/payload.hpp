@@ -111,20 +111,17 @@ public:
     [[nodiscard]] bool in_payload() const { return in_payload_; }
     /// Part of a frame or payload has arrived and is not yet delivered: an
     /// end of the stream now cuts a message.
-    [[nodiscard]] bool mid_message() const { return in_payload_ || end_ != begin_; }
+    [[nodiscard]] bool mid_message() const { return in_payload_ || !buf_.empty(); }
     /// Bytes received into the buffer and not yet consumed.
-    [[nodiscard]] std::size_t buffered() const { return end_ - begin_; }
+    [[nodiscard]] std::size_t buffered() const { return buf_.size(); }
     /// Bytes still missing to complete the frame that is buffered in part (at
     /// least its header): what a reader that must not read past it may read.
     [[nodiscard]] std::size_t frame_bytes_missing() const;
     void set_max_frame_body(std::size_t n) { opts_.max_frame_body = n; }
 
 private:
-    char* reserve(std::size_t n);
-
     Options opts_;
-    std::unique_ptr<char[]> buf_;  // not zero-filled: every byte is written before it is read
-    std::size_t cap_ = 0, begin_ = 0, end_ = 0;
+    RecvBuffer buf_;  // compacted only in read_space() and feed(), never while events are taken
     std::size_t direct_len_ = 0;  // of the last read_space(): bytes going to the destination first
     bool in_payload_ = false;
     std::uint64_t payload_left_ = 0;  // payload bytes not yet announced by a chunk header
