@@ -53,7 +53,8 @@ def install() -> None:
         # multiprocessing bound its functions already: bind them again
         for name in _context.PATCHED:
             setattr(mp, name, getattr(context._default_context, name))
-    _patch_preparation_data()
+    if "multiprocessing.spawn" in sys.modules:
+        _patch_preparation_data()
     if "multiprocessing.connection" in sys.modules:
         install_wait()
 
@@ -74,6 +75,8 @@ def _method_name(name: str) -> str:
 
 
 def _patch_preparation_data() -> None:
+    """After ``multiprocessing.spawn`` is imported (it imports the package's
+    functions: not while the package itself loads)."""
     from multiprocessing import spawn
 
     original = spawn.get_preparation_data
@@ -107,7 +110,8 @@ def install_wait() -> None:
 class _Finder:
     """Installs the bridge when multiprocessing's modules are first imported."""
 
-    _after = {"multiprocessing.context": install, "multiprocessing.connection": install_wait}
+    _after = {"multiprocessing.context": install, "multiprocessing.connection": install_wait,
+              "multiprocessing.spawn": lambda: _patch_preparation_data()}
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
@@ -140,11 +144,10 @@ class _Loader:
 
 
 def hook() -> None:
-    """Installs now if multiprocessing is loaded, else when it is."""
+    """Installs now what multiprocessing has loaded, the rest when it loads."""
     if "multiprocessing.context" in sys.modules:
         install()
-        return
-    if not any(f is _Finder for f in sys.meta_path):
+    if any(m not in sys.modules for m in _Finder._after) and not any(f is _Finder for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder)
 
 
