@@ -1,6 +1,6 @@
 // The node agent's shell: lifecycle, the front end connection, local clients
 // and teardown. The executor is in executor/, global services in global/,
-// the links to other nodes in links/, the channel gateway in gateway.cpp.
+// the links to other nodes in links/, the channel gateway in gateway/.
 #include "agent.hpp"
 
 #include <fcntl.h>
@@ -58,7 +58,6 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
       client_routes_(kClientRoutes, opts_.node_id == 0),
       owner_routes_(kOwnerRoutes, opts_.node_id == 0),
       node_routes_(kNodeRoutes, opts_.node_id == 0),
-      lane_routes_(kLaneRoutes, opts_.node_id == 0),
       lock_(std::move(lock)),
       pool_(std::move(pool)),
       client_acceptor_(io_),
@@ -95,7 +94,9 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
         static_cast<Router&>(*this), io_,
         LinksOptions{hostname_, {opts_.head_address, opts_.head_port}, opts_.config.heartbeat_timeout_ms()},
         links_hooks());
-    node_incoming_block_.resize(opts_.nnodes);
+    gateway_ = std::make_unique<Gateway>(
+        static_cast<Router&>(*this), io_, pool_,
+        GatewayOptions{opts_.secret ? &*opts_.secret : nullptr, opts_.config.heartbeat_timeout_ms()}, gateway_hooks());
     if (opts_.nnodes > 1) phase_ = Phase::joining;
     if (is_head())
         global_ = std::make_unique<GlobalServices>(
@@ -104,7 +105,7 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
     bind_routes();
 }
 
-Agent::~Agent() { stop_waiting_all(); }
+Agent::~Agent() { gateway_->stop_waiting_all(); }
 
 int agent_main(AgentOptions opts) {
     const std::string log_dir = opts.config.log_dir();
@@ -238,7 +239,7 @@ int Agent::run() {
             idle = 0;
             continue;
         }
-        if (std::chrono::steady_clock::now() - gateway_busy_ < spin) {
+        if (std::chrono::steady_clock::now() - gateway_->last_busy() < spin) {
             if (++idle > kPausesBeforeYield) {
                 ::sched_yield();
             } else {
@@ -325,7 +326,10 @@ void Agent::on_client_frame(std::uint64_t id, wire::Frame&& f) {
     auto refuse = [&](Errc code, std::string why) { refuse_client(id, code, std::move(why)); };
     if (cl.lane_opener) return;  // it asked for a lane; the answer is all it gets
     if (!cl.greeted) {
-        if (f.type == static_cast<std::uint16_t>(msg::Type::lane_open)) return open_lane(id, std::move(f));
+        if (f.type == static_cast<std::uint16_t>(msg::Type::lane_open)) {
+            cl.lane_opener = true;
+            return gateway_->open_lane(id, cl.pid, std::move(f));
+        }
         auto hello = msg::decode_as<msg::ClientHello>(f);
         if (!hello) return refuse(Errc::protocol, "expected client_hello: " + hello.error().message());
         if (hello->version != msg::kProtocolVersion)
@@ -347,7 +351,7 @@ void Agent::on_client_closed(std::uint64_t id) {
     const bool lane_opener = it->second.lane_opener;
     clients_.erase(it);
     if (lane_opener) return;  // nothing of it anywhere
-    gateway_client_gone(id);
+    gateway_->client_gone(id);
     if (is_head()) global_->owner_gone(Owner{0, id});
     else send(0, msg::ClientGone{id});
 }
@@ -366,6 +370,7 @@ Status Agent::open_listener() {
     auto ep = links_->listen(std::move(*t), opts_.address, std::exchange(opts_.listen_fd, -1));
     if (!ep) return std::move(ep).error();
     if (opts_.address.empty()) opts_.address = ep->address;
+    gateway_->set_lane_address(opts_.address);
     return ok();
 }
 
@@ -377,9 +382,9 @@ LinksHooks Agent::links_hooks() {
     LinksHooks h;
     h.frame = [this](std::uint32_t from, wire::Frame&& f) { on_node_frame(from, std::move(f)); };
     h.payload = [this](std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
-        return on_link_payload(from, std::move(header), size);
+        return gateway_->on_payload(from, std::move(header), size);
     };
-    h.lane = [this](std::shared_ptr<transport::Link> peer) { accept_lane(std::move(peer)); };
+    h.lane = [this](std::shared_ptr<transport::Link> peer) { gateway_->accept_lane(std::move(peer)); };
     h.drained = [this] { resume_parked_output(); };
     h.resources = [this] { return node_resources(); };
     h.node_joined = [this](std::uint32_t node, pg::NodeResources r) { global_->node_joined(node, std::move(r)); };
@@ -391,7 +396,7 @@ LinksHooks Agent::links_hooks() {
         exit_code_ = 1;
         begin_stop(true, 0, why);
     };
-    h.link_down = [this](std::uint32_t node, const std::string& why) { gateway_link_lost(node, why); };
+    h.link_down = [this](std::uint32_t node, const std::string& why) { gateway_->link_down(node, why); };
     h.node_lost = [this](std::uint32_t node, const std::string& why) {
         if (is_head()) global_->node_lost(node, why);
         else begin_stop(false, opts_.config.patience_ms(), "lost node 0");
@@ -400,6 +405,21 @@ LinksHooks Agent::links_hooks() {
     h.node_finished = [this](std::uint32_t) {
         if (phase_ == Phase::finishing) finish_now();
     };
+    return h;
+}
+
+// ---- channel gateway ---------------------------------------------------------------
+
+GatewayHooks Agent::gateway_hooks() {
+    GatewayHooks h;
+    h.link = [this](std::uint32_t node) { return links_->link(node); };
+    h.endpoint = [this](std::uint32_t node) { return links_->endpoint(node); };
+    h.transport_name = [this] { return links_->transport_name(); };
+    h.client = [this](std::uint64_t id) -> std::shared_ptr<rt::UnixConnection> {
+        auto it = clients_.find(id);
+        return it == clients_.end() ? nullptr : it->second.conn;
+    };
+    h.forget_client = [this](std::uint64_t id) { clients_.erase(id); };
     return h;
 }
 
@@ -500,8 +520,7 @@ void Agent::finish() {
     if (phase_ == Phase::finishing || phase_ == Phase::done) return;
     phase_ = Phase::finishing;
     links_->begin_finish();  // no lanes any more
-    stop_waiting_all();  // other nodes' channel operations waiting here end now
-    close_all_lanes();
+    gateway_->finish();  // other nodes' channel operations waiting here end now, lanes close
     escalation_.cancel();
     reserve_timer_.cancel();
     kill_strays();
@@ -542,6 +561,7 @@ void Agent::finish_now() {
     links_->close();
     auto done = [this] {
         phase_ = Phase::done;
+        gateway_->close();
         signals_.cancel();
         io_.stop();
     };

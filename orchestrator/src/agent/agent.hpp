@@ -19,7 +19,8 @@
 //   links (every node)     links/: join, node table, heartbeats, loss; owns
 //                          the transport this class makes and every link,
 //                          and tells this class through hooks
-// and, still members of this class: the channel gateway with its lanes.
+//   gateway (every node)   gateway/: clients' operations on other nodes'
+//                          channels, other nodes' operations on ours, lanes
 //
 // Lifecycle: running -> stopping_int -> stopping_term -> stopping_kill ->
 // finishing -> done (docs/runtime.md has the table).
@@ -46,6 +47,7 @@
 #include "agent_main.hpp"
 #include "dispatch.hpp"
 #include "executor/executor.hpp"
+#include "gateway/gateway.hpp"
 #include "global/global.hpp"
 #include "links/links.hpp"
 #include "router.hpp"
@@ -71,50 +73,6 @@ struct Client {
     Puid puid = 0;
     int pid = 0;
     bool lane_opener = false;  // a connection that only asked for a lane (no client behind it; nothing more is read)
-};
-
-/// A process of another node that operates on this node's channels over a
-/// connection of its own (a lane, docs/channels.md): served as a link is,
-/// under a source id of its own (kFirstLaneSource and up) instead of a node id.
-struct LaneIn {
-    std::shared_ptr<transport::Link> peer;
-    std::uint32_t node = 0;  // the process's node (its local agent authenticated the connection)
-    Puid puid = 0;
-    bool greeted = false;    // its lane_hello came
-    std::uint64_t incoming_block = 0;  // a pool block a payload from it is being read into
-};
-inline constexpr std::uint32_t kFirstLaneSource = 0x80000000U;
-inline constexpr bool is_lane_source(std::uint32_t from) { return from >= kFirstLaneSource; }
-
-/// A local client's channel operation on another node, until its reply.
-struct GatewayOp {
-    std::uint64_t client = 0;  // 0 once the client went away
-    std::uint64_t request_id = 0;
-    std::uint32_t node = 0;
-    bool cancellable = true;  // false: a send without a timeout (its client was told it is on its way)
-};
-
-/// Another node's sends to one of our channels, while one of them waits for
-/// room: the later ones queue here, so one sender's messages stay in order.
-using SendKey = std::pair<std::uint32_t, std::string>;  // (node, encoded descriptor)
-struct QueuedSend {
-    msg::RemoteSend m;
-    std::uint64_t block = 0;
-    std::uint64_t size = 0;
-    std::chrono::steady_clock::time_point deadline;
-    std::shared_ptr<asio::steady_timer> timer;  // a finite timeout that may pass in the queue
-};
-struct SendQueue {
-    bool waiting = false;  // its head waits in a worker
-    std::deque<QueuedSend> queue;
-};
-
-/// Another node's channel operation waiting on one of ours in a worker thread.
-struct Waiting {
-    std::shared_ptr<std::atomic<bool>> cancel;
-    bool carries_on = false;  // a send without a timeout: it goes on when a lane's process leaves (it was on its way)
-    std::function<void(Status)> finish;  // on the loop, with the result
-    std::thread thread;
 };
 
 class Agent final : private Router {
@@ -185,48 +143,9 @@ private:
     void on_client_frame(std::uint64_t id, wire::Frame&& f);
     void on_client_closed(std::uint64_t id);
 
-    // ---- channel gateway (gateway.cpp) ----
-    void on_chan_request(std::uint64_t client, wire::Frame&& f);
-    void reply_to_client(std::uint64_t op, msg::ChanReply r);
-    void on_remote_reply(std::uint32_t from, msg::RemoteReply&& m);
-    Result<transport::PayloadSink> on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size);
-    void gateway_client_gone(std::uint64_t client);
-    void gateway_link_lost(std::uint32_t node, const std::string& why);
-    void send_remote_reply(std::uint32_t to, std::uint64_t op, Status st);
-    void send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m);
-    void serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size);
-    void attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
-                             std::chrono::steady_clock::time_point deadline);
-    void next_in_queue(const SendKey& key);
-    void expire_queued_send(const SendKey& key, std::uint64_t op);
-    void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
-    /// capped: a receive (counted against kMaxWaiting); carries_on: a send without a timeout.
-    void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
-                        std::function<Status(channels::Channel&, channels::Timeout)> attempt,
-                        std::function<void(Status)> finish, bool capped, bool carries_on);
-    void end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st);
-    void on_remote_cancel(std::uint32_t from, std::uint64_t op);
-    Result<transport::PayloadSink> on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size);
-    void stop_waiting_all();
-    /// Where replies to a source (a node, or a lane) go; null once it is gone.
-    transport::Link* source_peer(std::uint32_t from);
-    /// The slot of the pool block a payload from that source is being read into.
-    std::uint64_t* incoming_block_of(std::uint32_t from);
-    /// A source is gone: a half-read payload is dropped, and its waiting
-    /// operations stop and its queued sends are dropped, except (keep_sends:
-    /// a lane's process left) sends without a timeout, which the process was
-    /// told were on their way and so carry on, as a gateway client's do.
-    void drop_source(std::uint32_t from, bool keep_sends);
-    // lanes (gateway.cpp): a local client asks for one; another node's process uses one
-    void open_lane(std::uint64_t client, wire::Frame&& f);
-    void accept_lane(std::shared_ptr<transport::Link> peer);
-    void on_lane_frame(std::uint32_t src, wire::Frame&& f);
-    void close_lane(std::uint32_t src, const std::string& why, bool keep_sends);
-    void close_all_lanes();
-    /// Keeps a duplicate of a lane handed to local process `pid`, so the loss
-    /// of its node can end it (shutdown), until the process exits (pidfd).
-    void keep_lane_out(int pid, std::uint32_t node, int fd);
-    void end_lanes_out(std::uint32_t node);
+    // ---- channel gateway (gateway/) ----
+    /// The gateway's hooks: the links and the local clients it needs.
+    GatewayHooks gateway_hooks();
 
     // ---- teardown ----
     void wait_signals();
@@ -246,7 +165,6 @@ private:
     Dispatcher<std::uint64_t> client_routes_;
     Dispatcher<Owner> owner_routes_;  // node 0: clients' group requests, local or relayed
     Dispatcher<std::uint32_t> node_routes_;
-    Dispatcher<std::uint32_t> lane_routes_;
     rt::NodeLock lock_;
     channels::Pool pool_;  // the node's pool: channels of this node live in it
     std::shared_ptr<rt::UnixConnection> frontend_;  // node 0 only
@@ -269,23 +187,8 @@ private:
     std::map<std::uint64_t, Client> clients_;
     std::uint64_t next_client_id_ = 1;
 
-    // channel gateway
-    std::unordered_map<std::uint64_t, GatewayOp> gateway_ops_;  // by op id: ours on other nodes
-    std::vector<std::uint64_t> node_incoming_block_;  // by node: a pool block a payload from it is being read into
-    std::uint64_t next_op_id_ = 1;
-    std::map<std::pair<std::uint32_t, std::uint64_t>, Waiting> waiting_;  // (node, op id): theirs on ours
-    std::map<SendKey, SendQueue> send_queues_;
-    std::map<std::uint32_t, LaneIn> lanes_in_;  // by source id: other nodes' processes using lanes to us
-    std::uint32_t next_lane_source_ = kFirstLaneSource;
-    /// Lanes handed to local processes, by pid: a duplicate of each socket
-    /// (by remote node), and the process's pidfd, readable when it exits.
-    struct LanesOut {
-        std::unique_ptr<asio::posix::stream_descriptor> pidfd;
-        std::vector<std::pair<std::uint32_t, sys::UniqueFd>> lanes;
-    };
-    std::map<int, LanesOut> lanes_out_;
+    std::unique_ptr<Gateway> gateway_;
 
-    std::chrono::steady_clock::time_point gateway_busy_{};  // the last channel-gateway event (the loop spins after it)
     Phase phase_ = Phase::running;
     std::uint32_t patience_ms_ = 2000;
     std::uint32_t signalled_ = 0;

@@ -60,8 +60,6 @@ rt::UnixConnection* Agent::local_owner_conn(std::uint64_t client) {
 }
 
 void Agent::bind_routes() {
-    auto busy = [this] { gateway_busy_ = std::chrono::steady_clock::now(); };
-
     // ---- the front end (node 0) ----
     if (is_head()) {
         global_->bind(frontend_routes_, owner_routes_, node_routes_);
@@ -86,29 +84,10 @@ void Agent::bind_routes() {
     for (auto t : {msg::Type::group_start, msg::Type::group_signal, msg::Type::group_stop, msg::Type::group_close,
                    msg::Type::group_query, msg::Type::machine_query, msg::Type::stdin_data})
         client_routes_.on_frame(t, to_global);
-    // The gateway answers a bad body with a chan_reply, not by closing the client.
-    client_routes_.on_frame(msg::Type::chan_send, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
-    client_routes_.on_frame(msg::Type::chan_recv, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
+    gateway_->bind(client_routes_, node_routes_);  // channel operations of clients, other nodes and lanes
 
     // ---- other agents (and this one's own services) ----
     links_->bind(node_routes_);  // heartbeats and the join
-    // Another node's operations on our channels, from its agent or from one of its processes' lanes.
-    auto serve_channel_ops = [this, busy](Dispatcher<std::uint32_t>& d) {
-        d.on<msg::RemoteSend>([this, busy](std::uint32_t src, msg::RemoteSend&& m) {
-            busy();
-            serve_remote_send(src, std::move(m), 0, 0);
-        });
-        d.on<msg::RemoteRecv>([this, busy](std::uint32_t src, msg::RemoteRecv&& m) {
-            busy();
-            serve_remote_recv(src, std::move(m));
-        });
-        d.on<msg::RemoteCancel>([this](std::uint32_t src, msg::RemoteCancel&& m) { on_remote_cancel(src, m.op_id); });
-    };
-    serve_channel_ops(node_routes_);
-    node_routes_.on<msg::RemoteReply>([this, busy](std::uint32_t from, msg::RemoteReply&& m) {
-        busy();
-        on_remote_reply(from, std::move(m));
-    });
     executor_->bind(node_routes_);  // node 0's orders, and PMI between nodes
     if (!is_head()) {
         node_routes_.on<msg::Shutdown>([this](std::uint32_t, msg::Shutdown&& m) {
@@ -121,15 +100,12 @@ void Agent::bind_routes() {
             on_client_request(Owner{from, m.client}, wire::Frame{m.type, std::move(m.body)});
         });
     }
-
-    // ---- lanes: another node's process, once greeted ----
-    serve_channel_ops(lane_routes_);
 }
 
 Status Agent::check_routes() const {
     std::vector<msg::Type> missing;
     for (const auto& t : {frontend_routes_.unhandled(), client_routes_.unhandled(), owner_routes_.unhandled(),
-                          node_routes_.unhandled(), lane_routes_.unhandled()})
+                          node_routes_.unhandled(), gateway_->lane_routes().unhandled()})
         missing.insert(missing.end(), t.begin(), t.end());
     if (missing.empty()) return ok();
     std::string names;

@@ -12,6 +12,12 @@
 // waits on the channel's futex in slices (so it can be cancelled) and posts
 // the result back to the loop. One sender has one operation in flight, so
 // its messages arrive in the order sent.
+//
+// Lanes: a local client asks for one (lane_open): this agent dials the
+// other node's agent, authenticates, and hands the socket to the process;
+// the other agent serves it like a link, under a source id of its own.
+#include "gateway.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,11 +25,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
-#include "agent.hpp"
-#include "dragon/channels/channel.hpp"
 #include "dragon/channels/descriptor.hpp"
+#include "dragon/transport/tcp.hpp"
 
 namespace dragon::agent {
 
@@ -76,13 +83,55 @@ Result<channels::ChannelDescriptor> decode_descriptor(const std::string& bytes) 
 
 }  // namespace
 
+Gateway::Gateway(Router& router, asio::io_context& io, channels::Pool& pool, GatewayOptions opts, GatewayHooks hooks)
+    : router_(router),
+      io_(io),
+      pool_(pool),
+      opts_(opts),
+      hooks_(std::move(hooks)),
+      self_(router.node_id()),
+      nnodes_(router.nnodes()),
+      lane_routes_(kLaneRoutes, router.node_id() == 0),
+      node_incoming_block_(router.nnodes(), 0) {}
+
+Gateway::~Gateway() { stop_waiting_all(); }
+
+void Gateway::bind(Dispatcher<std::uint64_t>& clients, Dispatcher<std::uint32_t>& nodes) {
+    // A bad body is answered with a chan_reply, not by closing the client.
+    clients.on_frame(msg::Type::chan_send, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
+    clients.on_frame(msg::Type::chan_recv, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
+    // Another node's operations on our channels, from its agent or from one of its processes' lanes.
+    auto serve_channel_ops = [this](Dispatcher<std::uint32_t>& d) {
+        d.on<msg::RemoteSend>([this](std::uint32_t src, msg::RemoteSend&& m) {
+            touch();
+            serve_remote_send(src, std::move(m), 0, 0);
+        });
+        d.on<msg::RemoteRecv>([this](std::uint32_t src, msg::RemoteRecv&& m) {
+            touch();
+            serve_remote_recv(src, std::move(m));
+        });
+        d.on<msg::RemoteCancel>([this](std::uint32_t src, msg::RemoteCancel&& m) { on_remote_cancel(src, m.op_id); });
+    };
+    serve_channel_ops(nodes);
+    nodes.on<msg::RemoteReply>([this](std::uint32_t from, msg::RemoteReply&& m) {
+        touch();
+        on_remote_reply(from, std::move(m));
+    });
+    serve_channel_ops(lane_routes_);
+}
+
+void Gateway::finish() {
+    finishing_ = true;
+    stop_waiting_all();  // other nodes' channel operations waiting here end now
+    close_all_lanes();
+}
+
 // ---- origin: a local client's operation on another node's channel ----------------
 
-void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
-    gateway_busy_ = std::chrono::steady_clock::now();
-    auto c = clients_.find(client);
-    if (c == clients_.end()) return;
-    auto conn = c->second.conn;
+void Gateway::on_chan_request(std::uint64_t client, wire::Frame&& f) {
+    touch();
+    auto conn = hooks_.client(client);
+    if (!conn) return;
     const bool is_send = f.type == static_cast<std::uint16_t>(msg::Type::chan_send);
     std::uint64_t request_id = 0;
     std::uint64_t block = 0;  // ours from the moment the request is read
@@ -114,20 +163,20 @@ void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
     auto d = decode_descriptor(desc_bytes);
     if (!d) return fail(d.error().code(), d.error().message());
     const std::uint32_t node = d->node_id;
-    if (node == opts_.node_id)
+    if (node == self_)
         return fail(Errc::invalid_argument, fmt::format("channel {} is on this node ({}): attach it directly",
                                                         d->channel_id, node));
-    if (node >= opts_.nnodes)
+    if (node >= nnodes_)
         return fail(Errc::invalid_argument,
-                    fmt::format("channel {} names node {}, but the run has {} nodes", d->channel_id, node, opts_.nnodes));
-    transport::Link* link = links_->link(node);
-    if (phase_ == Phase::done || link == nullptr)
+                    fmt::format("channel {} names node {}, but the run has {} nodes", d->channel_id, node, nnodes_));
+    transport::Link* link = hooks_.link(node);
+    if (closed_ || link == nullptr)
         return fail(Errc::closed, fmt::format("node {} is not reachable{}", node,
-                                              links_->lost(node) ? " (it was lost)" : ""));
+                                              router_.node_lost(node) ? " (it was lost)" : ""));
     const std::uint64_t op = next_op_id_++;
     // A send without a timeout was "on its way" for the client when it returned:
     // it is carried out even if the client goes away.
-    gateway_ops_[op] = GatewayOp{client, request_id, node, !(is_send && send.timeout_ns < 0)};
+    ops_[op] = Op{client, request_id, node, !(is_send && send.timeout_ns < 0)};
     transport::Link& peer = *link;
     if (!is_send) {
         peer.send(msg::RemoteRecv{op, desc_bytes, recv.timeout_ns});
@@ -143,34 +192,34 @@ void Agent::on_chan_request(std::uint64_t client, wire::Frame&& f) {
                            [this, block](const Status&) { (void)pool_.free(block); });
 }
 
-void Agent::reply_to_client(std::uint64_t op, msg::ChanReply r) {
-    auto it = gateway_ops_.find(op);
-    if (it == gateway_ops_.end()) {
+void Gateway::reply_to_client(std::uint64_t op, msg::ChanReply r) {
+    auto it = ops_.find(op);
+    if (it == ops_.end()) {
         if (r.block != 0) (void)pool_.free(r.block);
         return;
     }
     const std::uint64_t client = it->second.client;
     r.request_id = it->second.request_id;
-    gateway_ops_.erase(it);
-    auto c = clients_.find(client);
-    if (client == 0 || c == clients_.end()) {  // the client went away meanwhile
+    ops_.erase(it);
+    auto conn = client == 0 ? nullptr : hooks_.client(client);
+    if (!conn) {  // the client went away meanwhile
         if (r.block != 0) (void)pool_.free(r.block);
         return;
     }
-    c->second.conn->send(r);
+    conn->send(r);
 }
 
-void Agent::on_remote_reply(std::uint32_t from, msg::RemoteReply&& m) {
-    auto it = gateway_ops_.find(m.op_id);
-    if (it == gateway_ops_.end() || it->second.node != from) return;  // not an operation of ours on that node
+void Gateway::on_remote_reply(std::uint32_t from, msg::RemoteReply&& m) {
+    auto it = ops_.find(m.op_id);
+    if (it == ops_.end() || it->second.node != from) return;  // not an operation of ours on that node
     reply_to_client(m.op_id, msg::ChanReply{0, m.code, std::move(m.message), std::move(m.data), 0, 0});
 }
 
-Result<transport::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size) {
-    auto it = gateway_ops_.find(m.op_id);
-    if (it == gateway_ops_.end() || it->second.node != from) return transport::PayloadSink{};  // not ours: discard
+Result<transport::PayloadSink> Gateway::on_remote_reply_payload(std::uint32_t from, msg::RemoteReply&& m, std::uint64_t size) {
+    auto it = ops_.find(m.op_id);
+    if (it == ops_.end() || it->second.node != from) return transport::PayloadSink{};  // not ours: discard
     if (it->second.client == 0) {
-        return transport::PayloadSink{{}, {}, [this, op = m.op_id] { gateway_ops_.erase(op); }};  // nobody waits: discard
+        return transport::PayloadSink{{}, {}, [this, op = m.op_id] { ops_.erase(op); }};  // nobody waits: discard
     }
     // Into a block of our pool, which the client takes over with the reply.
     if (auto b = pool_.allocate(size, channels::kTryOnce)) {
@@ -190,19 +239,19 @@ Result<transport::PayloadSink> Agent::on_remote_reply_payload(std::uint32_t from
                             [this, op = m.op_id, buf] { reply_to_client(op, msg::ChanReply{0, 0, {}, std::move(*buf), 0, 0}); }};
 }
 
-void Agent::gateway_client_gone(std::uint64_t client) {
-    for (auto& [op, g] : gateway_ops_) {
+void Gateway::client_gone(std::uint64_t client) {
+    for (auto& [op, g] : ops_) {
         if (g.client != client) continue;
         g.client = 0;  // the reply is dropped when it comes
-        if (transport::Link* link = links_->link(g.node); g.cancellable && link != nullptr)
+        if (transport::Link* link = hooks_.link(g.node); g.cancellable && link != nullptr)
             link->send(msg::RemoteCancel{op});
     }
 }
 
-void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
+void Gateway::link_down(std::uint32_t node, const std::string& why) {
     // Our clients' operations on that node's channels end now.
     std::vector<std::uint64_t> ops;
-    for (const auto& [op, g] : gateway_ops_)
+    for (const auto& [op, g] : ops_)
         if (g.node == node) ops.push_back(op);
     for (std::uint64_t op : ops)
         reply_to_client(op, msg::ChanReply{0, static_cast<std::uint16_t>(Errc::closed),
@@ -220,7 +269,7 @@ void Agent::gateway_link_lost(std::uint32_t node, const std::string& why) {
     end_lanes_out(node);
 }
 
-void Agent::drop_source(std::uint32_t from, bool keep_sends) {
+void Gateway::drop_source(std::uint32_t from, bool keep_sends) {
     if (std::uint64_t* b = incoming_block_of(from); b != nullptr && *b != 0) {
         (void)pool_.free(*b);
         *b = 0;
@@ -241,15 +290,15 @@ void Agent::drop_source(std::uint32_t from, bool keep_sends) {
     std::erase_if(send_queues_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
 }
 
-transport::Link* Agent::source_peer(std::uint32_t from) {
+transport::Link* Gateway::source_peer(std::uint32_t from) {
     if (is_lane_source(from)) {
         auto it = lanes_in_.find(from);
         return it == lanes_in_.end() ? nullptr : it->second.peer.get();
     }
-    return links_->link(from);
+    return hooks_.link(from);
 }
 
-std::uint64_t* Agent::incoming_block_of(std::uint32_t from) {
+std::uint64_t* Gateway::incoming_block_of(std::uint32_t from) {
     if (is_lane_source(from)) {
         auto it = lanes_in_.find(from);
         return it == lanes_in_.end() ? nullptr : &it->second.incoming_block;
@@ -259,7 +308,7 @@ std::uint64_t* Agent::incoming_block_of(std::uint32_t from) {
 
 // ---- serving: another node's operation on one of our channels ----------------------
 
-void Agent::send_remote_reply(std::uint32_t to, std::uint64_t op, Status st) {
+void Gateway::send_remote_reply(std::uint32_t to, std::uint64_t op, Status st) {
     transport::Link* peer = source_peer(to);
     if (peer == nullptr) return;
     msg::RemoteReply r{op, 0, {}, {}};
@@ -270,10 +319,10 @@ void Agent::send_remote_reply(std::uint32_t to, std::uint64_t op, Status st) {
     peer->send(r);
 }
 
-void Agent::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m) {
+void Gateway::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Message&& m) {
     transport::Link* peer = source_peer(to);
     if (peer == nullptr) {
-        spdlog::warn("node {}: a message received for {} {} is dropped: its connection is gone", opts_.node_id,
+        spdlog::warn("node {}: a message received for {} {} is dropped: its connection is gone", self_,
                      is_lane_source(to) ? "lane" : "node", to);
         return;
     }
@@ -286,10 +335,10 @@ void Agent::send_remote_message(std::uint32_t to, std::uint64_t op, channels::Me
     peer->send_with_payload(msg::RemoteReply{op, 0, {}, {}}, held->data(), [held](const Status&) {});
 }
 
-void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size) {
-    if (phase_ == Phase::finishing || phase_ == Phase::done) {
+void Gateway::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size) {
+    if (finishing_) {
         if (block != 0) (void)pool_.free(block);
-        return send_remote_reply(from, m.op_id, make_error(Errc::closed, "node {} is shutting down", opts_.node_id));
+        return send_remote_reply(from, m.op_id, make_error(Errc::closed, "node {} is shutting down", self_));
     }
     const auto deadline = m.timeout_ns < 0 ? Clock::time_point::max() : Clock::now() + std::chrono::nanoseconds(m.timeout_ns);
     SendKey key{from, m.descriptor};
@@ -314,7 +363,7 @@ void Agent::serve_remote_send(std::uint32_t from, msg::RemoteSend&& m, std::uint
     attempt_remote_send(key, std::move(m), block, size, deadline);
 }
 
-void Agent::attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
+void Gateway::attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_t block, std::uint64_t size,
                                 Clock::time_point deadline) {
     const std::uint32_t from = key.first;
     auto give_back = [&] {
@@ -355,7 +404,7 @@ void Agent::attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_t 
                    std::move(finish), false, m.timeout_ns < 0);
 }
 
-void Agent::next_in_queue(const SendKey& key) {
+void Gateway::next_in_queue(const SendKey& key) {
     for (;;) {
         auto sq = send_queues_.find(key);
         if (sq == send_queues_.end()) return;
@@ -371,7 +420,7 @@ void Agent::next_in_queue(const SendKey& key) {
     }
 }
 
-void Agent::expire_queued_send(const SendKey& key, std::uint64_t op) {
+void Gateway::expire_queued_send(const SendKey& key, std::uint64_t op) {
     auto sq = send_queues_.find(key);
     if (sq == send_queues_.end()) return;
     auto& q = sq->second.queue;
@@ -383,9 +432,9 @@ void Agent::expire_queued_send(const SendKey& key, std::uint64_t op) {
     }
 }
 
-void Agent::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
-    if (phase_ == Phase::finishing || phase_ == Phase::done)
-        return send_remote_reply(from, m.op_id, make_error(Errc::closed, "node {} is shutting down", opts_.node_id));
+void Gateway::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
+    if (finishing_)
+        return send_remote_reply(from, m.op_id, make_error(Errc::closed, "node {} is shutting down", self_));
     auto d = decode_descriptor(m.descriptor);
     if (!d) return send_remote_reply(from, m.op_id, std::move(d).error());
     auto ch = channels::Channel::attach(pool_, *d);
@@ -409,7 +458,7 @@ void Agent::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
                    std::move(finish), true, false);
 }
 
-void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
+void Gateway::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                            std::function<Status(channels::Channel&, channels::Timeout)> attempt,
                            std::function<void(Status)> finish, bool capped, bool carries_on) {
     const std::pair<std::uint32_t, std::uint64_t> key{from, op};
@@ -417,7 +466,7 @@ void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Chann
     // waits (the rest queue behind it), and one that returned to its
     // sender must not be dropped.
     if ((capped && waiting_.size() >= kMaxWaiting) || waiting_.contains(key)) {
-        Error e = make_error(Errc::no_space, "node {}: {} channel operations are already waiting here", opts_.node_id,
+        Error e = make_error(Errc::no_space, "node {}: {} channel operations are already waiting here", self_,
                              waiting_.size());
         asio::post(io_, [finish = std::move(finish), e = std::move(e)]() mutable { finish(std::move(e)); });
         return;
@@ -447,7 +496,7 @@ void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Chann
             if (e != Errc::timeout && e != Errc::would_block) break;  // a real failure
             if (std::chrono::steady_clock::now() >= deadline) {
                 st = make_error(Errc::timeout, "{} (after waiting the full timeout on node {})", st.error().message(),
-                                opts_.node_id);
+                                self_);
                 break;
             }
         }
@@ -455,7 +504,7 @@ void Agent::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Chann
     });
 }
 
-void Agent::end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st) {
+void Gateway::end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st) {
     auto it = waiting_.find(key);
     if (it == waiting_.end()) return;
     Waiting w = std::move(it->second);
@@ -463,17 +512,17 @@ void Agent::end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st) 
     if (w.thread.joinable()) w.thread.join();  // it has posted this and is returning
     if (w.cancel->load() && st) {
         // Done just as its caller went away: a received message has nobody to go to.
-        spdlog::warn("node {}: a channel operation of node {} finished after its caller went away", opts_.node_id,
+        spdlog::warn("node {}: a channel operation of node {} finished after its caller went away", self_,
                      key.first);
     }
     w.finish(std::move(st));
 }
 
-void Agent::on_remote_cancel(std::uint32_t from, std::uint64_t op) {
+void Gateway::on_remote_cancel(std::uint32_t from, std::uint64_t op) {
     if (auto it = waiting_.find({from, op}); it != waiting_.end()) it->second.cancel->store(true);
 }
 
-Result<transport::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
+Result<transport::PayloadSink> Gateway::on_payload(std::uint32_t from, wire::Frame&& header, std::uint64_t size) {
     // No channel message is larger than a pool (every node's is the same size).
     if (size > pool_.size())
         return make_error(Errc::protocol, "a payload of {} bytes from node {}: larger than any pool", size, from);
@@ -514,62 +563,59 @@ Result<transport::PayloadSink> Agent::on_link_payload(std::uint32_t from, wire::
 
 // ---- lanes: a process's own connection to another node's agent -------------------
 
-void Agent::open_lane(std::uint64_t client, wire::Frame&& f) {
-    auto c = clients_.find(client);
-    if (c == clients_.end()) return;
-    auto conn = c->second.conn;
-    c->second.lane_opener = true;
+void Gateway::open_lane(std::uint64_t client, int pid, wire::Frame&& f) {
+    auto conn = hooks_.client(client);
+    if (!conn) return;
     auto answer = [this, client, conn](Errc code, const std::string& why) {
-        spdlog::debug("node {}: no lane for client {}: {}", opts_.node_id, client, why);
+        spdlog::debug("node {}: no lane for client {}: {}", self_, client, why);
         conn->send(msg::LaneOpened{static_cast<std::uint16_t>(code), why});
-        conn->close_after_flush([this, client] { clients_.erase(client); });
+        conn->close_after_flush([this, client] { hooks_.forget_client(client); });
     };
     auto m = msg::decode_as<msg::LaneOpen>(f);
     if (!m) return answer(Errc::protocol, m.error().message());
     const std::uint32_t node = m->node;
-    if (node == opts_.node_id || node >= opts_.nnodes)
+    if (node == self_ || node >= nnodes_)
         return answer(Errc::invalid_argument, fmt::format("no lane to node {}: the run has nodes 0-{} and this is node {}",
-                                                          node, opts_.nnodes - 1, opts_.node_id));
-    if (!accepting_work() || links_->link(node) == nullptr)
+                                                          node, nnodes_ - 1, self_));
+    if (!router_.accepting_work() || hooks_.link(node) == nullptr)
         return answer(Errc::closed, fmt::format("node {} is not reachable", node));
     // A lane is a TCP socket handed to the process: with another transport
     // the process keeps using this gateway for that node.
-    if (links_->transport_name() != "tcp") return answer(Errc::unsupported, "lanes need the tcp transport");
-    tcp::Options o;
-    o.bind_address = opts_.address;
-    const transport::Endpoint at = links_->endpoint(node);
-    tcp::connect(io_, at.address, at.port, *opts_.secret, opts_.node_id, node,
-                 [this, client, node, answer](Result<std::shared_ptr<tcp::Peer>> r) {
-                     auto it = clients_.find(client);
-                     if (it == clients_.end()) return;  // it went away: the Peer closes the socket
+    if (hooks_.transport_name() != "tcp") return answer(Errc::unsupported, "lanes need the tcp transport");
+    transport::tcp::Options o;
+    o.bind_address = lane_address_;
+    const transport::Endpoint at = hooks_.endpoint(node);
+    transport::tcp::connect(io_, at.address, at.port, *opts_.secret, self_, node,
+                 [this, client, pid, node, answer](Result<std::shared_ptr<transport::tcp::Peer>> r) {
+                     auto opener = hooks_.client(client);
+                     if (!opener) return;  // it went away: the Peer closes the socket
                      if (!r) return answer(r.error().code(), r.error().message());
-                     if (!accepting_work() || links_->link(node) == nullptr)
+                     if (!router_.accepting_work() || hooks_.link(node) == nullptr)
                          return answer(Errc::closed, fmt::format("node {} is not reachable", node));
                      auto fd = (*r)->release_socket();
                      if (!fd) return answer(fd.error().code(), fd.error().message());
-                     watch_like_a_link(fd->get(), opts_.config.heartbeat_timeout_ms());
-                     auto opener = it->second.conn;
+                     watch_like_a_link(fd->get(), opts_.heartbeat_timeout_ms);
                      // Nothing else was ever sent on this connection: the frame and the socket go together now.
                      if (auto st = sys::send_with_fd(opener->socket().native_handle(), wire::frame_of(msg::LaneOpened{}),
                                                      fd->get(), "handing a lane to a client");
                          !st)
-                         spdlog::warn("node {}: {}", opts_.node_id, st.error().message());
+                         spdlog::warn("node {}: {}", self_, st.error().message());
                      else {
-                         spdlog::debug("node {}: client {} has a lane to node {}", opts_.node_id, client, node);
-                         keep_lane_out(it->second.pid, node, fd->get());
+                         spdlog::debug("node {}: client {} has a lane to node {}", self_, client, node);
+                         keep_lane_out(pid, node, fd->get());
                      }
                      opener->close();
-                     clients_.erase(it);
+                     hooks_.forget_client(client);
                  },
                  o);
 }
 
-void Agent::accept_lane(std::shared_ptr<transport::Link> peer) {
+void Gateway::accept_lane(std::shared_ptr<transport::Link> peer) {
     const std::uint32_t node = peer->remote_node_id();
     if (lanes_in_.size() >= kMaxLanesIn) {
         peer->start([](wire::Frame&&) {}, [](const Error*) {});
         peer->send(msg::LaneWelcome{static_cast<std::uint16_t>(Errc::no_space),
-                                    fmt::format("node {} serves {} lanes already", opts_.node_id, lanes_in_.size())});
+                                    fmt::format("node {} serves {} lanes already", self_, lanes_in_.size())});
         peer->close_after_flush();
         return;
     }
@@ -587,16 +633,16 @@ void Agent::accept_lane(std::shared_ptr<transport::Link> peer) {
                     // No polling after a large message (unlike a frame): a
                     // wake-up is small against its transfer, and the cpu is
                     // what the receiver needs to take it (docs/runtime.md).
-                    return on_link_payload(src, std::move(header), size);
+                    return on_payload(src, std::move(header), size);
                 });
 }
 
-void Agent::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
+void Gateway::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
     auto it = lanes_in_.find(src);
     if (it == lanes_in_.end()) return;
     LaneIn& l = it->second;
     auto bad = [&](const std::string& why) {
-        spdlog::warn("node {}: dropping a lane from node {} (puid {}): {}", opts_.node_id, l.node, l.puid, why);
+        spdlog::warn("node {}: dropping a lane from node {} (puid {}): {}", self_, l.node, l.puid, why);
         close_lane(src, why, true);
     };
     if (!l.greeted) {
@@ -608,16 +654,16 @@ void Agent::on_lane_frame(std::uint32_t src, wire::Frame&& f) {
         l.greeted = true;
         l.puid = h->puid;
         l.peer->send(msg::LaneWelcome{});
-        spdlog::debug("node {}: lane {} from node {} (puid {})", opts_.node_id, src, l.node, l.puid);
+        spdlog::debug("node {}: lane {} from node {} (puid {})", self_, src, l.node, l.puid);
         return;
     }
     if (auto st = lane_routes_.dispatch(Sender::lane, src, std::move(f)); !st) bad(st.error().message());
 }
 
-void Agent::close_lane(std::uint32_t src, const std::string& why, bool keep_sends) {
+void Gateway::close_lane(std::uint32_t src, const std::string& why, bool keep_sends) {
     auto it = lanes_in_.find(src);
     if (it == lanes_in_.end()) return;
-    spdlog::debug("node {}: lane {} from node {} (puid {}) closed: {}", opts_.node_id, src, it->second.node,
+    spdlog::debug("node {}: lane {} from node {} (puid {}) closed: {}", self_, src, it->second.node,
                   it->second.puid, why);
     drop_source(src, keep_sends);
     auto peer = std::move(it->second.peer);
@@ -625,12 +671,12 @@ void Agent::close_lane(std::uint32_t src, const std::string& why, bool keep_send
     if (peer) peer->close();
 }
 
-void Agent::close_all_lanes() {
+void Gateway::close_all_lanes() {
     while (!lanes_in_.empty()) close_lane(lanes_in_.begin()->first, "this node is shutting down", false);
     lanes_out_.clear();  // our duplicates only: the processes' lanes end with the other agents
 }
 
-void Agent::keep_lane_out(int pid, std::uint32_t node, int fd) {
+void Gateway::keep_lane_out(int pid, std::uint32_t node, int fd) {
     const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) return;
     sys::UniqueFd copy(dup);
@@ -647,7 +693,7 @@ void Agent::keep_lane_out(int pid, std::uint32_t node, int fd) {
     it->second.lanes.emplace_back(node, std::move(copy));
 }
 
-void Agent::end_lanes_out(std::uint32_t node) {
+void Gateway::end_lanes_out(std::uint32_t node) {
     for (auto& [pid, out] : lanes_out_) {
         std::erase_if(out.lanes, [&](auto& l) {
             if (l.first != node) return false;
@@ -657,7 +703,7 @@ void Agent::end_lanes_out(std::uint32_t node) {
     }
 }
 
-void Agent::stop_waiting_all() {
+void Gateway::stop_waiting_all() {
     for (auto& [key, w] : waiting_) w.cancel->store(true);
     for (auto& [key, w] : waiting_)
         if (w.thread.joinable()) w.thread.join();

@@ -1,0 +1,191 @@
+// The channel gateway against a fake router and fake links, with a real
+// pool and channels: serving other nodes' operations on this node's
+// channels (at once, waiting, large messages, after teardown), a local
+// client's operation on another node's channel and the loss of that node,
+// and a lane's greeting. No agent, no other process.
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "../../channels/tests/test_util.hpp"
+#include "agent/gateway/gateway.hpp"
+#include "fake_router.hpp"
+#include "fake_transport.hpp"
+
+namespace dragon::agent {
+namespace {
+
+using namespace std::chrono_literals;
+using channels::test::ScopedPool;
+
+std::string descriptor_of(const channels::Channel& ch) {
+    const auto d = ch.descriptor().encode();
+    return {reinterpret_cast<const char*>(d.data()), d.size()};
+}
+
+/// Node 1 of two, linked to node 0, with a channel in its pool.
+struct GatewayFixture : ::testing::Test {
+    GatewayFixture()
+        : router(2, 1),
+          pool(4U << 20, 1),
+          clients(kClientRoutes, false),
+          nodes(kNodeRoutes, false),
+          head(std::make_shared<FakeLink>(0)) {
+        GatewayHooks h;
+        h.link = [this](std::uint32_t n) -> transport::Link* { return n == 0 && head->open ? head.get() : nullptr; };
+        h.endpoint = [](std::uint32_t) { return transport::Endpoint{"127.0.0.1", 1}; };
+        h.transport_name = [] { return std::string_view("fake"); };
+        h.client = [this](std::uint64_t id) -> std::shared_ptr<rt::UnixConnection> {
+            auto it = conns.find(id);
+            return it == conns.end() ? nullptr : it->second;
+        };
+        h.forget_client = [this](std::uint64_t id) { conns.erase(id); };
+        gateway = std::make_unique<Gateway>(router, io, *pool, GatewayOptions{}, std::move(h));
+        gateway->bind(clients, nodes);
+        // As the links do: payloads from node 0 go to the gateway.
+        head->start([](wire::Frame&&) {}, [](const Error*) {},
+                    [this](wire::Frame&& header, std::uint64_t size) { return gateway->on_payload(0, std::move(header), size); });
+        auto ch = channels::Channel::create(*pool);
+        EXPECT_TRUE(ch) << ch.error().message();
+        channel.emplace(std::move(*ch));
+        desc = descriptor_of(*channel);
+    }
+    ~GatewayFixture() override { gateway->stop_waiting_all(); }
+
+    template <class M>
+    void from_head(const M& m) {
+        auto st = nodes.dispatch(Sender::head, 0, wire::Frame{static_cast<std::uint16_t>(M::kType), wire::body_of(m)});
+        ASSERT_TRUE(st) << st.error().message();
+    }
+    /// Runs the loop for about `d` (a worker's result is posted from its thread).
+    void run_for(std::chrono::milliseconds d) {
+        const auto end = std::chrono::steady_clock::now() + d;
+        while (std::chrono::steady_clock::now() < end) {
+            io.restart();
+            io.run_for(5ms);
+            std::this_thread::sleep_for(1ms);
+        }
+    }
+
+    asio::io_context io;
+    FakeRouter router;
+    ScopedPool pool;
+    Dispatcher<std::uint64_t> clients;
+    Dispatcher<std::uint32_t> nodes;
+    std::shared_ptr<FakeLink> head;
+    std::map<std::uint64_t, std::shared_ptr<rt::UnixConnection>> conns;
+    std::unique_ptr<Gateway> gateway;
+    std::optional<channels::Channel> channel;
+    std::string desc;
+};
+
+TEST_F(GatewayFixture, ServesAnotherNodesSendAndReceiveOnItsChannels) {
+    from_head(msg::RemoteSend{5, desc, 0, "hello"});
+    auto replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].op_id, 5U);
+    EXPECT_EQ(replies[0].code, 0U) << replies[0].message;
+    from_head(msg::RemoteRecv{6, desc, 0});
+    replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].op_id, 6U);
+    EXPECT_EQ(replies[0].data, "hello");
+    from_head(msg::RemoteRecv{7, desc, 0});
+    replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].code, static_cast<std::uint16_t>(Errc::would_block)) << "empty, and no waiting asked for";
+    EXPECT_GT(gateway->last_busy().time_since_epoch().count(), 0) << "the loop spins after gateway traffic";
+}
+
+TEST_F(GatewayFixture, AReceiveThatMayWaitWaitsInAWorkerUntilItsTimeout) {
+    from_head(msg::RemoteRecv{8, desc, std::chrono::nanoseconds(50ms).count()});
+    EXPECT_TRUE(head->take<msg::RemoteReply>().empty()) << "it waits";
+    for (int i = 0; i < 40 && head->sent.empty(); ++i) run_for(50ms);
+    auto replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].code, static_cast<std::uint16_t>(Errc::timeout)) << replies[0].message;
+}
+
+TEST_F(GatewayFixture, ALargeMessageGoesStraightIntoAPoolBlockAndBackAsAPayload) {
+    const std::string big(100U << 10, 'x');
+    ASSERT_TRUE(head->deliver_payload(msg::RemoteSend{9, desc, 0, {}}, big));
+    auto replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].code, 0U) << replies[0].message;
+    std::vector<std::byte> got;
+    ASSERT_TRUE(channel->recv(got, channels::kTryOnce));
+    EXPECT_EQ(got.size(), big.size());
+    ASSERT_TRUE(channel->send({reinterpret_cast<const std::byte*>(big.data()), big.size()}, channels::kTryOnce));
+    from_head(msg::RemoteRecv{10, desc, 0});
+    replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U) << "the header of a payload message";
+    EXPECT_TRUE(replies[0].data.empty()) << "the bytes follow as a payload, not inside the frame";
+}
+
+TEST_F(GatewayFixture, NothingIsServedOnceTheNodesTeardownBegan) {
+    gateway->finish();
+    from_head(msg::RemoteSend{11, desc, 0, "late"});
+    auto replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].code, static_cast<std::uint16_t>(Errc::closed));
+    EXPECT_NE(replies[0].message.find("shutting down"), std::string::npos);
+}
+
+TEST_F(GatewayFixture, AClientsOperationGoesToTheChannelsNodeAndFailsWhenThatNodeIsLost) {
+    ScopedPool remote(1U << 20, 0);
+    auto rch = channels::Channel::create(*remote);
+    ASSERT_TRUE(rch);
+    asio::local::stream_protocol::socket ours(io), theirs(io);
+    asio::local::connect_pair(ours, theirs);
+    auto conn = std::make_shared<rt::UnixConnection>(std::move(ours), "client 3");
+    conns[3] = conn;
+    conn->start([](wire::Frame&&) {}, [](const Error*) {});
+    ASSERT_TRUE(clients.dispatch(Sender::client, 3,
+                                 wire::Frame{static_cast<std::uint16_t>(msg::Type::chan_recv),
+                                             wire::body_of(msg::ChanRecv{77, descriptor_of(*rch), -1})}));
+    auto recvs = head->take<msg::RemoteRecv>();
+    ASSERT_EQ(recvs.size(), 1U) << "straight to the channel's node";
+    gateway->link_down(0, "connection reset");
+    run_for(100ms);
+    wire::FrameDecoder dec;
+    char buf[4096];
+    const auto n = ::recv(theirs.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+    ASSERT_GT(n, 0);
+    dec.feed({buf, static_cast<std::size_t>(n)});
+    auto f = dec.next();
+    ASSERT_TRUE(f && *f);
+    auto reply = msg::decode_as<msg::ChanReply>(**f);
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(reply->request_id, 77U);
+    EXPECT_EQ(reply->code, static_cast<std::uint16_t>(Errc::closed));
+    EXPECT_NE(reply->message.find("node 0 was lost"), std::string::npos) << reply->message;
+}
+
+TEST_F(GatewayFixture, ALaneIsServedOnceItSaidHelloAndClosedWhenItSaysAnythingElseFirst) {
+    auto lane = std::make_shared<FakeLink>(0);
+    gateway->accept_lane(lane);
+    ASSERT_TRUE(lane->started);
+    lane->deliver(msg::LaneHello{msg::kProtocolVersion, 0, 42});
+    auto welcome = lane->take<msg::LaneWelcome>();
+    ASSERT_EQ(welcome.size(), 1U);
+    EXPECT_EQ(welcome[0].code, 0U);
+    lane->deliver(msg::RemoteSend{12, desc, 0, "via lane"});
+    auto replies = lane->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U) << "answered on the lane, not on the node's link";
+    EXPECT_EQ(replies[0].code, 0U);
+    EXPECT_TRUE(head->take<msg::RemoteReply>().empty());
+
+    auto rude = std::make_shared<FakeLink>(0);
+    gateway->accept_lane(rude);
+    rude->deliver(msg::RemoteSend{13, desc, 0, "no hello"});
+    EXPECT_FALSE(rude->is_open());
+}
+
+}  // namespace
+}  // namespace dragon::agent
