@@ -25,7 +25,10 @@ import socket
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.realpath(__file__))
+# This file's name is the standard library's: its folder must not be on the
+# path (Python puts it first), or `import multiprocessing` would be this file.
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != HERE]
 SMALL = (1, "x" * 20)
 MSG = b"x" * 64
 
@@ -211,10 +214,13 @@ def main() -> int:
     if a.inner == "remote":
         inner_remote(a.n, a.size)
         return 0
-    sys.path.insert(0, HERE)
+    import importlib.util
     import multiprocessing as mp
 
-    from interleave import rounds, table
+    spec = importlib.util.spec_from_file_location("interleave", os.path.join(HERE, "interleave.py"))
+    interleave = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(interleave)
+    rounds, table = interleave.rounds, interleave.table
 
     import dragon
 
