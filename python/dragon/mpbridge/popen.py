@@ -134,7 +134,10 @@ class Popen:
             context.set_spawning_popen(None)
         from dragon.mpbridge import child
 
-        env = {k: v for k, v in os.environ.items() if k not in _env_skip}
+        # The parent's environment, as spawn's children have it, but not its
+        # runtime identity nor Slurm's per-node variables: the child's node
+        # (its agent's environment, under this) supplies those.
+        env = {k: v for k, v in os.environ.items() if k not in _env_skip and not k.startswith("SLURM")}
         env["DRAGON_MP_PARENT"] = f"{os.getpid()}:{child.boot_id()}"
         if self._same_host:
             # The child shares this process's resource tracker, as spawn's
