@@ -201,6 +201,7 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=64)
     ap.add_argument("--rtt-n", type=int, default=2000)
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--only", help="run only the sections whose label starts with this (1, 2a, 3b, 4...)")
     ap.add_argument("--inner")
     ap.add_argument("--n", type=int)
     ap.add_argument("--size", type=int)
@@ -233,6 +234,8 @@ def main() -> int:
     ctxs = {m: mp.get_context(m) for m in methods}
 
     def section(title, unit, cases, base, label):
+        if a.only and not title.startswith(f"({a.only}"):
+            return
         rows, failed = rounds(cases, runs)
         table(title, unit, rows, base, failed, vs=base, label=label)
         print()
