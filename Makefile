@@ -73,7 +73,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/pmi.py
 	/usr/bin/python3 bench/pmix.py
 	/usr/bin/python3 bench/python.py
-	/usr/bin/python3 bench/multiprocessing.py
+	/usr/bin/python3 bench/mp_bench.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels

@@ -17,7 +17,10 @@ The dragon cases run in an embedded runtime started once before the rounds
 (its start is bench/startup.py's business); (4) runs in a child interpreter
 with a 2-node embedded runtime.
 
-    bench/multiprocessing.py [--runs 5] [--quick] [--build DIR]
+    bench/mp_bench.py [--runs 5] [--quick] [--build DIR] [--only 3b]
+
+(Not bench/multiprocessing.py: a file of that name in bench/ would be what
+every benchmark here gets for `import multiprocessing`.)
 """
 import argparse
 import os
@@ -26,9 +29,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-# This file's name is the standard library's: its folder must not be on the
-# path (Python puts it first), or `import multiprocessing` would be this file.
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != HERE]
 SMALL = (1, "x" * 20)
 MSG = b"x" * 64
 
@@ -215,13 +215,9 @@ def main() -> int:
     if a.inner == "remote":
         inner_remote(a.n, a.size)
         return 0
-    import importlib.util
     import multiprocessing as mp
 
-    spec = importlib.util.spec_from_file_location("interleave", os.path.join(HERE, "interleave.py"))
-    interleave = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(interleave)
-    rounds, table = interleave.rounds, interleave.table
+    from interleave import rounds, table
 
     import dragon
 
