@@ -28,9 +28,6 @@ closed), ``ff fc`` (a message larger than 8 MiB, sent in chunks: see
 
 from __future__ import annotations
 
-import io
-import itertools
-import os
 import pickle
 import threading
 import time

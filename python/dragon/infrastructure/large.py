@@ -32,6 +32,7 @@ import struct
 import threading
 
 from dragon import _core
+from dragon.infrastructure import host
 
 LARGE = 8 << 20   # larger than this travels in chunks
 CHUNK = 4 << 20
@@ -87,7 +88,7 @@ def send(ch, data, timeout: float | None) -> None:
     total = m.nbytes
     n = (total + CHUNK - 1) // CHUNK
     side = _core.Channel.create(current_runtime(), capacity=WINDOW, block_size=0)
-    head = _HEAD.pack(total, n, os.getpid(), int(os.environ.get("DRAGON_PUID") or 0), _boot_id().encode())
+    head = _HEAD.pack(total, n, os.getpid(), int(os.environ.get("DRAGON_PUID") or 0), host.boot_id().encode())
     try:
         ch.send(RECORD + head + side.descriptor.encode(), timeout)
     except BaseException:
@@ -99,34 +100,11 @@ def send(ch, data, timeout: float | None) -> None:
         _sides.append(side)  # only now: a sweep must not take a side being filled for drained
 
 
-_boot = None
-
-
-def _boot_id() -> str:
-    global _boot
-    if _boot is None:
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                _boot = f.read().strip()[:36]
-        except OSError:
-            _boot = ""
-    return _boot
-
-
 def _alive(pid: int, puid: int, boot: str) -> bool:
     """Whether the sender still runs (unknown, so True, on another host)."""
-    if not boot or boot != _boot_id():
+    if not boot or boot != host.boot_id():
         return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-                return False
-        if puid:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                return f"\0DRAGON_PUID={puid}\0".encode() in b"\0" + f.read()
-        return True
-    except OSError:
-        return False
+    return host.is_process(pid, puid)
 
 
 def is_record(data) -> bool:

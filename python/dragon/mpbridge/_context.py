@@ -59,9 +59,9 @@ def _simple_queue():
 
 
 def _cpu_count():
-    from dragon.mpbridge.popen import machine
+    from dragon.native.machine import cpu_count
 
-    return sum(int(n["cpus"]) for n in machine())
+    return cpu_count()
 
 
 _DRAGON = {"Pipe": _pipe, "Queue": _queue, "JoinableQueue": _joinable_queue, "SimpleQueue": _simple_queue,

@@ -7,13 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-
-def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+from dragon.infrastructure import host
 
 
 def _parent_sentinel(parent: str):
@@ -21,7 +15,7 @@ def _parent_sentinel(parent: str):
     elsewhere None (parent_process().sentinel is then unknown)."""
     try:
         pid, boot = parent.split(":", 1)
-        if boot and boot == boot_id():
+        if boot and boot == host.boot_id():
             return os.pidfd_open(int(pid))
     except (ValueError, OSError, AttributeError):
         pass

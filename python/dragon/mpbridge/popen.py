@@ -26,30 +26,15 @@ import threading
 
 from dragon import _core
 from dragon._runtime import current_runtime
+from dragon.infrastructure import host
+from dragon.native.machine import table as machine
 
 # Placement: processes are dealt over the runtime's nodes one at a time
 # (DragonHPC's round-robin), starting with this process's own node.
 _next = itertools.count()
-_machine_cache: list | None = None
 _env_skip = ("DRAGON_PUID", "DRAGON_RANK", "DRAGON_NRANKS", "DRAGON_LOCAL_RANK", "DRAGON_LOCAL_SIZE",
              "DRAGON_GROUP_ID", "DRAGON_NODE_ID", "DRAGON_PY_TARGET_CHUNKS", "DRAGON_PY_PATH", "DRAGON_PY_ERRORS",
              "DRAGON_AGENT_SOCKET", "DRAGON_EMBEDDED_ARGS")
-
-
-def machine(rt=None) -> list:
-    """The runtime's nodes (cached: they do not change during a run)."""
-    global _machine_cache
-    if _machine_cache is None:
-        _machine_cache = (rt or current_runtime()).machine()
-    return _machine_cache
-
-
-def _forget_after_fork() -> None:
-    global _machine_cache
-    _machine_cache = None
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _next_node(rt) -> int | None:
@@ -68,16 +53,10 @@ def _pidfd_of(pid: int, puid: int) -> int | None:
         fd = os.pidfd_open(pid)
     except OSError:
         return None
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = f.read()
-        if f"\0DRAGON_PUID={puid}\0".encode() in b"\0" + env:
-            return fd
-    except OSError:
-        # Gone already (or not ours to read): a pidfd of a process that
-        # already ended reads as ended, which is right if it was ours.
-        if not os.path.exists(f"/proc/{pid}"):
-            return fd
+    if host.is_process(pid, puid) or not os.path.exists(f"/proc/{pid}"):
+        # Ours, or gone already: a pidfd of an ended process reads as
+        # ended, which is right if it was ours.
+        return fd
     os.close(fd)
     return None
 
@@ -132,19 +111,19 @@ class Popen:
             reduction.dump(process_obj, fp)
         finally:
             context.set_spawning_popen(None)
-        from dragon.mpbridge import child
-
         # The parent's environment, as spawn's children have it, but not its
         # runtime identity nor Slurm's per-node variables: the child's node
         # (its agent's environment, under this) supplies those.
         env = {k: v for k, v in os.environ.items() if k not in _env_skip and not k.startswith("SLURM")}
-        env["DRAGON_MP_PARENT"] = f"{os.getpid()}:{child.boot_id()}"
+        env["DRAGON_MP_PARENT"] = f"{os.getpid()}:{host.boot_id()}"
         if self._same_host:
             # The child shares this process's resource tracker, as spawn's
             # children do: it opens the tracker's pipe through /proc.
             from multiprocessing import resource_tracker
 
             env["DRAGON_MP_TRACKER"] = f"{os.getpid()}:{resource_tracker.getfd()}"
+        from dragon.mpbridge import child
+
         tmpl = ProcessTemplate(child.main, args=(fp.getvalue(),), env=env)
         # A daemonic child ends with its parent, even a killed one; the
         # others outlive it (the standard library's orphans).

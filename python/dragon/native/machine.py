@@ -17,10 +17,26 @@ from __future__ import annotations
 from dragon._runtime import current_runtime
 
 
-def _table() -> list[dict]:
-    from dragon.mpbridge.popen import machine
+import os
 
-    return machine()
+_cache: list | None = None
+
+
+def table(rt=None) -> list[dict]:
+    """The runtime's nodes, [{node, hostname, cpus, cores}] by node id,
+    asked once per process (they do not change during a run)."""
+    global _cache
+    if _cache is None:
+        _cache = (rt or current_runtime()).machine()
+    return _cache
+
+
+def _forget_after_fork() -> None:
+    global _cache
+    _cache = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class Node:
@@ -28,7 +44,7 @@ class Node:
     that name: virtual nodes of one machine share it)."""
 
     def __init__(self, ident: int | str):
-        rows = _table()
+        rows = table()
         row = None
         if isinstance(ident, str):
             row = next((r for r in rows if r["hostname"] == ident), None)
@@ -73,7 +89,7 @@ class System:
     """The runtime as a whole."""
 
     def __init__(self):
-        self._rows = _table()
+        self._rows = table()
 
     @property
     def nnodes(self) -> int:
@@ -106,7 +122,7 @@ def current() -> Node:
 
 def cpu_count() -> int:
     """Logical cpus the runtime was granted, over every node."""
-    return sum(int(r["cpus"]) for r in _table())
+    return sum(int(r["cpus"]) for r in table())
 
 
 __all__ = ["Node", "System", "cpu_count", "current"]
