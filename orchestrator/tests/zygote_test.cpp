@@ -30,7 +30,10 @@ rt::ChildSpec member(std::string code, std::vector<std::string> env = {}) {
     rt::ChildSpec cs;
     cs.path = kPython;
     cs.argv = {kPython, "-S", "-c", std::move(code)};
-    cs.envp = {std::string("DRAGON_PY_PATH=") + DRAGON_SOURCE_PYTHON, "PATH=/usr/bin:/bin"};
+    // The whole sys.path, as ProcessTemplate passes it: the boot code replaces it.
+    cs.envp = {std::string("DRAGON_PY_PATH=") + DRAGON_SOURCE_PYTHON +
+                   "\x1e/usr/lib/python3.11\x1e/usr/lib/python3.11/lib-dynload\x1e/usr/lib/python3/dist-packages",
+               "PATH=/usr/bin:/bin"};
     cs.envp.insert(cs.envp.end(), env.begin(), env.end());
     return cs;
 }

@@ -247,7 +247,7 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
     except BaseException as e:
         code = getattr(e, "errno", None) or 5
         try:
-            os.write(report, f"err {code} {step}: {e}\n".encode())
+            os.write(report, f"err {code} {step} {e}\n".encode())
         finally:
             os._exit(127)
     # Nothing of the zygote's stays open: stdio only, as exec gives.
@@ -281,6 +281,12 @@ def main() -> None:
     fd = int(os.environ.pop("DRAGON_ZYGOTE_FD"))
     agent = int(os.environ.pop("DRAGON_ZYGOTE_AGENT"))
     _preload()
+    import gc
+
+    # What the imports made stays out of the collector's way: members do not
+    # touch (and copy) those pages when they collect.
+    gc.collect()
+    gc.freeze()
     sock = socket.socket(fileno=fd)
     req = _serve(sock, agent)
     code = req["argv"][-1]
