@@ -301,3 +301,92 @@ def test_checkpoints_and_the_rest_on_one_node(script):
     assert out["dead_secs_ok"] is True
     assert wait_gone(out["pids"])
     assert not no_residue_of(out["run"])
+
+
+ACROSS = """
+def client(ser, me, rounds):
+    d = DDict.attach(ser)
+    node = dragon.current_runtime().node_id
+    for i in range(rounds):
+        d[("own", me, i)] = (me, i, node)
+        d[("shared", i % 5)] = (me, i)          # every client writes the same five keys
+    got = [d[("own", me, i)] for i in range(rounds)]
+    assert got == [(me, i, node) for i in range(rounds)], got
+    d[("done", me)] = {"node": node, "local_managers": d.local_managers, "local_keys": len(d.local_keys())}
+    d.detach()
+
+def mp_child(d, me):
+    d[("mp", me)] = dragon.current_runtime().node_id
+
+def big_writer(ser, n):
+    d = DDict.attach(ser)
+    v = bytes(range(256)) * (n // 256)
+    d["big"] = v
+    d["big_node"] = dragon.current_runtime().node_id
+
+if __name__ == "__main__":
+    out = {}
+    rt = dragon.current_runtime()
+    out["nnodes"] = len(rt.machine())
+    d = DDict(2, 4, 4 << 30, timeout=300)
+    out["manager_nodes"] = [m["node"] for m in d._meta["managers"]]
+    ser = d.serialize()
+    rounds = 60
+    with ProcessGroup() as pg:
+        for node in range(4):
+            pg.add_process(2, ProcessTemplate(client, args=(ser, None, rounds),
+                                              policy=Policy(placement=Policy.Placement.HOST_ID, host_id=node)))
+        pg._entries = [(1, ProcessTemplate(client, args=(ser, k, rounds),
+                                           policy=Policy(placement=Policy.Placement.HOST_ID, host_id=k // 2)))
+                       for k in range(8)]
+        pg.start(); pg.join(300)
+        out["codes"] = [c for _, c in pg.exit_status]
+    done = {k[1]: v for k, v in d.items() if isinstance(k, tuple) and k[0] == "done"}
+    out["client_nodes"] = sorted(v["node"] for v in done.values())
+    out["local_managers"] = sorted({tuple(v["local_managers"]) for v in done.values()})
+    out["own"] = all(d[("own", me, i)] == (me, i, me // 2) for me in range(8) for i in range(rounds))
+    shared = [d[("shared", j)] for j in range(5)]
+    out["shared_valid"] = all(s[1] % 5 == j and 0 <= s[0] < 8 for j, s in enumerate(shared))
+    out["len"] = len(d)
+    out["keys_per_manager"] = [s["keys"] for s in d.stats]
+    out["local_keys_sum"] = sum(v["local_keys"] for v in done.values() if v["node"] in (0, 1, 2, 3)) // 2
+    import multiprocessing as mp
+    mp.set_start_method("dragon")
+    ps = [mp.Process(target=mp_child, args=(d, k)) for k in range(4)]
+    for p in ps: p.start()
+    for p in ps: p.join(120)
+    out["mp"] = [[p.exitcode for p in ps], sorted(d[("mp", k)] for k in range(4))]
+    # 256 MiB written from node 3, read on node 0 (and its manager elsewhere)
+    n = 256 << 20
+    with ProcessGroup() as pg:
+        pg.add_process(1, ProcessTemplate(big_writer, args=(ser, n),
+                                          policy=Policy(placement=Policy.Placement.HOST_ID, host_id=3)))
+        pg.start(); pg.join(600)
+    big = d["big"]
+    out["big"] = [len(big) == n, big == bytes(range(256)) * (n // 256), d["big_node"]]
+    del big
+    out["big_manager_node"] = d._meta["managers"][__import__("zlib").crc32(b"sbig") % 8]["node"]
+    pids = [m["pid"] for m in d._meta["managers"]]
+    d.destroy()
+    out["pids"] = pids
+    out["run"] = rt.run_id
+    print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.system
+def test_clients_on_every_node_of_four_virtual_nodes(script):
+    p = script(PRELUDE, ACROSS).run(under=["--launcher", "virtual", "--nodes", "4"], timeout=900)
+    out = last_json(p.stdout)
+    assert out["nnodes"] == 4
+    assert out["manager_nodes"] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert out["codes"] == [0] * 8
+    assert out["client_nodes"] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert out["local_managers"] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert out["own"] is True and out["shared_valid"] is True
+    assert out["len"] == 8 * 60 + 5 + 8
+    assert sum(out["keys_per_manager"]) == out["len"] and all(k > 0 for k in out["keys_per_manager"])
+    assert out["mp"][0] == [0] * 4 and all(0 <= n < 4 for n in out["mp"][1])
+    assert out["big"] == [True, True, 3] and out["big_manager_node"] not in (0, 3)  # three nodes involved
+    assert wait_gone(out["pids"])
+    assert not no_residue_of(out["run"])
