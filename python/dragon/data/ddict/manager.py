@@ -450,7 +450,17 @@ def serve(index: int, n: int, node: int, capacity: int, wss: int, wait_for_keys:
     boot.send(pickle.dumps(rec), None)
     if not boot.is_local:
         boot.flush(None)
+    prof = os.environ.get("DRAGON_DDICT_PROFILE")   # a directory: each manager's cProfile stats go there
+    if prof:
+        import cProfile
+
+        pr = cProfile.Profile()
+        pr.enable()
     try:
         m.serve()
     except KeyboardInterrupt:
         m.close()
+    finally:
+        if prof:
+            pr.disable()
+            pr.dump_stats(os.path.join(prof, f"ddict-manager-{index}-{os.getpid()}.prof"))
