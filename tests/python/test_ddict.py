@@ -390,3 +390,40 @@ def test_clients_on_every_node_of_four_virtual_nodes(script):
     assert out["big"] == [True, True, 3] and out["big_manager_node"] not in (0, 3)  # three nodes involved
     assert wait_gone(out["pids"])
     assert not no_residue_of(out["run"])
+
+
+CPP = """
+if __name__ == "__main__":
+    import subprocess
+    exe = sys.argv[1]
+    nodes = len(dragon.current_runtime().machine())
+    d = DDict(1, nodes, 256 << 20)
+    d["input"] = b"7"
+    d["to_erase"] = b"x"
+    d["py_big"] = b"p" * (5 << 20)
+    from dragon.native.process import Popen
+    with ProcessGroup() as pg:
+        pg.add_process(1, ProcessTemplate(exe, args=(d.serialize(),), stdout=Popen.PIPE,
+                                          policy=Policy(placement=Policy.Placement.HOST_ID, host_id=nodes - 1)))
+        pg.start(); pg.join(120)
+        cpp = json.loads(pg.read_output(0, "out").decode().strip().splitlines()[-1])
+    out = {"cpp": cpp, "result": d["result"].decode(), "cpp_big": d["cpp_big"] == b"z" * (3 << 20),
+           "to_erase": "to_erase" in d, "nodes": nodes, "run": dragon.current_runtime().run_id}
+    d.destroy()
+    print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_cpp_client_shares_the_dictionary(script, nodes):
+    from conftest import BUILD
+    exe = BUILD / "bin" / "dragon-ddict-example"
+    assert exe.exists(), f"{exe} is not built (cmake --build build --target dragon-ddict-example)"
+    under = ["--launcher", "virtual", "--nodes", "2"] if nodes == 2 else None
+    p = script(PRELUDE, CPP).run(str(exe), under=under, timeout=300)
+    out = last_json(p.stdout)
+    assert out["nodes"] == nodes
+    assert out["result"] == f"49 (squared by C++ on node {nodes - 1})"
+    assert out["cpp"] == {"py_big": 5 << 20, "size": 5, "keys": 5, "contains": True, "erased": True}
+    assert out["cpp_big"] is True and out["to_erase"] is False
+    assert not no_residue_of(out["run"])
