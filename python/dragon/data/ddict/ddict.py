@@ -32,6 +32,8 @@ START_TIMEOUT = 120.0
 DEFAULT_MEM = 1 << 30
 
 _Timeout = _core.DragonTimeoutError
+_poll = _core.poll
+_WAIT = os.environ.get("DRAGON_DDICT_WAIT", "poll")   # "recv": wait in a blocking recv instead
 
 
 class DDictError(DragonError):
@@ -212,6 +214,7 @@ class DDict:
         self._seq = 0
         self._boot = host.boot_id()
         self._my_node = None
+        self._poll_item = None
 
     def _ensure(self) -> None:
         if self._pid != os.getpid():
@@ -224,6 +227,7 @@ class DDict:
             self._rt = rt
             self._my_node = rt.node_id
             self._reply = _core.Channel.create(rt, capacity=REPLY_CAPACITY, block_size=REPLY_BLOCK)
+            self._poll_item = [(self._reply, _core.READABLE)] if _WAIT == "poll" else None
             self._reply_fin = weakref.finalize(self, _release_client, self._reply, self._mch, self._cid)
 
     def _manager_name(self, i: int) -> str:
@@ -300,9 +304,19 @@ class DDict:
 
     def _wait_reply(self, i, seq, deadline):
         recv = self._reply.recv
+        item = self._poll_item
         while True:
             try:
-                rep = recv(SLICE)
+                if item is not None:
+                    # Wait in poll (a short spin, then the futex) and take the
+                    # reply with a try-once: a blocked recv spins with
+                    # sched_yield first, and many clients yielding starve the
+                    # managers they wait for on a machine with few cpus.
+                    if not _poll(item, SLICE)[0]:
+                        raise _Timeout("no reply yet")
+                    rep = recv(0)
+                else:
+                    rep = recv(SLICE)
             except _Timeout:
                 self._check(i, deadline, "no reply")
                 continue
