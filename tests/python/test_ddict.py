@@ -427,3 +427,23 @@ def test_cpp_client_shares_the_dictionary(script, nodes):
     assert out["cpp"] == {"py_big": 5 << 20, "size": 5, "keys": 5, "contains": True, "erased": True}
     assert out["cpp_big"] is True and out["to_erase"] is False
     assert not no_residue_of(out["run"])
+
+
+LEFT = """
+if __name__ == "__main__":
+    d = DDict(2, len(dragon.current_runtime().machine()), 64 << 20)
+    d["k"] = b"v" * (3 << 20)       # pieces: side channels too
+    d["k"]
+    print(json.dumps({"pids": [m["pid"] for m in d._meta["managers"]],
+                      "run": dragon.current_runtime().run_id}), flush=True)
+    # no destroy(): the end of the runtime must take the managers and their memory
+"""
+
+
+@pytest.mark.parametrize("under", [None, ["--launcher", "virtual", "--nodes", "2"]])
+def test_runtime_end_without_destroy_leaves_nothing(script, under):
+    p = script(PRELUDE, LEFT).run(under=under, timeout=180)
+    out = last_json(p.stdout)
+    assert len(out["pids"]) == (2 if under is None else 4)
+    assert wait_gone(out["pids"])
+    assert not no_residue_of(out["run"])

@@ -258,10 +258,19 @@ class Manager:
 
     def serve(self) -> None:
         recv = self.ch.recv
+        poll = _core.poll
+        item = [(self.ch, _core.READABLE)]
         while self.running:
             try:
-                msg = recv(None)
+                msg = recv(0)          # a backlog: no waiting at all
             except _core.DragonTimeoutError:
+                # Idle: wait in poll (a short spin, then the futex), not in a
+                # blocking recv, whose spin yields the cpu in a loop that
+                # competes with the clients on a machine with few cpus.
+                try:
+                    poll(item, 1.0)
+                except _core.DragonTimeoutError:
+                    pass
                 continue
             if large.is_record(msg):
                 try:
