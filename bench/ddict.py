@@ -13,7 +13,7 @@ multiprocessing.Manager().dict() on this machine, interleaved in one run
      over the time from that instant to the last one's end.
  (2) GB/s of one client putting and getting a 64 MiB value.
 
-    bench/ddict.py [--runs 3] [--quick] [--ops 2000]
+    bench/ddict.py [--runs 3] [--quick] [--ops 1000]
 
 Each round measures every case once (a warm-up round first); the table
 gives medians, minima and the ratio to Redis.
@@ -282,7 +282,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one round, 500 operations per client")
-    ap.add_argument("--ops", type=int, default=2000, help="operations per client per case")
+    ap.add_argument("--ops", type=int, default=1000, help="operations per client per case")
     ap.add_argument("--clients", default=",".join(map(str, CLIENTS)))
     ap.add_argument("--build", default=os.path.join(os.path.dirname(HERE), "build"))
     ap.add_argument("--inner-two-nodes", action="store_true", help=argparse.SUPPRESS)
