@@ -231,7 +231,7 @@ if __name__ == "__main__":
     out["frozen_read"] = d[5]
     d.unfreeze(); d["x"] = 1
     out["unfrozen"] = [d.is_frozen, d["x"]]
-    ro = DDict.attach(d.serialize()); ro._read_only = True
+    ro = DDict.attach(d.serialize(), read_only=True)
     try:
         ro["y"] = 1; out["read_only"] = None
     except DDictError as e:

@@ -118,7 +118,8 @@ struct DDict::Impl {
         const char state = stat[close + 2];
         if (state == 'Z' || state == 'X') return false;
         const auto env = read_small_file(fmt::format("/proc/{}/environ", m.pid));
-        return m.puid == 0 || ("\0" + env).find(fmt::format("{}DRAGON_PUID={}{}", '\0', m.puid, '\0')) != std::string::npos;
+        const std::string want = std::string(1, '\0') + fmt::format("DRAGON_PUID={}", m.puid) + std::string(1, '\0');
+        return m.puid == 0 || (std::string(1, '\0') + env).find(want) != std::string::npos;
     }
 
     Status check(std::size_t i, std::chrono::steady_clock::time_point deadline, std::string_view what) const {

@@ -187,8 +187,9 @@ class DDict:
         return base64.b64encode(json.dumps(self._meta).encode()).decode()
 
     @classmethod
-    def attach(cls, serialized: str, *, timeout: float | None = _MISSING) -> "DDict":
-        """The dictionary ``serialized`` (``serialize()``) names, as a new client."""
+    def attach(cls, serialized: str, *, timeout: float | None = _MISSING, read_only: bool = False) -> "DDict":
+        """The dictionary ``serialized`` (``serialize()``) names, as a new
+        client (with its own ``timeout`` if given; ``read_only``: its writes raise)."""
         try:
             meta = json.loads(base64.b64decode(serialized))
             if meta.get("v") != 1 or not meta["managers"]:
@@ -197,7 +198,7 @@ class DDict:
             raise ValueError(f"DDict.attach: not a serialized DDict ({e})") from None
         if timeout is not _MISSING:
             meta = dict(meta, timeout=timeout)
-        return cls(_meta=meta)
+        return cls(_meta=meta, read_only=read_only)
 
     def __reduce__(self):
         return (_attach_view, (self.serialize(), self._chkpt, self._only, self._read_only))
