@@ -414,7 +414,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("nodes", [1, 2])
+@pytest.mark.parametrize("nodes", [1, pytest.param(2, marks=pytest.mark.system)])
 def test_cpp_client_shares_the_dictionary(script, nodes):
     from conftest import BUILD
     exe = BUILD / "bin" / "dragon-ddict-example"
@@ -440,7 +440,7 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("under", [None, ["--launcher", "virtual", "--nodes", "2"]])
+@pytest.mark.parametrize("under", [None, pytest.param(["--launcher", "virtual", "--nodes", "2"], marks=pytest.mark.system)])
 def test_runtime_end_without_destroy_leaves_nothing(script, under):
     p = script(PRELUDE, LEFT).run(under=under, timeout=180)
     out = last_json(p.stdout)
