@@ -261,16 +261,15 @@ class Manager:
         poll = _core.poll
         item = [(self.ch, _core.READABLE)]
         while self.running:
+            # Wait in poll (at once with a backlog; else a short spin, then
+            # the futex), not in a blocking recv, whose spin yields the cpu in
+            # a loop that competes with the clients on a machine with few
+            # cpus; then take the message with a try-once.
             try:
-                msg = recv(0)          # a backlog: no waiting at all
+                if not poll(item, 1.0)[0]:
+                    continue
+                msg = recv(0)
             except _core.DragonTimeoutError:
-                # Idle: wait in poll (a short spin, then the futex), not in a
-                # blocking recv, whose spin yields the cpu in a loop that
-                # competes with the clients on a machine with few cpus.
-                try:
-                    poll(item, 1.0)
-                except _core.DragonTimeoutError:
-                    pass
                 continue
             if large.is_record(msg):
                 try:
