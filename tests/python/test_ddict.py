@@ -333,12 +333,9 @@ if __name__ == "__main__":
     ser = d.serialize()
     rounds = 60
     with ProcessGroup() as pg:
-        for node in range(4):
-            pg.add_process(2, ProcessTemplate(client, args=(ser, None, rounds),
-                                              policy=Policy(placement=Policy.Placement.HOST_ID, host_id=node)))
-        pg._entries = [(1, ProcessTemplate(client, args=(ser, k, rounds),
-                                           policy=Policy(placement=Policy.Placement.HOST_ID, host_id=k // 2)))
-                       for k in range(8)]
+        for k in range(8):   # two clients on each node
+            pg.add_process(1, ProcessTemplate(client, args=(ser, k, rounds),
+                                              policy=Policy(placement=Policy.Placement.HOST_ID, host_id=k // 2)))
         pg.start(); pg.join(300)
         out["codes"] = [c for _, c in pg.exit_status]
     done = {k[1]: v for k, v in d.items() if isinstance(k, tuple) and k[0] == "done"}
