@@ -215,6 +215,18 @@ def RawArray(typecode_or_type, size_or_initializer):
     return result
 
 
+def _reduce_synchronized(s):
+    # ForkingPickler's table wins over __reduce__, whose assert_spawning
+    # refuses queues and pipes: ours pickle anywhere, the stdlib's as before.
+    if isinstance(s._obj.__dict__.get("_wrapper"), SharedBuffer):
+        return _msc.synchronized, (s._obj, s._lock)
+    return s.__reduce__()
+
+
+for _cls in (_msc.Synchronized, _msc.SynchronizedArray, _msc.SynchronizedString):
+    _msc._ForkingPickler.register(_cls, _reduce_synchronized)
+
+
 def _synchronized(obj, lock):
     if lock is False:
         return obj
@@ -222,7 +234,10 @@ def _synchronized(obj, lock):
         lock = RLock()
     if not hasattr(lock, "acquire"):
         raise AttributeError("%r has no method 'acquire'" % lock)
-    return _msc.synchronized(obj, lock, ctx=_ctx())
+    s = _msc.synchronized(obj, lock, ctx=_ctx())
+    if type(s) not in _msc._ForkingPickler._extra_reducers:  # a wrapper of a ctypes Structure
+        _msc._ForkingPickler.register(type(s), _reduce_synchronized)
+    return s
 
 
 def Value(typecode_or_type, *args, lock=True):
