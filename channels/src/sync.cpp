@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "futex.hpp"
@@ -48,11 +49,25 @@ struct Self {
     std::uint64_t start = 0;
 };
 
+// This process's identity, cached: getpid() is a system call, which an
+// uncontended acquire should not make. A forked child drops the cache.
+Self g_self;
+std::atomic<bool> g_self_known{false};
+std::mutex g_self_mu;
+
+void forget_self() noexcept { g_self_known.store(false, std::memory_order_relaxed); }
+
 Self self() noexcept {
-    static thread_local Self cached;
-    int pid = static_cast<int>(::getpid());
-    if (cached.pid != pid) cached = Self{pid, process_start_time(pid)};  // after a fork: the child's
-    return cached;
+    if (g_self_known.load(std::memory_order_acquire)) return g_self;
+    std::lock_guard lk(g_self_mu);
+    if (!g_self_known.load(std::memory_order_relaxed)) {
+        static std::once_flag once;
+        std::call_once(once, [] { ::pthread_atfork(nullptr, nullptr, forget_self); });
+        int pid = static_cast<int>(::getpid());
+        g_self = Self{pid, process_start_time(pid)};
+        g_self_known.store(true, std::memory_order_release);
+    }
+    return g_self;
 }
 
 bool alive(const Holder& h) noexcept {

@@ -781,7 +781,10 @@ public:
     void release() {
         if (kind_ == 1) {
             if (count_ == 0 || last_tid_ != PyThread_get_thread_ident())
-                throw py::assertion_error("attempt to release recursive lock not owned by thread");
+            {
+                PyErr_SetString(PyExc_AssertionError, "attempt to release recursive lock not owned by thread");
+                throw py::error_already_set();
+            }
             if (count_ > 1) {
                 --count_;
                 return;
