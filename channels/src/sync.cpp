@@ -250,6 +250,16 @@ Result<int> SyncBlock::reap() {
     return given;
 }
 
+Status SyncBlock::drop_mine() {
+    auto* h = hdr();
+    auto me = detail::self();
+    auto g = detail::RobustGuard::lock(&h->lock, [&] { return detail::repair(h); });
+    if (!g) return std::move(g).error();
+    for (auto& e : h->holders)
+        if (e.pid == me.pid && e.start == me.start) e = detail::Holder{};
+    return ok();
+}
+
 std::int32_t SyncBlock::value() const noexcept {
     return __atomic_load_n(&hdr()->value, __ATOMIC_ACQUIRE);
 }

@@ -125,6 +125,21 @@ TEST(SyncBlock, HolderKilledGivesItsCountsBack) {
     EXPECT_EQ(s->value(), 3);
 }
 
+TEST(SyncBlock, CountsOfAHolderThatExitedCleanlyAreConsumed) {
+    ScopedPool pool(1 << 20);
+    ASSERT_TRUE(pool.ok());
+    auto s = SyncBlock::create(*pool, 1, SyncBlock::kUnbounded, 0);
+    ASSERT_TRUE(s);
+    pid_t c = fork_child([&] {
+        auto r = s->acquire(kTryOnce);
+        if (!r || !*r) return 1;
+        return s->drop_mine() ? 0 : 2;  // a normal exit: the count was used, not held
+    });
+    EXPECT_EQ(wait_child(c), 0);
+    EXPECT_FALSE(*s->acquire(300ms));  // past a reap slice: nothing given back
+    EXPECT_EQ(s->value(), 0);
+}
+
 TEST(SyncBlock, StartTimeOfThisProcessIsKnown) {
     EXPECT_NE(process_start_time(static_cast<int>(::getpid())), 0U);
     EXPECT_EQ(process_start_time(-5), 0U);

@@ -772,6 +772,7 @@ public:
         if (got) {
             ++count_;
             last_tid_ = me;
+            if (!registered_) remember();
         }
         return got;
     }
@@ -796,6 +797,13 @@ public:
         ok_or_raise(st);
         if (count_ > 0) --count_;
     }
+    /// At this process's normal exit: forget its holder records in every
+    /// block it took counts of (SyncBlock::drop_mine), so they are not given back.
+    static void exit_cleanly() {
+        std::lock_guard lk(registry_mu());
+        for (auto& [addr, b] : registry()) (void)b.drop_mine();
+        registry().clear();
+    }
     int count() const { return count_; }
     bool is_mine() const { return count_ > 0 && last_tid_ == PyThread_get_thread_ident(); }
     void after_fork() { count_ = 0; }
@@ -816,7 +824,22 @@ public:
     std::uint32_t node_id() const { return node_; }
 
 private:
+    void remember() {
+        std::lock_guard lk(registry_mu());
+        registry().emplace(static_cast<const void*>(b_.data()), b_);
+        registered_ = true;
+    }
+    static std::mutex& registry_mu() {
+        static auto* mu = new std::mutex;
+        return *mu;
+    }
+    static std::map<const void*, channels::SyncBlock>& registry() {
+        static auto* r = new std::map<const void*, channels::SyncBlock>;
+        return *r;
+    }
+
     std::shared_ptr<Runtime> rt_;  // keeps the gateway (and its pool mapping) alive
+    bool registered_ = false;
     channels::SyncBlock b_;
     std::uint32_t node_;
     int kind_ = 0;  // 0: semaphore (Lock, Semaphore), 1: recursive mutex (RLock)
@@ -947,6 +970,8 @@ PYBIND11_MODULE(_core, m) {
         .def("address", &PySync::address)
         .def_property_readonly("descriptor", &PySync::descriptor)
         .def_property_readonly("node_id", &PySync::node_id);
+    m.def("sync_exit", &PySync::exit_cleanly,
+          "At a normal exit: this process's Lock/Semaphore holder records are dropped, not given back.");
 
     m.def("poll", &poll, py::arg("items"), py::arg("timeout") = py::none(),
           "Waits until one of this node's channels is ready: [(channel, events)] -> [revents] (all 0 on timeout).");

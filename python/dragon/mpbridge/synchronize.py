@@ -20,11 +20,13 @@ node of the same machine); see ``_remote.py`` for the rest.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import struct
 import threading
 from multiprocessing import synchronize as _ms
 from multiprocessing import sharedctypes as _msc
+from multiprocessing import util as _mp_util
 
 from dragon import _core
 from dragon._runtime import current_runtime
@@ -32,6 +34,14 @@ from dragon._runtime import current_runtime
 SEMAPHORE = 0
 RECURSIVE_MUTEX = 1
 SEM_VALUE_MAX = _ms.SEM_VALUE_MAX
+
+# A normal exit drops this process's holder records: counts it took were used
+# (a Semaphore as a signal, Condition's internals), not held; only a process
+# that dies otherwise (killed, crashed, os._exit) has its counts given back.
+# multiprocessing's children run util's finalizers before their exit; any
+# process runs atexit.
+atexit.register(_core.sync_exit)
+_mp_util.Finalize(None, _core.sync_exit, exitpriority=-100)
 
 
 def _ctx():

@@ -30,7 +30,8 @@ struct SyncHeader;
 /// in a table of kMaxHolders entries; release() takes one count from the
 /// caller's record, or when it holds none (a Lock released by another
 /// process), from the oldest record. reap() gives the counts of holders that
-/// no longer exist back to the semaphore and wakes waiters; waiters call it
+/// no longer exist and did not call drop_mine() (at their normal exit) back
+/// to the semaphore and wakes waiters; waiters call it
 /// each time a wait slice of `kReapSlice` passes without a wake-up, so a
 /// process killed while holding a Lock or Semaphore counts delays the others
 /// by at most that slice. More than kMaxHolders distinct holders at once:
@@ -51,6 +52,8 @@ public:
     /// invalid_argument / protocol when it is not (stale or foreign).
     static Result<SyncBlock> attach(const Pool& pool, std::uint64_t offset, std::uint64_t id);
 
+    SyncBlock(const SyncBlock&) = default;  // another handle of the same block
+    SyncBlock& operator=(const SyncBlock&) = default;
     SyncBlock(SyncBlock&&) noexcept = default;
     SyncBlock& operator=(SyncBlock&&) noexcept = default;
 
@@ -63,6 +66,12 @@ public:
     /// Gives back the counts of recorded holders that have died; returns how
     /// many counts were given back.
     Result<int> reap();
+    /// Forgets this process's holder record without giving its counts back:
+    /// what a process does when it exits normally (counts it took are
+    /// consumed, as a Semaphore used as a signal wants; a Lock it still holds
+    /// stays locked, as the standard library's). Only a process that dies
+    /// without this (killed, crashed, os._exit) has its counts given back.
+    Status drop_mine();
 
     [[nodiscard]] std::int32_t value() const noexcept;
     [[nodiscard]] std::int32_t maximum() const noexcept;
