@@ -100,6 +100,12 @@ if __name__ == "__main__":
     h.kill(); h.join(60)
     # the third count is free; the next one needs the dead holder's two back
     out["after_death"] = [lk.acquire(timeout=30), s3.acquire(timeout=30), s3.acquire(timeout=30), s3.get_value()]
+    # a descriptor of a pool this host does not have (another host's object)
+    from dragon.mpbridge.synchronize import _attach
+    try:
+        _attach(("/dragon-0123abcd-n9-pool", 1, 4096, 1)); out["foreign"] = None
+    except RuntimeError as e:
+        out["foreign"] = str(e)
     out["run"] = dragon.current_runtime().run_id
     print(json.dumps(out), flush=True)
 """
@@ -115,6 +121,7 @@ def test_sync_objects_on_one_node(script):
     assert out["ready"] is True and out["held"] == [False, 1]
     # the dead holder's lock and its two counts came back
     assert out["after_death"] == [True, True, True, 1]
+    assert "/dragon-0123abcd-n9-pool" in out["foreign"] and "another host" in out["foreign"]
     assert not no_residue_of(out["run"])
 
 
