@@ -324,7 +324,7 @@ public:
     void add(std::vector<std::string> argv, std::string cwd, std::vector<std::string> env,
              const std::string& stdin_kind, const std::string& stdin_path, const std::string& stdout_kind,
              const std::string& stdout_path, const std::string& stderr_kind, const std::string& stderr_path,
-             std::uint32_t count, std::int32_t node, std::string host, std::vector<std::uint32_t> cpus) {
+             std::uint32_t count, std::int32_t node, std::string host, std::vector<std::uint32_t> cpus, bool fast_start) {
         if (argv.empty()) throw py::value_error("a process needs a program (argv is empty)");
         if (count == 0) throw py::value_error("nproc must be at least 1");
         client::ProcessTemplate t;
@@ -340,6 +340,7 @@ public:
         t.node = node;
         t.host = std::move(host);
         t.cpus = std::move(cpus);
+        t.fast_start = fast_start;
         pg().add(std::move(t), count);
     }
 
@@ -908,7 +909,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("stdin") = "discard", py::arg("stdin_path") = "", py::arg("stdout") = "inherit",
              py::arg("stdout_path") = "", py::arg("stderr") = "inherit", py::arg("stderr_path") = "",
              py::arg("count") = 1, py::arg("node") = -1, py::arg("host") = "",
-             py::arg("cpus") = std::vector<std::uint32_t>{})
+             py::arg("cpus") = std::vector<std::uint32_t>{}, py::arg("fast_start") = false)
         .def("release", &Group::release)
         .def("start", &Group::start)
         .def("plan", &Group::plan)

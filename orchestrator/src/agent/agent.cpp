@@ -72,6 +72,7 @@ Agent::Agent(AgentOptions opts, rt::NodeLock lock, channels::Pool pool)
     for (char** e = environ; *e != nullptr; ++e) {
         std::string_view kv(*e);
         if (kv.starts_with("PATH=")) ex.path_env = std::string(kv.substr(5));
+        if (kv == "DRAGON_FAST_START=0") ex.fast_start = false;
         // The run's secret is the agents' alone: no managed process gets it.
         if (kv.starts_with(std::string(transport::kSecretHexEnv) + "=") ||
             kv.starts_with(std::string(transport::kSecretFileEnv) + "="))

@@ -85,6 +85,7 @@ msg::GroupSpec ProcessGroup::spec() const {
         p.stdin_path = t.stdin_redirect.path;
         p.stdout_path = t.stdout_redirect.path;
         p.stderr_path = t.stderr_redirect.path;
+        p.fast_start = t.fast_start;
         s.entries.push_back({std::move(p), count, t.node, t.host, t.cpus});
     }
     s.placement = options_.placement;

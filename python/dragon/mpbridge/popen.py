@@ -129,7 +129,8 @@ class Popen:
         # others outlive it (the standard library's orphans).
         group = _core.Group(rt, placement="cyclic", restart=False, max_restarts=0, pmi="none",
                             outlive_owner=not process_obj.daemon)
-        group.add(tmpl.argv(), cwd=tmpl.cwd, env=tmpl.environment(None), count=1, **tmpl.redirects(), **constraints)
+        group.add(tmpl.argv(), cwd=tmpl.cwd, env=tmpl.environment(None), count=1, **tmpl.redirects(),
+                  fast_start=True, **constraints)
         group.start()
         self._group = group
         m = group.members[0]

@@ -115,7 +115,11 @@ class ProcessTemplate:
     the runtime's environment. ``stdin`` is None (no input), ``Popen.PIPE``
     (written by the group's owner) or a file; ``stdout``/``stderr`` are None
     (to dragon-orchestrate's terminal), ``Popen.PIPE`` (read by the owner),
-    ``Popen.DEVNULL`` or a file path pattern (``%r`` is the rank)."""
+    ``Popen.DEVNULL`` or a file path pattern (``%r`` is the rank).
+    A callable's process starts as a fork of its node's pre-imported
+    interpreter once that is ready (``fast_start``; docs/runtime.md), which
+    shares the interpreter's imports and hash seed; ``fast_start=False``
+    asks for a fresh interpreter."""
 
     PIPE = Popen.PIPE
     STDOUT = Popen.STDOUT
@@ -123,7 +127,7 @@ class ProcessTemplate:
 
     def __init__(self, target: str | os.PathLike | Callable[..., Any], args: tuple = None, kwargs: dict = None,
                  cwd: str | os.PathLike | None = ".", env: dict | None = None, stdin=None, stdout=None, stderr=None,
-                 policy: Policy | None = None, options: Any = None):
+                 policy: Policy | None = None, options: Any = None, fast_start: bool = True):
         self.args = tuple(args) if args is not None else ()
         self.kwargs = dict(kwargs) if kwargs is not None else {}
         self.cwd = os.getcwd() if cwd in (None, ".") else os.path.abspath(os.fspath(cwd))
@@ -141,6 +145,9 @@ class ProcessTemplate:
         self.policy = Policy.merge(Policy.thread_policy(), policy) if Policy.thread_policy() else policy
         self.options = options
         self.is_python = callable(target) and not isinstance(target, (str, bytes, os.PathLike))
+        # A callable's process may start as a fork of its node's pre-imported
+        # interpreter (docs/runtime.md, "Fast start"); False: a fresh one.
+        self.fast_start = bool(fast_start) and self.is_python
         if self.is_python:
             import inspect
 

@@ -197,7 +197,7 @@ class ProcessGroup:
             for n, t in self._entries:
                 pol = resolve(self.policy, t.policy)
                 self._group.add(t.argv(), cwd=t.cwd, env=t.environment(errors), count=n, **t.redirects(),
-                                **_constraints(pol, self._runtime))
+                                fast_start=t.fast_start, **_constraints(pol, self._runtime))
             self._group.start()
         except BaseException:
             # A refused start leaves nothing behind, and start() may be tried again.

@@ -160,7 +160,11 @@ struct ProcSpec {
     OutputMode stderr_mode = OutputMode::forward;
     // Path patterns for the file modes ("%r" rank, ...); relative to cwd.
     std::string stdin_path, stdout_path, stderr_path;
-    DRAGON_WIRE_FIELDS(argv, env, cwd, stdin_mode, stdout_mode, stderr_mode, stdin_path, stdout_path, stderr_path)
+    // A `python [-S] -c code` member that may start as a fork of the node's
+    // pre-imported interpreter of that Python (docs/runtime.md, "Fast start").
+    bool fast_start = false;
+    DRAGON_WIRE_FIELDS(argv, env, cwd, stdin_mode, stdout_mode, stderr_mode, stdin_path, stdout_path, stderr_path,
+                       fast_start)
 };
 
 /// Front end -> agent: bytes for a process's stdin; eof closes it.

@@ -53,6 +53,9 @@ struct ProcessTemplate {
     std::int32_t node = -1;            // -1: any node; else every process on this node id
     std::string host;                  // empty: any; else a node with this hostname (several: spread over them)
     std::vector<std::uint32_t> cpus;   // non-empty: each process bound to exactly these OS cpu ids
+    // argv is `python [-S] -c code`: each process may start as a fork of the
+    // node's pre-imported interpreter (docs/runtime.md, "Fast start").
+    bool fast_start = false;
 
     static ProcessTemplate command(std::vector<std::string> argv) {
         ProcessTemplate t;

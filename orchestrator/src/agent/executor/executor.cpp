@@ -43,7 +43,8 @@ Executor::Executor(Router& router, asio::io_context& io, ExecutorOptions opts)
       pmi_(router, io, PmiOptions{opts_.run, opts_.node_id, opts_.hostname, opts_.base_env,
                                   [this](std::uint64_t g, std::uint32_t r, const std::string& why) {
                                       end_rank(g, r, why);
-                                  }}) {}
+                                  }}),
+      zygotes_(ZygoteOptions{opts_.base_env, opts_.fast_start}) {}
 
 void Executor::bind(Dispatcher<std::uint32_t>& nodes) {
     nodes.on<msg::ExecMembers>([this](std::uint32_t, msg::ExecMembers&& m) { exec_members(m); });
@@ -174,7 +175,11 @@ msg::MemberStarted Executor::spawn_member(LocalGroup& g, std::uint32_t rank) {
     if (!io) return fail_io(io.error());
     rt::ChildSpec cs{*path, spec.argv, std::move(env), spec.cwd, io->child_in(), io->child_out(), io->child_err(),
                      {place.cpus.begin(), place.cpus.end()}, pmi.child_fd.get()};
-    auto pid = rt::spawn_child(cs);
+    auto pid = [&]() -> Result<pid_t> {
+        if (spec.fast_start && !g.pmi)
+            if (auto forked = zygotes_.spawn(cs)) return std::move(*forked);
+        return rt::spawn_child(cs);
+    }();
     if (!pid) return fail(pid.error());
     if (g.pmi) {
         pmi.child_fd.reset();
@@ -386,7 +391,7 @@ void Executor::reap() {
         if (pid <= 0) break;
         auto it = by_pid_.find(pid);
         if (it == by_pid_.end()) {
-            spdlog::debug("reaped stray descendant pid {}", pid);
+            if (!zygotes_.reaped(pid, status)) spdlog::debug("reaped stray descendant pid {}", pid);
             continue;
         }
         Process* p = find(it->second);
@@ -471,6 +476,7 @@ void Executor::finish() {
         if (p->output_grace) p->output_grace->cancel();
     }
     pmi_.stop();  // its jobs, the PMIx server and its directory
+    zygotes_.stop();
     // A member reaped from now on (one that outlived SIGKILL) reports without PMI.
     for (auto& [id, g] : groups_) g.pmi = nullptr;
 }

@@ -22,6 +22,7 @@
 #include "../dispatch.hpp"
 #include "../pmi/pmi.hpp"
 #include "../router.hpp"
+#include "zygote.hpp"
 #include "dragon/common/ids.hpp"
 #include "dragon/common/messages.hpp"
 
@@ -75,6 +76,8 @@ struct ExecutorOptions {
     std::function<void()> first_group;
     /// Exits were reaped or reported: the shell may be able to finish its teardown.
     std::function<void()> exits_changed;
+    /// fast_start members fork from a zygote (zygote.hpp); DRAGON_FAST_START=0 in the agent's environment turns it off.
+    bool fast_start = true;
 };
 
 class Executor {
@@ -107,6 +110,8 @@ public:
     // Exposed for tests and the shell's logs.
     [[nodiscard]] std::size_t group_count() const { return groups_.size(); }
     [[nodiscard]] const Process* find_process(Puid puid) const;
+    /// Members started as forks of a zygote so far.
+    [[nodiscard]] std::size_t fast_started() const { return zygotes_.forked(); }
 
 private:
     void exec_members(const msg::ExecMembers& m);
@@ -137,6 +142,7 @@ private:
     ExecutorOptions opts_;
     IdAllocator puids_;
     PmiService pmi_;
+    Zygotes zygotes_;
     std::map<Puid, std::unique_ptr<Process>> procs_;
     std::size_t running_ = 0;  // procs_ entries in state running
     std::unordered_map<pid_t, Puid> by_pid_;

@@ -1,0 +1,295 @@
+"""A node's pre-imported Python interpreter that forks members (the fast
+start of docs/runtime.md): the agent starts one per interpreter, flags and
+Python path the first time a ``fast_start`` member asks for it, and from
+then on a member starts in the time of a fork instead of an interpreter
+start-up and its imports.
+
+The member is still the runtime's process: the zygote forks twice, so the
+member's parent is the agent (a child subreaper), which reaps it, reports
+its exit, signals and binds it as any member it exec'd. The agent sends,
+on the socket it gave this process (fd ``DRAGON_ZYGOTE_FD``), frames of a
+4-byte little-endian length and a body of NUL-separated fields::
+
+    spawn, cwd, cpus ("0,2"), fds ("111": which of stdin/stdout/stderr
+    travel with the frame, SCM_RIGHTS), argc, argv..., env...
+
+and gets back ``ok <pid>`` or ``err <errno> <what>``; after the imports this
+process sends ``ready <pid>`` once. End of file on the socket ends it.
+
+A member gets what a fresh ``python3 [-S] -c code`` would have: its own
+environment, working directory, binding, stdio, default signal handlers, a
+new ``__main__`` and multiprocessing's process state; the imports of the
+zygote (the list below, and ``DRAGON_ZYGOTE_PRELOAD``) are already there,
+and ``PYTHONHASHSEED`` randomisation is shared with the zygote, as with
+fork.
+"""
+
+import os
+import socket
+import struct
+import sys
+
+_HEAD = struct.Struct("<I")
+MAX_FRAME = 64 * 1024 * 1024
+
+# What a Python-callable member and a multiprocessing child import before
+# their own code (`python3 -X importtime` of a dragon child).
+PRELOAD = (
+    "dragon._core", "dragon._runner", "dragon._runtime", "dragon._fnpickle", "dragon.exceptions",
+    "dragon.mpbridge", "dragon.mpbridge.child", "dragon.mpbridge.popen", "dragon.mpbridge.queues",
+    "dragon.mpbridge.wait", "dragon.infrastructure.connection", "dragon.infrastructure.policy",
+    "dragon.native.process", "dragon.native.process_group", "dragon.native.queue", "dragon.native.machine",
+    "multiprocessing", "multiprocessing.context", "multiprocessing.process", "multiprocessing.reduction",
+    "multiprocessing.spawn", "multiprocessing.util", "multiprocessing.connection", "multiprocessing.queues",
+    "multiprocessing.synchronize", "multiprocessing.resource_tracker", "pickle", "threading", "traceback",
+    "binascii", "ctypes", "cloudpickle",
+)
+
+
+class _Bad(Exception):
+    """A malformed request: answered with EINVAL, the zygote goes on."""
+
+
+def _preload() -> None:
+    import importlib
+
+    extra = [m for m in os.environ.pop("DRAGON_ZYGOTE_PRELOAD", "").split(",") if m.strip()]
+    for name in (*PRELOAD, *extra):
+        try:
+            importlib.import_module(name.strip())
+        except ImportError:
+            pass  # optional (cloudpickle), or the user's: the member imports it itself
+        except Exception as e:  # a module that fails at import fails in the member too, with its traceback
+            sys.stderr.write(f"dragon zygote: preloading {name}: {e!r}\n")
+
+
+def _recv_exact(sock: socket.socket, n: int, fds: list) -> bytes | None:
+    """n bytes (None at end of file before the first); descriptors that
+    arrive with them are appended to fds."""
+    buf = bytearray()
+    while len(buf) < n:
+        data, got, _flags, _addr = socket.recv_fds(sock, n - len(buf), 8)
+        fds.extend(got)
+        if not data:
+            if not buf:
+                return None
+            raise EOFError("the agent's socket ended inside a frame")
+        buf += data
+    return bytes(buf)
+
+
+def _send(sock: socket.socket, text: str) -> None:
+    body = text.encode()
+    sock.sendall(_HEAD.pack(len(body)) + body)
+
+
+def _parse(body: bytes, fds: list) -> dict:
+    fields = body.split(b"\0")
+    if len(fields) < 6 or fields[0] != b"spawn":
+        raise _Bad(f"not a spawn request ({len(fields)} fields)")
+    cwd, cpus, mask = fields[1], fields[2], fields[3]
+    try:
+        argc = int(fields[4])
+        cpu_set = {int(c) for c in cpus.split(b",") if c}
+    except ValueError as e:
+        raise _Bad(f"bad number: {e}") from None
+    if argc < 3 or 5 + argc > len(fields) or len(mask) != 3 or mask.count(b"1") != len(fds):
+        raise _Bad(f"argc {argc}, fds {mask!r} with {len(fds)} descriptors")
+    argv = [a.decode("utf-8", "surrogateescape") for a in fields[5:5 + argc]]
+    if argv[-2] != "-c":
+        raise _Bad("argv does not end with -c code")
+    env = {}
+    for kv in fields[5 + argc:]:
+        k, sep, v = kv.partition(b"=")
+        if sep and k:
+            env[os.fsdecode(k)] = os.fsdecode(v)
+    it = iter(fds)
+    stdio = [next(it) if m == ord("1") else -1 for m in mask]
+    return {"cwd": os.fsdecode(cwd), "cpus": cpu_set, "stdio": stdio, "argv": argv, "env": env}
+
+
+def _serve(sock: socket.socket, agent: int):
+    """Answers spawn requests until end of file (then exits); returns, in a
+    member only, its request."""
+    _send(sock, f"ready {os.getpid()}")
+    while True:
+        fds: list = []
+        try:
+            head = _recv_exact(sock, _HEAD.size, fds)
+            if head is None:
+                os._exit(0)
+            (n,) = _HEAD.unpack(head)
+            if n > MAX_FRAME:
+                raise EOFError(f"a {n}-byte frame")
+            body = _recv_exact(sock, n, fds)
+            if body is None:
+                raise EOFError("the agent's socket ended inside a frame")
+        except (OSError, EOFError) as e:
+            sys.stderr.write(f"dragon zygote: {e}; exiting\n")
+            os._exit(1)
+        try:
+            req = _parse(body, fds)
+        except _Bad as e:
+            for fd in fds:
+                os.close(fd)
+            _send(sock, f"err 22 bad request: {e}")
+            continue
+        member = _fork(sock, agent, req)
+        if member is not None:
+            return member
+        for fd in fds:
+            os.close(fd)
+
+
+def _fork(sock: socket.socket, agent: int, req: dict):
+    """Forks the member (through a short-lived middle process, so that the
+    agent becomes its parent) and answers the agent; returns req in the
+    member, None in the zygote."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        middle = os.fork()
+    except OSError as e:
+        os.close(r)
+        os.close(w)
+        _send(sock, f"err {e.errno} fork: {e.strerror}")
+        return None
+    if middle == 0:
+        try:
+            pid = os.fork()
+        except BaseException as e:
+            _write_quietly(w, f"err {getattr(e, 'errno', None) or 11} fork: {e}\n")
+            os._exit(0)
+        if pid == 0:
+            os.close(r)
+            return _become(sock, agent, req, w)
+        _write_quietly(w, f"pid {pid}\n")
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        data = os.read(r, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(r)
+    os.waitpid(middle, 0)
+    pid, error = 0, ""
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "pid":
+            pid = int(rest)
+        elif word == "err" and not error:
+            error = rest
+    if error or pid <= 0:
+        _send(sock, f"err {error or '11 the member did not start'}")
+    else:
+        _send(sock, f"ok {pid}")
+    return None
+
+
+def _write_quietly(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        pass
+
+
+def _become(sock: socket.socket, agent: int, req: dict, report: int):
+    """In the member: waits to be the agent's child, then takes the
+    request's stdio, directory, binding, signals and environment, and tells
+    the zygote how it went. Never returns on failure."""
+    import signal
+    import time
+
+    step = "setpgid"
+    try:
+        os.setpgid(0, 0)
+        step = "parent"
+        deadline = time.monotonic() + 10.0
+        while os.getppid() != agent:  # the middle process is exiting
+            if os.getppid() == 1 or time.monotonic() > deadline:
+                raise OSError(3, "the agent is gone")
+            os.sched_yield()
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != agent:
+            raise OSError(3, "the agent is gone")
+        step = "signals"
+        for sig in signal.valid_signals():
+            if sig in (signal.SIGKILL, signal.SIGSTOP):
+                continue
+            # A fresh interpreter's: SIGINT raises KeyboardInterrupt, SIGPIPE
+            # and SIGXFSZ ignored, the rest the default.
+            want = signal.default_int_handler if sig == signal.SIGINT else (
+                signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL)
+            try:
+                signal.signal(sig, want)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        step = "stdio"
+        null = os.open(os.devnull, os.O_RDWR)
+        for target, fd in enumerate(req["stdio"]):
+            os.dup2(fd if fd >= 0 else null, target)
+        step = "chdir"
+        if req["cwd"]:
+            os.chdir(req["cwd"])
+        step = "affinity"
+        if req["cpus"]:
+            os.sched_setaffinity(0, req["cpus"])
+        step = "environment"
+        os.environ.clear()
+        os.environ.update(req["env"])
+        os.write(report, b"ok\n")
+    except BaseException as e:
+        code = getattr(e, "errno", None) or 5
+        try:
+            os.write(report, f"err {code} {step} {e}\n".encode())
+        finally:
+            os._exit(127)
+    # Nothing of the zygote's stays open: stdio only, as exec gives.
+    sock.detach()
+    os.closerange(3, 1 << 20)
+    return req
+
+
+def _reset_python_state(argv: list) -> dict:
+    """What a fresh interpreter has that the zygote's imports changed: a new
+    __main__, sys.argv, multiprocessing's idea of the current process."""
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = main
+    sys.argv = ["-c"]
+    mp_process = sys.modules.get("multiprocessing.process")
+    if mp_process is not None:
+        import itertools
+
+        # (its class is deleted from the module: the zygote's object has it)
+        mp_process._current_process = type(mp_process._current_process)()
+        mp_process._parent_process = None
+        mp_process._process_counter = itertools.count(1)
+        mp_process._children = set()
+    return main.__dict__
+
+
+def main() -> None:
+    fd = int(os.environ.pop("DRAGON_ZYGOTE_FD"))
+    agent = int(os.environ.pop("DRAGON_ZYGOTE_AGENT"))
+    _preload()
+    import gc
+
+    # What the imports made stays out of the collector's way: members do not
+    # touch (and copy) those pages when they collect.
+    gc.collect()
+    gc.freeze()
+    sock = socket.socket(fileno=fd)
+    req = _serve(sock, agent)
+    code = req["argv"][-1]
+    namespace = _reset_python_state(req["argv"])
+    del req, sock
+    exec(compile(code, "<string>", "exec"), namespace)

@@ -1,0 +1,198 @@
+"""Fast start (docs/runtime.md): Python members forked by their node's
+pre-imported interpreter (python/dragon/_zygote.py) are still the runtime's
+processes: the agent is their parent, they get their own puid, directory,
+binding, stdio, signals and exit codes, and nothing of the zygote's is left
+when the runtime ends."""
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import pid_alive, wait_gone
+
+PRELUDE = """
+import json, os, signal, sys, time
+import dragon
+import multiprocessing as mp
+from dragon.infrastructure.policy import Policy
+from dragon.native.process import ProcessTemplate
+from dragon.native.process_group import ProcessGroup
+
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\\0")
+
+def facts(tag):
+    parent = cmdline(os.getppid())[0].decode()
+    return {"tag": tag, "pid": os.getpid(), "forked": any(b"dragon._zygote" in c for c in cmdline(os.getpid())),
+            "parent": os.path.basename(parent), "ppid": os.getppid(), "puid": os.environ.get("DRAGON_PUID"),
+            "cwd": os.getcwd(), "argv": sys.argv, "main": sys.modules["__main__"].__dict__.get("__name__"),
+            "main_names": sorted(k for k in vars(sys.modules["__main__"]) if not k.startswith("__")),
+            "cpus": sorted(os.sched_getaffinity(0)), "pgrp": os.getpgrp() == os.getpid(),
+            "mark": os.environ.get("MARK"), "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+            "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}
+
+def probe(q, tag):
+    q.put(facts(tag))
+    print(f"stdout of {tag} pid {os.getpid()}", flush=True)
+
+def member(tag):
+    print(json.dumps(facts(tag)), flush=True)
+
+def exits(n): sys.exit(n)
+def raises(): raise RuntimeError("boom in a forked child")
+def suicide(): os.kill(os.getpid(), signal.SIGKILL)
+def sleeps(): time.sleep(60)
+
+def until_forked(q, limit=200):
+    # The first Python member starts the zygote and is exec'd; once the zygote
+    # has its imports, members are forked.
+    for i in range(limit):
+        p = mp.Process(target=probe, args=(q, f"warm{i}")); p.start()
+        f = q.get(timeout=60); p.join()
+        if f["forked"]:
+            return i
+        time.sleep(0.05)
+    raise SystemExit("no member was ever forked by a zygote")
+
+def run_zygotes():
+    run = os.environ.get("DRAGON_RUN_ID") or dragon.current_runtime().run_id
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = cmdline(int(pid))
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if any(b"dragon._zygote import main" in c for c in cmd) and f"DRAGON_RUN_ID={run}".encode() in env:
+            out.append(int(pid))
+    return out
+"""
+
+ONE_NODE = """
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    q = mp.Queue()
+    out = {"warmups": until_forked(q)}
+    # several at once, from another directory, with an environment mark
+    os.environ["MARK"] = "m1"
+    sub = os.path.join(os.getcwd(), "sub"); os.makedirs(sub, exist_ok=True); os.chdir(sub)
+    ps = [mp.Process(target=probe, args=(q, f"p{i}")) for i in range(6)]
+    for p in ps: p.start()
+    got = sorted((q.get(timeout=60) for _ in ps), key=lambda f: f["tag"])
+    for p in ps: p.join(60)
+    out["batch"] = got
+    out["batch_pids"] = sorted(p.pid for p in ps)
+    out["codes"] = {}
+    for name, fn in (("exit3", exits), ("raise", raises), ("sigkill", suicide)):
+        p = mp.Process(target=fn, args=(3,) if fn is exits else ()); p.start(); p.join(60)
+        out["codes"][name] = p.exitcode
+    p = mp.Process(target=sleeps); p.start(); time.sleep(0.3); p.terminate(); p.join(60)
+    out["codes"]["terminate"] = p.exitcode
+    # a ProcessGroup member: a fresh __main__, argv, binding by Policy
+    with ProcessGroup(policy=Policy(cpu_affinity=[0])) as pg:
+        pg.add_process(2, ProcessTemplate(member, args=("pg",)))
+        pg.start(); pg.join(60)
+    out["zygotes"] = run_zygotes()
+    # a zygote killed: members go on (exec'd), and a new zygote comes
+    for z in out["zygotes"]:
+        os.kill(z, signal.SIGKILL)
+    p = mp.Process(target=probe, args=(q, "after-kill")); p.start(); out["after_kill"] = q.get(timeout=60); p.join()
+    out["rewarm"] = until_forked(q)
+    out["zygotes_after"] = run_zygotes()
+    out["run"] = dragon.current_runtime().run_id
+    print(json.dumps(out))
+"""
+
+
+def _json_lines(stdout):
+    return [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
+
+
+def _live_with_env(marker: bytes):
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read():
+                    out.append(int(pid))
+        except OSError:
+            pass
+    return out
+
+
+def test_forked_members_are_runtime_processes(script):
+    s = script(PRELUDE, ONE_NODE)
+    p = s.run(timeout=600)
+    lines = _json_lines(p.stdout)
+    out = lines[-1]
+    batch = out["batch"]
+    assert all(f["forked"] for f in batch), batch
+    # the agent, not the zygote, is the parent: it reaps and reports them
+    assert {f["parent"] for f in batch} <= {"dragon-orchestrate", "dragon-agent"}, batch
+    assert sorted(f["pid"] for f in batch) == out["batch_pids"]
+    assert len({f["puid"] for f in batch}) == len(batch) and all(f["puid"] for f in batch)
+    assert all(f["cwd"] == str(s.cwd / "sub") and f["mark"] == "m1" for f in batch), batch
+    assert all(f["pgrp"] and f["sigint"] and f["sigterm"] for f in batch), batch
+    for f in batch:  # output forwarding
+        assert f"stdout of {f['tag']} pid {f['pid']}" in p.stdout
+    assert out["codes"] == {"exit3": 3, "raise": 1, "sigkill": -signal.SIGKILL, "terminate": -signal.SIGTERM}
+    assert "RuntimeError: boom in a forked child" in p.stderr
+    members = [l for l in lines if l.get("tag") == "pg"]
+    assert len(members) == 2
+    for f in members:
+        # a fresh __main__: only the names the boot code (python -c) itself makes
+        assert f["forked"] and f["argv"] == ["-c"] and f["main"] == "__main__"
+        assert f["main_names"] == ["_signal", "main", "os", "sys"]
+        assert f["cpus"] == [0]
+    assert len(out["zygotes"]) == 1
+    assert out["after_kill"]["tag"] == "after-kill" and not out["after_kill"]["forked"]
+    assert len(out["zygotes_after"]) == 1 and out["zygotes_after"] != out["zygotes"]
+    # nothing of the run is left: members, zygotes, agent
+    assert wait_gone(out["zygotes_after"])
+    assert not _live_with_env(f"DRAGON_RUN_ID={out['run']}".encode())
+
+
+OFF = """
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    q = mp.Queue()
+    seen = []
+    for i in range(5):
+        p = mp.Process(target=probe, args=(q, f"x{i}")); p.start(); seen.append(q.get(timeout=60)["forked"]); p.join()
+        time.sleep(0.2)
+    print(json.dumps({"forked": seen, "zygotes": run_zygotes()}))
+"""
+
+
+def test_fast_start_off(script):
+    out = _json_lines(script(PRELUDE, OFF).run(env={"DRAGON_FAST_START": "0"}, timeout=300).stdout)[-1]
+    assert out == {"forked": [False] * 5, "zygotes": []}
+
+
+TWO_NODES = """
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    q = mp.Queue()
+    until_forked(q)
+    nodes = {}
+    for i in range(40):
+        p = mp.Process(target=probe, args=(q, f"n{i}")); p.start(); f = q.get(timeout=60); p.join()
+        nodes.setdefault(str(p._popen.node), []).append(f["forked"])
+        if len(nodes) == 2 and all(any(v) for v in nodes.values()):
+            break
+        time.sleep(0.05)
+    print(json.dumps({"nodes": {k: any(v) for k, v in nodes.items()}}))
+"""
+
+
+@pytest.mark.system
+def test_fast_start_on_every_node(script):
+    p = script(PRELUDE, TWO_NODES).run(under=["--launcher", "virtual", "--nodes", "2"], timeout=600)
+    assert _json_lines(p.stdout)[-1] == {"nodes": {"0": True, "1": True}}
