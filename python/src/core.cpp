@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "dragon/channels/channel.hpp"
+#include "dragon/channels/sync.hpp"
 #include "dragon/common/config.hpp"
 #include "dragon/common/group_rules.hpp"
 #include "dragon/common/log.hpp"
@@ -695,6 +697,157 @@ std::vector<int> poll(const std::vector<std::pair<std::shared_ptr<PyChannel>, in
     return out;
 }
 
+
+// ---- sync blocks (the dragon context's locks, Value and Array) ------------------
+
+/// A channels::SyncBlock of this node's pool, or of another node's pool on
+/// the same host (a virtual cluster): attached straight by the pool's name.
+class PySync {
+public:
+    PySync(std::shared_ptr<Runtime> rt, channels::SyncBlock b, std::uint32_t node)
+        : rt_(std::move(rt)), b_(std::move(b)), node_(node) {}
+
+    static std::shared_ptr<PySync> create(const std::shared_ptr<Runtime>& rt, std::int32_t value,
+                                          std::int32_t maximum, std::size_t data_bytes) {
+        auto gw = rt->gateway();
+        auto b = [&] {
+            py::gil_scoped_release nogil;
+            return channels::SyncBlock::create(gw->pool(), value, maximum, data_bytes);
+        }();
+        return std::make_shared<PySync>(rt, value_or_raise(std::move(b)), gw->pool().node_id());
+    }
+
+    /// Errc::not_found when the pool is not on this host (the caller then
+    /// reaches the object through its home node).
+    static std::shared_ptr<PySync> attach(const std::shared_ptr<Runtime>& rt, const std::string& pool_name,
+                                          std::uint64_t generation, std::uint64_t offset, std::uint64_t id) {
+        auto gw = rt->gateway();
+        const channels::Pool* pool = nullptr;
+        if (pool_name == gw->pool().name()) {
+            pool = &gw->pool();
+        } else {
+            static std::mutex mu;
+            static std::map<std::string, channels::Pool>* others = new std::map<std::string, channels::Pool>;
+            std::lock_guard lk(mu);
+            auto it = others->find(pool_name);
+            if (it == others->end()) {
+                auto p = channels::Pool::attach(pool_name);
+                if (!p) raise(p.error());
+                it = others->emplace(pool_name, std::move(*p)).first;
+            }
+            pool = &it->second;
+        }
+        if (pool->generation() != generation)
+            raise(make_error(Errc::not_found, "{} is another incarnation of the pool (a stale object)", pool_name));
+        auto b = channels::SyncBlock::attach(*pool, offset, id);
+        return std::make_shared<PySync>(rt, value_or_raise(std::move(b)), pool->node_id());
+    }
+
+    /// _multiprocessing.SemLock's acquire: True, or False when it could not
+    /// within `timeout` (block False: not available now). kind 1 (an RLock)
+    /// counts re-acquisitions by the owning thread. Uncontended: no GIL
+    /// release, no system call.
+    bool acquire(bool block, std::optional<double> timeout) {
+        const unsigned long me = PyThread_get_thread_ident();
+        if (kind_ == 1 && count_ > 0 && last_tid_ == me) {
+            ++count_;
+            return true;
+        }
+        auto r = b_.acquire(channels::kTryOnce);
+        if (!r) raise(r.error());
+        bool got = *r;
+        if (!got && block) {
+            Timeout t = to_timeout(timeout);
+            if (t != channels::kTryOnce) {
+                auto st = sliced(t, 200ms, [&](Timeout s) -> Status {
+                    auto a = b_.acquire(s);
+                    if (!a) return std::move(a).error();
+                    if (!*a) return Error(Errc::timeout, "timed out");
+                    got = true;
+                    return ok();
+                });
+                if (!st && st.error().code() != Errc::timeout && st.error().code() != Errc::would_block)
+                    raise(st.error());
+            }
+        }
+        if (got) {
+            ++count_;
+            last_tid_ = me;
+            if (!registered_) remember();
+        }
+        return got;
+    }
+
+    /// _multiprocessing.SemLock's release: an RLock only by its owner
+    /// (AssertionError), a bounded one ValueError when over-released.
+    void release() {
+        if (kind_ == 1) {
+            if (count_ == 0 || last_tid_ != PyThread_get_thread_ident())
+            {
+                PyErr_SetString(PyExc_AssertionError, "attempt to release recursive lock not owned by thread");
+                throw py::error_already_set();
+            }
+            if (count_ > 1) {
+                --count_;
+                return;
+            }
+        }
+        auto st = b_.release();
+        if (!st && st.error().code() == Errc::invalid_argument)
+            throw py::value_error("semaphore or lock released too many times");
+        ok_or_raise(st);
+        if (count_ > 0) --count_;
+    }
+    /// At this process's normal exit: forget its holder records in every
+    /// block it took counts of (SyncBlock::drop_mine), so they are not given back.
+    static void exit_cleanly() {
+        std::lock_guard lk(registry_mu());
+        for (auto& [addr, b] : registry()) (void)b.drop_mine();
+        registry().clear();
+    }
+    int count() const { return count_; }
+    bool is_mine() const { return count_ > 0 && last_tid_ == PyThread_get_thread_ident(); }
+    void after_fork() { count_ = 0; }
+    int kind() const { return kind_; }
+    void set_kind(int k) { kind_ = k; }
+
+    int reap() { return value_or_raise(b_.reap()); }
+    std::int32_t value() const { return b_.value(); }
+    std::int32_t maximum() const { return b_.maximum(); }
+    py::memoryview buffer() {
+        return py::memoryview::from_memory(static_cast<void*>(b_.data()), static_cast<py::ssize_t>(b_.data_size()),
+                                           false);
+    }
+    std::size_t address() const { return reinterpret_cast<std::size_t>(b_.data()); }
+    py::tuple descriptor() const {
+        return py::make_tuple(b_.pool_name(), b_.pool_generation(), b_.offset(), b_.id());
+    }
+    std::uint32_t node_id() const { return node_; }
+
+private:
+    void remember() {
+        std::lock_guard lk(registry_mu());
+        registry().emplace(static_cast<const void*>(b_.data()), b_);
+        registered_ = true;
+    }
+    static std::mutex& registry_mu() {
+        static auto* mu = new std::mutex;
+        return *mu;
+    }
+    static std::map<const void*, channels::SyncBlock>& registry() {
+        static auto* r = new std::map<const void*, channels::SyncBlock>;
+        return *r;
+    }
+
+    std::shared_ptr<Runtime> rt_;  // keeps the gateway (and its pool mapping) alive
+    bool registered_ = false;
+    channels::SyncBlock b_;
+    std::uint32_t node_;
+    int kind_ = 0;  // 0: semaphore (Lock, Semaphore), 1: recursive mutex (RLock)
+    int count_ = 0;  // acquisitions held through this handle (SemLock's count)
+    unsigned long last_tid_ = 0;
+};
+
 }  // namespace
 }  // namespace dragon::python
 
@@ -792,6 +945,34 @@ PYBIND11_MODULE(_core, m) {
         .def("queued", &PyChannel::queued)
         .def("capacity", &PyChannel::capacity)
         .def("destroy", &PyChannel::destroy);
+
+
+    py::class_<PySync, std::shared_ptr<PySync>>(m, "Sync",
+        "A counting semaphore with holder records and shared data in a node's pool (dragon.mpbridge.synchronize).")
+        .def_static("create", &PySync::create, py::arg("runtime"), py::arg("value"), py::arg("maximum") = 2147483647,
+                    py::arg("data_bytes") = 0)
+        .def_static("attach", &PySync::attach, py::arg("runtime"), py::arg("pool_name"), py::arg("generation"),
+                    py::arg("offset"), py::arg("id"))
+        .def("acquire", &PySync::acquire, py::arg("block") = true, py::arg("timeout") = py::none())
+        .def("release", &PySync::release)
+        .def("_count", &PySync::count)
+        .def("_is_mine", &PySync::is_mine)
+        .def("_after_fork", &PySync::after_fork)
+        .def_property("kind", &PySync::kind, &PySync::set_kind)
+        .def("reap", &PySync::reap)
+        .def("value", &PySync::value)
+        .def("_get_value", &PySync::value)
+        .def("_is_zero", [](const PySync& s) { return s.value() == 0; })
+        .def("maximum", &PySync::maximum)
+        .def_property_readonly("maxvalue", &PySync::maximum)
+        .def("__enter__", [](PySync& s) { return s.acquire(true, std::nullopt); })
+        .def("__exit__", [](PySync& s, const py::args&) { s.release(); })
+        .def("buffer", &PySync::buffer)
+        .def("address", &PySync::address)
+        .def_property_readonly("descriptor", &PySync::descriptor)
+        .def_property_readonly("node_id", &PySync::node_id);
+    m.def("sync_exit", &PySync::exit_cleanly,
+          "At a normal exit: this process's Lock/Semaphore holder records are dropped, not given back.");
 
     m.def("poll", &poll, py::arg("items"), py::arg("timeout") = py::none(),
           "Waits until one of this node's channels is ready: [(channel, events)] -> [revents] (all 0 on timeout).");
