@@ -36,7 +36,9 @@ from collections import deque
 
 from dragon import _core
 from dragon._runtime import current_runtime
-from dragon.infrastructure import large
+from dragon.infrastructure import large, memory
+
+memory.tune()  # message-sized buffers from the heap, not fresh pages (see memory.py)
 
 _CTL = b"\xff\xfe"
 _ESC = b"\xff\xfd"
@@ -414,9 +416,10 @@ def _rebuild(inbox: str | None, outbox: str | None, counted: bool = True) -> Con
                       _core.Channel.attach(rt, outbox) if outbox else None, _counted=counted)
 
 
-def new_channel(capacity: int = CAPACITY, block: int = BLOCK) -> _Owned:
+def new_channel(capacity: int = CAPACITY, block: int = BLOCK, max_queued_bytes: int = 0) -> _Owned:
     """A channel in this node's pool, freed with its last local user unless shared."""
-    return _Owned(_core.Channel.create(current_runtime(), capacity=capacity, block_size=block))
+    return _Owned(_core.Channel.create(current_runtime(), capacity=capacity, block_size=block,
+                                       max_queued_bytes=max_queued_bytes))
 
 
 def Pipe(duplex: bool = True, *, counted: bool = True) -> tuple[Connection, Connection]:
