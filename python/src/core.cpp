@@ -517,6 +517,12 @@ private:
 
 // ---- channels ------------------------------------------------------------------
 
+/// A received message as a read-only buffer, without a copy: a large one
+/// stays in its pool block, freed when the last view of it goes.
+struct MessageView {
+    channels::Message msg;
+};
+
 class PyChannel {
 public:
     PyChannel(std::shared_ptr<Runtime> rt, client::ChannelRef ref, std::optional<channels::Channel> owned)
@@ -638,6 +644,19 @@ public:
         });
         ok_or_raise(st);
         return {reinterpret_cast<const char*>(out.data()), out.size()};
+    }
+
+    /// As recv, without the copy into a bytes object: a MessageView (a
+    /// read-only buffer). For a receiver that copies it once anyway (unpickling).
+    MessageView recv_view(std::optional<double> timeout) {
+        usable("recv");
+        const auto t = to_timeout(timeout);
+        auto m = sliced(t, ref_.is_local() ? Timeout(200ms) : Timeout(1s), [&](Timeout s) -> Result<channels::Message> {
+            std::shared_lock lk(life_);
+            if (destroyed_) return gone();
+            return ref_.recv_message(s);
+        });
+        return MessageView{value_or_raise(std::move(m))};
     }
 
     /// Waits until every send without a timeout to channels of other nodes
@@ -816,6 +835,17 @@ PYBIND11_MODULE(_core, m) {
              py::arg("timeout") = py::none())
         .def("write_stdin", &Group::write_stdin, py::arg("rank"), py::arg("data"), py::arg("eof") = false);
 
+    py::class_<MessageView>(m, "MessageView", py::buffer_protocol(),
+                            "A received message as a read-only buffer (no copy; its pool block is freed with it).")
+        .def_buffer([](MessageView& v) {
+            static std::byte empty{};
+            const auto d = v.msg.data();
+            std::byte* p = d.empty() ? &empty : const_cast<std::byte*>(d.data());  // never a null buffer
+            return py::buffer_info(p, 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                                   {static_cast<py::ssize_t>(d.size())}, {1}, /*readonly=*/true);
+        })
+        .def("__len__", [](const MessageView& v) { return v.msg.size(); });
+
     py::class_<PyChannel, std::shared_ptr<PyChannel>>(m, "Channel", "A channel on any node of the runtime.")
         .def_static("create", &PyChannel::create, py::arg("runtime"), py::arg("capacity") = 256,
                     py::arg("block_size") = 496, py::arg("max_queued_bytes") = 0)
@@ -827,6 +857,7 @@ PYBIND11_MODULE(_core, m) {
         .def("send", &PyChannel::send, py::arg("data"), py::arg("timeout") = py::none())
         .def("send_many", &PyChannel::send_many, py::arg("items"))
         .def("recv", &PyChannel::recv, py::arg("timeout") = py::none())
+        .def("recv_view", &PyChannel::recv_view, py::arg("timeout") = py::none())
         .def("flush", &PyChannel::flush, py::arg("timeout") = py::none(),
              "Waits until this process's sends without a timeout to channels of other nodes have arrived; raises "
              "the first failure not yet reported.")
