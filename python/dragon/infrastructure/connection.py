@@ -274,19 +274,37 @@ class Connection:
     def _take(self, timeout: float | None) -> bytes | None:
         """The next payload within ``timeout`` (None: forever); None if none
         came; raises EOFError at the end. Control records are applied."""
-        with self._lock:
-            if self._pending:
-                return self._pending.popleft()
-            if self._eof:
-                raise EOFError
-            self._receiving += 1  # poll() in another thread must not take from under us
+        lock = self._lock
+        lock.acquire()
+        if self._pending:
+            data = self._pending.popleft()
+            lock.release()
+            return data
+        if self._eof:
+            lock.release()
+            raise EOFError
+        self._receiving += 1  # poll() in another thread must not take from under us
+        lock.release()
         try:
-            data = self._take_from_channel(timeout)
+            if timeout is None:
+                # The common case first: a plain payload within one slice.
+                try:
+                    data = self._in.recv(SLICE)
+                except _Timeout:
+                    data = self._take_from_channel(None) if not self._pending else _PENDING
+                else:
+                    if data[:1] == b"\xff":
+                        data = self._apply(data)
+                        if data is None:
+                            data = self._take_from_channel(None)
+            else:
+                data = self._take_from_channel(timeout)
         finally:
-            with self._lock:
-                self._receiving -= 1
+            lock.acquire()
+            self._receiving -= 1
+            lock.release()
         if data is _PENDING:
-            with self._lock:
+            with lock:
                 return self._pending.popleft()
         return data
 
@@ -307,31 +325,40 @@ class Connection:
                 continue
             if data[:1] != b"\xff":  # a payload as sent (pickles begin with 80): the common case
                 return data
-            if data[:2] == _CTL:
-                if data == _OPEN:
-                    self._writers += 1
-                elif data == _CLOSE:
-                    self._writers -= 1
-                    if self._writers <= 0:
-                        self._eof = True
-                        raise EOFError
-                continue
-            if data[:2] == _ESC:
-                data = data[2:]
-            elif data[:2] == large.RECORD:
-                data = large.fetch(data)
-                if data is None:
-                    continue  # its sender died while sending it
-            return data
+            data = self._apply(data)
+            if data is not None:
+                return data
+
+    def _apply(self, data):
+        """A message that begins with ff: a control record is applied (None;
+        EOFError at the end), an escaped payload unescaped, a large one fetched."""
+        if data[:2] == _CTL:
+            if data == _OPEN:
+                self._writers += 1
+            elif data == _CLOSE:
+                self._writers -= 1
+                if self._writers <= 0:
+                    self._eof = True
+                    raise EOFError
+            return None
+        if data[:2] == _ESC:
+            return data[2:]
+        if data[:2] == large.RECORD:
+            return large.fetch(data)  # None if its sender died while sending it
+        return data
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """The next message; EOFError once every writer is closed and all was read."""
-        self._check_closed()
-        self._check_readable()
-        if maxlength is not None and maxlength < 0:
+        if self._closed:
+            raise OSError("handle is closed")
+        if self._in is None:
+            raise OSError("connection is write-only")
+        if maxlength is None:
+            return self._take(None)
+        if maxlength < 0:
             raise ValueError("negative maxlength")
         data = self._take(None)
-        if maxlength is not None and len(data) > maxlength:
+        if len(data) > maxlength:
             self.close()
             raise OSError("bad message length")
         return data
@@ -360,8 +387,10 @@ class Connection:
 
     def recv(self):
         """The next object."""
-        self._check_closed()
-        self._check_readable()
+        if self._closed:
+            raise OSError("handle is closed")
+        if self._in is None:
+            raise OSError("connection is write-only")
         return _loads(self._take(None))
 
     def poll(self, timeout: float | None = 0.0) -> bool:
