@@ -520,18 +520,25 @@ private:
 
 // ---- channels ------------------------------------------------------------------
 
+/// A received message as a read-only buffer, without a copy: a large one
+/// stays in its pool block, freed when the last view of it goes.
+struct MessageView {
+    channels::Message msg;
+};
+
 class PyChannel {
 public:
     PyChannel(std::shared_ptr<Runtime> rt, client::ChannelRef ref, std::optional<channels::Channel> owned)
         : rt_(std::move(rt)), ref_(std::move(ref)), owned_(std::move(owned)) {}
 
     static std::shared_ptr<PyChannel> create(const std::shared_ptr<Runtime>& rt, std::uint32_t capacity,
-                                             std::uint32_t block_size) {
+                                             std::uint32_t block_size, std::uint64_t max_queued_bytes) {
         if (capacity == 0) throw py::value_error("capacity must be at least 1");
         auto gw = rt->gateway();
         channels::ChannelAttrs a;
         a.capacity = capacity;
         a.block_size = block_size;
+        a.max_queued_bytes = max_queued_bytes;
         auto ch = [&] {
             py::gil_scoped_release nogil;
             return channels::Channel::create(gw->pool(), a, 1s);
@@ -580,6 +587,46 @@ public:
         ok_or_raise(st);
     }
 
+    /// Sends the buffers of `items` in order, each as send(item) without a
+    /// timeout would, with the GIL released for the whole batch (a queue's
+    /// feeder thread: one GIL hand-off per batch, not per message). Returns
+    /// how many were sent; raises the first item's error if none could be.
+    std::size_t send_many(const py::list& items) {
+        usable("send");
+        std::vector<py::buffer_info> infos;
+        infos.reserve(items.size());
+        for (const auto& it : items) {
+            infos.push_back(py::reinterpret_borrow<py::buffer>(it).request());
+            if (PyBuffer_IsContiguous(infos.back().view(), 'C') == 0)
+                throw py::value_error("send_many: a buffer is not C-contiguous");
+        }
+        std::size_t sent = 0;
+        Status st;
+        {
+            py::gil_scoped_release nogil;
+            const bool local = ref_.is_local();
+            for (const auto& info : infos) {
+                const std::span<const std::byte> bytes(static_cast<const std::byte*>(info.ptr),
+                                                       static_cast<std::size_t>(info.size * info.itemsize));
+                for (;;) {
+                    std::shared_lock lk(life_);
+                    if (destroyed_) {
+                        st = gone();
+                        break;
+                    }
+                    // Remote: on its way once it returns (see send). Local: in
+                    // slices, so that destroy() is never held up for long.
+                    st = local ? ref_.send(bytes, Timeout(200ms)) : ref_.send(bytes, channels::kForever);
+                    if (st || (st.error().code() != Errc::timeout && st.error().code() != Errc::would_block)) break;
+                }
+                if (!st) break;
+                ++sent;
+            }
+        }
+        if (sent == 0 && !st) raise(st.error());
+        return sent;
+    }
+
     py::bytes recv(std::optional<double> timeout) {
         usable("recv");
         const auto t = to_timeout(timeout);
@@ -600,6 +647,19 @@ public:
         });
         ok_or_raise(st);
         return {reinterpret_cast<const char*>(out.data()), out.size()};
+    }
+
+    /// As recv, without the copy into a bytes object: a MessageView (a
+    /// read-only buffer). For a receiver that copies it once anyway (unpickling).
+    MessageView recv_view(std::optional<double> timeout) {
+        usable("recv");
+        const auto t = to_timeout(timeout);
+        auto m = sliced(t, ref_.is_local() ? Timeout(200ms) : Timeout(1s), [&](Timeout s) -> Result<channels::Message> {
+            std::shared_lock lk(life_);
+            if (destroyed_) return gone();
+            return ref_.recv_message(s);
+        });
+        return MessageView{value_or_raise(std::move(m))};
     }
 
     /// Waits until every send without a timeout to channels of other nodes
@@ -929,16 +989,29 @@ PYBIND11_MODULE(_core, m) {
              py::arg("timeout") = py::none())
         .def("write_stdin", &Group::write_stdin, py::arg("rank"), py::arg("data"), py::arg("eof") = false);
 
+    py::class_<MessageView>(m, "MessageView", py::buffer_protocol(),
+                            "A received message as a read-only buffer (no copy; its pool block is freed with it).")
+        .def_buffer([](MessageView& v) {
+            static std::byte empty{};
+            const auto d = v.msg.data();
+            std::byte* p = d.empty() ? &empty : const_cast<std::byte*>(d.data());  // never a null buffer
+            return py::buffer_info(p, 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                                   {static_cast<py::ssize_t>(d.size())}, {1}, /*readonly=*/true);
+        })
+        .def("__len__", [](const MessageView& v) { return v.msg.size(); });
+
     py::class_<PyChannel, std::shared_ptr<PyChannel>>(m, "Channel", "A channel on any node of the runtime.")
         .def_static("create", &PyChannel::create, py::arg("runtime"), py::arg("capacity") = 256,
-                    py::arg("block_size") = 496)
+                    py::arg("block_size") = 496, py::arg("max_queued_bytes") = 0)
         .def_static("attach", &PyChannel::attach, py::arg("runtime"), py::arg("descriptor"))
         .def_property_readonly("descriptor", &PyChannel::descriptor)
         .def_property_readonly("node_id", &PyChannel::node_id)
         .def_property_readonly("is_local", &PyChannel::is_local)
         .def_property_readonly("owned", &PyChannel::owned)
         .def("send", &PyChannel::send, py::arg("data"), py::arg("timeout") = py::none())
+        .def("send_many", &PyChannel::send_many, py::arg("items"))
         .def("recv", &PyChannel::recv, py::arg("timeout") = py::none())
+        .def("recv_view", &PyChannel::recv_view, py::arg("timeout") = py::none())
         .def("flush", &PyChannel::flush, py::arg("timeout") = py::none(),
              "Waits until this process's sends without a timeout to channels of other nodes have arrived; raises "
              "the first failure not yet reported.")
