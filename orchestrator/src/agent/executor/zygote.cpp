@@ -267,6 +267,12 @@ Result<pid_t> Zygotes::fork_member(Zygote& z, const rt::ChildSpec& cs) {
         return rt::spawn_child(cs);
     }
     auto answer = recv_frame(z.sock.get(), deadline);
+    if (!answer && answer.error().sys_errno() == ECONNRESET) {
+        // It died with the request unread (a reset, not an end of file):
+        // nothing was forked, exec it.
+        drop(z, answer.error().message());
+        return rt::spawn_child(cs);
+    }
     if (!answer) {
         Error e(Errc::system, fmt::format("starting {} (fast start): {}", cs.path, answer.error().message()), EIO);
         drop(z, answer.error().message());
