@@ -103,6 +103,23 @@ def _rate(times, total):
     return total / (t1 - t0)
 
 
+def _forked_clients(client, first_arg, clients, n, op):
+    """ops/s of `clients` fork-context processes running client(first_arg,
+    me, n, op, start, q), started together."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    start = time.time() + 1.0 + 0.05 * clients
+    ps = [ctx.Process(target=client, args=(first_arg, me, n, op, start, q)) for me in range(clients)]
+    for p in ps:
+        p.start()
+    times = [q.get(timeout=300) for _ in range(clients)]
+    for p in ps:
+        p.join()
+    return _rate(times, clients * n)
+
+
 # ---- the systems ----------------------------------------------------------------------
 
 class Ours:
@@ -175,18 +192,7 @@ class Redis:
                 time.sleep(0.05)
 
     def ops(self, clients, n, op):
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork")
-        q = ctx.Queue()
-        start = time.time() + 1.0 + 0.05 * clients
-        ps = [ctx.Process(target=redis_client, args=(self.port, me, n, op, start, q)) for me in range(clients)]
-        for p in ps:
-            p.start()
-        times = [q.get(timeout=300) for _ in range(clients)]
-        for p in ps:
-            p.join()
-        return _rate(times, clients * n)
+        return _forked_clients(redis_client, self.port, clients, n, op)
 
     def big(self, op):
         t = time.perf_counter()
@@ -209,18 +215,7 @@ class MgrDict:
         self.d = self.mgr.dict()
 
     def ops(self, clients, n, op):
-        import multiprocessing as mp
-
-        ctx = mp.get_context("fork")
-        q = ctx.Queue()
-        start = time.time() + 1.0 + 0.05 * clients
-        ps = [ctx.Process(target=manager_client, args=(self.d, me, n, op, start, q)) for me in range(clients)]
-        for p in ps:
-            p.start()
-        times = [q.get(timeout=300) for _ in range(clients)]
-        for p in ps:
-            p.join()
-        return _rate(times, clients * n)
+        return _forked_clients(manager_client, self.d, clients, n, op)
 
     def big(self, op):
         t = time.perf_counter()
