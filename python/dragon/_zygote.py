@@ -262,6 +262,7 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
         step = "environment"
         os.environ.clear()
         os.environ.update(req["env"])
+        _publish_environ(req["env"])
         os.close(report)
         report = -1
         # Run only as the agent's child (the middle process is exiting), and
@@ -290,6 +291,41 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
     sock.detach()
     os.closerange(3, 1 << 20)
     return req
+
+
+# Read first in /proc/<pid>/environ: who the process is.
+_IDENTITY = ("DRAGON_PUID", "DRAGON_RUN_ID", "DRAGON_NODE_ID", "DRAGON_GROUP_ID", "DRAGON_RANK", "DRAGON_NRANKS",
+             "DRAGON_AGENT_SOCKET")
+
+
+def _publish_environ(env: dict) -> None:
+    """Writes the member's environment over the zygote's initial environment
+    block (which libc no longer uses after os.environ's reset), so that
+    /proc/<pid>/environ shows the member's variables, identity first, as far
+    as the block's room allows (the agent pads it), and liveness checks that
+    read it (host.is_process, the DDict client) recognise the member."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (proc(5))
+    except (OSError, ValueError, IndexError):
+        return
+    room = end - start
+    if room <= 0:
+        return
+    order = [k for k in _IDENTITY if k in env] + sorted(
+        k for k in env if k not in _IDENTITY and not k.startswith("DRAGON_PY_TARGET"))
+    blob = bytearray()
+    for k in order:
+        entry = os.fsencode(k) + b"=" + os.fsencode(env[k]) + b"\0"
+        if len(blob) + len(entry) > room:
+            break
+        blob += entry
+    blob += b"\0" * (room - len(blob))
+    ctypes.memmove(start, bytes(blob), room)
 
 
 def _reset_python_state(argv: list) -> dict:
