@@ -42,6 +42,13 @@ bool shapes_interpreter(const std::string& kv) {
            starts_with(kv, "LD_LIBRARY_PATH=");
 }
 
+std::vector<std::string> shaping_vars(const std::vector<std::string>& envp) {
+    std::vector<std::string> out;
+    for (const auto& kv : envp)
+        if (shapes_interpreter(kv)) out.push_back(kv);
+    return out;
+}
+
 int ms_left(Clock::time_point deadline) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     return static_cast<int>(std::clamp<long long>(left, 0, 1 << 30));
@@ -146,7 +153,6 @@ Error member_error(const rt::ChildSpec& cs, std::string_view answer) {
     if (step == "affinity")
         return Error(sys::errc_from_errno(err),
                      fmt::format("binding {} to cpus {}: {}", cs.path, fmt::join(cs.cpus, ","), std::strerror(err)), err);
-    if (step == "parent") return Error(Errc::closed, "the agent is exiting", 0);
     return Error(Errc::system, fmt::format("starting {} (fast start): {}", cs.path, rest), err);
 }
 
@@ -160,9 +166,7 @@ std::string Zygotes::kind_of(const rt::ChildSpec& cs) {
     const auto& a = cs.argv;
     if (cs.extra_fd >= 0 || a.size() < 3 || a.size() > 4 || a[a.size() - 2] != "-c") return {};
     if (a.size() == 4 && a[1] != "-S") return {};
-    std::vector<std::string> shaping;
-    for (const auto& kv : cs.envp)
-        if (shapes_interpreter(kv)) shaping.push_back(kv);
+    std::vector<std::string> shaping = shaping_vars(cs.envp);
     if (std::none_of(shaping.begin(), shaping.end(), [](const auto& kv) { return starts_with(kv, "DRAGON_PY_PATH="); }))
         return {};  // not one of ours: it would not find dragon._zygote
     std::sort(shaping.begin(), shaping.end());
@@ -188,8 +192,7 @@ std::optional<Result<pid_t>> Zygotes::spawn(const rt::ChildSpec& cs) {
 }
 
 void Zygotes::start(const std::string& kind, const rt::ChildSpec& cs) {
-    auto failed = std::find_if(failures_.begin(), failures_.end(), [&](const auto& f) { return f.first == kind; });
-    if (failed != failures_.end() && failed->second >= opts_.max_failures) return;  // exec from now on
+    if (auto f = failures_.find(kind); f != failures_.end() && f->second >= opts_.max_failures) return;  // exec from now on
     if (zygotes_.size() >= opts_.max_zygotes) return;
     std::array<int, 2> sv{};
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv.data()) != 0) {
@@ -199,9 +202,7 @@ void Zygotes::start(const std::string& kind, const rt::ChildSpec& cs) {
     sys::UniqueFd ours(sv[0]), theirs(sv[1]);
     auto fd_number = rt::extra_fd_number();
     if (!fd_number) return spdlog::warn("fast start: {}", fd_number.error().message());
-    std::vector<std::string> shaping;
-    for (const auto& kv : cs.envp)
-        if (shapes_interpreter(kv)) shaping.push_back(kv);
+    std::vector<std::string> shaping = shaping_vars(cs.envp);
     shaping.push_back(fmt::format("DRAGON_ZYGOTE_FD={}", *fd_number));
     shaping.push_back(fmt::format("DRAGON_ZYGOTE_AGENT={}", ::getpid()));
     // Room in the zygote's initial environment block, which a member
@@ -216,8 +217,7 @@ void Zygotes::start(const std::string& kind, const rt::ChildSpec& cs) {
     auto pid = rt::spawn_child(zc);
     if (!pid) {
         spdlog::warn("fast start: starting {}: {}", cs.path, pid.error().message());
-        if (failed == failures_.end()) failures_.emplace_back(kind, 1);
-        else ++failed->second;
+        ++failures_[kind];
         return;
     }
     (void)sys::set_nonblocking(ours.get(), true);
@@ -302,9 +302,7 @@ Result<pid_t> Zygotes::fork_member(Zygote& z, const rt::ChildSpec& cs) {
 
 void Zygotes::drop(Zygote& z, const std::string& why) {
     spdlog::warn("fast start: zygote pid {}: {}; members of its kind are exec'd until another is ready", z.pid, why);
-    auto failed = std::find_if(failures_.begin(), failures_.end(), [&](const auto& f) { return f.first == z.kind; });
-    if (failed == failures_.end()) failures_.emplace_back(z.kind, 1);
-    else ++failed->second;
+    ++failures_[z.kind];
     ::kill(z.pid, SIGKILL);  // reaped by the executor's SIGCHLD loop (reaped() finds it gone)
     const pid_t pid = z.pid;
     zygotes_.erase(std::remove_if(zygotes_.begin(), zygotes_.end(), [pid](const Zygote& x) { return x.pid == pid; }),
@@ -317,9 +315,7 @@ bool Zygotes::reaped(pid_t pid, int status) {
     const auto how = WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
                                          : fmt::format("exited with {}", WEXITSTATUS(status));
     spdlog::warn("fast start: zygote pid {} {}", pid, how);
-    auto failed = std::find_if(failures_.begin(), failures_.end(), [&](const auto& f) { return f.first == it->kind; });
-    if (failed == failures_.end()) failures_.emplace_back(it->kind, 1);
-    else ++failed->second;
+    ++failures_[it->kind];
     zygotes_.erase(it);
     return true;
 }

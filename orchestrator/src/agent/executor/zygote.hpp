@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -71,7 +72,7 @@ private:
 
     ZygoteOptions opts_;
     std::vector<Zygote> zygotes_;
-    std::vector<std::pair<std::string, unsigned>> failures_;  // kind -> zygotes that died or never became ready
+    std::map<std::string, unsigned> failures_;  // kind -> zygotes that died or never became ready
     std::size_t forked_ = 0;
 };
 
