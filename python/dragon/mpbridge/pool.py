@@ -118,6 +118,8 @@ class Pool(_mp_pool.Pool):
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._processes = processes
+        self._joined = False
+        self._closing = False
         self._results = Queue()
         self._lock = threading.Condition()
         self._workers: dict[int, _Worker] = {}
@@ -172,27 +174,35 @@ class Pool(_mp_pool.Pool):
                         job._set(task[1], (False, e))
             if set_length:
                 set_length(i + 1)
-        # close(): every worker ends after what it has
-        with self._lock:
-            workers = list(self._workers.values())
-        for w in workers:
-            try:
-                w.inbox.put(None)
-            except Exception:
-                pass
+        # close() or terminate(): the result thread ends the workers.
 
     # ---- results and workers ---------------------------------------------------------
 
     def _collect(self) -> None:
+        """Results, hellos and goodbyes until the pool ends: after close(),
+        once every result is in, each worker (and each replacement that says
+        hello later) gets the end of its inbox, and the thread ends when no
+        member of the group runs any more."""
+        period = HEALTH_PERIOD
         while self._state != _mp_pool.TERMINATE:
+            if self._state == _mp_pool.CLOSE and not self._closing and not self._cache:
+                with self._lock:
+                    self._closing = True
+                    workers = list(self._workers.values())
+                for w in workers:
+                    self._end(w)
+                period = 0.1
             try:
-                kind, rank, puid, body = self._results.get(timeout=HEALTH_PERIOD)
+                kind, rank, puid, body = self._results.get(timeout=period)
             except queue.Empty:
-                self._check_health()
-                if self._state == _mp_pool.CLOSE and not self._cache:
-                    with self._lock:
-                        if not any(w.inflight for w in self._workers.values()):
+                if self._closing:
+                    try:
+                        if not self._group.puids:
                             return
+                    except Exception:
+                        return
+                else:
+                    self._check_health()
                 continue
             if kind == _HELLO:
                 self._hello(rank, puid, body)
@@ -212,13 +222,23 @@ class Pool(_mp_pool.Pool):
                     if w is not None and w.puid == puid:
                         w.retiring = True
 
+    @staticmethod
+    def _end(w: _Worker) -> None:
+        try:
+            w.inbox.put(None)
+        except Exception:
+            pass  # gone already
+
     def _hello(self, rank, puid, inbox) -> None:
         with self._lock:
             old = self._workers.get(rank)
-            self._workers[rank] = _Worker(rank, puid, inbox)
+            w = self._workers[rank] = _Worker(rank, puid, inbox)
+            closing = self._closing
             self._lock.notify_all()
         if old is not None and old.inflight:
             self._lost(old, "was replaced")
+        if closing:
+            self._end(w)
 
     def _lost(self, w: _Worker, how: str) -> None:
         for (job, i), _task in list(w.inflight.items()):
@@ -246,11 +266,18 @@ class Pool(_mp_pool.Pool):
             self._taskqueue.put(None)  # workers end (exit 0, never restarted) after their tasks
 
     def terminate(self) -> None:
+        """Stops the workers now; unfinished results never complete (as the
+        standard library's)."""
+        first = self._state != _mp_pool.TERMINATE
         self._state = _mp_pool.TERMINATE
-        self._taskqueue.put(None)
-        with self._lock:
-            self._lock.notify_all()
-        self._group.close(patience=0.5)
+        if first:
+            self._taskqueue.put(None)
+            with self._lock:
+                self._lock.notify_all()
+            try:
+                self._group.stop(patience=0.5)
+            except Exception:
+                pass
 
     def join(self) -> None:
         if self._state == _mp_pool.RUN:
@@ -259,8 +286,14 @@ class Pool(_mp_pool.Pool):
             raise ValueError("In unknown state")
         self._task_thread.join()
         self._result_thread.join()
-        self._group.join()
-        self._group.close()
+        if not self._joined:
+            self._joined = True
+            try:
+                self._group.join()
+            except Exception:
+                pass
+            self._group.close()
+            self._results.destroy()
 
     def __reduce__(self):
         raise NotImplementedError("pool objects cannot be passed between processes or pickled")
