@@ -16,7 +16,8 @@
 #                   4 virtual nodes, against mpiexec.hydra), PMIx (Open MPI's MPI_Init of 32 ranks against
 #                   mpirun.openmpi, and srun --mpi=pmix when a Slurm cluster is up) and Python package
 #                   (ProcessGroup against the C++ API and multiprocessing, channels against Pipe) and
-#                   multiprocessing's dragon start method against fork, forkserver and spawn
+#                   multiprocessing's dragon start method against fork, forkserver and spawn, and
+#                   the distributed dictionary against redis-server and Manager().dict()
 #                   benchmarks, each against its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
@@ -74,6 +75,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/pmix.py
 	/usr/bin/python3 bench/python.py
 	/usr/bin/python3 bench/mp_bench.py
+	/usr/bin/python3 bench/ddict.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels

@@ -12,6 +12,11 @@ library's fork, forkserver and spawn, interleaved in one run (issue 19).
  (4) The same Queue with its producer on another node of a 2-node virtual
      cluster (--split-cpus), GB/s, against raw TCP over loopback (one
      socket, 1 MiB writes) measured in the same run.
+ (5) Locks and friends (issue 20), dragon against fork: (5a) an
+     uncontended Lock acquire+release in this process (ns); (5b) Event.set
+     to a waiting child's wake-up (half an Event ping-pong, us); (5c)
+     Barrier rounds/s with 8 and (5d) 32 parties (this process one of
+     them); (5e) Value increments/s under its lock by 8 processes.
 
 The dragon cases run in an embedded runtime started once before the rounds
 (its start is bench/startup.py's business); (4) runs in a child interpreter
@@ -75,6 +80,94 @@ def tcp_sink(port, total):
 
 
 # ---- cases ---------------------------------------------------------------------
+
+def event_pong(ping, pong, n):
+    for _ in range(n):
+        ping.wait()
+        ping.clear()
+        pong.set()
+
+
+def barrier_party(b, n):
+    for _ in range(n):
+        b.wait()
+
+
+def increment(v, n, go, done):
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    done.release()
+
+
+def lock_case(ctx, n):
+    def run():
+        lock = ctx.Lock()
+        acquire, release = lock.acquire, lock.release
+        t0 = time.perf_counter()
+        for _ in range(n):
+            acquire()
+            release()
+        return (time.perf_counter() - t0) / n * 1e9
+    return run
+
+
+def event_case(ctx, n):
+    def run():
+        ping, pong = ctx.Event(), ctx.Event()
+        p = ctx.Process(target=event_pong, args=(ping, pong, n + 10))
+        p.start()
+        times = []
+        for i in range(n + 10):
+            t0 = time.perf_counter()
+            ping.set()
+            pong.wait()
+            pong.clear()
+            if i >= 10:
+                times.append(time.perf_counter() - t0)
+        p.join()
+        times.sort()
+        return times[len(times) // 2] / 2 * 1e6
+    return run
+
+
+def barrier_case(ctx, parties, n):
+    def run():
+        b = ctx.Barrier(parties)
+        ps = [ctx.Process(target=barrier_party, args=(b, n + 1)) for _ in range(parties - 1)]
+        for p in ps:
+            p.start()
+        b.wait()  # everyone runs: time the rounds, not the starts
+        t0 = time.perf_counter()
+        for _ in range(n):
+            b.wait()
+        dt = time.perf_counter() - t0
+        for p in ps:
+            p.join()
+        return n / dt
+    return run
+
+
+def value_case(ctx, procs, n):
+    def run():
+        v, go, done = ctx.Value("q", 0), ctx.Event(), ctx.Semaphore(0)
+        ps = [ctx.Process(target=increment, args=(v, n, go, done)) for _ in range(procs)]
+        for p in ps:
+            p.start()
+        time.sleep(0.5)  # let them reach go.wait(): time the increments, not the starts
+        t0 = time.perf_counter()
+        go.set()
+        for _ in ps:
+            done.acquire()
+        dt = time.perf_counter() - t0
+        for p in ps:
+            p.join()
+        if v.value != procs * n:
+            raise RuntimeError(f"{ctx.get_start_method()}: counter {v.value}, want {procs * n}")
+        return procs * n / dt
+    return run
+
 
 def procs_case(ctx, n):
     def run():
@@ -246,6 +339,16 @@ def main() -> int:
             {m: queue_case(ctxs[m], small_n, 64) for m in ("dragon", "fork")}, "fork", "start method")
     section("(3b) Queue, one producer to one consumer, 1 MiB numpy arrays", "GB/s",
             {m: queue_case(ctxs[m], big_n, 1 << 20) for m in ("dragon", "fork")}, "fork", "start method")
+    two = ("dragon", "fork")
+    section("(5a) uncontended Lock acquire+release", "ns",
+            {m: lock_case(ctxs[m], 20000 if a.quick else 1000000) for m in two}, "fork", "start method")
+    section("(5b) Event.set to a waiting process's wake-up", "us",
+            {m: event_case(ctxs[m], 100 if a.quick else 1000) for m in two}, "fork", "start method")
+    for lab, parties in (("5c", 8), ("5d", 32)):
+        section(f"({lab}) Barrier of {parties} parties, rounds", "rounds/s",
+                {m: barrier_case(ctxs[m], parties, 50 if a.quick else 300) for m in two}, "fork", "start method")
+    section("(5e) Value increments under its lock, 8 processes", "incr/s",
+            {m: value_case(ctxs[m], 8, 2000 if a.quick else 20000) for m in two}, "fork", "start method")
     dragon.stop_runtime()
     section("(4) Queue across 2 virtual nodes (--split-cpus), 1 MiB numpy arrays, against raw TCP", "GB/s",
             {"raw TCP over loopback, 1 MiB writes": tcp_case(big_n),

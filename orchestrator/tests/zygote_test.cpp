@@ -101,8 +101,16 @@ protected:
         for (pid_t p; (p = ::waitpid(-1, &st, WNOHANG)) > 0;) (void)z.reaped(p, st);
     }
     int wait_exit(pid_t pid) {
+        // Ours once the zygote's middle process has exited (the zygote answers
+        // before that): the member is reparented to us, the subreaper.
         int st = 0;
-        EXPECT_EQ(::waitpid(pid, &st, 0), pid);  // ours: the member was reparented to us
+        for (int i = 0; i < 500; ++i) {
+            pid_t r = ::waitpid(pid, &st, 0);
+            if (r == pid) return st;
+            if (r < 0 && errno != ECHILD) break;
+            std::this_thread::sleep_for(10ms);
+        }
+        ADD_FAILURE() << "member " << pid << " never became our child";
         return st;
     }
 

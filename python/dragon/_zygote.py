@@ -134,6 +134,12 @@ def _serve(sock: socket.socket, agent: int):
                 os.close(fd)
             _send(sock, f"err 22 bad request: {e}")
             continue
+        refused = _check(req)
+        if refused:
+            for fd in fds:
+                os.close(fd)
+            _send(sock, f"err {refused}")
+            continue
         member = _fork(sock, agent, req)
         if member is not None:
             return member
@@ -157,6 +163,12 @@ def _fork(sock: socket.socket, agent: int, req: dict):
         return None
     if middle == 0:
         try:
+            # A member that dies before the middle exits must stay a zombie,
+            # for the agent to reap once it inherits it: not auto-reaped as
+            # the zygote's ignored SIGCHLD would.
+            import signal
+
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             pid = os.fork()
         except BaseException as e:
             _write_quietly(w, f"err {getattr(e, 'errno', None) or 11} fork: {e}\n")
@@ -167,26 +179,43 @@ def _fork(sock: socket.socket, agent: int, req: dict):
         _write_quietly(w, f"pid {pid}\n")
         os._exit(0)
     os.close(w)
-    chunks = []
-    while True:
+    # The answer is the member's pid, from the middle process: the member's
+    # own set-up (what _check could not foresee) fails as its exit 127 with
+    # the reason on its stderr. Neither the middle's exit nor the member's
+    # set-up is waited for (SIGCHLD is ignored here: nothing to reap).
+    pid, error, buf = 0, "", b""
+    while not error and not pid:
         data = os.read(r, 4096)
         if not data:
             break
-        chunks.append(data)
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            word, _, rest = line.decode(errors="replace").partition(" ")
+            if word == "pid":
+                pid = int(rest)
+            elif word == "err" and not error:
+                error = rest
     os.close(r)
-    os.waitpid(middle, 0)
-    pid, error = 0, ""
-    for line in b"".join(chunks).decode(errors="replace").splitlines():
-        word, _, rest = line.partition(" ")
-        if word == "pid":
-            pid = int(rest)
-        elif word == "err" and not error:
-            error = rest
     if error or pid <= 0:
         _send(sock, f"err {error or '11 the member did not start'}")
     else:
         _send(sock, f"ok {pid}")
     return None
+
+
+def _check(req: dict) -> str:
+    """What exec would refuse before the program runs, checked here so that
+    it is the member's start error: its directory and its cpus."""
+    cwd = req["cwd"]
+    if cwd:
+        if not os.path.isdir(cwd):
+            return f"{2 if not os.path.exists(cwd) else 20} chdir {cwd}"
+        if not os.access(cwd, os.X_OK):
+            return f"13 chdir {cwd}"
+    if req["cpus"] and not req["cpus"] <= os.sched_getaffinity(0):
+        return f"22 affinity {sorted(req['cpus'])}"
+    return ""
 
 
 def _write_quietly(fd: int, text: str) -> None:
@@ -197,26 +226,16 @@ def _write_quietly(fd: int, text: str) -> None:
 
 
 def _become(sock: socket.socket, agent: int, req: dict, report: int):
-    """In the member: waits to be the agent's child, then takes the
-    request's stdio, directory, binding, signals and environment, and tells
-    the zygote how it went. Never returns on failure."""
+    """In the member: takes the request's process group, signals, stdio,
+    directory, binding and environment, then waits to be the agent's child
+    and to die with it. On a failure it says why on its stderr and exits
+    127 (the zygote has answered already)."""
     import signal
     import time
 
     step = "setpgid"
     try:
         os.setpgid(0, 0)
-        step = "parent"
-        deadline = time.monotonic() + 10.0
-        while os.getppid() != agent:  # the middle process is exiting
-            if os.getppid() == 1 or time.monotonic() > deadline:
-                raise OSError(3, "the agent is gone")
-            os.sched_yield()
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != agent:
-            raise OSError(3, "the agent is gone")
         step = "signals"
         for sig in signal.valid_signals():
             if sig in (signal.SIGKILL, signal.SIGSTOP):
@@ -243,17 +262,70 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
         step = "environment"
         os.environ.clear()
         os.environ.update(req["env"])
-        os.write(report, b"ok\n")
+        _publish_environ(req["env"])
+        os.close(report)
+        report = -1
+        # Run only as the agent's child (the middle process is exiting), and
+        # die with the agent.
+        step = "parent"
+        deadline = time.monotonic() + 10.0
+        while os.getppid() != agent:
+            if os.getppid() == 1 or time.monotonic() > deadline:
+                raise OSError(3, "the agent is gone")
+            os.sched_yield()
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != agent:
+            raise OSError(3, "the agent is gone")
     except BaseException as e:
         code = getattr(e, "errno", None) or 5
         try:
-            os.write(report, f"err {code} {step} {e}\n".encode())
+            if report >= 0:
+                os.close(report)
+            os.write(2, f"dragon: the fast-started process {os.getpid()} could not start ({step}): {e} "
+                        f"[errno {code}]\n".encode())
         finally:
             os._exit(127)
     # Nothing of the zygote's stays open: stdio only, as exec gives.
     sock.detach()
     os.closerange(3, 1 << 20)
     return req
+
+
+# Read first in /proc/<pid>/environ: who the process is.
+_IDENTITY = ("DRAGON_PUID", "DRAGON_RUN_ID", "DRAGON_NODE_ID", "DRAGON_GROUP_ID", "DRAGON_RANK", "DRAGON_NRANKS",
+             "DRAGON_AGENT_SOCKET")
+
+
+def _publish_environ(env: dict) -> None:
+    """Writes the member's environment over the zygote's initial environment
+    block (which libc no longer uses after os.environ's reset), so that
+    /proc/<pid>/environ shows the member's variables, identity first, as far
+    as the block's room allows (the agent pads it), and liveness checks that
+    read it (host.is_process, the DDict client) recognise the member."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (proc(5))
+    except (OSError, ValueError, IndexError):
+        return
+    room = end - start
+    if room <= 0:
+        return
+    order = [k for k in _IDENTITY if k in env] + sorted(
+        k for k in env if k not in _IDENTITY and not k.startswith("DRAGON_PY_TARGET"))
+    blob = bytearray()
+    for k in order:
+        entry = os.fsencode(k) + b"=" + os.fsencode(env[k]) + b"\0"
+        if len(blob) + len(entry) > room:
+            break
+        blob += entry
+    blob += b"\0" * (room - len(blob))
+    ctypes.memmove(start, bytes(blob), room)
 
 
 def _reset_python_state(argv: list) -> dict:
@@ -287,9 +359,95 @@ def main() -> None:
     # touch (and copy) those pages when they collect.
     gc.collect()
     gc.freeze()
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the middle processes: reaped by the kernel
     sock = socket.socket(fileno=fd)
     req = _serve(sock, agent)
     code = req["argv"][-1]
     namespace = _reset_python_state(req["argv"])
     del req, sock
-    exec(compile(code, "<string>", "exec"), namespace)
+    _run(code, namespace)
+
+
+def _status(code) -> int:
+    """The exit status an interpreter gives sys.exit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(f"{code}\n")
+    except Exception:
+        pass
+    return 1
+
+
+def _run(code: str, namespace: dict) -> None:
+    """Runs the member's code as ``python -c`` would, then ends it as a fork
+    child ends, not with the interpreter's teardown: that would write to
+    (and so copy, a page fault each) every page of the zygote's heap it
+    shares, tens of ms per member. Non-daemon threads are joined, atexit
+    handlers (weakref.finalize, multiprocessing's finalizers) run and open
+    files are flushed, as at an interpreter's exit; other objects' __del__
+    at teardown do not run (as in the standard library's fork children)."""
+    import signal
+
+    status = 0
+    try:
+        exec(compile(code, "<string>", "exec"), namespace)
+    except SystemExit as e:
+        status = _status(e.code)
+    except KeyboardInterrupt:
+        _finish()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # end as the signal ends a program
+        os.kill(os.getpid(), signal.SIGINT)
+        status = 128 + signal.SIGINT
+    except BaseException:
+        try:
+            sys.excepthook(*sys.exc_info())
+        except Exception:
+            pass
+        status = 1
+    try:
+        _finish()
+    finally:
+        os._exit(status)
+
+
+def _finish() -> None:
+    threading = sys.modules.get("threading")
+    try:
+        if threading is not None:
+            threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    _flush_files()
+
+
+def _flush_files() -> None:
+    """Flushes the files the member opened and did not close (those in the
+    young generations: the zygote's own objects are frozen), text before
+    binary, then stdout and stderr."""
+    import gc
+    import io
+
+    texts, binaries = [], []
+    for gen in range(3):
+        for o in gc.get_objects(generation=gen):
+            if isinstance(o, io.TextIOWrapper):
+                texts.append(o)
+            elif isinstance(o, (io.BufferedWriter, io.BufferedRandom)):
+                binaries.append(o)
+    for f in (*texts, *binaries, sys.stdout, sys.stderr):
+        try:
+            if f is not None and not f.closed:
+                f.flush()
+        except Exception:
+            pass

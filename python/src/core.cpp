@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "dragon/channels/channel.hpp"
+#include "dragon/channels/sync.hpp"
 #include "dragon/common/config.hpp"
 #include "dragon/common/group_rules.hpp"
 #include "dragon/common/log.hpp"
@@ -518,18 +520,25 @@ private:
 
 // ---- channels ------------------------------------------------------------------
 
+/// A received message as a read-only buffer, without a copy: a large one
+/// stays in its pool block, freed when the last view of it goes.
+struct MessageView {
+    channels::Message msg;
+};
+
 class PyChannel {
 public:
     PyChannel(std::shared_ptr<Runtime> rt, client::ChannelRef ref, std::optional<channels::Channel> owned)
         : rt_(std::move(rt)), ref_(std::move(ref)), owned_(std::move(owned)) {}
 
     static std::shared_ptr<PyChannel> create(const std::shared_ptr<Runtime>& rt, std::uint32_t capacity,
-                                             std::uint32_t block_size) {
+                                             std::uint32_t block_size, std::uint64_t max_queued_bytes) {
         if (capacity == 0) throw py::value_error("capacity must be at least 1");
         auto gw = rt->gateway();
         channels::ChannelAttrs a;
         a.capacity = capacity;
         a.block_size = block_size;
+        a.max_queued_bytes = max_queued_bytes;
         auto ch = [&] {
             py::gil_scoped_release nogil;
             return channels::Channel::create(gw->pool(), a, 1s);
@@ -578,6 +587,46 @@ public:
         ok_or_raise(st);
     }
 
+    /// Sends the buffers of `items` in order, each as send(item) without a
+    /// timeout would, with the GIL released for the whole batch (a queue's
+    /// feeder thread: one GIL hand-off per batch, not per message). Returns
+    /// how many were sent; raises the first item's error if none could be.
+    std::size_t send_many(const py::list& items) {
+        usable("send");
+        std::vector<py::buffer_info> infos;
+        infos.reserve(items.size());
+        for (const auto& it : items) {
+            infos.push_back(py::reinterpret_borrow<py::buffer>(it).request());
+            if (PyBuffer_IsContiguous(infos.back().view(), 'C') == 0)
+                throw py::value_error("send_many: a buffer is not C-contiguous");
+        }
+        std::size_t sent = 0;
+        Status st;
+        {
+            py::gil_scoped_release nogil;
+            const bool local = ref_.is_local();
+            for (const auto& info : infos) {
+                const std::span<const std::byte> bytes(static_cast<const std::byte*>(info.ptr),
+                                                       static_cast<std::size_t>(info.size * info.itemsize));
+                for (;;) {
+                    std::shared_lock lk(life_);
+                    if (destroyed_) {
+                        st = gone();
+                        break;
+                    }
+                    // Remote: on its way once it returns (see send). Local: in
+                    // slices, so that destroy() is never held up for long.
+                    st = local ? ref_.send(bytes, Timeout(200ms)) : ref_.send(bytes, channels::kForever);
+                    if (st || (st.error().code() != Errc::timeout && st.error().code() != Errc::would_block)) break;
+                }
+                if (!st) break;
+                ++sent;
+            }
+        }
+        if (sent == 0 && !st) raise(st.error());
+        return sent;
+    }
+
     py::bytes recv(std::optional<double> timeout) {
         usable("recv");
         const auto t = to_timeout(timeout);
@@ -598,6 +647,19 @@ public:
         });
         ok_or_raise(st);
         return {reinterpret_cast<const char*>(out.data()), out.size()};
+    }
+
+    /// As recv, without the copy into a bytes object: a MessageView (a
+    /// read-only buffer). For a receiver that copies it once anyway (unpickling).
+    MessageView recv_view(std::optional<double> timeout) {
+        usable("recv");
+        const auto t = to_timeout(timeout);
+        auto m = sliced(t, ref_.is_local() ? Timeout(200ms) : Timeout(1s), [&](Timeout s) -> Result<channels::Message> {
+            std::shared_lock lk(life_);
+            if (destroyed_) return gone();
+            return ref_.recv_message(s);
+        });
+        return MessageView{value_or_raise(std::move(m))};
     }
 
     /// Waits until every send without a timeout to channels of other nodes
@@ -695,6 +757,157 @@ std::vector<int> poll(const std::vector<std::pair<std::shared_ptr<PyChannel>, in
     return out;
 }
 
+
+// ---- sync blocks (the dragon context's locks, Value and Array) ------------------
+
+/// A channels::SyncBlock of this node's pool, or of another node's pool on
+/// the same host (a virtual cluster): attached straight by the pool's name.
+class PySync {
+public:
+    PySync(std::shared_ptr<Runtime> rt, channels::SyncBlock b, std::uint32_t node)
+        : rt_(std::move(rt)), b_(std::move(b)), node_(node) {}
+
+    static std::shared_ptr<PySync> create(const std::shared_ptr<Runtime>& rt, std::int32_t value,
+                                          std::int32_t maximum, std::size_t data_bytes) {
+        auto gw = rt->gateway();
+        auto b = [&] {
+            py::gil_scoped_release nogil;
+            return channels::SyncBlock::create(gw->pool(), value, maximum, data_bytes);
+        }();
+        return std::make_shared<PySync>(rt, value_or_raise(std::move(b)), gw->pool().node_id());
+    }
+
+    /// Errc::not_found when the pool is not on this host (the caller then
+    /// reaches the object through its home node).
+    static std::shared_ptr<PySync> attach(const std::shared_ptr<Runtime>& rt, const std::string& pool_name,
+                                          std::uint64_t generation, std::uint64_t offset, std::uint64_t id) {
+        auto gw = rt->gateway();
+        const channels::Pool* pool = nullptr;
+        if (pool_name == gw->pool().name()) {
+            pool = &gw->pool();
+        } else {
+            static std::mutex mu;
+            static std::map<std::string, channels::Pool>* others = new std::map<std::string, channels::Pool>;
+            std::lock_guard lk(mu);
+            auto it = others->find(pool_name);
+            if (it == others->end()) {
+                auto p = channels::Pool::attach(pool_name);
+                if (!p) raise(p.error());
+                it = others->emplace(pool_name, std::move(*p)).first;
+            }
+            pool = &it->second;
+        }
+        if (pool->generation() != generation)
+            raise(make_error(Errc::not_found, "{} is another incarnation of the pool (a stale object)", pool_name));
+        auto b = channels::SyncBlock::attach(*pool, offset, id);
+        return std::make_shared<PySync>(rt, value_or_raise(std::move(b)), pool->node_id());
+    }
+
+    /// _multiprocessing.SemLock's acquire: True, or False when it could not
+    /// within `timeout` (block False: not available now). kind 1 (an RLock)
+    /// counts re-acquisitions by the owning thread. Uncontended: no GIL
+    /// release, no system call.
+    bool acquire(bool block, std::optional<double> timeout) {
+        const unsigned long me = PyThread_get_thread_ident();
+        if (kind_ == 1 && count_ > 0 && last_tid_ == me) {
+            ++count_;
+            return true;
+        }
+        auto r = b_.acquire(channels::kTryOnce);
+        if (!r) raise(r.error());
+        bool got = *r;
+        if (!got && block) {
+            Timeout t = to_timeout(timeout);
+            if (t != channels::kTryOnce) {
+                auto st = sliced(t, 200ms, [&](Timeout s) -> Status {
+                    auto a = b_.acquire(s);
+                    if (!a) return std::move(a).error();
+                    if (!*a) return Error(Errc::timeout, "timed out");
+                    got = true;
+                    return ok();
+                });
+                if (!st && st.error().code() != Errc::timeout && st.error().code() != Errc::would_block)
+                    raise(st.error());
+            }
+        }
+        if (got) {
+            ++count_;
+            last_tid_ = me;
+            if (!registered_) remember();
+        }
+        return got;
+    }
+
+    /// _multiprocessing.SemLock's release: an RLock only by its owner
+    /// (AssertionError), a bounded one ValueError when over-released.
+    void release() {
+        if (kind_ == 1) {
+            if (count_ == 0 || last_tid_ != PyThread_get_thread_ident())
+            {
+                PyErr_SetString(PyExc_AssertionError, "attempt to release recursive lock not owned by thread");
+                throw py::error_already_set();
+            }
+            if (count_ > 1) {
+                --count_;
+                return;
+            }
+        }
+        auto st = b_.release();
+        if (!st && st.error().code() == Errc::invalid_argument)
+            throw py::value_error("semaphore or lock released too many times");
+        ok_or_raise(st);
+        if (count_ > 0) --count_;
+    }
+    /// At this process's normal exit: forget its holder records in every
+    /// block it took counts of (SyncBlock::drop_mine), so they are not given back.
+    static void exit_cleanly() {
+        std::lock_guard lk(registry_mu());
+        for (auto& [addr, b] : registry()) (void)b.drop_mine();
+        registry().clear();
+    }
+    int count() const { return count_; }
+    bool is_mine() const { return count_ > 0 && last_tid_ == PyThread_get_thread_ident(); }
+    void after_fork() { count_ = 0; }
+    int kind() const { return kind_; }
+    void set_kind(int k) { kind_ = k; }
+
+    int reap() { return value_or_raise(b_.reap()); }
+    std::int32_t value() const { return b_.value(); }
+    std::int32_t maximum() const { return b_.maximum(); }
+    py::memoryview buffer() {
+        return py::memoryview::from_memory(static_cast<void*>(b_.data()), static_cast<py::ssize_t>(b_.data_size()),
+                                           false);
+    }
+    std::size_t address() const { return reinterpret_cast<std::size_t>(b_.data()); }
+    py::tuple descriptor() const {
+        return py::make_tuple(b_.pool_name(), b_.pool_generation(), b_.offset(), b_.id());
+    }
+    std::uint32_t node_id() const { return node_; }
+
+private:
+    void remember() {
+        std::lock_guard lk(registry_mu());
+        registry().emplace(static_cast<const void*>(b_.data()), b_);
+        registered_ = true;
+    }
+    static std::mutex& registry_mu() {
+        static auto* mu = new std::mutex;
+        return *mu;
+    }
+    static std::map<const void*, channels::SyncBlock>& registry() {
+        static auto* r = new std::map<const void*, channels::SyncBlock>;
+        return *r;
+    }
+
+    std::shared_ptr<Runtime> rt_;  // keeps the gateway (and its pool mapping) alive
+    bool registered_ = false;
+    channels::SyncBlock b_;
+    std::uint32_t node_;
+    int kind_ = 0;  // 0: semaphore (Lock, Semaphore), 1: recursive mutex (RLock)
+    int count_ = 0;  // acquisitions held through this handle (SemLock's count)
+    unsigned long last_tid_ = 0;
+};
+
 }  // namespace
 }  // namespace dragon::python
 
@@ -776,22 +989,63 @@ PYBIND11_MODULE(_core, m) {
              py::arg("timeout") = py::none())
         .def("write_stdin", &Group::write_stdin, py::arg("rank"), py::arg("data"), py::arg("eof") = false);
 
+    py::class_<MessageView>(m, "MessageView", py::buffer_protocol(),
+                            "A received message as a read-only buffer (no copy; its pool block is freed with it).")
+        .def_buffer([](MessageView& v) {
+            static std::byte empty{};
+            const auto d = v.msg.data();
+            std::byte* p = d.empty() ? &empty : const_cast<std::byte*>(d.data());  // never a null buffer
+            return py::buffer_info(p, 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                                   {static_cast<py::ssize_t>(d.size())}, {1}, /*readonly=*/true);
+        })
+        .def("__len__", [](const MessageView& v) { return v.msg.size(); });
+
     py::class_<PyChannel, std::shared_ptr<PyChannel>>(m, "Channel", "A channel on any node of the runtime.")
         .def_static("create", &PyChannel::create, py::arg("runtime"), py::arg("capacity") = 256,
-                    py::arg("block_size") = 496)
+                    py::arg("block_size") = 496, py::arg("max_queued_bytes") = 0)
         .def_static("attach", &PyChannel::attach, py::arg("runtime"), py::arg("descriptor"))
         .def_property_readonly("descriptor", &PyChannel::descriptor)
         .def_property_readonly("node_id", &PyChannel::node_id)
         .def_property_readonly("is_local", &PyChannel::is_local)
         .def_property_readonly("owned", &PyChannel::owned)
         .def("send", &PyChannel::send, py::arg("data"), py::arg("timeout") = py::none())
+        .def("send_many", &PyChannel::send_many, py::arg("items"))
         .def("recv", &PyChannel::recv, py::arg("timeout") = py::none())
+        .def("recv_view", &PyChannel::recv_view, py::arg("timeout") = py::none())
         .def("flush", &PyChannel::flush, py::arg("timeout") = py::none(),
              "Waits until this process's sends without a timeout to channels of other nodes have arrived; raises "
              "the first failure not yet reported.")
         .def("queued", &PyChannel::queued)
         .def("capacity", &PyChannel::capacity)
         .def("destroy", &PyChannel::destroy);
+
+
+    py::class_<PySync, std::shared_ptr<PySync>>(m, "Sync",
+        "A counting semaphore with holder records and shared data in a node's pool (dragon.mpbridge.synchronize).")
+        .def_static("create", &PySync::create, py::arg("runtime"), py::arg("value"), py::arg("maximum") = 2147483647,
+                    py::arg("data_bytes") = 0)
+        .def_static("attach", &PySync::attach, py::arg("runtime"), py::arg("pool_name"), py::arg("generation"),
+                    py::arg("offset"), py::arg("id"))
+        .def("acquire", &PySync::acquire, py::arg("block") = true, py::arg("timeout") = py::none())
+        .def("release", &PySync::release)
+        .def("_count", &PySync::count)
+        .def("_is_mine", &PySync::is_mine)
+        .def("_after_fork", &PySync::after_fork)
+        .def_property("kind", &PySync::kind, &PySync::set_kind)
+        .def("reap", &PySync::reap)
+        .def("value", &PySync::value)
+        .def("_get_value", &PySync::value)
+        .def("_is_zero", [](const PySync& s) { return s.value() == 0; })
+        .def("maximum", &PySync::maximum)
+        .def_property_readonly("maxvalue", &PySync::maximum)
+        .def("__enter__", [](PySync& s) { return s.acquire(true, std::nullopt); })
+        .def("__exit__", [](PySync& s, const py::args&) { s.release(); })
+        .def("buffer", &PySync::buffer)
+        .def("address", &PySync::address)
+        .def_property_readonly("descriptor", &PySync::descriptor)
+        .def_property_readonly("node_id", &PySync::node_id);
+    m.def("sync_exit", &PySync::exit_cleanly,
+          "At a normal exit: this process's Lock/Semaphore holder records are dropped, not given back.");
 
     m.def("poll", &poll, py::arg("items"), py::arg("timeout") = py::none(),
           "Waits until one of this node's channels is ready: [(channel, events)] -> [revents] (all 0 on timeout).");

@@ -31,7 +31,10 @@ def facts(tag):
             "main_names": sorted(k for k in vars(sys.modules["__main__"]) if not k.startswith("__")),
             "cpus": sorted(os.sched_getaffinity(0)), "pgrp": os.getpgrp() == os.getpid(),
             "mark": os.environ.get("MARK"), "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
-            "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}
+            "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+            # what another process reading /proc sees (host.is_process, the DDict client)
+            "proc_environ_puid": f"DRAGON_PUID={os.environ.get('DRAGON_PUID')}".encode()
+                                 in open(f"/proc/{os.getpid()}/environ", "rb").read().split(b"\\0")}
 
 def probe(q, tag):
     q.put(facts(tag))
@@ -139,7 +142,7 @@ def test_forked_members_are_runtime_processes(script):
     assert sorted(f["pid"] for f in batch) == out["batch_pids"]
     assert len({f["puid"] for f in batch}) == len(batch) and all(f["puid"] for f in batch)
     assert all(f["cwd"] == str(s.cwd / "sub") and f["mark"] == "m1" for f in batch), batch
-    assert all(f["pgrp"] and f["sigint"] and f["sigterm"] for f in batch), batch
+    assert all(f["pgrp"] and f["sigint"] and f["sigterm"] and f["proc_environ_puid"] for f in batch), batch
     for f in batch:  # output forwarding
         assert f"stdout of {f['tag']} pid {f['pid']}" in p.stdout
     assert out["codes"] == {"exit3": 3, "raise": 1, "sigkill": -signal.SIGKILL, "terminate": -signal.SIGTERM}

@@ -36,7 +36,9 @@ from collections import deque
 
 from dragon import _core
 from dragon._runtime import current_runtime
-from dragon.infrastructure import large
+from dragon.infrastructure import large, memory
+
+memory.tune()  # message-sized buffers from the heap, not fresh pages (see memory.py)
 
 _CTL = b"\xff\xfe"
 _ESC = b"\xff\xfd"
@@ -144,6 +146,7 @@ class Connection:
         self._counted = _counted
         self._in = inbox
         self._out = outbox
+        self._out_local = outbox is None or outbox.is_local
         self._pending: deque = deque()  # data read by poll(), not yet returned
         self._writers = 1  # writer handles of the inbox (only meaningful for a reader)
         self._eof = False
@@ -212,25 +215,38 @@ class Connection:
 
     def send_bytes(self, buf, offset: int = 0, size: int | None = None) -> None:
         """Sends ``buf[offset:offset+size]`` (any bytes-like object) as one message."""
-        self._check_closed()
-        self._check_writable()
+        if self._closed:
+            raise OSError("handle is closed")
+        out = self._out
+        if out is None:
+            raise OSError("connection is read-only")
         m = memoryview(buf)
         if m.itemsize > 1:
             m = m.cast("B")
         n = m.nbytes
-        if offset < 0:
-            raise ValueError("offset is negative")
-        if n < offset:
-            raise ValueError("buffer length < offset")
-        if size is None:
-            size = n - offset
-        elif size < 0:
-            raise ValueError("size is negative")
-        elif offset + size > n:
-            raise ValueError("buffer length < offset + size")
-        if offset or size != n:
-            m = m[offset:offset + size]
-        self._send(m)
+        if offset or size is not None:
+            if offset < 0:
+                raise ValueError("offset is negative")
+            if n < offset:
+                raise ValueError("buffer length < offset")
+            if size is None:
+                size = n - offset
+            elif size < 0:
+                raise ValueError("size is negative")
+            elif offset + size > n:
+                raise ValueError("buffer length < offset + size")
+            if offset or size != n:
+                m = m[offset:offset + size]
+                n = size
+        if n >= 2 and m[0] == 0xFF and m[1] in (0xFE, 0xFD, 0xFC):
+            m = _ESC + bytes(m)
+            n += 2
+        if n <= large.LARGE:
+            out.send(m, None)
+        else:
+            large.send(out, m, None)
+        if not self._out_local:
+            out.flush(None)
 
     def _send(self, m) -> None:
         if len(m) >= 2 and m[0] == 0xFF and m[1] in (0xFE, 0xFD, 0xFC):
@@ -250,7 +266,7 @@ class Connection:
         """A send to another node's channel returns once the message is in
         it, as a pipe's write: a process that sends, then tells a third
         (a lock, a barrier) cannot be overtaken by that third's message."""
-        if not self._out.is_local:
+        if not self._out_local:
             self._out.flush(None)
 
     # ---- receiving -----------------------------------------------------------------------
@@ -258,19 +274,37 @@ class Connection:
     def _take(self, timeout: float | None) -> bytes | None:
         """The next payload within ``timeout`` (None: forever); None if none
         came; raises EOFError at the end. Control records are applied."""
-        with self._lock:
-            if self._pending:
-                return self._pending.popleft()
-            if self._eof:
-                raise EOFError
-            self._receiving += 1  # poll() in another thread must not take from under us
+        lock = self._lock
+        lock.acquire()
+        if self._pending:
+            data = self._pending.popleft()
+            lock.release()
+            return data
+        if self._eof:
+            lock.release()
+            raise EOFError
+        self._receiving += 1  # poll() in another thread must not take from under us
+        lock.release()
         try:
-            data = self._take_from_channel(timeout)
+            if timeout is None:
+                # The common case first: a plain payload within one slice.
+                try:
+                    data = self._in.recv(SLICE)
+                except _Timeout:
+                    data = self._take_from_channel(None) if not self._pending else _PENDING
+                else:
+                    if data[:1] == b"\xff":
+                        data = self._apply(data)
+                        if data is None:
+                            data = self._take_from_channel(None)
+            else:
+                data = self._take_from_channel(timeout)
         finally:
-            with self._lock:
-                self._receiving -= 1
+            lock.acquire()
+            self._receiving -= 1
+            lock.release()
         if data is _PENDING:
-            with self._lock:
+            with lock:
                 return self._pending.popleft()
         return data
 
@@ -289,31 +323,42 @@ class Connection:
                 if left is not None and left <= SLICE:
                     return None
                 continue
-            if data[:2] == _CTL:
-                if data == _OPEN:
-                    self._writers += 1
-                elif data == _CLOSE:
-                    self._writers -= 1
-                    if self._writers <= 0:
-                        self._eof = True
-                        raise EOFError
-                continue
-            if data[:2] == _ESC:
-                data = data[2:]
-            elif data[:2] == large.RECORD:
-                data = large.fetch(data)
-                if data is None:
-                    continue  # its sender died while sending it
-            return data
+            if data[:1] != b"\xff":  # a payload as sent (pickles begin with 80): the common case
+                return data
+            data = self._apply(data)
+            if data is not None:
+                return data
+
+    def _apply(self, data):
+        """A message that begins with ff: a control record is applied (None;
+        EOFError at the end), an escaped payload unescaped, a large one fetched."""
+        if data[:2] == _CTL:
+            if data == _OPEN:
+                self._writers += 1
+            elif data == _CLOSE:
+                self._writers -= 1
+                if self._writers <= 0:
+                    self._eof = True
+                    raise EOFError
+            return None
+        if data[:2] == _ESC:
+            return data[2:]
+        if data[:2] == large.RECORD:
+            return large.fetch(data)  # None if its sender died while sending it
+        return data
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """The next message; EOFError once every writer is closed and all was read."""
-        self._check_closed()
-        self._check_readable()
-        if maxlength is not None and maxlength < 0:
+        if self._closed:
+            raise OSError("handle is closed")
+        if self._in is None:
+            raise OSError("connection is write-only")
+        if maxlength is None:
+            return self._take(None)
+        if maxlength < 0:
             raise ValueError("negative maxlength")
         data = self._take(None)
-        if maxlength is not None and len(data) > maxlength:
+        if len(data) > maxlength:
             self.close()
             raise OSError("bad message length")
         return data
@@ -342,8 +387,10 @@ class Connection:
 
     def recv(self):
         """The next object."""
-        self._check_closed()
-        self._check_readable()
+        if self._closed:
+            raise OSError("handle is closed")
+        if self._in is None:
+            raise OSError("connection is write-only")
         return _loads(self._take(None))
 
     def poll(self, timeout: float | None = 0.0) -> bool:
@@ -414,9 +461,10 @@ def _rebuild(inbox: str | None, outbox: str | None, counted: bool = True) -> Con
                       _core.Channel.attach(rt, outbox) if outbox else None, _counted=counted)
 
 
-def new_channel(capacity: int = CAPACITY, block: int = BLOCK) -> _Owned:
+def new_channel(capacity: int = CAPACITY, block: int = BLOCK, max_queued_bytes: int = 0) -> _Owned:
     """A channel in this node's pool, freed with its last local user unless shared."""
-    return _Owned(_core.Channel.create(current_runtime(), capacity=capacity, block_size=block))
+    return _Owned(_core.Channel.create(current_runtime(), capacity=capacity, block_size=block,
+                                       max_queued_bytes=max_queued_bytes))
 
 
 def Pipe(duplex: bool = True, *, counted: bool = True) -> tuple[Connection, Connection]:

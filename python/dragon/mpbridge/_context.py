@@ -11,6 +11,9 @@ from multiprocessing import context, process
 
 # BaseContext methods the dragon context answers itself.
 PATCHED = ("Pipe", "Queue", "JoinableQueue", "SimpleQueue", "cpu_count", "Pool")
+# ... and the synchronisation objects and shared ctypes (mpbridge/synchronize.py).
+SYNC = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition", "Event", "Barrier", "Value", "Array",
+        "RawValue", "RawArray")
 
 
 class DragonProcess(process.BaseProcess):
@@ -72,8 +75,17 @@ def _cpu_count():
     return cpu_count()
 
 
+def _sync(name):
+    def make(*args, **kwargs):
+        from dragon.mpbridge import synchronize
+
+        return getattr(synchronize, name)(*args, **kwargs)
+
+    return make
+
+
 _DRAGON = {"Pipe": _pipe, "Queue": _queue, "JoinableQueue": _joinable_queue, "SimpleQueue": _simple_queue, "Pool": _pool,
-           "cpu_count": _cpu_count}
+           "cpu_count": _cpu_count, **{name: _sync(name) for name in SYNC}}
 
 
 def _routed(name, original):
@@ -92,7 +104,7 @@ def _routed(name, original):
 
 
 def patch_base_context(base) -> None:
-    for name in PATCHED:
+    for name in PATCHED + SYNC:
         original = base.__dict__[name]
         if getattr(original, "__wrapped__", None) is not None:
             continue

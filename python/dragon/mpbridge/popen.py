@@ -17,6 +17,7 @@ else a pipe a watcher thread closes once the runtime reports the end.
 
 from __future__ import annotations
 
+import atexit
 import io
 import itertools
 import os
@@ -44,21 +45,32 @@ def _next_node(rt) -> int | None:
     return (rt.node_id + next(_next)) % len(nodes)
 
 
-def _pidfd_of(pid: int, puid: int) -> int | None:
-    """A pidfd for the member if it runs on this host (checked by its
-    DRAGON_PUID, so a pid of another host is never mistaken for ours)."""
-    if pid <= 0 or not hasattr(os, "pidfd_open"):
+def _pidfd_of(pid: int, same_host: bool) -> int | None:
+    """A pidfd for the member if it runs on this host (the runtime placed it
+    on a node of this host, and the pid was its answer a moment ago)."""
+    if pid <= 0 or not same_host or not hasattr(os, "pidfd_open"):
         return None
     try:
-        fd = os.pidfd_open(pid)
+        return os.pidfd_open(pid)
     except OSError:
         return None
-    if host.is_process(pid, puid) or not os.path.exists(f"/proc/{pid}"):
-        # Ours, or gone already: a pidfd of an ended process reads as
-        # ended, which is right if it was ours.
-        return fd
-    os.close(fd)
-    return None
+
+
+# Watcher threads (children on other hosts) end before the interpreter's
+# finalization: a daemon thread that comes back from a runtime call (the
+# GIL released) while the interpreter is being torn down is ended by
+# pthread_exit, whose unwinding through the C++ binding aborts the process.
+_stop_watchers = threading.Event()
+_watchers: "set[threading.Thread]" = set()
+
+
+def _end_watchers() -> None:
+    _stop_watchers.set()
+    for t in list(_watchers):
+        t.join(1.0)
+
+
+atexit.register(_end_watchers)
 
 
 class Popen:
@@ -137,12 +149,14 @@ class Popen:
         self.pid = int(m["pid"])
         self.puid = int(m["puid"])
         self.node = int(m["node"])
-        fd = _pidfd_of(self.pid, self.puid)
+        fd = _pidfd_of(self.pid, self._same_host)
         if fd is None:
             r, w = os.pipe()
             os.set_inheritable(r, False)
             self._watch_w = w
-            threading.Thread(target=self._watch, name=f"dragon-watch-{self.puid}", daemon=True).start()
+            t = threading.Thread(target=self._watch, name=f"dragon-watch-{self.puid}", daemon=True)
+            _watchers.add(t)
+            t.start()
             fd = r
         self.sentinel = fd
         from multiprocessing import util as mp_util
@@ -152,14 +166,14 @@ class Popen:
     def _watch(self) -> None:
         """Another host's child: wait for the runtime's word in short,
         unlocked steps (the session is shared with the parent's own calls)."""
-        import time
-
         g = self._group
         try:
-            while g is not None and not g.join(0):
-                time.sleep(0.02)
+            while g is not None and not _stop_watchers.is_set() and not g.join(0):
+                _stop_watchers.wait(0.02)
         except Exception:
             pass
+        finally:
+            _watchers.discard(threading.current_thread())
         w, self._watch_w = self._watch_w, None
         if w is not None:
             os.close(w)

@@ -25,6 +25,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kMaxReply = 4096;
+constexpr std::size_t kEnvRoom = 32 * 1024;
 
 // What the zygote runs: the Python path of the members it serves, then its loop.
 constexpr const char* kBoot =
@@ -203,6 +204,10 @@ void Zygotes::start(const std::string& kind, const rt::ChildSpec& cs) {
         if (shapes_interpreter(kv)) shaping.push_back(kv);
     shaping.push_back(fmt::format("DRAGON_ZYGOTE_FD={}", *fd_number));
     shaping.push_back(fmt::format("DRAGON_ZYGOTE_AGENT={}", ::getpid()));
+    // Room in the zygote's initial environment block, which a member
+    // overwrites with its own (identity first) so that /proc/<pid>/environ
+    // tells who it is, as an exec'd member's does (_zygote._publish_environ).
+    shaping.push_back("DRAGON_ZYGOTE_ENV_ROOM=" + std::string(kEnvRoom, '.'));
     std::vector<std::string> argv{cs.argv[0]};
     if (cs.argv.size() == 4) argv.emplace_back("-S");
     argv.insert(argv.end(), {"-c", kBoot});
@@ -267,6 +272,12 @@ Result<pid_t> Zygotes::fork_member(Zygote& z, const rt::ChildSpec& cs) {
         return rt::spawn_child(cs);
     }
     auto answer = recv_frame(z.sock.get(), deadline);
+    if (!answer && answer.error().sys_errno() == ECONNRESET) {
+        // It died with the request unread (a reset, not an end of file):
+        // nothing was forked, exec it.
+        drop(z, answer.error().message());
+        return rt::spawn_child(cs);
+    }
     if (!answer) {
         Error e(Errc::system, fmt::format("starting {} (fast start): {}", cs.path, answer.error().message()), EIO);
         drop(z, answer.error().message());

@@ -1,0 +1,1 @@
+"""Data services of the runtime: the distributed dictionary (dragon.data.ddict)."""
