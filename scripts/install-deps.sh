@@ -33,6 +33,7 @@ bench_pkgs=(
   libmpich-dev   # mpicc.mpich: bench/pmi.py runs MPI programs built from tests/mpi/
   libopenmpi-dev # mpicc.openmpi: bench/pmix.py runs the Open MPI builds of tests/mpi/
   redis-server python3-redis   # bench/ddict.py: a real Redis on a loopback port, the dictionary's peer
+  python3-dask python3-distributed python3-mpi4py openmpi-bin   # bench/pool.py: Dask LocalCluster and mpi4py.futures peers
 )
 mpi_pkgs=(
   mpich libmpich-dev   # MPICH 4.0.2 (ch4:ucx), mpicc.mpich and mpiexec.hydra

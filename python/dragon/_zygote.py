@@ -169,6 +169,10 @@ def _fork(sock: socket.socket, agent: int, req: dict):
             import signal
 
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # The member starts with every signal blocked (a group stopped
+            # right after its start signals members still setting up): its
+            # set-up unblocks them once its own handlers are in place.
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
             pid = os.fork()
         except BaseException as e:
             _write_quietly(w, f"err {getattr(e, 'errno', None) or 11} fork: {e}\n")
@@ -248,7 +252,6 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
                 signal.signal(sig, want)
             except (OSError, ValueError):
                 pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
         step = "stdio"
         null = os.open(os.devnull, os.O_RDWR)
         for target, fd in enumerate(req["stdio"]):
@@ -278,13 +281,20 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != agent:
             raise OSError(3, "the agent is gone")
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    except KeyboardInterrupt:
+        # Stopped (SIGINT) while it set up: it ends as that signal ends a process.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.kill(os.getpid(), signal.SIGINT)
+        os._exit(128 + signal.SIGINT)
     except BaseException as e:
         code = getattr(e, "errno", None) or 5
         try:
             if report >= 0:
                 os.close(report)
-            os.write(2, f"dragon: the fast-started process {os.getpid()} could not start ({step}): {e} "
-                        f"[errno {code}]\n".encode())
+            os.write(2, f"dragon: the fast-started process {os.getpid()} could not start ({step}): "
+                        f"{type(e).__name__}: {e} [errno {code}]\n".encode())
         finally:
             os._exit(127)
     # Nothing of the zygote's stays open: stdio only, as exec gives.

@@ -10,7 +10,7 @@ import sys
 from multiprocessing import context, process
 
 # BaseContext methods the dragon context answers itself.
-PATCHED = ("Pipe", "Queue", "JoinableQueue", "SimpleQueue", "cpu_count")
+PATCHED = ("Pipe", "Queue", "JoinableQueue", "SimpleQueue", "cpu_count", "Pool")
 # ... and the synchronisation objects and shared ctypes (mpbridge/synchronize.py).
 SYNC = ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition", "Event", "Barrier", "Value", "Array",
         "RawValue", "RawArray")
@@ -55,6 +55,14 @@ def _joinable_queue(maxsize=0):
     return JoinableQueue(maxsize)
 
 
+def _pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None):
+    from multiprocessing import get_context
+
+    from dragon.mpbridge.pool import Pool
+
+    return Pool(processes, initializer, initargs, maxtasksperchild, context=get_context("dragon"))
+
+
 def _simple_queue():
     from dragon.mpbridge.queues import SimpleQueue
 
@@ -76,7 +84,7 @@ def _sync(name):
     return make
 
 
-_DRAGON = {"Pipe": _pipe, "Queue": _queue, "JoinableQueue": _joinable_queue, "SimpleQueue": _simple_queue,
+_DRAGON = {"Pipe": _pipe, "Queue": _queue, "JoinableQueue": _joinable_queue, "SimpleQueue": _simple_queue, "Pool": _pool,
            "cpu_count": _cpu_count, **{name: _sync(name) for name in SYNC}}
 
 
