@@ -197,6 +197,23 @@ TEST_F(ZygoteTest, SignalEndsMemberAndDeadZygoteIsReplaced) {
     EXPECT_EQ(WEXITSTATUS(wait_exit(*again)), 0);
 }
 
+TEST_F(ZygoteTest, FirstMemberWaitsForTheStartingZygote) {
+    // A group's first member starts the zygote and waits for its imports:
+    // it is forked, not exec'd (nor are the members after it).
+    auto first = z.spawn(member("pass"));
+    ASSERT_TRUE(first.has_value());
+    ASSERT_TRUE(*first) << first->error().message();
+    EXPECT_EQ(WEXITSTATUS(wait_exit(**first)), 0);
+    EXPECT_EQ(z.forked(), 1U);
+}
+
+TEST_F(ZygoteTest, NoWaitMeansExecUntilReady) {
+    Zygotes eager{ZygoteOptions{{}, true, std::chrono::milliseconds(30000), 2, 3, std::chrono::milliseconds(0)}};
+    EXPECT_FALSE(eager.spawn(member("pass")).has_value());  // starting: exec this one
+    EXPECT_EQ(eager.count(), 1U);
+    eager.stop();
+}
+
 TEST_F(ZygoteTest, DisabledNeverForks) {
     Zygotes off{ZygoteOptions{{}, false, std::chrono::milliseconds(1000), 2, 3}};
     for (int i = 0; i < 3; ++i) EXPECT_FALSE(off.spawn(member("pass")).has_value());

@@ -185,7 +185,14 @@ std::optional<Result<pid_t>> Zygotes::spawn(const rt::ChildSpec& cs) {
     Zygote* z = find(kind);
     if (z == nullptr) {
         start(kind, cs);
-        return std::nullopt;
+        if ((z = find(kind)) == nullptr) return std::nullopt;
+    }
+    if (!z->ready && !z->waited) {
+        // Once per zygote: wait for its imports (its "ready") rather than
+        // exec this member and the many that usually follow it.
+        z->waited = true;
+        pollfd p{z->sock.get(), POLLIN, 0};
+        (void)::poll(&p, 1, ms_left(z->started + opts_.ready_wait));
     }
     if (!check_ready(*z)) return std::nullopt;
     return fork_member(*z, cs);
@@ -222,7 +229,7 @@ void Zygotes::start(const std::string& kind, const rt::ChildSpec& cs) {
     }
     (void)sys::set_nonblocking(ours.get(), true);
     spdlog::info("fast start: zygote pid {} for {} (starting)", *pid, cs.path);
-    zygotes_.push_back(Zygote{kind, *pid, std::move(ours), false});
+    zygotes_.push_back(Zygote{kind, *pid, std::move(ours), false, Clock::now(), false});
 }
 
 bool Zygotes::check_ready(Zygote& z) {

@@ -3,9 +3,11 @@
 // `python [-S] -c code` with fast_start set; a zygote (python/dragon/_zygote.py)
 // of that interpreter, flags and Python path forks it twice so that the
 // agent, a child subreaper, is the member's parent: reaping, exit reports,
-// signals and teardown stay the executor's own. Until a zygote is ready
-// (its imports take as long as a member's), and whenever one fails, the
-// member is exec'd as any other.
+// signals and teardown stay the executor's own. A zygote starts with the
+// first member of its kind, which waits for it (up to ready_wait: its imports
+// take about as long as one member's, far less than the exec of the dozens
+// a group or a pool starts at once); a zygote that is not ready by then, and
+// any that fails, means the member is exec'd as any other.
 #pragma once
 
 #include <sys/types.h>
@@ -29,6 +31,7 @@ struct ZygoteOptions {
     std::chrono::milliseconds reply_timeout{30000};  // a fork answered later than this: the zygote is broken
     std::size_t max_zygotes = 2;                     // different interpreters or paths served at once
     unsigned max_failures = 3;                       // zygotes of one kind that died before exec takes over for good
+    std::chrono::milliseconds ready_wait{5000};      // how long members wait for a starting zygote (once)
 };
 
 class Zygotes {
@@ -38,9 +41,9 @@ public:
     Zygotes& operator=(const Zygotes&) = delete;
     ~Zygotes();
 
-    /// Starts the member `cs` by forking a ready zygote of its kind. Empty
-    /// when the caller must exec it (not a Python member, or no zygote ready:
-    /// one is started for the next member). An error is the member's start
+    /// Starts the member `cs` by forking a zygote of its kind (started, and
+    /// waited for, if there is none). Empty when the caller must exec it (not
+    /// a Python member, or no zygote ready in time). An error is the member's start
     /// failure (a bad directory, a binding refused), as exec's would be.
     std::optional<Result<pid_t>> spawn(const rt::ChildSpec& cs);
     /// A child of the agent was reaped: true if it was a zygote (forgotten;
@@ -63,6 +66,8 @@ private:
         pid_t pid = 0;
         sys::UniqueFd sock;
         bool ready = false;
+        std::chrono::steady_clock::time_point started{};
+        bool waited = false;  // a member waited for it to be ready: the next ones do not
     };
     Zygote* find(const std::string& kind);
     void start(const std::string& kind, const rt::ChildSpec& cs);
