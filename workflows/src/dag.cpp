@@ -126,7 +126,9 @@ Result<Dag> expand(const Workflow& wf) {
             in.stdout_path = absolute_in(in.cwd, DRAGON_TRY(sub(s.stdout_path, "stdout")));
             in.stderr_path = absolute_in(in.cwd, DRAGON_TRY(sub(s.stderr_path, "stderr")));
             if (s.type != StepType::python) {
-                in.argv.push_back(in.command);
+                // "./prog" is the step's, not the agent's: relative to its cwd. A bare name is searched in PATH.
+                in.argv.push_back(in.command.find('/') != std::string::npos ? absolute_in(in.cwd, in.command)
+                                                                           : in.command);
                 in.argv.insert(in.argv.end(), in.args.begin(), in.args.end());
             }
             of_step[si].push_back(dag.instances.size());

@@ -45,7 +45,8 @@ struct Span {
     std::uint32_t attempt = 0;
     int exit_code = 0;
     std::string why;
-    std::string placement;  // "node:count,..."
+    std::string nodes;  // node ids, blank-separated
+    std::string ranks;  // ranks on each, "+"-separated
 };
 
 struct Slot {
@@ -75,8 +76,8 @@ void on_signal(int) { g_interrupted = 1; }
 
 std::string fnv_hex(const std::string& s) {
     std::uint64_t h = 1469598103934665603ULL;
-    for (unsigned char c : s) {
-        h ^= c;
+    for (char ch : s) {
+        h ^= static_cast<unsigned char>(ch);
         h *= 1099511628211ULL;
     }
     return fmt::format("{:016x}", h);
@@ -85,7 +86,7 @@ std::string fnv_hex(const std::string& s) {
 std::string file_safe(const std::string& id) {
     std::string o = id;
     for (auto& c : o)
-        if (c == '/' || c == ' ') c = '_';
+        if (c == '/' || c == ' ') c = '_';  // one file, in logs/
     return o;
 }
 
@@ -98,9 +99,15 @@ std::string pattern_of(const std::string& path) {  // a literal path as a procgr
     return o;
 }
 
+std::string comma_list(std::string s, char sep) {
+    std::replace(s.begin(), s.end(), sep, ',');
+    return s;
+}
+
 std::string json_escape(const std::string& s) {
     std::string o;
-    for (unsigned char c : s) {
+    for (char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
         if (c == '"' || c == '\\') {
             o += '\\';
             o += static_cast<char>(c);
@@ -237,7 +244,7 @@ bool Runner::place(std::size_t i, std::vector<std::pair<std::uint32_t, std::uint
     const std::uint32_t n = s.nprocs;
     out.clear();
     std::vector<std::uint32_t> order(nodes_.size());
-    for (std::uint32_t k = 0; k < order.size(); ++k) order[k] = static_cast<std::uint32_t>((k + next_node_) % nodes_.size());
+    for (std::size_t k = 0; k < order.size(); ++k) order[k] = static_cast<std::uint32_t>((k + next_node_) % nodes_.size());
     std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return nodes_[a].free() > nodes_[b].free(); });
     const bool alone = running_.empty();  // nothing else runs: start even oversubscribed
     if (s.nodes > 0) {
@@ -263,7 +270,7 @@ bool Runner::place(std::size_t i, std::vector<std::pair<std::uint32_t, std::uint
     }
     if (!alone) return false;
     // Oversubscribed: the rest round-robin over all nodes.
-    for (std::uint32_t k = 0; left > 0; k = (k + 1) % nodes_.size(), --left) {
+    for (std::uint32_t k = 0; left > 0; k = static_cast<std::uint32_t>((k + 1) % nodes_.size()), --left) {
         auto it = std::find_if(out.begin(), out.end(), [&](auto& p) { return p.first == k; });
         if (it == out.end()) out.emplace_back(k, 1);
         else ++it->second;
@@ -336,15 +343,16 @@ void Runner::start(std::size_t i) {
     t.stderr_redirect = client::Redirect::file(pattern_of(err));
 
     sl.group = std::make_unique<client::ProcessGroup>(session_, go);
-    std::string where;
+    std::string where, ranks;
     const bool pin = s.placement.empty();
     for (auto [k, c] : sl.held) {
         client::ProcessTemplate tk = t;
         if (pin) tk.node = static_cast<std::int32_t>(nodes_[k].id);
         sl.group->add(std::move(tk), c);
-        where += fmt::format("{}{}x{}", where.empty() ? "" : ",", nodes_[k].id, c);
+        where += fmt::format("{}{}", where.empty() ? "" : " ", nodes_[k].id);
+        ranks += fmt::format("{}{}", ranks.empty() ? "" : "+", c);
     }
-    sl.spans.push_back({sl.started, 0, sl.attempts, 0, {}, where});
+    sl.spans.push_back({sl.started, 0, sl.attempts, 0, {}, where, ranks});
     if (s.timeout > 0)
         sl.deadline = Clock::now() + std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout * 1000));
     else
@@ -354,8 +362,9 @@ void Runner::start(std::size_t i) {
         end_attempt(i, false, 127, st.error().message());
         return;
     }
-    event(fmt::format("start  {}{} on node {}", in.id,
-                      sl.attempts > 1 ? fmt::format(" (attempt {}/{})", sl.attempts, s.retries + 1) : "", where));
+    event(fmt::format("start  {}{} on node{} {} ({} rank{})", in.id,
+                      sl.attempts > 1 ? fmt::format(" (attempt {}/{})", sl.attempts, s.retries + 1) : "",
+                      sl.held.size() > 1 ? "s" : "", where, ranks, s.nprocs > 1 ? "s" : ""));
 }
 
 void Runner::finish(std::size_t i) {
@@ -545,6 +554,9 @@ void Runner::summary() {
                 failed.push_back(i);
             }
         }
+        const bool no_exit = count.size() == 1 && (count.begin()->first == State::skipped ||
+                                                   count.begin()->first == State::cancelled ||
+                                                   count.begin()->first == State::resumed);
         std::string state;
         for (auto [st, n] : count) {
             if (!state.empty()) state += ", ";
@@ -555,9 +567,6 @@ void Runner::summary() {
         n_skipped += count[State::skipped];
         n_cancelled += count[State::cancelled];
         n_resumed += count[State::resumed];
-        const bool no_exit = count.size() == 1 && (count.begin()->first == State::skipped ||
-                                                   count.begin()->first == State::cancelled ||
-                                                   count.begin()->first == State::resumed);
         out += fmt::format("{:<24} {:>9}  {:<26} {:>9}  {:>4}\n", wf_.steps[k].name.substr(0, 24), total,
                            state.substr(0, 26), any_ran ? fmt::format("{:.2f}s", last - first) : "-",
                            no_exit ? "-" : std::to_string(code));
@@ -593,10 +602,10 @@ Status Runner::write_trace() {
         const auto& in = dag_.instances[i];
         out += fmt::format(
             ",\n{{\"name\":\"{}\",\"cat\":\"{}\",\"ph\":\"X\",\"pid\":1,\"tid\":{},\"ts\":{:.0f},\"dur\":{:.0f},"
-            "\"args\":{{\"step\":\"{}\",\"type\":\"{}\",\"attempt\":{},\"exit_code\":{},\"nodes\":\"{}\",\"why\":\"{}\"}}}}",
+            "\"args\":{{\"step\":\"{}\",\"type\":\"{}\",\"attempt\":{},\"exit_code\":{},\"nodes\":[{}],\"ranks\":[{}],\"why\":\"{}\"}}}}",
             json_escape(in.id), json_escape(wf_.steps[in.step].name), lane + 1, sp.start * 1e6,
             std::max(0.0, sp.end - sp.start) * 1e6, json_escape(wf_.steps[in.step].name), to_string(in.type),
-            sp.attempt, sp.exit_code, sp.placement, json_escape(sp.why));
+            sp.attempt, sp.exit_code, comma_list(sp.nodes, ' '), comma_list(sp.ranks, '+'), json_escape(sp.why));
     }
     out += "\n]}\n";
     std::ofstream f(opts_.trace_path, std::ios::trunc);
