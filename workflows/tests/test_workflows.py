@@ -321,9 +321,9 @@ def test_trace_has_a_span_per_instance(tmp_path):
 BAD = {
     "syntax": ("steps:\n  - name: [a\n", r"flow\.yaml:\d+:\d+: YAML:"),
     "unknown_field": ("steps:\n  - {name: a, type: process, command: x, colour: red}\n",
-                      r"flow\.yaml:2:46: steps\[0\]\.colour: unknown field"),
+                      r"flow\.yaml:2:42: steps\[0\]\.colour: unknown field"),
     "wrong_type": ("steps:\n  - {name: a, type: process, command: x, nprocs: [1]}\n",
-                   r"flow\.yaml:2:49: steps\[0\]\.nprocs: expected a whole number"),
+                   r"flow\.yaml:2:50: steps\[0\]\.nprocs: expected a whole number"),
     "cycle": ("steps:\n  - {name: a, type: process, command: x, depends: [b]}\n"
               "  - {name: b, type: process, command: x, depends: [a]}\n",
               r"flow\.yaml:2:\d+: steps\[0\]\.depends: a dependency cycle: a -> b -> a"),
