@@ -350,3 +350,58 @@ def test_missing_file_and_misused_flags(tmp_path):
     assert r.returncode == 2 and "none.yaml: cannot read" in r.stderr
     r = run(["--resume", "true"])
     assert r.returncode == 2 and "are for a workflow file" in r.stderr
+
+
+# ---- the live view, in a real terminal ------------------------------------------------------------
+
+def tmux_screen(tm):
+    return subprocess.run([*tm, "capture-pane", "-p", "-t", "wf"], capture_output=True, text=True).stdout
+
+
+def wait_screen(tm, pred, timeout=60):
+    import time
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux_screen(tm)
+        if pred(screen):
+            return screen
+        time.sleep(0.1)
+    raise AssertionError("the terminal never showed what was expected:\n" + screen)
+
+
+def view_line(screen, step):
+    for line in screen.splitlines():
+        if re.match(rf"^ . {step} +queued", line):
+            return line
+    return None
+
+
+@pytest.mark.skipif(not have("tmux"), reason="needs tmux")
+def test_live_view_in_tmux(tmp_path):
+    write(tmp_path, """\
+        name: live
+        parameters: {k: [1, 2, 3]}
+        steps:
+          - {name: first, type: process, command: "true"}
+          - {name: hold, type: process, command: sh, args: [-c, 'while [ ! -e go ]; do sleep 0.05; done'], depends: [first]}
+          - {name: last, type: process, command: "true", args: ["${k}"], depends: [hold]}
+        """)
+    tm = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    env = dict(ENV, TERM="xterm")
+    subprocess.run([*tm, "new-session", "-d", "-x", "140", "-y", "40", "-s", "wf",
+                    f"cd {tmp_path} && {ORCH} run flow.yaml; echo EXIT=$?; sleep 60"], check=True, env=env)
+    try:
+        screen = wait_screen(tm, lambda s: (view_line(s, "hold") or "").find("running    1") >= 0)
+        assert re.search(r"^live  1/5 done  \d+\.\ds$", screen, re.M), screen
+        assert re.search(r"first +queued +0 +running +0 +done +1 +failed +0", view_line(screen, "first")), screen
+        assert re.search(r"last +queued +3 +running +0 +done +0 +failed +0", view_line(screen, "last")), screen
+        (tmp_path / "go").touch()
+        screen = wait_screen(tm, lambda s: "EXIT=" in s)
+        assert "EXIT=0" in screen, screen
+        # Redrawn in place: one header and one line per step, now all done.
+        assert len(re.findall(r"^live  \d/5 done", screen, re.M)) == 1, screen
+        assert re.search(r"last +queued +0 +running +0 +done +3 +failed +0", view_line(screen, "last")), screen
+        assert "5 instances: 5 done" in screen
+    finally:
+        subprocess.run([*tm, "kill-server"], capture_output=True)
