@@ -129,7 +129,7 @@ def main():
     hydra = shutil.which("mpiexec.hydra")
     if args.mpi_steps > 0 and os.path.exists(hello) and hydra:
         suite("4-rank MPICH hello steps (Dragon --pmi simple, the others mpiexec.hydra -n 4)", args.mpi_steps,
-              {"type": "mpi", "cmd": hello, "args": lambda f: "[]", "extra": ", nprocs: 4, pmi: simple"},
+              {"type": "mpi", "cmd": hello, "args": lambda f: f'["{f}"]', "extra": ", nprocs: 4, pmi: simple"},
               lambda f: f"{hydra} -n 4 {hello} > /dev/null && touch {f}")
     elif args.mpi_steps > 0:
         print("\n(MPI steps skipped: build/bin/mpi/mpi_hello or mpiexec.hydra missing: scripts/install-deps.sh mpi)")
