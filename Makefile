@@ -55,7 +55,7 @@ test: deps-test build
 
 test-fuzz: deps-test
 	cmake --preset fuzz >/dev/null
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec fuzz_transport_handshake fuzz_hostlist fuzz_pmi
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_codec fuzz_transport_handshake fuzz_hostlist fuzz_pmi fuzz_workflow
 	$(CTEST) --test-dir build-fuzz -L fuzz
 
 test-asan: deps-test
@@ -76,6 +76,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/python.py
 	/usr/bin/python3 bench/mp_bench.py
 	/usr/bin/python3 bench/ddict.py
+	/usr/bin/python3 bench/workflows.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels

@@ -22,14 +22,17 @@ build_pkgs=(
   libssl-dev     # libcrypto: HMAC-SHA256 peer authentication (transport)
   libpmix-dev    # OpenPMIx 4.2.2 server API (pkg-config pmix): the agents' PMIx server (--pmi pmix)
   python3-dev pybind11-dev python3-cloudpickle   # the Python package: dragon._core, Python-callable targets
+  libyaml-cpp-dev  # workflows/: the YAML workflow loader
 )
 test_pkgs=(
   python3 python3-pytest python3-numpy   # numpy: buffers of the Python channel tests
   libpython3.11-testsuite   # CPython's own multiprocessing tests, run for the dragon start method
   clang libclang-rt-14-dev   # libFuzzer and sanitizer runtimes for clang builds
+  graphviz   # dot: the workflow tests draw --dag .svg
 )
 bench_pkgs=(
   python3 mpich hyperfine
+  snakemake graphviz   # bench/workflows.py: Snakemake, the workflow peer; dot draws --dag .svg
   libmpich-dev   # mpicc.mpich: bench/pmi.py runs MPI programs built from tests/mpi/
   libopenmpi-dev # mpicc.openmpi: bench/pmix.py runs the Open MPI builds of tests/mpi/
   redis-server python3-redis   # bench/ddict.py: a real Redis on a loopback port, the dictionary's peer

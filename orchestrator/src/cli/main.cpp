@@ -11,6 +11,7 @@
 #include "dragon/common/group_rules.hpp"
 #include "dragon/common/log.hpp"
 #include "frontend.hpp"
+#include "workflow.hpp"
 
 namespace {
 
@@ -143,6 +144,16 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     run->add_flag("--pmi-port", ro.pmi_port, "with --pmi: ranks connect to PMI_PORT (host:port, PMI_ID) instead of "
                                              "inheriting a PMI_FD socket");
+    dragon::cli::WorkflowFlags wflags;
+    run->add_flag("--resume", wflags.resume, "workflow: skip instances an earlier run of this file completed");
+    run->add_flag("--fail-fast", wflags.fail_fast, "workflow: stop every step at the first failure");
+    run->add_option("--dag", wflags.dag_path, "workflow: draw the expanded DAG here (.dot, or .svg with Graphviz)")
+        ->type_name("FILE");
+    run->add_option("--trace", wflags.trace_path, "workflow: write a Chrome/Perfetto trace (JSON) of the run here")
+        ->type_name("FILE");
+    run->add_option("--progress", wflags.progress, "workflow: auto (live view on a terminal), tty, plain or none")
+        ->check(CLI::IsMember({"auto", "tty", "plain", "none"}))
+        ->capture_default_str();
     run->add_flag("--display-map", ro.display_map, "print rank -> node -> cpus before starting");
     run->add_flag("--dry-run", ro.dry_run, "print the placement and start nothing");
     run->add_flag("--label", ro.label, "prefix every output line with [rank]");
@@ -231,11 +242,25 @@ int main(int argc, char** argv) {
                      before_dd.front().c_str());
         return dragon::cli::kExitUsage;
     }
+    const bool after_dd = !program.empty();
     if (program.empty()) program = before_dd;
+    const bool workflow = !after_dd && program.size() == 1 && dragon::cli::is_workflow_file(program.front());
+    const bool workflow_flags = wflags.resume || wflags.fail_fast || !wflags.dag_path.empty() ||
+                                !wflags.trace_path.empty() || wflags.progress != "auto";
+    if (workflow_flags && !workflow) {
+        std::fprintf(stderr, "dragon-orchestrate: error: run: --resume, --fail-fast, --dag, --trace and --progress "
+                             "are for a workflow file (run flow.yaml)\n");
+        return dragon::cli::kExitUsage;
+    }
     if (program.empty()) {
         std::fprintf(stderr, "dragon-orchestrate: error: run: no PROGRAM given\n"
                              "Usage: dragon-orchestrate run [OPTIONS] [--] PROGRAM [ARGS...]\n");
         return dragon::cli::kExitUsage;
+    }
+    if (workflow) {
+        ro.config = std::move(*config);
+        split_srun_args();
+        return dragon::cli::run_workflow(program.front(), std::move(ro), wflags);
     }
     auto programs = split_programs(std::move(program), nprocs);
     if (!programs) {

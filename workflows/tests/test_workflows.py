@@ -1,0 +1,407 @@
+"""Workflows end to end: `dragon-orchestrate run flow.yaml` on one node and
+on a 4-node virtual cluster, with real MPICH and Open MPI programs; the
+dependencies, retries, timeouts, resume, failures, exit codes, the summary,
+the DAG and the trace; every bad-input case (exit 2, nothing started)."""
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import EXAMPLES, ORCH
+
+LAUNCHERS = {"one": [], "virtual4": ["--launcher", "virtual", "--nodes", "4"]}
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("OMPI_MCA_")}
+
+
+def run(args, cwd=None, timeout=240):
+    return subprocess.run([ORCH, "run", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def write(tmp_path, text, name="flow.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def trace_spans(path):
+    return [e for e in json.loads(pathlib.Path(path).read_text())["traceEvents"] if e.get("ph") == "X"]
+
+
+def order_of(trace):
+    """Each instance's (start, end) in microseconds, from the trace's last attempt."""
+    out = {}
+    for e in trace:
+        out[e["name"]] = (e["ts"], e["ts"] + e["dur"])
+    return out
+
+
+def summary_row(stdout, step):
+    for line in stdout.splitlines():
+        cols = line.split()
+        if cols and cols[0] == step:
+            return cols
+    raise AssertionError(f"no summary row for {step} in:\n{stdout}")
+
+
+def have(prog):
+    return shutil.which(prog) is not None
+
+
+# ---- the examples -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", LAUNCHERS)
+@pytest.mark.skipif(not have("mpicc.mpich"), reason="needs MPICH (scripts/install-deps.sh mpi)")
+def test_sim_analysis_example(tmp_path, where):
+    d = tmp_path / "sim"
+    shutil.copytree(EXAMPLES / "sim_analysis", d)
+    r = run([*LAUNCHERS[where], "--trace", str(tmp_path / "t.json"), str(d / "flow.yaml")])
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = (d / "out" / "summary.txt").read_text()
+    m = re.match(r"slabs 4 cells 8000 total ([0-9.]+) hottest \S+slab-0.txt", summary)
+    assert m, summary
+    assert abs(float(m.group(1)) - 4000.0) < 1e-3  # heat is conserved: 1000 * 4 ranks
+    sim_log = (d / "flow.dragon" / "logs" / "simulate.out").read_text()
+    assert "ranks 4 cells 8000" in sim_log
+    spans = order_of(trace_spans(tmp_path / "t.json"))
+    assert set(spans) == {"build", "prepare", "simulate", *(f"analyze:slab={k}" for k in range(4)), "reduce"}
+    for k in range(4):  # every analysis after the simulation, the reduce after every analysis
+        assert spans[f"analyze:slab={k}"][0] >= spans["simulate"][1]
+        assert spans["reduce"][0] >= spans[f"analyze:slab={k}"][1]
+    assert spans["simulate"][0] >= spans["build"][1]
+    assert summary_row(r.stdout, "analyze")[1:3] == ["4", "done"]
+
+
+@pytest.mark.parametrize("where", LAUNCHERS)
+@pytest.mark.skipif(subprocess.run(["/usr/bin/python3", "-c", "import mpi4py"]).returncode != 0,
+                    reason="needs mpi4py (scripts/install-deps.sh mpi)")
+def test_sweep_example(tmp_path, where):
+    d = tmp_path / "sweep"
+    shutil.copytree(EXAMPLES / "sweep", d)
+    r = run([*LAUNCHERS[where], str(d / "flow.yaml")])
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = (d / "results" / "table.txt").read_text().splitlines()
+    assert rows[0] == "intervals ranks pi error"
+    assert [row.split()[0] for row in rows[1:]] == ["1000", "10000", "100000", "1000000"]
+    for row in rows[1:]:
+        n, ranks, pi, err = row.split()
+        assert ranks == "2" and abs(float(pi) - 3.141592653589793) < 1e-5
+    assert summary_row(r.stdout, "pi")[1:3] == ["4", "done"]
+
+
+@pytest.mark.parametrize("where", LAUNCHERS)
+def test_pipeline_example(tmp_path, where):
+    d = tmp_path / "pipe"
+    shutil.copytree(EXAMPLES / "pipeline", d)
+    r = run([*LAUNCHERS[where], str(d / "flow.yaml")])
+    assert r.returncode == 0, r.stdout + r.stderr
+    totals = dict(line.split() for line in (d / "data" / "totals.txt").read_text().splitlines())
+    assert set(totals) == {"alpha", "beta", "gamma", "delta", "epsilon"}
+    assert sum(int(v) for v in totals.values()) == 20000
+    assert "7 instances: 7 done" in r.stdout
+
+
+# ---- scheduling, failures, retries, timeouts, resume ----------------------------------------------
+
+def test_independent_branches_finish_after_a_failure(tmp_path):
+    f = write(tmp_path, """\
+        steps:
+          - {name: bad, type: process, command: sh, args: [-c, "echo oops >&2; exit 3"]}
+          - {name: after_bad, type: process, command: touch, args: [after_bad], depends: [bad]}
+          - {name: later, type: process, command: touch, args: [later], depends: [after_bad]}
+          - {name: good, type: process, command: touch, args: [good]}
+          - {name: after_good, type: process, command: touch, args: [after_good], depends: [good]}
+        """)
+    r = run(["--progress", "plain", str(f)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (tmp_path / "good").exists() and (tmp_path / "after_good").exists()
+    assert not (tmp_path / "after_bad").exists() and not (tmp_path / "later").exists()
+    assert summary_row(r.stdout, "bad")[1:4] == ["1", "failed", "-"] or summary_row(r.stdout, "bad")[2] == "failed"
+    assert summary_row(r.stdout, "bad")[-1] == "3"
+    assert summary_row(r.stdout, "later")[2] == "skipped"
+    assert "bad failed: rank 0 exited with 3" in r.stdout
+    assert (tmp_path / "flow.dragon" / "logs" / "bad.err").read_text() == "oops\n"
+
+
+def test_fail_fast_cancels_the_rest(tmp_path):
+    f = write(tmp_path, """\
+        steps:
+          - {name: bad, type: process, command: sh, args: [-c, "exit 5"]}
+          - {name: slow, type: process, command: sleep, args: ["30"]}
+          - {name: after_slow, type: process, command: touch, args: [x], depends: [slow]}
+        """)
+    r = run(["--fail-fast", str(f)], timeout=60)
+    assert r.returncode == 1
+    assert summary_row(r.stdout, "after_slow")[2] == "cancelled"
+    assert summary_row(r.stdout, "slow")[2] == "failed"  # stopped, not left to finish
+    assert not (tmp_path / "x").exists()
+
+
+def test_retries_until_success(tmp_path):
+    # Fails on attempts 1 and 2 (DRAGON_WORKFLOW_ATTEMPT), succeeds on 3.
+    f = write(tmp_path, """\
+        steps:
+          - name: flaky
+            type: process
+            command: sh
+            args: [-c, 'echo "attempt $DRAGON_WORKFLOW_ATTEMPT" >> attempts.txt; test $DRAGON_WORKFLOW_ATTEMPT -ge 3']
+            retries: 2
+        """)
+    r = run(["--progress", "plain", str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "attempts.txt").read_text() == "attempt 1\nattempt 2\nattempt 3\n"
+    assert r.stdout.count("retry  flaky") == 2
+
+
+def test_retries_exhausted(tmp_path):
+    f = write(tmp_path, """\
+        steps:
+          - {name: never, type: process, command: sh, args: [-c, "echo x >> n.txt; exit 7"], retries: 1}
+        """)
+    r = run([str(f)])
+    assert r.returncode == 1
+    assert (tmp_path / "n.txt").read_text() == "x\nx\n"
+    assert summary_row(r.stdout, "never")[-1] == "7"
+
+
+def test_timeout_stops_the_step_and_counts_as_a_failure(tmp_path):
+    f = write(tmp_path, """\
+        steps:
+          - {name: hang, type: process, command: sleep, args: ["60"], timeout: 1, retries: 1}
+          - {name: after, type: process, command: touch, args: [after], depends: [hang]}
+        """)
+    r = run(["--progress", "plain", "--trace", str(tmp_path / "t.json"), str(f)], timeout=60)
+    assert r.returncode == 1
+    assert "hang failed: timed out after 1s" in r.stdout
+    assert summary_row(r.stdout, "hang")[-1] == "124"
+    assert not (tmp_path / "after").exists()
+    attempts = [e["args"]["attempt"] for e in trace_spans(tmp_path / "t.json") if e["name"] == "hang"]
+    assert attempts == [1, 2]
+
+
+def test_resume_skips_completed_instances(tmp_path):
+    f = write(tmp_path, """\
+        parameters: {n: [1, 2, 3]}
+        steps:
+          - {name: work, type: process, command: sh, args: [-c, 'echo ${n} >> ran.txt; test ! -e fail-${n}']}
+          - {name: total, type: process, command: sh, args: [-c, 'echo total >> ran.txt'], depends: [work]}
+        """)
+    (tmp_path / "fail-2").touch()
+    r = run([str(f)])
+    assert r.returncode == 1
+    assert sorted((tmp_path / "ran.txt").read_text().split()) == ["1", "2", "3"]
+    (tmp_path / "fail-2").unlink()
+    (tmp_path / "ran.txt").unlink()
+    r = run(["--resume", str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "ran.txt").read_text().split() == ["2", "total"]
+    assert "2 done earlier" in summary_row(r.stdout, "work") or "done earlier" in r.stdout
+    # Everything done: a third resumed run runs nothing.
+    (tmp_path / "ran.txt").unlink()
+    r = run(["--resume", str(f)])
+    assert r.returncode == 0
+    assert not (tmp_path / "ran.txt").exists()
+    # Without --resume, everything runs again.
+    r = run([str(f)])
+    assert r.returncode == 0
+    assert len((tmp_path / "ran.txt").read_text().split()) == 4
+
+
+def test_parallel_steps_overlap_on_four_nodes(tmp_path):
+    # Four independent steps that each wait until all four have started: they
+    # can only finish if the runner runs them at the same time.
+    f = write(tmp_path, """\
+        parameters: {k: [a, b, c, d]}
+        steps:
+          - name: meet
+            type: process
+            command: sh
+            args: [-c, 'touch here-${k}; n=0; while [ $(ls here-* | wc -l) -lt 4 ]; do sleep 0.05; n=$((n+1)); [ $n -gt 600 ] && exit 9; done; echo $DRAGON_WORKFLOW_INSTANCE']
+        """)
+    r = run([*LAUNCHERS["virtual4"], "--trace", str(tmp_path / "t.json"), str(f)], timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    nodes = sorted(n for e in trace_spans(tmp_path / "t.json") for n in e["args"]["nodes"])
+    assert nodes == [0, 1, 2, 3]  # one per node: the runner spreads them over free cpus
+
+
+def test_stdout_stderr_files_and_env(tmp_path):
+    f = write(tmp_path, """\
+        env: {GREETING: hello}
+        parameters: {who: [ann, bob]}
+        steps:
+          - name: say
+            type: process
+            command: sh
+            args: [-c, 'echo "$GREETING $WHO from $DRAGON_WORKFLOW_STEP"; echo err-${who} >&2']
+            env: {WHO: "${who}"}
+            cwd: sub
+            stdout: say-${who}.txt
+            stderr: logs/say-${who}.err
+            depends: [mk]
+          - name: mk
+            type: process
+            command: mkdir
+            args: [-p, sub]
+        """)
+    r = run([str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "sub" / "say-ann.txt").read_text() == "hello ann from say\n"
+    assert (tmp_path / "sub" / "logs" / "say-bob.err").read_text() == "err-bob\n"
+
+
+def test_python_step_return_codes_and_scripts(tmp_path):
+    (tmp_path / "mod.py").write_text("def ok(x):\n    open('ok.txt','w').write(x)\n\ndef bad():\n    return 4\n")
+    (tmp_path / "script.py").write_text("import sys\nopen('script.txt','w').write(' '.join(sys.argv[1:]))\n")
+    f = write(tmp_path, """\
+        steps:
+          - {name: ok, type: python, command: "mod:ok", args: [fine]}
+          - {name: script, type: python, command: script.py, args: [a, b]}
+          - {name: bad, type: python, command: "mod:bad"}
+          - {name: raises, type: python, command: "mod:missing"}
+        """)
+    r = run([str(f)])
+    assert r.returncode == 1
+    assert (tmp_path / "ok.txt").read_text() == "fine"
+    assert (tmp_path / "script.txt").read_text() == "a b"
+    assert summary_row(r.stdout, "bad")[-1] == "4"
+    assert summary_row(r.stdout, "raises")[-1] == "1"
+    assert "AttributeError" in (tmp_path / "flow.dragon" / "logs" / "raises.err").read_text()
+
+
+# ---- plan, DAG, trace ----------------------------------------------------------------------------
+
+def test_dry_run_and_dag(tmp_path):
+    d = tmp_path / "sim"
+    shutil.copytree(EXAMPLES / "sim_analysis", d)
+    r = run(["--dry-run", "--dag", str(tmp_path / "g.dot"), str(d / "flow.yaml")])
+    assert r.returncode == 0, r.stderr
+    assert "workflow sim-analysis: 5 steps, 8 instances" in r.stdout
+    assert "after: simulate" in r.stdout
+    assert not (d / "heat").exists() and not (d / "flow.dragon").exists()  # nothing ran
+    dot = (tmp_path / "g.dot").read_text()
+    ids = dict(re.findall(r'(n\d+) \[label="([^\\"]+)', dot))
+    edges = {(ids[a], ids[b]) for a, b in re.findall(r"(n\d+) -> (n\d+);", dot)}
+    assert ("build", "simulate") in edges and ("prepare", "simulate") in edges
+    assert {("simulate", f"analyze:slab={k}") for k in range(4)} <= edges
+    assert {(f"analyze:slab={k}", "reduce") for k in range(4)} <= edges
+    assert len(edges) == 2 + 4 + 4
+
+
+@pytest.mark.skipif(not have("dot"), reason="needs Graphviz")
+def test_dag_svg(tmp_path):
+    r = run(["--dry-run", "--dag", str(tmp_path / "g.svg"), str(EXAMPLES / "pipeline" / "flow.yaml")])
+    assert r.returncode == 0, r.stderr
+    svg = (tmp_path / "g.svg").read_text()
+    assert "<svg" in svg and "count:chunk=3" in svg
+
+
+def test_trace_has_a_span_per_instance(tmp_path):
+    f = write(tmp_path, """\
+        parameters: {i: [1, 2, 3]}
+        steps:
+          - {name: a, type: process, command: "true"}
+          - {name: b, type: process, command: "true", args: ["${i}"], depends: [a]}
+        """)
+    r = run(["--trace", str(tmp_path / "t.json"), str(f)])
+    assert r.returncode == 0
+    spans = trace_spans(tmp_path / "t.json")
+    assert sorted(e["name"] for e in spans) == ["a", "b:i=1", "b:i=2", "b:i=3"]
+    for e in spans:
+        assert e["args"]["exit_code"] == 0 and e["dur"] >= 0
+    t = order_of(spans)
+    assert all(t[f"b:i={k}"][0] >= t["a"][1] for k in (1, 2, 3))
+
+
+# ---- bad input: exit 2, nothing started ----------------------------------------------------------
+
+BAD = {
+    "syntax": ("steps:\n  - name: [a\n", r"flow\.yaml:\d+:\d+: YAML:"),
+    "unknown_field": ("steps:\n  - {name: a, type: process, command: x, colour: red}\n",
+                      r"flow\.yaml:2:42: steps\[0\]\.colour: unknown field"),
+    "wrong_type": ("steps:\n  - {name: a, type: process, command: x, nprocs: [1]}\n",
+                   r"flow\.yaml:2:50: steps\[0\]\.nprocs: expected a whole number"),
+    "cycle": ("steps:\n  - {name: a, type: process, command: x, depends: [b]}\n"
+              "  - {name: b, type: process, command: x, depends: [a]}\n",
+              r"flow\.yaml:2:\d+: steps\[0\]\.depends: a dependency cycle: a -> b -> a"),
+    "missing_dep": ("steps:\n  - {name: a, type: process, command: x, depends: [nope]}\n",
+                    r"flow\.yaml:2:\d+: steps\[0\]\.depends: 'nope' is not a step"),
+    "unknown_parameter": ("parameters: {n: [1]}\nsteps:\n  - {name: a, type: process, command: x, args: ['${m}']}\n",
+                          r"flow\.yaml:3:\d+: steps\[0\]\.args: unknown parameter '\$\{m\}' \(parameters: n\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_exits_2_and_starts_nothing(tmp_path, case):
+    text, pattern = BAD[case]
+    f = write(tmp_path, text)
+    r = run([str(f)])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert re.search(pattern, r.stderr), r.stderr
+    assert r.stdout == ""
+    assert not (tmp_path / "flow.dragon").exists()
+
+
+def test_missing_file_and_misused_flags(tmp_path):
+    r = run([str(tmp_path / "none.yaml")])
+    assert r.returncode == 2 and "none.yaml: cannot read" in r.stderr
+    r = run(["--resume", "true"])
+    assert r.returncode == 2 and "are for a workflow file" in r.stderr
+
+
+# ---- the live view, in a real terminal ------------------------------------------------------------
+
+def tmux_screen(tm):
+    return subprocess.run([*tm, "capture-pane", "-p", "-t", "wf"], capture_output=True, text=True).stdout
+
+
+def wait_screen(tm, pred, timeout=60):
+    import time
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux_screen(tm)
+        if pred(screen):
+            return screen
+        time.sleep(0.1)
+    raise AssertionError("the terminal never showed what was expected:\n" + screen)
+
+
+def view_line(screen, step):
+    for line in screen.splitlines():
+        if re.match(rf"^ . {step} +queued", line):
+            return line
+    return None
+
+
+@pytest.mark.skipif(not have("tmux"), reason="needs tmux")
+def test_live_view_in_tmux(tmp_path):
+    write(tmp_path, """\
+        name: live
+        parameters: {k: [1, 2, 3]}
+        steps:
+          - {name: first, type: process, command: "true"}
+          - {name: hold, type: process, command: sh, args: [-c, 'while [ ! -e go ]; do sleep 0.05; done'], depends: [first]}
+          - {name: last, type: process, command: "true", args: ["${k}"], depends: [hold]}
+        """)
+    tm = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    env = dict(ENV, TERM="xterm")
+    subprocess.run([*tm, "new-session", "-d", "-x", "140", "-y", "40", "-s", "wf",
+                    f"cd {tmp_path} && {ORCH} run flow.yaml; echo EXIT=$?; sleep 60"], check=True, env=env)
+    try:
+        screen = wait_screen(tm, lambda s: (view_line(s, "hold") or "").find("running    1") >= 0)
+        assert re.search(r"^live  1/5 done  \d+\.\ds$", screen, re.M), screen
+        assert re.search(r"first +queued +0 +running +0 +done +1 +failed +0", view_line(screen, "first")), screen
+        assert re.search(r"last +queued +3 +running +0 +done +0 +failed +0", view_line(screen, "last")), screen
+        (tmp_path / "go").touch()
+        screen = wait_screen(tm, lambda s: "EXIT=" in s)
+        assert "EXIT=0" in screen, screen
+        # Redrawn in place: one header and one line per step, now all done.
+        assert len(re.findall(r"^live  \d/5 done", screen, re.M)) == 1, screen
+        assert re.search(r"last +queued +0 +running +0 +done +3 +failed +0", view_line(screen, "last")), screen
+        assert "5 instances: 5 done" in screen
+    finally:
+        subprocess.run([*tm, "kill-server"], capture_output=True)
