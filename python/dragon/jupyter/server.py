@@ -1,0 +1,62 @@
+"""``python3 -m dragon.jupyter server``: jupyter_server's ServerApp on
+127.0.0.1, its default kernel "Python 3 (Dragon)".
+
+Run inside a runtime (``dragon-jupyter``, or ``dragon-orchestrate run ... --
+python3 -m dragon.jupyter server``), its kernels inherit the runtime's
+``DRAGON_*`` environment and join it. The kernelspec is written to a
+directory of its own, put first on ``JUPYTER_PATH``; nothing is installed.
+Once listening it prints ``dragon-jupyter: <url with token>`` on stdout.
+SIGINT or SIGTERM stops it at once (no confirmation prompt): its kernels
+are shut down, then it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+
+def main(argv: list[str]) -> int:
+    from jupyter_server.serverapp import ServerApp
+
+    from dragon import jupyter
+
+    spec_root = tempfile.mkdtemp(prefix="dragon-jupyter-")
+    try:
+        jupyter.write_spec(os.path.join(spec_root, "kernels"))
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(
+            [spec_root] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+
+        class DragonServerApp(ServerApp):
+            name = "dragon-jupyter"
+
+            def init_signal(self):
+                # Stop on the first SIGINT/SIGTERM (ServerApp would ask y/n on a terminal).
+                def stop(sig, frame):
+                    self.log.info("dragon-jupyter: signal %d: stopping the server and its kernels", sig)
+                    self.io_loop.add_callback_from_signal(self._dragon_stop)
+
+                signal.signal(signal.SIGINT, stop)
+                signal.signal(signal.SIGTERM, stop)
+
+            def _dragon_stop(self):
+                self.stop()
+
+        defaults = ["--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False",
+                    "--MappingKernelManager.default_kernel_name=" + jupyter.KERNEL_NAME]
+        app = DragonServerApp.instance()
+        app.initialize(defaults + list(argv))
+        url = app.display_url.splitlines()[0].strip() if hasattr(app, "display_url") else app.connection_url
+        nodes = os.environ.get("DRAGON_NODES") or os.environ.get("DRAGON_NUM_NODES") or "?"
+        where = "inside the runtime" if os.environ.get("DRAGON_AGENT_SOCKET") else "outside a runtime (kernels start their own)"
+        print(f"dragon-jupyter: {app.connection_url}?token={app.token}", flush=True)
+        print(f"dragon-jupyter: kernels 'Python 3 (Dragon)' {where}; "
+              f"server root {app.root_dir}; Ctrl-C stops", flush=True)
+        del url, nodes
+        app.start()
+        return 0
+    finally:
+        shutil.rmtree(spec_root, ignore_errors=True)
