@@ -30,7 +30,8 @@ def kernel_spec(python: str | None = None) -> dict:
         "display_name": DISPLAY_NAME,
         "language": "python",
         "interrupt_mode": "signal",
-        "env": {"PYTHONPATH": os.pathsep.join(path)},
+        # PYDEVD_DISABLE_FILE_VALIDATION: no debugpy warning about frozen modules at every start.
+        "env": {"PYTHONPATH": os.pathsep.join(path), "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
         "metadata": {"debugger": False},
     }
 

@@ -58,6 +58,10 @@ def _launch(args: list[str]) -> int:
     else:
         rt_opts, srv_opts = args, []
     os.environ.pop("DRAGON_AGENT_SOCKET", None)
+    if not any(o == "--patience" or o.startswith("--patience=") for o in rt_opts):
+        # Ctrl-C: the server gets SIGINT and shuts its kernels down (each stops
+        # what it started); 10 s for that before SIGTERM, as many before SIGKILL.
+        rt_opts = ["--patience", "10", *rt_opts]
     cmd = [orchestrate_path(), "run", *rt_opts, "--", sys.executable, "-m", "dragon.jupyter", "server", *srv_opts]
     os.execv(cmd[0], cmd)
 

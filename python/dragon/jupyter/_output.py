@@ -47,6 +47,7 @@ class _ForwardingGroup(_BaseGroup):
         self._fw_cell = None
         self._fw_main = False
         self._fw_released = False
+        self._fw_lock = threading.Lock()  # one reader per group at a time (its decoders)
 
     def add(self, argv, cwd="", env=(), stdin="discard", stdin_path="", stdout="inherit", stdout_path="",
             stderr="inherit", stderr_path="", count=1, node=-1, host="", cpus=(), fast_start=False):
@@ -74,6 +75,17 @@ class _ForwardingGroup(_BaseGroup):
         elif self._fw_main:
             with _lock:
                 _groups.add(self)  # still stopped when its cell is interrupted
+
+    def join(self, timeout=None):
+        done = super().join(timeout)
+        if done and self._fw_ranks:
+            # What the members wrote before they ended comes before what the
+            # caller prints next (join returns once every member has ended).
+            try:
+                _drain(self, final=True)
+            except Exception:
+                pass
+        return done
 
     def release(self):
         if not self._fw_released:
@@ -105,6 +117,11 @@ def _write(stream: str, text: str) -> None:
 
 def _drain(g: _ForwardingGroup, final: bool = False) -> bool:
     """Reads what each forwarded pipe has now; True if anything came."""
+    with g._fw_lock:
+        return _drain_locked(g, final)
+
+
+def _drain_locked(g: _ForwardingGroup, final: bool) -> bool:
     got = False
     for key in list(g._fw_ranks):
         if key in g._fw_done:

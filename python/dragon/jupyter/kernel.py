@@ -19,7 +19,8 @@ install`` writes (``python3 -m dragon.jupyter.kernel -f <connection file>``).
   still run are then killed.
 - Shutdown and restart kill every group the kernel started, then the
   interpreter's exit releases them and stops an embedded runtime (its
-  processes and shared memory).
+  processes and shared memory). A kernel whose server died (its parent
+  changed) does the same and exits.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _make_kernel_class():
             self._dragon_cell = 0
             self.shell.events.register("pre_run_cell", self._dragon_pre)
             self.shell.events.register("post_run_cell", self._dragon_post)
+            _watch_parent()
 
         def _dragon_pre(self, info=None):
             self._dragon_cell += 1
@@ -75,6 +77,32 @@ def _make_kernel_class():
             return super().do_shutdown(restart)
 
     return DragonKernel
+
+
+def _watch_parent() -> None:
+    """The server that started the kernel is gone (killed, or its runtime
+    ended): stop what the kernel started, stop an embedded runtime, exit.
+    (ipykernel's own poller only notices a parent of pid 1, and exits with
+    no cleanup; under a subreaper the orphan's parent is not 1.)"""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        try:
+            from dragon import _runtime
+            from dragon.jupyter import _output
+
+            _output.stop_all()
+            _runtime._at_exit()
+        finally:
+            os._exit(1)
+
+    threading.Thread(target=watch, name="dragon-parent-watch", daemon=True).start()
 
 
 def main(argv=None) -> None:
