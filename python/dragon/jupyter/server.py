@@ -47,15 +47,15 @@ def main(argv: list[str]) -> int:
 
         defaults = ["--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False",
                     "--MappingKernelManager.default_kernel_name=" + jupyter.KERNEL_NAME]
+        if os.geteuid() == 0 and not any("allow_root" in a or a == "--allow-root" for a in argv):
+            # Jupyter refuses root unless told; it listens on loopback with a token.
+            defaults.append("--ServerApp.allow_root=True")
         app = DragonServerApp.instance()
         app.initialize(defaults + list(argv))
-        url = app.display_url.splitlines()[0].strip() if hasattr(app, "display_url") else app.connection_url
-        nodes = os.environ.get("DRAGON_NODES") or os.environ.get("DRAGON_NUM_NODES") or "?"
         where = "inside the runtime" if os.environ.get("DRAGON_AGENT_SOCKET") else "outside a runtime (kernels start their own)"
         print(f"dragon-jupyter: {app.connection_url}?token={app.token}", flush=True)
         print(f"dragon-jupyter: kernels 'Python 3 (Dragon)' {where}; "
               f"server root {app.root_dir}; Ctrl-C stops", flush=True)
-        del url, nodes
         app.start()
         return 0
     finally:
