@@ -99,7 +99,7 @@ def check_virtual_cluster(cells):
     assert sorted(int(m) for m, _, _ in members) == [0, 1, 2, 3]
     assert {n for _, n, _ in members} == {"0", "1"}
     assert group.rstrip().endswith("exit codes: [0, 0, 0, 0]")
-    assert "pool nodes: [0, 1]" in text_of(cells, "mp.Pool")
+    assert "pool workers on nodes: [0, 0, 1, 1]" in text_of(cells, "mp.Pool")
     assert "squares: [0, 1, 4, 9, 16, 25, 36, 49]" in text_of(cells, "mp.Pool")
     procs = text_of(cells, "mp.Process(target=child")
     assert sorted(re.findall(r"an mp.Process on node (\d)", procs)) == ["0", "1"]
