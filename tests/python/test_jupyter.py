@@ -128,6 +128,24 @@ def test_notebook_with_a_standalone_kernel_starts_its_own_runtime(tmp_path):
     assert no_residue_of(info["run"]) == []
 
 
+def test_kernelspec_install_and_cli(tmp_path):
+    """install --prefix writes a spec jupyter_client finds; bad commands are named."""
+    env = env_for_scripts({"JUPYTER_PATH": str(tmp_path / "share" / "jupyter")})
+    p = subprocess.run([PY, "-m", "dragon.jupyter", "install", "--prefix", str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / "dragon" / "kernel.json").read_text())
+    assert spec["display_name"] == "Python 3 (Dragon)"
+    assert spec["argv"][:3] == [PY, "-m", "dragon.jupyter.kernel"] and spec["interrupt_mode"] == "signal"
+    assert PYPATH in spec["env"]["PYTHONPATH"].split(os.pathsep)
+    found = subprocess.run([PY, "-c", "from jupyter_client.kernelspec import KernelSpecManager as M; "
+                            "print(M().get_kernel_spec('dragon').display_name)"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert found.stdout.strip() == "Python 3 (Dragon)", found.stderr
+    bad = subprocess.run([PY, "-m", "dragon.jupyter", "instal"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown command 'instal'" in bad.stderr
+
+
 # ---- interrupt, shutdown, restart (jupyter_client in this process) ------------------
 
 
