@@ -367,6 +367,28 @@ print("RUNINFO " + json.dumps({"run": dragon.current_runtime().run_id, "pid": os
         assert sorted(re.findall(r"member on node (\d)", out)) == ["0", "0", "1", "1"]
         info = json.loads(re.search(r"RUNINFO (\{.*\})", out).group(1))
         assert [x["id"] for x in api("GET", "/api/kernels")] == [k["id"]]
+        # A kernel interrupt through the server's API stops the cell's group.
+        seen = {}
+
+        def on_output(text):
+            pids = re.findall(r"sleeping pid (\d+)", text)
+            if len(pids) == 2 and not seen:
+                seen["pids"] = [int(p) for p in pids]
+                api("POST", f"/api/kernels/{k['id']}/interrupt")
+
+        status, out = run_over_websocket(port, token, k["id"], """
+import time
+def sleeper():
+    import os, time
+    print("sleeping pid", os.getpid(), flush=True)
+    time.sleep(600)
+pg2 = ProcessGroup()
+pg2.add_process(2, ProcessTemplate(sleeper))
+pg2.start()
+pg2.join()
+""", on_output=on_output, expect="error")
+        assert "KeyboardInterrupt" in out, out
+        assert wait_gone(seen["pids"])
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         code = proc.wait(timeout=120)
         assert code == 0, proc.stderr.read()
@@ -378,8 +400,9 @@ print("RUNINFO " + json.dumps({"run": dragon.current_runtime().run_id, "pid": os
             proc.wait()
 
 
-def run_over_websocket(port, token, kernel_id, code, timeout=300):
-    """Sends an execute_request on the kernel's websocket; returns its stdout."""
+def run_over_websocket(port, token, kernel_id, code, timeout=300, on_output=None, expect="ok"):
+    """Sends an execute_request on the kernel's websocket; returns its stdout
+    (and the reply's status when ``expect`` is not "ok")."""
     import asyncio
 
     from jupyter_client.jsonutil import json_default
@@ -401,6 +424,8 @@ def run_over_websocket(port, token, kernel_id, code, timeout=300):
                 continue
             if m["msg_type"] == "stream":
                 out.append(m["content"]["text"])
+                if on_output:
+                    on_output("".join(out))
             elif m["msg_type"] == "execute_reply":
                 status = m["content"]["status"]
             elif m["msg_type"] == "error":
@@ -408,7 +433,7 @@ def run_over_websocket(port, token, kernel_id, code, timeout=300):
             elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
                 idle = True
         ws.close()
-        assert status == "ok", "".join(out)
-        return "".join(out)
+        assert status == expect, "".join(out)
+        return "".join(out) if expect == "ok" else (status, "".join(out))
 
     return asyncio.run(go())
