@@ -25,7 +25,8 @@ build_pkgs=(
 )
 jupyter_pkgs=(
   python3-ipykernel python3-jupyter-client   # the "Python 3 (Dragon)" kernel (python -m dragon.jupyter)
-  python3-jupyter-server                     # dragon-orchestrate jupyter: the server inside the runtime
+  python3-jupyter-server                     # dragon-jupyter: the server inside the runtime
+  python3-nbclassic                          # its browser pages (the classic notebook, a server extension)
   python3-nbclient python3-nbformat          # executing notebooks (tests, examples/cookbook)
 )
 test_pkgs=(

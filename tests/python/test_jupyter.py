@@ -338,6 +338,13 @@ def test_dragon_jupyter_server(tmp_path):
                 assert int(m.group(2)) == port
         assert url, f"no URL printed; stderr:\n{proc.stderr.read() if proc.poll() is not None else ''}"
         base = f"http://127.0.0.1:{port}"
+        try:
+            import nbclassic  # noqa: F401
+
+            with urllib.request.urlopen(url, timeout=60) as r:  # the printed URL opens the notebook's pages
+                assert r.status == 200 and b"<title>Home" in r.read()
+        except ImportError:
+            pass
 
         def api(method, path, body=None):
             req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),

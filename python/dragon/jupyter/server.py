@@ -5,7 +5,8 @@ Run inside a runtime (``dragon-jupyter``, or ``dragon-orchestrate run ... --
 python3 -m dragon.jupyter server``), its kernels inherit the runtime's
 ``DRAGON_*`` environment and join it. The kernelspec is written to a
 directory of its own, put first on ``JUPYTER_PATH``; nothing is installed.
-Once listening it prints ``dragon-jupyter: <url with token>`` on stdout.
+Once listening it prints ``dragon-jupyter: <url with token>`` on stdout
+(the classic notebook's ``/tree`` page when python3-nbclassic is installed).
 SIGINT or SIGTERM stops it at once (no confirmation prompt): its kernels
 are shut down, then it exits.
 """
@@ -47,13 +48,20 @@ def main(argv: list[str]) -> int:
 
         defaults = ["--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False",
                     "--MappingKernelManager.default_kernel_name=" + jupyter.KERNEL_NAME]
+        try:
+            import nbclassic  # noqa: F401  (python3-nbclassic: the classic notebook pages, a server extension)
+
+            page = "tree"
+            defaults.append("--ServerApp.default_url=/tree")
+        except ImportError:
+            page = ""  # the REST API and websockets only: connect a front end to the URL
         if os.geteuid() == 0 and not any("allow_root" in a or a == "--allow-root" for a in argv):
             # Jupyter refuses root unless told; it listens on loopback with a token.
             defaults.append("--ServerApp.allow_root=True")
         app = DragonServerApp.instance()
         app.initialize(defaults + list(argv))
         where = "inside the runtime" if os.environ.get("DRAGON_AGENT_SOCKET") else "outside a runtime (kernels start their own)"
-        print(f"dragon-jupyter: {app.connection_url}?token={app.token}", flush=True)
+        print(f"dragon-jupyter: {app.connection_url}{page}?token={app.token}", flush=True)
         print(f"dragon-jupyter: kernels 'Python 3 (Dragon)' {where}; "
               f"server root {app.root_dir}; Ctrl-C stops", flush=True)
         app.start()
