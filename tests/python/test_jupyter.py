@@ -371,7 +371,7 @@ with ProcessGroup() as pg:
     pg.join()
 print("RUNINFO " + json.dumps({"run": dragon.current_runtime().run_id, "pid": os.getpid()}))
 """)
-        assert sorted(re.findall(r"member on node (\d)", out)) == ["0", "0", "1", "1"]
+        assert sorted(re.findall(r"member on node (\d)", out)) == ["0", "0", "1", "1"], out
         info = json.loads(re.search(r"RUNINFO (\{.*\})", out).group(1))
         assert [x["id"] for x in api("GET", "/api/kernels")] == [k["id"]]
         # A kernel interrupt through the server's API stops the cell's group.
@@ -395,12 +395,13 @@ pg2.start()
 pg2.join()
 """, on_output=on_output, expect="error")
         assert "KeyboardInterrupt" in out, out
-        assert wait_gone(seen["pids"])
+        assert wait_gone(seen["pids"], timeout=60), out
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         code = proc.wait(timeout=120)
-        assert code == 0, proc.stderr.read()
-        assert wait_gone([info["pid"]])
-        assert no_residue_of(info["run"]) == []
+        err = proc.stderr.read()
+        assert code == 0, err
+        assert wait_gone([info["pid"]], timeout=60), err
+        assert no_residue_of(info["run"]) == [], err
     finally:
         if proc.poll() is None:
             proc.kill()
