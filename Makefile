@@ -17,7 +17,9 @@
 #                   mpirun.openmpi, and srun --mpi=pmix when a Slurm cluster is up) and Python package
 #                   (ProcessGroup against the C++ API and multiprocessing, channels against Pipe) and
 #                   multiprocessing's dragon start method against fork, forkserver and spawn, and
-#                   the distributed dictionary against redis-server and Manager().dict()
+#                   the distributed dictionary against redis-server and Manager().dict(), and the
+#                   cookbook's inference service (1, 4, 16 workers against inline calls) and pipeline
+#                   (against stdlib multiprocessing with fork), one node and 2 virtual nodes:
 #                   benchmarks, each against its peer in the same run
 #   make lint       clang-tidy over the sources
 #   make clean
@@ -77,6 +79,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/mp_bench.py
 	/usr/bin/python3 bench/ddict.py
 	/usr/bin/python3 bench/workflows.py
+	/usr/bin/python3 bench/cookbook.py
 	build/bin/dragon-bench-channels
 	build/bin/dragon-bench-transport
 	build/bin/dragon-bench-remote-channels

@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages Dragon needs, idempotently: only what is
 # missing is installed, and `apt-get update` runs only when something is.
 #
-#   scripts/install-deps.sh [build|test|bench|lint|slurm|mpi|all]...   (default: all)
+#   scripts/install-deps.sh [build|test|bench|lint|jupyter|slurm|mpi|all]...   (default: all)
 #
 # Profiles are cumulative in practice (test and bench need build). `slurm`
 # stands alone: the daemons scripts/slurm-cluster.sh runs as a 4-node test
@@ -24,11 +24,18 @@ build_pkgs=(
   python3-dev pybind11-dev python3-cloudpickle   # the Python package: dragon._core, Python-callable targets
   libyaml-cpp-dev  # workflows/: the YAML workflow loader
 )
+jupyter_pkgs=(
+  python3-ipykernel python3-jupyter-client   # the "Python 3 (Dragon)" kernel (python -m dragon.jupyter)
+  python3-jupyter-server                     # dragon-jupyter: the server inside the runtime
+  python3-nbclassic                          # its browser pages (the classic notebook, a server extension)
+  python3-nbclient python3-nbformat          # executing notebooks (tests, examples/cookbook)
+)
 test_pkgs=(
   python3 python3-pytest python3-numpy   # numpy: buffers of the Python channel tests
   libpython3.11-testsuite   # CPython's own multiprocessing tests, run for the dragon start method
   clang libclang-rt-14-dev   # libFuzzer and sanitizer runtimes for clang builds
   graphviz   # dot: the workflow tests draw --dag .svg
+  "${jupyter_pkgs[@]}"       # tests/python/test_jupyter.py executes notebooks and a server
 )
 bench_pkgs=(
   python3 mpich hyperfine
@@ -62,10 +69,11 @@ for profile in "$@"; do
     test)  want+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
     lint)  want+=("${build_pkgs[@]}" "${lint_pkgs[@]}") ;;
+    jupyter) want+=("${jupyter_pkgs[@]}") ;;
     slurm) want+=("${slurm_pkgs[@]}") ;;
     mpi)   want+=("${mpi_pkgs[@]}") ;;
     all)   want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" "${lint_pkgs[@]}") ;;
-    *) echo "install-deps: unknown profile '$profile' (build|test|bench|lint|slurm|mpi|all)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown profile '$profile' (build|test|bench|lint|jupyter|slurm|mpi|all)" >&2; exit 2 ;;
   esac
 done
 
