@@ -78,6 +78,7 @@ bench: deps-bench build
 	/usr/bin/python3 bench/python.py
 	/usr/bin/python3 bench/mp_bench.py
 	/usr/bin/python3 bench/ddict.py
+	/usr/bin/python3 bench/pool.py
 	/usr/bin/python3 bench/workflows.py
 	/usr/bin/python3 bench/cookbook.py
 	build/bin/dragon-bench-channels
