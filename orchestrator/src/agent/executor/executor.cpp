@@ -26,7 +26,11 @@ namespace {
 constexpr auto kOutputGrace = std::chrono::milliseconds(200);
 // A slice of a group's first start per loop turn: thousands of spawns must
 // not keep heartbeats, exits and clients waiting (a silent agent looks lost).
+// At most kStartSlice members, and no more once kStartSliceTime has passed:
+// on a loaded node (hundreds of Python members setting up on two cpus) one
+// spawn can take tens of ms, and 256 of them outlasted the peers' patience.
 constexpr std::size_t kStartSlice = 256;
+constexpr auto kStartSliceTime = std::chrono::milliseconds(50);
 constexpr std::size_t kReadChunk = 64 * 1024;
 
 /// Signals a member's whole process group, so a shell's children hear it too.
@@ -94,7 +98,10 @@ void Executor::start_some(std::uint64_t group_id) {
     if (it == groups_.end()) return;
     LocalGroup& lg = it->second;
     auto& reply = lg.started_reply;
-    for (std::size_t n = 0; n < kStartSlice && lg.next_start < lg.to_start.size(); ++n) {
+    const auto slice_end = std::chrono::steady_clock::now() + kStartSliceTime;
+    for (std::size_t n = 0; n < kStartSlice && lg.next_start < lg.to_start.size() &&
+                            (n == 0 || std::chrono::steady_clock::now() < slice_end);
+         ++n) {
         const std::uint32_t rank = lg.to_start[lg.next_start++];
         if (!lg.placement.contains(rank)) {
             reply.members.push_back({rank, 0, 0, EINVAL, fmt::format("rank {} is not in the group", rank)});
