@@ -208,13 +208,9 @@ def _running(g) -> bool:
         return False
 
 
-def stop_cell(cell) -> int:
-    """Kills the groups the cell ``cell`` started (from the main thread) that
-    still run; returns how many."""
-    with _lock:
-        mine = [g for g in _groups if g._fw_cell == cell and cell is not None]
+def _kill_running(groups) -> int:
     n = 0
-    for g in mine:
+    for g in groups:
         if _running(g):
             try:
                 _BaseGroup.kill(g)
@@ -223,22 +219,21 @@ def stop_cell(cell) -> int:
                 pass
     drain_all()
     return n
+
+
+def stop_cell(cell) -> int:
+    """Kills the groups the cell ``cell`` started (from the main thread) that
+    still run; returns how many."""
+    with _lock:
+        mine = [g for g in _groups if g._fw_cell == cell and cell is not None]
+    return _kill_running(mine)
 
 
 def stop_all() -> int:
     """Kills every group this process started that still runs."""
     with _lock:
         every = list(_groups)
-    n = 0
-    for g in every:
-        if _running(g):
-            try:
-                _BaseGroup.kill(g)
-                n += 1
-            except Exception:
-                pass
-    drain_all()
-    return n
+    return _kill_running(every)
 
 
 def enable() -> None:
