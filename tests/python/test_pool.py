@@ -25,6 +25,7 @@ def add(a, b): return a + b
 def noop(): return None
 def boom(x): raise ValueError(f"boom {x}")
 def where(_=None): return (os.getpid(), os.environ.get("DRAGON_NODE_ID"))
+def where_slowly(_=None): time.sleep(0.2); return where()
 def slow(t): time.sleep(t); return os.getpid()
 def sleeper(t, path): open(path, "a").write(f"{os.getpid()}\\n"); time.sleep(t)
 def makes_lambda(): return lambda: 1
@@ -194,7 +195,16 @@ if __name__ == "__main__":
     out = {"cpus": cpu_count()}
     with mp.Pool() as p:
         out["processes"] = len(p._pool)
-        out["nodes"] = sorted(set(n for _, n in p.map(where, range(4 * len(p._pool)), chunksize=1)))
+        out["placed"] = sorted(set(w.node for w in p._pool))
+        # Tasks run on both nodes: the workers starting last take batches
+        # queued behind the first ones, and once all are up every map
+        # reaches them (a few rounds: a loaded node starts its workers late).
+        seen = set()
+        for _ in range(10):
+            seen |= set(n for _, n in p.map(where_slowly, range(4 * len(p._pool)), chunksize=1))
+            if len(seen) == 2:
+                break
+        out["nodes"] = sorted(seen)
     with Policy(placement=Policy.Placement.HOST_ID, host_id=1):
         with mp.Pool(3) as p:
             out["policy_nodes"] = sorted(set(n for _, n in p.map(where, range(12), chunksize=1)))
@@ -207,6 +217,7 @@ def test_pool_over_nodes(script):
     p = script(PRELUDE, NODES).run(under=["--launcher", "virtual", "--nodes", "2"], timeout=600)
     out = _last_json(p.stdout)
     assert out["processes"] == out["cpus"]  # processes=None: every cpu the runtime was granted
+    assert out["placed"] == [0, 1]
     assert out["nodes"] == ["0", "1"]
     assert out["policy_nodes"] == ["1"]
 

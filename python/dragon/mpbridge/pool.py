@@ -216,6 +216,12 @@ class _WorkerView:
         return None if m is None else m.get("puid")
 
     @property
+    def node(self):
+        """The node it runs on."""
+        m = self._member()
+        return None if m is None else m.get("node")
+
+    @property
     def name(self):
         return f"PoolWorker-{self.rank}"
 
