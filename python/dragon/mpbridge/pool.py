@@ -25,7 +25,7 @@ multiprocessing.pool) over Dragon's machinery (docs/multiprocessing.md,
   MapResult, IMapIterator objects) and gives the worker its credit back.
 
 ``maxtasksperchild``: the dispatcher gives a worker no more than that many
-tasks; the worker says goodbye after them and exits with ``RETIRE``, which
+tasks; the worker exits after them with ``RETIRE``, which
 the group replaces (exit 0, the end after ``close``, is never restarted).
 """
 
@@ -52,7 +52,7 @@ FLUSH_AFTER = 0.002  # seconds into a batch after which each result is sent as i
 RETIRE = 75         # a worker's exit after maxtasksperchild tasks: replaced by the group
 HEALTH_PERIOD = 1.0  # seconds without results after which the group is asked who ended
 
-_HELLO, _RESULTS, _BYE, _RETRY, _BROKEN = 0, 1, 2, 3, 4
+_HELLO, _RESULTS, _RETRY, _BROKEN = 0, 1, 3, 4
 
 _live: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 _WAKE = ("wake",)  # on the task queue: tasks to send again are waiting
@@ -155,7 +155,7 @@ def _worker(prep, results: Queue, init: bytes, maxtasks, wrap_exception=True) ->
         completed += len(calls)
         calls = outs = None
     if maxtasks is not None and completed >= maxtasks:
-        results.put((_BYE, rank, puid, None))
+        # (the dispatcher gave it no more than that: it leaves unasked)
         inbox.destroy()
         results.close()
         results.join_thread()
@@ -205,21 +205,13 @@ class _WorkerView:
                 return p
         return None
 
-    @property
-    def pid(self):
+    def _field(self, key):
         m = self._member()
-        return None if m is None else m.get("pid")
+        return None if m is None else m.get(key)
 
-    @property
-    def puid(self):
-        m = self._member()
-        return None if m is None else m.get("puid")
-
-    @property
-    def node(self):
-        """The node it runs on."""
-        m = self._member()
-        return None if m is None else m.get("node")
+    pid = property(lambda self: self._field("pid"))
+    puid = property(lambda self: self._field("puid"))
+    node = property(lambda self: self._field("node"), doc="The node it runs on.")
 
     @property
     def name(self):
@@ -234,7 +226,9 @@ class _WorkerView:
         m = self._member()
         if m is None or m["state"] == "running":
             return None
-        return -m["signal"] if m.get("signal") else m["exit_code"]
+        from dragon.native.process_group import _exit_code
+
+        return _exit_code(m["exit_code"], m["signal"])
 
     def __repr__(self):
         return f"<dragon PoolWorker rank={self.rank} pid={self.pid}>"
@@ -418,7 +412,7 @@ class Pool(_mp_pool.Pool):
     # ---- results and workers ---------------------------------------------------------
 
     def _collect(self) -> None:
-        """Results, hellos and goodbyes until the pool ends: after close(),
+        """Results and hellos until the pool ends: after close(),
         once every result is in, each worker (and each replacement that says
         hello later) gets the end of its inbox, and the thread ends when no
         member of the group runs any more."""
@@ -485,8 +479,6 @@ class Pool(_mp_pool.Pool):
                 self._break(body)
             elif kind == _HELLO:
                 self._hello(rank, puid, body)
-            elif kind == _BYE:
-                pass  # the dispatcher gave it its last task already (w.left == 0)
 
     def _break(self, exc) -> None:
         """A worker's initializer raised: the pool is broken (the standard
