@@ -4,9 +4,11 @@ Python path the first time a ``fast_start`` member asks for it, and from
 then on a member starts in the time of a fork instead of an interpreter
 start-up and its imports.
 
-The member is still the runtime's process: the zygote forks twice, so the
-member's parent is the agent (a child subreaper), which reaps it, reports
-its exit, signals and binds it as any member it exec'd. The agent sends,
+The member is still the runtime's process: the zygote forks it as the
+agent's child (one clone3 with CLONE_PARENT, dragon._zfork; else twice,
+through a middle process, and the agent, a child subreaper, inherits it),
+so the agent reaps it, reports its exit, signals and binds it as any member
+it exec'd. The agent sends,
 on the socket it gave this process (fd ``DRAGON_ZYGOTE_FD``), frames of a
 4-byte little-endian length and a body of NUL-separated fields::
 
@@ -24,6 +26,7 @@ and ``PYTHONHASHSEED`` randomisation is shared with the zygote, as with
 fork.
 """
 
+import errno
 import os
 import socket
 import struct
@@ -147,13 +150,50 @@ def _serve(sock: socket.socket, agent: int):
             os.close(fd)
 
 
+# The one-fork start (dragon._zfork: clone3 with CLONE_PARENT, the member
+# born the agent's child); None once it is refused, then the double fork.
+try:
+    from dragon._zfork import fork_to_parent as _fork_to_parent
+except ImportError:
+    _fork_to_parent = None
+
+
 def _fork(sock: socket.socket, agent: int, req: dict):
-    """Forks the member (through a short-lived middle process, so that the
-    agent becomes its parent) and answers the agent; returns req in the
-    member, None in the zygote."""
-    r, w = os.pipe()
+    """Forks the member as the agent's child and answers the agent with its
+    pid; returns req in the member, None in the zygote. One fork where the
+    kernel allows it, else through a short-lived middle process that forks
+    the member and exits (the agent, a child subreaper, inherits it)."""
+    global _fork_to_parent
     sys.stdout.flush()
     sys.stderr.flush()
+    if _fork_to_parent is not None:
+        import signal
+
+        # The member starts with every signal blocked (a group stopped right
+        # after its start signals members still setting up): its set-up
+        # unblocks them once its own handlers are in place.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = _fork_to_parent()
+        except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            if e.errno != errno.ENOTSUP:
+                _send(sock, f"err {e.errno} fork: {e.strerror}")
+                return None
+            sys.stderr.write(f"dragon zygote: one-fork start refused ({e}); forking twice from now on\n")
+            _fork_to_parent = None
+        else:
+            if pid == 0:
+                return _become(sock, agent, req, -1)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            _send(sock, f"ok {pid}")
+            return None
+    return _fork_twice(sock, agent, req)
+
+
+def _fork_twice(sock: socket.socket, agent: int, req: dict):
+    """_fork through a middle process."""
+    r, w = os.pipe()
     try:
         middle = os.fork()
     except OSError as e:
@@ -266,8 +306,9 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
         os.environ.clear()
         os.environ.update(req["env"])
         _publish_environ(req["env"])
-        os.close(report)
-        report = -1
+        if report >= 0:
+            os.close(report)
+            report = -1
         # Run only as the agent's child (the middle process is exiting), and
         # die with the agent.
         step = "parent"

@@ -201,3 +201,69 @@ if __name__ == "__main__":
 def test_fast_start_on_every_node(script):
     p = script(PRELUDE, TWO_NODES).run(under=["--launcher", "virtual", "--nodes", "2"], timeout=600)
     assert _json_lines(p.stdout)[-1] == {"nodes": {"0": True, "1": True}}
+
+
+ROBUST = """
+import ctypes, errno, mmap, threading
+
+libc = ctypes.CDLL(None, use_errno=True)
+MUTEX = 40  # sizeof(pthread_mutex_t) on x86-64 (its __owner, an int, at 8)
+
+class Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+def mapped(path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, 4096)
+    finally:
+        os.close(fd)
+
+def holder(path):
+    # Locks a robust, process-shared mutex and dies holding it (SIGKILL).
+    m = mapped(path)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    rc = libc.pthread_mutex_lock(ctypes.c_void_p(addr))
+    owner = ctypes.c_int.from_buffer(m, 8).value
+    with open(path + ".facts", "w") as f:
+        json.dump({"rc": rc, "owner": owner, "tid": threading.get_native_id(), "pid": os.getpid(),
+                   "forked": any(b"dragon._zygote" in c for c in cmdline(os.getpid()))}, f)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if __name__ == "__main__":
+    path = os.path.join(os.getcwd(), "mutex")
+    with open(path, "wb") as f:
+        f.write(bytes(4096))
+    m = mapped(path)
+    addr = ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(m)))
+    attr = ctypes.create_string_buffer(8)
+    libc.pthread_mutexattr_init(attr)
+    libc.pthread_mutexattr_setpshared(attr, 1)   # PTHREAD_PROCESS_SHARED
+    libc.pthread_mutexattr_setrobust(attr, 1)    # PTHREAD_MUTEX_ROBUST
+    assert libc.pthread_mutex_init(addr, attr) == 0
+    mp.set_start_method("dragon")
+    q = mp.Queue()
+    until_forked(q)
+    p = mp.Process(target=holder, args=(path,)); p.start(); p.join(60)
+    facts = json.load(open(path + ".facts"))
+    # The holder is dead: a robust mutex answers EOWNERDEAD (a member whose
+    # robust list was not registered, or whose tid glibc did not know, would
+    # leave it locked for ever: timed out here).
+    deadline = Timespec(int(time.time()) + 10, 0)
+    rc = libc.pthread_mutex_timedlock(addr, ctypes.byref(deadline))
+    print(json.dumps({"facts": facts, "exitcode": p.exitcode, "relock": rc, "EOWNERDEAD": errno.EOWNERDEAD}))
+"""
+
+
+def test_forked_member_keeps_robust_mutexes(script):
+    """A forked member is glibc's own thread, not the zygote's: the owner a
+    mutex records is its tid, and a robust mutex it dies holding is given
+    to the next locker with EOWNERDEAD (dragon._zfork's clone, or the
+    double fork)."""
+    s = script(PRELUDE, ROBUST)
+    out = _json_lines(s.run().stdout)[-1]
+    f = out["facts"]
+    assert f["forked"] is True and f["rc"] == 0
+    assert f["owner"] == f["tid"] == f["pid"]
+    assert out["exitcode"] == -signal.SIGKILL
+    assert out["relock"] == out["EOWNERDEAD"]
