@@ -33,6 +33,8 @@ namespace {
 // After SIGKILL, how long to wait for the last processes before giving up.
 constexpr auto kKillWait = std::chrono::seconds(5);
 constexpr std::size_t kClientMaxFrame = 1U << 20;
+// Connections accepted at once when several wait (accept_clients).
+constexpr int kAcceptBurst = 128;
 // The pool's pages are reserved (so touching them can never SIGBUS) once a run
 // has lived this long; shorter runs never pay for it.
 constexpr auto kReserveDelay = std::chrono::milliseconds(250);
@@ -202,6 +204,7 @@ Status Agent::open_client_socket() {
         return sys::error_from_errno("client socket: fcntl");
     if (!ec) client_acceptor_.bind(ep, ec);
     if (!ec) client_acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (!ec) client_acceptor_.non_blocking(true, ec);  // (accept_clients drains the backlog)
     if (ec) return make_error(Errc::system, "client socket @{}: {}", name, ec.message());
     return ok();
 }
@@ -294,6 +297,16 @@ void Agent::accept_clients() {
         if (ec == asio::error::operation_aborted || !client_acceptor_.is_open()) return;
         if (!ec) serve_client(std::move(sock));
         else spdlog::warn("accepting a client: {}", ec.message());
+        // And every connection already waiting: one per turn of the loop
+        // would queue hundreds of members that start at once (a Pool's
+        // workers, two connections each) behind each other and behind the
+        // slices of their own group's start.
+        for (int n = 0; n < kAcceptBurst && client_acceptor_.is_open(); ++n) {
+            asio::error_code e;
+            auto more = client_acceptor_.accept(e);
+            if (e) break;  // would_block: the backlog is empty
+            serve_client(std::move(more));
+        }
         accept_clients();
     });
 }

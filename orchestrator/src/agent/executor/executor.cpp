@@ -30,7 +30,7 @@ constexpr auto kOutputGrace = std::chrono::milliseconds(200);
 // on a loaded node (hundreds of Python members setting up on two cpus) one
 // spawn can take tens of ms, and 256 of them outlasted the peers' patience.
 constexpr std::size_t kStartSlice = 256;
-constexpr auto kStartSliceTime = std::chrono::milliseconds(50);
+constexpr auto kStartSliceTime = std::chrono::milliseconds(5);
 constexpr std::size_t kReadChunk = 64 * 1024;
 
 /// Signals a member's whole process group, so a shell's children hear it too.
