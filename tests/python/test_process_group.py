@@ -229,6 +229,51 @@ def test_join_timeout_then_stop(script):
     assert out["codes"] == [-2, -2]  # SIGINT ended them
 
 
+def test_start_without_waiting(script, tmp_path):
+    """start(wait=False): members run while the start is on its thread;
+    every other call waits for it; a member that cannot start fails the
+    group as with start() (join tells), and on_started hears the end."""
+    s = script(PRELUDE, f"""
+    import threading
+    from dragon.native.queue import Queue
+
+    def hello(q, rank):
+        q.put(rank)
+
+    q = Queue()
+    pg = ProcessGroup()
+    pg.add_process(8, ProcessTemplate(hello, args=(q, 0)))
+    seen = []
+    ended = threading.Event()
+    pg.on_started = lambda err: (seen.append(repr(err)), ended.set())
+    pg.start(wait=False)
+    got = sorted(q.get(timeout=60) for _ in range(8))
+    pg.join(60)
+    ok = {{"got": got, "seen": seen, "ended": ended.wait(10), "starting": pg.starting,
+          "codes": sorted(c for _, c in pg.exit_status)}}
+    pg.close()
+
+    bad = ProcessGroup()
+    bad.add_process(2, ProcessTemplate("/bin/true", cwd="{tmp_path}/no-such-dir"))
+    bad_seen = []
+    bad.on_started = bad_seen.append
+    bad.start(wait=False)
+    try:
+        bad.join(30)
+        raised = None
+    except Exception as e:
+        raised = f"{{type(e).__name__}}: {{e}}"
+    bad.close()
+    print(json.dumps({{"ok": ok, "raised": raised, "callback": [repr(e) for e in bad_seen]}}))
+    """)
+    out = last_json(s.run().stdout)
+    assert out["ok"]["got"] == [0] * 8
+    assert out["ok"]["seen"] == ["None"] and out["ok"]["ended"] is True and out["ok"]["starting"] is False
+    assert out["ok"]["codes"] == [0] * 8
+    assert out["raised"] is not None and "no-such-dir" in out["raised"]
+    assert out["callback"] == ["None"]  # the start itself went through
+
+
 def test_walltime_stops_the_group(script):
     s = script(PRELUDE, """
     pg = ProcessGroup(walltime=0.5)

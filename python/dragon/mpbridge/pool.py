@@ -276,8 +276,12 @@ class Pool(_mp_pool.Pool):
         prep["authkey"] = bytes(prep["authkey"])  # (an AuthenticationString pickles only into spawn children)
         self._group.add_process(processes, ProcessTemplate(
             _worker, args=(prep, self._results, bytes(_dumps((initializer, initargs))), maxtasksperchild)))
+        # The workers start on the group's thread: the first ones take tasks
+        # while later ones are still starting (a pool of hundreds serves in
+        # the time of its first worker's start, not of its last's).
+        self._group.on_started = self._on_group_started
         try:
-            self._group.start()
+            self._group.start(wait=False)
         except BaseException:
             self._group.close()
             self._results.destroy()
@@ -480,7 +484,13 @@ class Pool(_mp_pool.Pool):
             elif kind == _HELLO:
                 self._hello(rank, puid, body)
 
-    def _break(self, exc) -> None:
+    def _on_group_started(self, error) -> None:
+        """The group's start ended (on its thread): one that failed breaks
+        the pool, as a raising initializer does."""
+        if error is not None:
+            self._break(error, stop=False)
+
+    def _break(self, exc, stop: bool = True) -> None:
         """A worker's initializer raised: the pool is broken (the standard
         library's would start workers forever), as concurrent.futures'
         BrokenProcessPool. Its workers are stopped, and every task, sent or
@@ -497,6 +507,8 @@ class Pool(_mp_pool.Pool):
             res = self._cache.get(job)
             if res is not None:
                 res._set(i, (False, exc))
+        if not stop:
+            return
         try:
             self._group.stop(patience=0.5)
         except Exception:
@@ -614,6 +626,8 @@ class Pool(_mp_pool.Pool):
                                                f"running task {i} of job {job}; a new worker took its place")))
 
     def _check_health(self) -> None:
+        if self._group.starting:
+            return  # (the group answers once its start has ended)
         try:
             ended = dict(self._group.inactive_puids)
         except Exception:

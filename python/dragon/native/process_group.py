@@ -52,6 +52,7 @@ def _forget_all_in_child() -> None:
         g._finalizer.detach()
         g._closed = True
         g._forked = True
+        g._start_thread = None
 
 
 os.register_at_fork(after_in_child=_forget_all_in_child)
@@ -142,6 +143,10 @@ class ProcessGroup:
         self._final_info: dict | None = None
         self._finalizer = weakref.finalize(self, _finalize, None, None)
         self._forked = False  # set in a forked child: the group is the parent's
+        self._start_thread: threading.Thread | None = None  # a start(wait=False) not yet settled
+        self._start_done: threading.Event | None = None
+        self._start_error: BaseException | None = None
+        self.on_started = None
         _groups.add(self)
 
     # ---- building ------------------------------------------------------------------
@@ -149,7 +154,7 @@ class ProcessGroup:
     def add_process(self, nproc: int, template: ProcessTemplate) -> None:
         """Adds ``nproc`` members running ``template``; ranks follow in the
         order added."""
-        if self._group is not None and self._group.started:
+        if self._start_thread is not None or (self._group is not None and self._group.started):
             raise DragonProcessGroupError(f"{self.name}: add_process after start()")
         if not isinstance(template, ProcessTemplate):
             raise TypeError(f"add_process: template must be a ProcessTemplate, not {type(template).__name__}")
@@ -177,14 +182,22 @@ class ProcessGroup:
                                   pmi=self.pmi.value if self.pmi else "none")
         self._runtime = rt
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         """Places and starts every member (one request; returns once all
         are started). A member that cannot start fails the group: join()
-        tells."""
+        tells.
+
+        ``wait=False`` returns once the placement is known to be possible;
+        the members are started on a thread meanwhile, and run as soon as
+        each is started (a Pool serves its first tasks while its later
+        workers are still starting). Every other method waits for that start
+        to end first, and raises a start that failed; ``starting`` tells
+        whether it still runs, ``on_started`` (a callable of the error or
+        None) is called on that thread when it ends."""
         if not self._entries:
             raise DragonProcessGroupError(f"{self.name}: nothing to start (add_process first)")
         self.init()
-        if self._group.started:
+        if self._group.started or self._start_thread is not None:
             raise DragonProcessGroupError(f"{self.name} is already started")
         try:
             if any(t.is_python for _, t in self._entries):
@@ -198,17 +211,61 @@ class ProcessGroup:
                 pol = resolve(self.policy, t.policy)
                 self._group.add(t.argv(), cwd=t.cwd, env=t.environment(errors), count=n, **t.redirects(),
                                 fast_start=t.fast_start, **_constraints(pol, self._runtime))
-            self._group.start()
+            if wait:
+                self._group.start()
+            else:
+                self._group.plan()  # what the runtime would refuse, refused here
         except BaseException:
-            # A refused start leaves nothing behind, and start() may be tried again.
-            self._finalizer()
-            self._group = None
-            self._errors = None
+            self._start_failed()
             raise
+        if not wait:
+            self._start_done = threading.Event()
+            self._start_thread = threading.Thread(target=self._start_in_background, name=f"{self.name}-start")
+            self._start_thread.start()
         if self.walltime is not None:
             self._timer = threading.Timer(self.walltime, self._walltime_expired)
             self._timer.daemon = True
             self._timer.start()
+
+    def _start_failed(self) -> None:
+        """A refused start leaves nothing behind, and start() may be tried again."""
+        self._finalizer()
+        self._group = None
+        self._errors = None
+
+    def _start_in_background(self) -> None:
+        error = None
+        try:
+            self._group.start()
+        except BaseException as e:  # raised by the next call that needs the group
+            error = e
+        self._start_error = error
+        self._start_done.set()
+        if self.on_started is not None:
+            try:
+                self.on_started(error)
+            except Exception:
+                pass
+
+    @property
+    def starting(self) -> bool:
+        """True while a start(wait=False) is still starting members."""
+        return self._start_done is not None and not self._start_done.is_set()
+
+    def _settle(self) -> None:
+        """Waits for a start(wait=False) to end; raises what it raised (once:
+        the group is then as if start() had not been called)."""
+        if self._start_thread is None:
+            return
+        if self._start_thread is not threading.current_thread():
+            self._start_thread.join()
+        self._start_thread = None
+        error, self._start_error = self._start_error, None
+        if error is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._start_failed()
+            raise error
 
     def _walltime_expired(self) -> None:
         g = self._group
@@ -257,6 +314,10 @@ class ProcessGroup:
         for failed members (join() does)."""
         if self._closed:
             return
+        try:
+            self._settle()
+        except BaseException:
+            pass  # a start that failed left nothing to stop
         if self._timer is not None:
             self._timer.cancel()
         g = self._group
@@ -276,6 +337,10 @@ class ProcessGroup:
         """Drops the C++ group without waiting for patience: one still
         running is killed (its release)."""
         self._closed = True
+        try:
+            self._settle()
+        except BaseException:
+            pass
         if self._timer is not None:
             self._timer.cancel()
         self._finalizer()
@@ -294,6 +359,7 @@ class ProcessGroup:
     def puids(self) -> list[int]:
         """The puids of the members that run now."""
         self._check_not_forked("puids")
+        self._settle()
         if self._final_info is None and (self._group is None or not self._group.started):
             return []
         return [p["puid"] for p in self._info()["processes"] if p["state"] == "running"]
@@ -302,6 +368,7 @@ class ProcessGroup:
     def inactive_puids(self) -> list[tuple[int, int]]:
         """(puid, exit code) of every process of the group that has ended,
         restarted ones included; minus the signal number when one ended it."""
+        self._settle()
         if self._final_info is None and (self._group is None or not self._group.started):
             return []
         out = []
@@ -348,12 +415,14 @@ class ProcessGroup:
 
     def _started_group(self, what: str) -> _core.Group:
         self._check_not_forked(what)
+        self._settle()
         if self._group is None or not self._group.started:
             raise DragonProcessGroupError(f"{self.name}: {what} before start()")
         return self._group
 
     def _info(self) -> dict:
         self._check_not_forked("its state")
+        self._settle()
         if self._final_info is not None:
             return self._final_info
         if self._group is None:
@@ -361,6 +430,8 @@ class ProcessGroup:
         return self._group.info()
 
     def _rank_puids(self) -> dict[int, set[int]]:
+        if self.starting:
+            return {}  # (not known before the start's answer; not waited for here)
         if self._final_info is None and (self._group is None or not self._group.started or self._closed):
             return {}
         return {p["rank"]: {r[0] for r in p["runs"]} | {p["puid"]} for p in self._info()["processes"]}
