@@ -13,7 +13,10 @@ on the socket it gave this process (fd ``DRAGON_ZYGOTE_FD``), frames of a
 4-byte little-endian length and a body of NUL-separated fields::
 
     spawn, cwd, cpus ("0,2"), fds ("111": which of stdin/stdout/stderr
-    travel with the frame, SCM_RIGHTS), argc, argv..., env...
+    travel with the frame, SCM_RIGHTS), argc, argv..., env changes...
+
+where an environment change is "K=V" (the member's differs from, or is
+not in, the zygote's) or "K" (the zygote's variable K is not the member's).
 
 and gets back ``ok <pid>`` or ``err <errno> <what>``; after the imports this
 process sends ``ready <pid>`` once. End of file on the socket ends it.
@@ -46,6 +49,15 @@ PRELOAD = (
     "multiprocessing.spawn", "multiprocessing.util", "multiprocessing.connection", "multiprocessing.queues",
     "multiprocessing.synchronize", "multiprocessing.resource_tracker", "pickle", "threading", "traceback",
     "binascii", "ctypes", "cloudpickle",
+    # A Pool worker's (each import is megabytes of objects a worker would
+    # otherwise make for itself, not share).
+    "multiprocessing.pool", "dragon.mpbridge.pool", "pkgutil", "runpy",
+    # What a program's own main module commonly imports, and every child of
+    # the dragon start method runs again (as __mp_main__, as spawn's do):
+    # imported here once per node, not once per child.
+    "argparse", "json", "subprocess", "re", "dataclasses", "pathlib", "tempfile", "shutil", "random",
+    "datetime", "logging", "typing", "socket", "queue", "concurrent.futures", "uuid", "hashlib",
+    "textwrap", "copy", "contextlib", "glob", "statistics", "decimal", "fractions", "numbers",
 )
 
 
@@ -101,14 +113,12 @@ def _parse(body: bytes, fds: list) -> dict:
     argv = [a.decode("utf-8", "surrogateescape") for a in fields[5:5 + argc]]
     if argv[-2] != "-c":
         raise _Bad("argv does not end with -c code")
-    env = {}
-    for kv in fields[5 + argc:]:
-        k, sep, v = kv.partition(b"=")
-        if sep and k:
-            env[os.fsdecode(k)] = os.fsdecode(v)
+    envset = [kv for kv in fields[5 + argc:] if b"=" in kv and not kv.startswith(b"=")]
+    envunset = [k for k in fields[5 + argc:] if k and b"=" not in k]
     it = iter(fds)
     stdio = [next(it) if m == ord("1") else -1 for m in mask]
-    return {"cwd": os.fsdecode(cwd), "cpus": cpu_set, "stdio": stdio, "argv": argv, "env": env}
+    return {"cwd": os.fsdecode(cwd), "cpus": cpu_set, "stdio": stdio, "argv": argv, "envset": envset,
+            "envunset": envunset}
 
 
 def _serve(sock: socket.socket, agent: int):
@@ -153,9 +163,10 @@ def _serve(sock: socket.socket, agent: int):
 # The one-fork start (dragon._zfork: clone3 with CLONE_PARENT, the member
 # born the agent's child); None once it is refused, then the double fork.
 try:
+    from dragon._zfork import die_with_parent as _die_with_parent
     from dragon._zfork import fork_to_parent as _fork_to_parent
 except ImportError:
-    _fork_to_parent = None
+    _fork_to_parent = _die_with_parent = None
 
 
 def _fork(sock: socket.socket, agent: int, req: dict):
@@ -281,17 +292,8 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
     try:
         os.setpgid(0, 0)
         step = "signals"
-        for sig in signal.valid_signals():
-            if sig in (signal.SIGKILL, signal.SIGSTOP):
-                continue
-            # A fresh interpreter's: SIGINT raises KeyboardInterrupt, SIGPIPE
-            # and SIGXFSZ ignored, the rest the default.
-            want = signal.default_int_handler if sig == signal.SIGINT else (
-                signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL)
-            try:
-                signal.signal(sig, want)
-            except (OSError, ValueError):
-                pass
+        for sig, want in _SIGNALS_TO_RESET:
+            signal.signal(sig, want)
         step = "stdio"
         null = os.open(os.devnull, os.O_RDWR)
         for target, fd in enumerate(req["stdio"]):
@@ -303,9 +305,13 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
         if req["cpus"]:
             os.sched_setaffinity(0, req["cpus"])
         step = "environment"
-        os.environ.clear()
-        os.environ.update(req["env"])
-        _publish_environ(req["env"])
+        environb = os.environb
+        for kv in req["envset"]:
+            k, _, v = kv.partition(b"=")
+            environb[k] = v
+        for k in req["envunset"]:
+            environb.pop(k, None)
+        _publish_environ(req["envset"])
         if report >= 0:
             os.close(report)
             report = -1
@@ -317,9 +323,12 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
             if os.getppid() == 1 or time.monotonic() > deadline:
                 raise OSError(3, "the agent is gone")
             os.sched_yield()
-        import ctypes
+        if _die_with_parent is not None:
+            _die_with_parent(int(signal.SIGKILL))
+        else:
+            import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != agent:
             raise OSError(3, "the agent is gone")
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -344,17 +353,46 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
     return req
 
 
+# What differs from a fresh interpreter's signal dispositions here (found
+# once): what a member sets back, and nothing else (each change writes to,
+# and so copies, pages it shares with the zygote).
+_SIGNALS_TO_RESET: list = []
+
+
+def _fresh_signals() -> list:
+    """(signal, handler) pairs a member needs to have a fresh interpreter's
+    dispositions: SIGINT raises KeyboardInterrupt, SIGPIPE and SIGXFSZ
+    ignored, the rest the default."""
+    import signal
+
+    out = []
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        want = signal.default_int_handler if sig == signal.SIGINT else (
+            signal.SIG_IGN if sig in (signal.SIGPIPE, signal.SIGXFSZ) else signal.SIG_DFL)
+        try:
+            if signal.getsignal(sig) != want:
+                out.append((sig, want))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 # Read first in /proc/<pid>/environ: who the process is.
 _IDENTITY = ("DRAGON_PUID", "DRAGON_RUN_ID", "DRAGON_NODE_ID", "DRAGON_GROUP_ID", "DRAGON_RANK", "DRAGON_NRANKS",
              "DRAGON_AGENT_SOCKET")
 
 
-def _publish_environ(env: dict) -> None:
-    """Writes the member's environment over the zygote's initial environment
-    block (which libc no longer uses after os.environ's reset), so that
-    /proc/<pid>/environ shows the member's variables, identity first, as far
-    as the block's room allows (the agent pads it), and liveness checks that
-    read it (host.is_process, the DDict client) recognise the member."""
+_ROOM = b"DRAGON_ZYGOTE_ENV_ROOM="
+
+
+_ROOM_AT: tuple = (0, 0)
+
+
+def _env_room() -> tuple:
+    """(address, length) of the value-and-name of DRAGON_ZYGOTE_ENV_ROOM in
+    this process's initial environment block (0, 0 if not there)."""
     import ctypes
 
     try:
@@ -362,21 +400,43 @@ def _publish_environ(env: dict) -> None:
             stat = f.read()
         fields = stat[stat.rindex(b")") + 2:].split()
         start, end = int(fields[50 - 3]), int(fields[51 - 3])  # env_start, env_end (proc(5))
+        block = ctypes.string_at(start, end - start)
     except (OSError, ValueError, IndexError):
-        return
-    room = end - start
+        return (0, 0)
+    if block.startswith(_ROOM):
+        at = 0
+    else:
+        at = block.find(b"\0" + _ROOM) + 1
+        if at <= 0:
+            return (0, 0)
+    room = block.find(b"\0", at) - at
+    return (start + at, room) if room > 0 else (0, 0)
+
+
+def _publish_environ(changed: list) -> None:
+    """Writes the member's own variables (``changed``: the "K=V" entries its
+    environment has and the zygote's has not, identity first) over the room
+    the agent left in the zygote's initial environment block (the variable
+    DRAGON_ZYGOTE_ENV_ROOM, which the member has unset: libc no longer
+    points into it), so that /proc/<pid>/environ shows them and liveness
+    checks that read it (host.is_process, the DDict client) recognise the
+    member. The rest of the block is the zygote's environment, which libc
+    still uses for the variables the member did not change."""
+    at, room = _ROOM_AT
     if room <= 0:
         return
-    order = [k for k in _IDENTITY if k in env] + sorted(
-        k for k in env if k not in _IDENTITY and not k.startswith("DRAGON_PY_TARGET"))
+    import ctypes
+
+    ident = tuple(k.encode() + b"=" for k in _IDENTITY)
+    order = [kv for kv in changed if kv.startswith(ident)] + [
+        kv for kv in changed if not kv.startswith(ident) and not kv.startswith(b"DRAGON_PY_TARGET")]
     blob = bytearray()
-    for k in order:
-        entry = os.fsencode(k) + b"=" + os.fsencode(env[k]) + b"\0"
-        if len(blob) + len(entry) > room:
+    for kv in order:
+        if len(blob) + len(kv) + 1 > room:
             break
-        blob += entry
-    blob += b"\0" * (room - len(blob))
-    ctypes.memmove(start, bytes(blob), room)
+        blob += kv + b"\0"
+    ctypes.memmove(at, bytes(blob), len(blob))
+    ctypes.memset(at + len(blob), 0, room - len(blob))
 
 
 def _reset_python_state(argv: list) -> dict:
@@ -413,6 +473,9 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the middle processes: reaped by the kernel
+    global _SIGNALS_TO_RESET, _ROOM_AT
+    _SIGNALS_TO_RESET = _fresh_signals()
+    _ROOM_AT = _env_room()
     sock = socket.socket(fileno=fd)
     req = _serve(sock, agent)
     code = req["argv"][-1]

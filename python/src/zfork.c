@@ -117,7 +117,17 @@ static PyObject* fork_to_parent(PyObject* self, PyObject* noargs) {
 #endif
 }
 
+static PyObject* die_with_parent(PyObject* self, PyObject* arg) {
+    (void)self;
+    long sig = PyLong_AsLong(arg);
+    if (sig == -1 && PyErr_Occurred()) return NULL;
+    if (prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"die_with_parent", die_with_parent, METH_O,
+     "die_with_parent(sig): PR_SET_PDEATHSIG (the signal this process gets when its parent ends)."},
     {"fork_to_parent", fork_to_parent, METH_NOARGS,
      "fork_to_parent() -> pid: forks this (single-threaded) process so that the child's parent is this "
      "process's parent; 0 in the child. OSError(ENOTSUP) when it cannot (fork twice instead)."},

@@ -29,7 +29,7 @@ constexpr std::size_t kEnvRoom = 32 * 1024;
 
 // What the zygote runs: the Python path of the members it serves, then its loop.
 constexpr const char* kBoot =
-    "import sys,os;sys.path[:]=os.environ.pop('DRAGON_PY_PATH').split('\\x1e');"
+    "import sys,os;sys.path[:]=os.environ['DRAGON_PY_PATH'].split('\\x1e');"
     "from dragon._zygote import main;main()";
 
 bool starts_with(const std::string& s, std::string_view p) { return std::string_view(s).substr(0, p.size()) == p; }
@@ -220,7 +220,9 @@ void Zygotes::start(const std::string& kind, const rt::ChildSpec& cs) {
     if (cs.argv.size() == 4) argv.emplace_back("-S");
     argv.insert(argv.end(), {"-c", kBoot});
     // Its own stderr is the agent's: a zygote that cannot import says why in the agent's log.
-    rt::ChildSpec zc{cs.path, std::move(argv), rt::merge_env(opts_.base_env, shaping), {}, -1, -1, 2, {}, theirs.get()};
+    auto env = rt::merge_env(opts_.base_env, shaping);
+    std::unordered_set<std::string> env_set(env.begin(), env.end());
+    rt::ChildSpec zc{cs.path, std::move(argv), std::move(env), {}, -1, -1, 2, {}, theirs.get()};
     auto pid = rt::spawn_child(zc);
     if (!pid) {
         spdlog::warn("fast start: starting {}: {}", cs.path, pid.error().message());
@@ -229,7 +231,7 @@ void Zygotes::start(const std::string& kind, const rt::ChildSpec& cs) {
     }
     (void)sys::set_nonblocking(ours.get(), true);
     spdlog::info("fast start: zygote pid {} for {} (starting)", *pid, cs.path);
-    zygotes_.push_back(Zygote{kind, *pid, std::move(ours), false, Clock::now(), false});
+    zygotes_.push_back(Zygote{kind, *pid, std::move(ours), false, Clock::now(), false, std::move(env_set)});
 }
 
 bool Zygotes::check_ready(Zygote& z) {
@@ -270,7 +272,18 @@ Result<pid_t> Zygotes::fork_member(Zygote& z, const rt::ChildSpec& cs) {
     field(mask);
     field(fmt::format("{}", cs.argv.size()));
     for (const auto& a : cs.argv) field(a);
-    for (const auto& kv : cs.envp) field(kv);
+    // The environment as changes to the zygote's: "K=V" to set, "K" to
+    // unset. A member then writes only those (the zygote's own variables,
+    // shared pages, stay untouched).
+    std::unordered_set<std::string_view> keys;
+    for (const auto& kv : cs.envp) {
+        keys.insert(std::string_view(kv).substr(0, kv.find('=')));
+        if (!z.env.contains(kv)) field(kv);
+    }
+    for (const auto& kv : z.env) {
+        auto key = std::string_view(kv).substr(0, kv.find('='));
+        if (!keys.contains(key)) field(key);
+    }
 
     const auto deadline = Clock::now() + opts_.reply_timeout;
     if (auto st = send_frame(z.sock.get(), frame(body), fds, deadline); !st) {

@@ -17,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "../../runtime/spawn.hpp"
@@ -68,6 +69,7 @@ private:
         bool ready = false;
         std::chrono::steady_clock::time_point started{};
         bool waited = false;  // a member waited for it to be ready: the next ones do not
+        std::unordered_set<std::string> env;  // the environment it started with ("K=V")
     };
     Zygote* find(const std::string& kind);
     void start(const std::string& kind, const rt::ChildSpec& cs);
