@@ -5,20 +5,20 @@ then on a member starts in the time of a fork instead of an interpreter
 start-up and its imports.
 
 The member is still the runtime's process: the zygote forks it as the
-agent's child (one clone3 with CLONE_PARENT, dragon._zfork; else twice,
+agent's child (one clone with CLONE_PARENT, from the C loop of
+dragon._zfork.serve; where the kernel refuses, twice, from the loop here,
 through a middle process, and the agent, a child subreaper, inherits it),
 so the agent reaps it, reports its exit, signals and binds it as any member
-it exec'd. The agent sends,
-on the socket it gave this process (fd ``DRAGON_ZYGOTE_FD``), frames of a
-4-byte little-endian length and a body of NUL-separated fields::
+it exec'd. The agent sends, on the socket it gave this process (fd
+``DRAGON_ZYGOTE_FD``), frames of a 4-byte little-endian length and a body of
+NUL-separated fields::
 
     spawn, cwd, cpus ("0,2"), fds ("111": which of stdin/stdout/stderr
     travel with the frame, SCM_RIGHTS), argc, argv..., env changes...
 
-where an environment change is "K=V" (the member's differs from, or is
-not in, the zygote's) or "K" (the zygote's variable K is not the member's).
-
-and gets back ``ok <pid>`` or ``err <errno> <what>``; after the imports this
+where an environment change is "K=V" (the member's differs from, or is not
+in, the zygote's) or "K" (the zygote's variable K is not the member's), and
+gets back ``ok <pid>`` or ``err <errno> <what>``; after the imports this
 process sends ``ready <pid>`` once. End of file on the socket ends it.
 
 A member gets what a fresh ``python3 [-S] -c code`` would have: its own
@@ -52,12 +52,6 @@ PRELOAD = (
     # A Pool worker's (each import is megabytes of objects a worker would
     # otherwise make for itself, not share).
     "multiprocessing.pool", "dragon.mpbridge.pool", "pkgutil", "runpy",
-    # What a program's own main module commonly imports, and every child of
-    # the dragon start method runs again (as __mp_main__, as spawn's do):
-    # imported here once per node, not once per child.
-    "argparse", "json", "subprocess", "re", "dataclasses", "pathlib", "tempfile", "shutil", "random",
-    "datetime", "logging", "typing", "socket", "queue", "concurrent.futures", "uuid", "hashlib",
-    "textwrap", "copy", "contextlib", "glob", "statistics", "decimal", "fractions", "numbers",
 )
 
 
@@ -123,8 +117,28 @@ def _parse(body: bytes, fds: list) -> dict:
 
 def _serve(sock: socket.socket, agent: int):
     """Answers spawn requests until end of file (then exits); returns, in a
-    member only, its request."""
-    _send(sock, f"ready {os.getpid()}")
+    member only, its request. The loop is dragon._zfork's, in C, where it
+    can clone members (the zygote then writes next to nothing between
+    forks: a page it writes after a fork is one its members no longer
+    share); else this one, with the double fork."""
+    if _zserve is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            member, body, fds = _zserve(sock.fileno())
+        except OSError as e:
+            sys.stderr.write(f"dragon zygote: one-fork start unavailable ({e}); forking twice\n")
+        else:
+            if member:
+                try:
+                    req = _parse(body, fds)
+                except _Bad as e:  # (checked before the fork: not expected)
+                    os.write(2, f"dragon: the fast-started process {os.getpid()} could not start: {e}\n".encode())
+                    os._exit(127)
+                return _become(sock, agent, req, -1)
+            member = _answer(sock, agent, body, fds)  # a request the kernel would not clone
+            if member is not None:
+                return member
     while True:
         fds: list = []
         try:
@@ -140,71 +154,48 @@ def _serve(sock: socket.socket, agent: int):
         except (OSError, EOFError) as e:
             sys.stderr.write(f"dragon zygote: {e}; exiting\n")
             os._exit(1)
-        try:
-            req = _parse(body, fds)
-        except _Bad as e:
-            for fd in fds:
-                os.close(fd)
-            _send(sock, f"err 22 bad request: {e}")
-            continue
-        refused = _check(req)
-        if refused:
-            for fd in fds:
-                os.close(fd)
-            _send(sock, f"err {refused}")
-            continue
-        member = _fork(sock, agent, req)
+        member = _answer(sock, agent, body, fds)
         if member is not None:
             return member
+
+
+def _answer(sock: socket.socket, agent: int, body: bytes, fds: list):
+    """One request, by the double fork: the member's request in the member,
+    None in the zygote (answered)."""
+    try:
+        req = _parse(body, fds)
+    except _Bad as e:
         for fd in fds:
             os.close(fd)
+        _send(sock, f"err 22 bad request: {e}")
+        return None
+    refused = _check(req)
+    if refused:
+        for fd in fds:
+            os.close(fd)
+        _send(sock, f"err {refused}")
+        return None
+    member = _fork_twice(sock, agent, req)
+    if member is None:
+        for fd in fds:
+            os.close(fd)
+    return member
 
 
-# The one-fork start (dragon._zfork: clone3 with CLONE_PARENT, the member
-# born the agent's child); None once it is refused, then the double fork.
 try:
     from dragon._zfork import die_with_parent as _die_with_parent
-    from dragon._zfork import fork_to_parent as _fork_to_parent
+    from dragon._zfork import serve as _zserve
 except ImportError:
-    _fork_to_parent = _die_with_parent = None
-
-
-def _fork(sock: socket.socket, agent: int, req: dict):
-    """Forks the member as the agent's child and answers the agent with its
-    pid; returns req in the member, None in the zygote. One fork where the
-    kernel allows it, else through a short-lived middle process that forks
-    the member and exits (the agent, a child subreaper, inherits it)."""
-    global _fork_to_parent
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if _fork_to_parent is not None:
-        import signal
-
-        # The member starts with every signal blocked (a group stopped right
-        # after its start signals members still setting up): its set-up
-        # unblocks them once its own handlers are in place.
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        try:
-            pid = _fork_to_parent()
-        except OSError as e:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            if e.errno != errno.ENOTSUP:
-                _send(sock, f"err {e.errno} fork: {e.strerror}")
-                return None
-            sys.stderr.write(f"dragon zygote: one-fork start refused ({e}); forking twice from now on\n")
-            _fork_to_parent = None
-        else:
-            if pid == 0:
-                return _become(sock, agent, req, -1)
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            _send(sock, f"ok {pid}")
-            return None
-    return _fork_twice(sock, agent, req)
+    _zserve = _die_with_parent = None
 
 
 def _fork_twice(sock: socket.socket, agent: int, req: dict):
-    """_fork through a middle process."""
+    """Forks the member through a short-lived middle process, which forks
+    it and exits (the agent, a child subreaper, inherits it), and answers
+    the agent; returns req in the member, None in the zygote."""
     r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
         middle = os.fork()
     except OSError as e:
@@ -305,12 +296,18 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
         if req["cpus"]:
             os.sched_setaffinity(0, req["cpus"])
         step = "environment"
-        environb = os.environb
+        # (os.environ's own dict and libc's, directly: os.environ's methods
+        # are Python code, and each function a member runs for the first
+        # time writes to its code object's page)
+        data, putenv, unsetenv = os.environ._data, os.putenv, os.unsetenv
         for kv in req["envset"]:
             k, _, v = kv.partition(b"=")
-            environb[k] = v
+            putenv(k, v)
+            data[k] = v
         for k in req["envunset"]:
-            environb.pop(k, None)
+            if k in data:
+                unsetenv(k)
+                del data[k]
         _publish_environ(req["envset"])
         if report >= 0:
             os.close(report)
@@ -334,10 +331,7 @@ def _become(sock: socket.socket, agent: int, req: dict, report: int):
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
     except KeyboardInterrupt:
         # Stopped (SIGINT) while it set up: it ends as that signal ends a process.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        os.kill(os.getpid(), signal.SIGINT)
-        os._exit(128 + signal.SIGINT)
+        _end_by_sigint()
     except BaseException as e:
         code = getattr(e, "errno", None) or 5
         try:
@@ -379,6 +373,9 @@ def _fresh_signals() -> list:
     return out
 
 
+# -c code -> its code object, compiled in the zygote (dragon.native.process._BOOT).
+_COMPILED: dict = {}
+
 # Read first in /proc/<pid>/environ: who the process is.
 _IDENTITY = ("DRAGON_PUID", "DRAGON_RUN_ID", "DRAGON_NODE_ID", "DRAGON_GROUP_ID", "DRAGON_RANK", "DRAGON_NRANKS",
              "DRAGON_AGENT_SOCKET")
@@ -411,6 +408,15 @@ def _env_room() -> tuple:
             return (0, 0)
     room = block.find(b"\0", at) - at
     return (start + at, room) if room > 0 else (0, 0)
+
+
+def _end_by_sigint():
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.kill(os.getpid(), signal.SIGINT)
+    os._exit(128 + signal.SIGINT)
 
 
 def _publish_environ(changed: list) -> None:
@@ -464,6 +470,12 @@ def main() -> None:
     fd = int(os.environ.pop("DRAGON_ZYGOTE_FD"))
     agent = int(os.environ.pop("DRAGON_ZYGOTE_AGENT"))
     _preload()
+    try:  # the code every Python-callable member runs, compiled once here
+        from dragon.native.process import _BOOT
+
+        _COMPILED[_BOOT] = compile(_BOOT, "<string>", "exec")
+    except ImportError:
+        pass
     import gc
 
     # What the imports made stays out of the collector's way: members do not
@@ -477,9 +489,13 @@ def main() -> None:
     _SIGNALS_TO_RESET = _fresh_signals()
     _ROOM_AT = _env_room()
     sock = socket.socket(fileno=fd)
+    _send(sock, f"ready {os.getpid()}")
     req = _serve(sock, agent)
     code = req["argv"][-1]
-    namespace = _reset_python_state(req["argv"])
+    try:
+        namespace = _reset_python_state(req["argv"])
+    except KeyboardInterrupt:  # stopped (SIGINT) as it started: it ends as that signal ends a process
+        _end_by_sigint()
     del req, sock
     _run(code, namespace)
 
@@ -509,7 +525,7 @@ def _run(code: str, namespace: dict) -> None:
 
     status = 0
     try:
-        exec(compile(code, "<string>", "exec"), namespace)
+        exec(_COMPILED.get(code) or compile(code, "<string>", "exec"), namespace)
     except SystemExit as e:
         status = _status(e.code)
     except KeyboardInterrupt:

@@ -1,21 +1,24 @@
-/* dragon._zfork: the fork a node's zygote (dragon/_zygote.py) makes a
- * member with. One clone3(CLONE_PARENT): the member is born the agent's
- * child, as an exec'd member is, and its pid is known at once. Without it
- * the zygote forks twice (a middle process that forks the member and exits,
- * so that the agent, a child subreaper, inherits it) and waits for the
- * middle to say the pid: two forks of a large interpreter per member.
+/* dragon._zfork: the loop of a node's zygote (dragon/_zygote.py), in C.
+ *
+ * serve() reads the agent's spawn requests, makes the checks exec would
+ * (directory, cpus), and starts each member with one clone(CLONE_PARENT):
+ * the member is born the agent's child, as an exec'd member is, and its
+ * pid is the answer at once. Without it the zygote forks twice (a middle
+ * process that forks the member and exits, so that the agent, a child
+ * subreaper, inherits it) and waits for the middle to say the pid. The loop
+ * is in C so that the zygote touches nothing of its Python heap between
+ * forks: a page it writes after a fork is one its members no longer share.
  *
  * glibc has no fork with flags, so this does what its fork does that a
- * member relies on: the new thread's tid is written where glibc keeps it
+ * member relies on: the child's tid is written where glibc keeps it
  * (CLONE_CHILD_SETTID at the address the kernel was given for it,
  * PR_GET_TID_ADDRESS), which the owner field of robust and recursive
  * mutexes uses, and the robust-mutex list is registered again (the kernel
- * does not carry it over). It does not run pthread_atfork handlers: it is
- * refused unless the caller is the process's only thread, which holds no
- * lock of glibc's while it is here. Python's own before/after-fork work
- * (PyOS_BeforeFork and friends, os.register_at_fork hooks) runs as for
- * os.fork. Any precondition not met raises OSError(ENOTSUP): the caller
- * forks twice instead.
+ * does not carry it over). It does not run pthread_atfork handlers nor
+ * Python's before-fork hooks: it is refused unless the zygote is the
+ * process's only thread, which holds no lock while it is here. The member
+ * runs Python's after-fork work (PyOS_AfterFork_Child, os.register_at_fork
+ * hooks) as an os.fork child does.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,12 +26,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -64,57 +71,291 @@ static PyObject* refuse(const char* why) {
     return NULL;
 }
 
-static PyObject* fork_to_parent(PyObject* self, PyObject* noargs) {
-    (void)self;
-    (void)noargs;
-#ifndef SYS_clone3
-    return refuse("clone3 is not known to this build");
-#else
-    if (thread_count() != 1) return refuse("not the only thread");
-    pid_t* tid_at = NULL;
-    if (prctl(PR_GET_TID_ADDRESS, &tid_at, 0, 0, 0) != 0 || tid_at == NULL ||
-        *tid_at != (pid_t)syscall(SYS_gettid))
-        return refuse("the thread's tid address is unknown");
-    void* robust = NULL;
-    size_t robust_len = 0;
-    if (syscall(SYS_get_robust_list, 0, &robust, &robust_len) != 0) return refuse("no robust list");
+/* What the clone of a member needs, found once: where glibc keeps this
+ * thread's tid, and its robust-mutex list. NULL, or why not. */
+struct forker {
+    pid_t* tid_at;
+    void* robust;
+    size_t robust_len;
+};
 
+static const char* forker_init(struct forker* f) {
+    if (thread_count() != 1) return "not the only thread";
+    f->tid_at = NULL;
+    if (prctl(PR_GET_TID_ADDRESS, &f->tid_at, 0, 0, 0) != 0 || f->tid_at == NULL ||
+        *f->tid_at != (pid_t)syscall(SYS_gettid))
+        return "the thread's tid address is unknown";
+    if (syscall(SYS_get_robust_list, 0, &f->robust, &f->robust_len) != 0) return "no robust list";
+    return NULL;
+}
+
+/* clone(CLONE_PARENT): the pid, 0 in the child (its tid and robust list
+ * set as glibc's fork would), -1 and errno. */
+static long clone_member(const struct forker* f) {
+    long pid = -1;
+    errno = ENOSYS;
+#ifdef SYS_clone3
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_PARENT | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID;
-    args.child_tid = (uint64_t)(uintptr_t)tid_at;
+    args.child_tid = (uint64_t)(uintptr_t)f->tid_at;
     /* No exit_signal: with CLONE_PARENT the child's is the caller's (SIGCHLD,
      * to the agent), and clone3 refuses one. */
-
-    PyOS_BeforeFork();
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    int err = errno;
+    pid = syscall(SYS_clone3, &args, sizeof args);
+#endif
 #if defined(__x86_64__)
-    if (pid < 0 && err == ENOSYS) {
+    if (pid < 0 && errno == ENOSYS) {
         /* clone3 filtered (container seccomp profiles answer ENOSYS so that
          * glibc falls back): the older call, x86-64's argument order
          * (flags, stack, parent_tid, child_tid, tls). */
-        pid = syscall(SYS_clone, (unsigned long)args.flags, 0UL, NULL, tid_at, 0UL);
-        err = errno;
+        pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID), 0UL,
+                      NULL, f->tid_at, 0UL);
     }
 #endif
-    if (pid == 0) {
-        (void)syscall(SYS_set_robust_list, robust, robust_len);
-        PyOS_AfterFork_Child();
-        return PyLong_FromLong(0);
-    }
-    PyOS_AfterFork_Parent();
-    if (pid < 0) {
-        errno = err;
-        if (err == ENOSYS || err == EINVAL || err == EPERM) {
-            char why[96];
-            snprintf(why, sizeof why, "clone(CLONE_PARENT) refused: %s", strerror(err));
-            return refuse(why);
+    if (pid == 0) (void)syscall(SYS_set_robust_list, f->robust, f->robust_len);
+    return pid;
+}
+
+/* ---- the zygote's loop (dragon/_zygote.py has the wire) ------------------------- */
+
+#define MAX_FRAME (64u << 20)
+#define MAX_FDS 8
+
+/* Reads exactly n bytes, appending descriptors that come with them to fds
+ * (at most MAX_FDS; more are closed). 1 done, 0 end of file before the
+ * first byte, -1 error (errno; EPROTO for an end inside). */
+static int read_exact(int sock, char* buf, size_t n, int* fds, int* nfds) {
+    size_t got = 0;
+    while (got < n) {
+        struct iovec iov = {buf + got, n - got};
+        union {
+            struct cmsghdr align;
+            char space[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        } ctl;
+        struct msghdr mh;
+        memset(&mh, 0, sizeof mh);
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl.space;
+        mh.msg_controllen = sizeof ctl.space;
+        ssize_t r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
         }
-        return PyErr_SetFromErrno(PyExc_OSError);
+        for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; ++i) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (*nfds < MAX_FDS) fds[(*nfds)++] = fd;
+                else close(fd);
+            }
+        }
+        if (r == 0) {
+            if (got == 0) return 0;
+            errno = EPROTO;
+            return -1;
+        }
+        got += (size_t)r;
     }
-    return PyLong_FromLong(pid);
-#endif
+    return 1;
+}
+
+static int answer(int sock, const char* text) {
+    size_t n = strlen(text);
+    char frame[4 + 512];
+    if (n > 512) n = 512;
+    for (int i = 0; i < 4; ++i) frame[i] = (char)((n >> (8 * i)) & 0xFFu);
+    memcpy(frame + 4, text, n);
+    size_t off = 0, len = n + 4;
+    while (off < len) {
+        ssize_t w = send(sock, frame + off, len - off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* The checks _zygote._parse and _zygote._check make, before a fork: the
+ * shape of the request, then what exec would refuse (directory, cpus).
+ * "" when it may be forked, else the answer's text (after "err "). */
+static void check_request(const char* body, size_t n, int nfds, char* why, size_t room) {
+    why[0] = '\0';
+    /* fields: spawn, cwd, cpus, mask, argc, argv..., env... */
+    const char* f[6];
+    size_t fl[6];
+    size_t nf = 0, i = 0;
+    size_t total = 1;
+    for (size_t k = 0; k < n; ++k) total += body[k] == '\0';
+    while (nf < 6 && i <= n) {
+        const char* e = memchr(body + i, '\0', n - i);
+        size_t len = e ? (size_t)(e - (body + i)) : n - i;
+        f[nf] = body + i;
+        fl[nf++] = len;
+        i += len + 1;
+    }
+    if (total < 6 || fl[0] != 5 || memcmp(f[0], "spawn", 5) != 0) {
+        snprintf(why, room, "22 bad request: not a spawn request (%zu fields)", total);
+        return;
+    }
+    long argc = 0;
+    for (size_t k = 0; k < fl[4]; ++k) {
+        if (f[4][k] < '0' || f[4][k] > '9' || argc > 1000000) {
+            snprintf(why, room, "22 bad request: bad number: argc");
+            return;
+        }
+        argc = argc * 10 + (f[4][k] - '0');
+    }
+    int ones = 0;
+    for (size_t k = 0; k < fl[3]; ++k) ones += f[3][k] == '1';
+    if (fl[4] == 0 || argc < 3 || 5 + (size_t)argc > total || fl[3] != 3 || ones != nfds) {
+        snprintf(why, room, "22 bad request: argc %ld, fds %.3s with %d descriptors", argc, f[3], nfds);
+        return;
+    }
+    /* argv[-2] must be -c: field 5 + argc - 2 */
+    size_t want = 5 + (size_t)argc - 2, at = 0;
+    for (size_t k = 0; k < want; ++k) at += strnlen(body + at, n - at) + 1;
+    if (at + 3 > n || memcmp(body + at, "-c", 3) != 0) {
+        snprintf(why, room, "22 bad request: argv does not end with -c code");
+        return;
+    }
+    if (fl[1] > 0) {
+        char cwd[4096];
+        if (fl[1] >= sizeof cwd) {
+            snprintf(why, room, "36 chdir (a %zu-byte path)", fl[1]);
+            return;
+        }
+        memcpy(cwd, f[1], fl[1]);
+        cwd[fl[1]] = '\0';
+        struct stat st;
+        if (stat(cwd, &st) != 0) {
+            snprintf(why, room, "%d chdir %.500s", errno == ENOENT ? 2 : errno, cwd);
+            return;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(why, room, "20 chdir %.500s", cwd);
+            return;
+        }
+        if (access(cwd, X_OK) != 0) {
+            snprintf(why, room, "13 chdir %.500s", cwd);
+            return;
+        }
+    }
+    if (fl[2] > 0) {
+        cpu_set_t mine;
+        CPU_ZERO(&mine);
+        if (sched_getaffinity(0, sizeof mine, &mine) != 0) CPU_ZERO(&mine);
+        long cpu = -1;
+        for (size_t k = 0; k <= fl[2]; ++k) {
+            char c = k < fl[2] ? f[2][k] : ',';
+            if (c == ',') {
+                if (cpu >= 0 && (cpu >= CPU_SETSIZE || !CPU_ISSET((int)cpu, &mine))) {
+                    snprintf(why, room, "22 affinity %.*s", (int)fl[2], f[2]);
+                    return;
+                }
+                cpu = -1;
+            } else if (c >= '0' && c <= '9' && cpu < 100000) {
+                cpu = (cpu < 0 ? 0 : cpu * 10) + (c - '0');
+            } else {
+                snprintf(why, room, "22 bad request: bad number: cpus");
+                return;
+            }
+        }
+    }
+}
+
+static PyObject* member_result(int is_member, const char* body, size_t n, const int* fds, int nfds) {
+    PyObject* list = PyList_New(nfds);
+    if (list == NULL) return NULL;
+    for (int i = 0; i < nfds; ++i) PyList_SET_ITEM(list, i, PyLong_FromLong(fds[i]));
+    return Py_BuildValue("(Oy#N)", is_member ? Py_True : Py_False, body, (Py_ssize_t)n, list);
+}
+
+/* serve(sock) -> (True, body, fds) in a member; (False, body, fds) in the
+ * zygote for a request the kernel refused to clone (the caller forks it
+ * otherwise and serves on in Python). Never returns in the zygote otherwise:
+ * end of file on the socket is exit 0, a broken one exit 1. */
+static PyObject* serve(PyObject* self, PyObject* arg) {
+    (void)self;
+    int sock = (int)PyLong_AsLong(arg);
+    if (sock == -1 && PyErr_Occurred()) return NULL;
+    struct forker f;
+    const char* no = forker_init(&f);
+    if (no != NULL) return refuse(no);
+    char* body = NULL;
+    size_t cap = 0;
+    for (;;) {
+        int fds[MAX_FDS];
+        int nfds = 0;
+        unsigned char head[4];
+        int r = read_exact(sock, (char*)head, 4, fds, &nfds);
+        if (r == 0) _exit(0);
+        size_t n = head[0] | (head[1] << 8u) | (head[2] << 16u) | ((size_t)head[3] << 24u);
+        if (r > 0 && n > MAX_FRAME) {
+            errno = EMSGSIZE;
+            r = -1;
+        }
+        if (r > 0 && n + 1 > cap) {
+            char* nb = realloc(body, n + 1);
+            if (nb == NULL) {
+                errno = ENOMEM;
+                r = -1;
+            } else {
+                body = nb;
+                cap = n + 1;
+            }
+        }
+        if (r > 0 && n > 0) r = read_exact(sock, body, n, fds, &nfds) > 0 ? 1 : -1;
+        if (r < 0) {
+            dprintf(2, "dragon zygote: reading the agent's socket: %s; exiting\n", strerror(errno));
+            _exit(1);
+        }
+        body[n] = '\0';
+        char why[600];
+        check_request(body, n, nfds, why, sizeof why);
+        if (why[0] != '\0') {
+            for (int i = 0; i < nfds; ++i) close(fds[i]);
+            char text[620];
+            snprintf(text, sizeof text, "err %s", why);
+            if (answer(sock, text) != 0) _exit(1);
+            continue;
+        }
+        /* The member starts with every signal blocked (a group stopped right
+         * after its start signals members still setting up): its set-up
+         * unblocks them once its own handlers are in place. Python's
+         * before-fork hooks are not run here: they take locks no other
+         * thread can hold (this is the only one), and the member's
+         * after-fork hooks reset them all the same. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        long pid = clone_member(&f);
+        int err = errno;
+        if (pid == 0) {
+            PyOS_AfterFork_Child();
+            PyObject* out = member_result(1, body, n, fds, nfds);
+            free(body);
+            return out;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (pid < 0 && (err == ENOSYS || err == EINVAL || err == EPERM)) {
+            dprintf(2, "dragon zygote: one-fork start refused (clone(CLONE_PARENT): %s); forking twice from now on\n",
+                    strerror(err));
+            PyObject* out = member_result(0, body, n, fds, nfds);
+            free(body);
+            return out;
+        }
+        for (int i = 0; i < nfds; ++i) close(fds[i]);
+        char text[128];
+        if (pid < 0) snprintf(text, sizeof text, "err %d fork: %s", err, strerror(err));
+        else snprintf(text, sizeof text, "ok %ld", pid);
+        if (answer(sock, text) != 0) _exit(1);
+    }
 }
 
 static PyObject* die_with_parent(PyObject* self, PyObject* arg) {
@@ -126,11 +367,12 @@ static PyObject* die_with_parent(PyObject* self, PyObject* arg) {
 }
 
 static PyMethodDef methods[] = {
+    {"serve", serve, METH_O,
+     "serve(sock) -> (member, body, fds): the zygote's loop over the agent's spawn requests; returns in each "
+     "member (True), or in the zygote for a request it could not clone (False). OSError(ENOTSUP) when this "
+     "process cannot clone members (not single-threaded, no tid address)."},
     {"die_with_parent", die_with_parent, METH_O,
      "die_with_parent(sig): PR_SET_PDEATHSIG (the signal this process gets when its parent ends)."},
-    {"fork_to_parent", fork_to_parent, METH_NOARGS,
-     "fork_to_parent() -> pid: forks this (single-threaded) process so that the child's parent is this "
-     "process's parent; 0 in the child. OSError(ENOTSUP) when it cannot (fork twice instead)."},
     {NULL, NULL, 0, NULL},
 };
 
