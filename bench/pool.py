@@ -10,12 +10,16 @@ one run, every one with the same number of workers (issue 21).
      of 10 000 items; mpi4py: executor.map, its default chunksize of 1);
  (3) seconds from Pool() to the first result with 256 workers (dragon,
      stdlib Pool and the executor; Dask and mpi4py would need 256 worker
-     processes of ~100 MB each: not run);
+     processes of ~100 MB each: not run), and to every worker having run a
+     task;
  (4) the floor under (1): one worker's round trip of a bare Queue message
      (dragon Queue, a task-sized pickle), as tasks/s;
  (5) (1) with the pool spread over 4 virtual nodes (ours only);
- (6) each worker's private memory (PSS from /proc/PID/smaps_rollup) after a
-     task, against a stdlib fork worker's (goal: at most 1.5x).
+ (6) each worker's memory after a task, against a stdlib fork worker's
+     (goal: at most 1.5x): PSS (its private pages plus its share of those it
+     shares, from /proc/PID/smaps_rollup) and its private pages alone, in a
+     pool of --workers and of 64 (where what the workers share with their
+     zygote, or with the stdlib pool's parent, is split more ways).
 
     bench/pool.py [--runs 3] [--workers 2] [--quick]
 
@@ -48,12 +52,23 @@ def pid_of_worker(_=None):
     return os.getpid()
 
 
-def pss_kb(pid: int) -> int:
+def pid_after(t):
+    time.sleep(t)
+    return os.getpid()
+
+
+def memory_kb(pid: int, what: str) -> int:
+    """Pss, or the private (unshared) pages, of pid from smaps_rollup."""
+    keys = ("Pss:",) if what == "pss" else ("Private_Clean:", "Private_Dirty:")
+    total, seen = 0, 0
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no Pss for {pid}")
+            if line.startswith(keys):
+                total += int(line.split()[1])
+                seen += 1
+    if seen != len(keys):
+        raise RuntimeError(f"no {what} for {pid}")
+    return total
 
 
 # ---- one measurement, in its own interpreter ---------------------------------------
@@ -72,10 +87,15 @@ def _pool_of(kind, workers):
 
 def measure(kind: str, what: str, workers: int, n: int) -> float:
     if kind in ("dragon", "fork"):
-        if what == "first":
+        if what in ("first", "all"):
             t0 = time.perf_counter()
             p = _pool_of(kind, workers)
-            p.apply(noop)
+            if what == "first":
+                p.apply(noop)
+            else:  # every worker has run a task: rounds of 10 ms tasks until all have answered
+                seen: set = set()
+                while len(seen) < workers:
+                    seen.update(p.map(pid_after, [0.01] * workers, chunksize=1))
             dt = time.perf_counter() - t0
             p.terminate()
             p.join()
@@ -92,9 +112,11 @@ def measure(kind: str, what: str, workers: int, n: int) -> float:
                 t0 = time.perf_counter()
                 p.map(sq, range(n))
                 return n / (time.perf_counter() - t0)
-            if what == "pss":
-                pids = set(p.map(pid_of_worker, range(workers * 8), chunksize=1))
-                return sum(pss_kb(x) for x in pids) / len(pids)
+            if what in ("pss", "uss"):
+                seen: set = set()
+                while len(seen) < workers:
+                    seen.update(p.map(pid_after, [0.01] * workers, chunksize=1))
+                return sum(memory_kb(x, what) for x in seen) / len(seen)
         raise ValueError(what)
     if kind == "executor":
         import multiprocessing as mp
@@ -250,21 +272,25 @@ def main() -> int:
         f"Dask LocalCluster (client.map, {n_dask} items)": one("dask", "map", w, n_dask),
         "mpi4py.futures MPIPoolExecutor": mpi("map", w, n_map),
     }, "dragon Pool")
-    section("3", f"Pool({a.big}) to its first result", "s", {
-        "dragon Pool": one("dragon", "first", a.big, 1),
-        "stdlib Pool (fork)": one("fork", "first", a.big, 1),
-        "ProcessPoolExecutor (fork)": one("executor", "first", a.big, 1),
-    }, "dragon Pool")
+    section("3", f"Pool({a.big}) to its first result, and to every worker having run a task", "s", {
+        "dragon Pool, first result": one("dragon", "first", a.big, 1),
+        "stdlib Pool (fork), first result": one("fork", "first", a.big, 1),
+        "ProcessPoolExecutor (fork), first result": one("executor", "first", a.big, 1),
+        "dragon Pool, every worker": one("dragon", "all", a.big, 1),
+        "stdlib Pool (fork), every worker": one("fork", "all", a.big, 1),
+    }, "dragon Pool, first result")
     section("5", f"{n_apply} no-op apply_async calls, {2 * w} workers over 4 virtual nodes (--split-cpus)", "tasks/s", {
         "dragon Pool, 1 node": one("dragon", "apply", 2 * w, n_apply),
         "dragon Pool, 4 virtual nodes": one("dragon", "apply", 2 * w, n_apply,
                                             prefix=(orch, "run", "--launcher", "virtual", "--nodes", "4",
                                                     "--split-cpus", "--")),
     }, "dragon Pool, 1 node")
-    section("6", "private memory of a worker after a task (PSS)", "kB", {
-        "dragon Pool": one("dragon", "pss", w, 0),
-        "stdlib Pool (fork)": one("fork", "pss", w, 0),
-    }, "stdlib Pool (fork)")
+    for sub, (what, name) in zip("abcd", [(m, n) for n in (w, 64) for m in ("pss", "uss")]):
+        title = "PSS" if what == "pss" else "private pages"
+        section(f"6{sub}", f"memory of a worker after a task: {title}, {name} workers", "kB", {
+            "dragon Pool": one("dragon", what, name, 0),
+            "stdlib Pool (fork)": one("fork", what, name, 0),
+        }, "stdlib Pool (fork)")
     return 0
 
 

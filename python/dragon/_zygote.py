@@ -445,6 +445,33 @@ def _publish_environ(changed: list) -> None:
     ctypes.memset(at + len(blob), 0, room - len(blob))
 
 
+# DRAGON_ZYGOTE_MAIN's module (a Pool's parent's main script), imported once
+# here as each spawn-style child would import it; None without one.
+_MAIN = None
+
+
+def _preload_main():
+    """The main script a Pool's workers import (their parent's, named by
+    DRAGON_ZYGOTE_MAIN, an absolute path: a zygote of its own), run as
+    __mp_main__ exactly as multiprocessing.spawn.prepare runs it in each
+    child: its ``if __name__ == "__main__":`` block does not run, its
+    imports and definitions do, once per node instead of once per worker.
+    None if there is none or it fails (each worker then imports it)."""
+    path = os.environ.get("DRAGON_ZYGOTE_MAIN", "")
+    if not os.path.isabs(path) or not os.path.isfile(path):
+        return None
+    import runpy
+    import types
+
+    module = types.ModuleType("__mp_main__")
+    try:
+        module.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
+    except BaseException as e:  # each worker imports it itself, and fails as it would
+        sys.stderr.write(f"dragon zygote: preloading the main module {path}: {e!r}\n")
+        return None
+    return module
+
+
 def _reset_python_state(argv: list) -> dict:
     """What a fresh interpreter has that the zygote's imports changed: a new
     __main__, sys.argv, multiprocessing's idea of the current process."""
@@ -452,7 +479,13 @@ def _reset_python_state(argv: list) -> dict:
 
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = __builtins__
-    sys.modules["__main__"] = main
+    if _MAIN is not None:
+        # The parent's main module, imported here once (spawn.prepare skips
+        # a __main__ whose __file__ is the one it would import); the -c code
+        # runs in a namespace of its own, not in it.
+        sys.modules["__main__"] = sys.modules["__mp_main__"] = _MAIN
+    else:
+        sys.modules["__main__"] = main
     sys.argv = ["-c"]
     mp_process = sys.modules.get("multiprocessing.process")
     if mp_process is not None:
@@ -470,6 +503,8 @@ def main() -> None:
     fd = int(os.environ.pop("DRAGON_ZYGOTE_FD"))
     agent = int(os.environ.pop("DRAGON_ZYGOTE_AGENT"))
     _preload()
+    global _MAIN
+    _MAIN = _preload_main()
     try:  # the code every Python-callable member runs, compiled once here
         from dragon.native.process import _BOOT
 

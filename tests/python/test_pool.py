@@ -282,3 +282,47 @@ def test_pool_ctrl_c_leaves_nothing(script, tmp_path):
             proc.wait()
     assert proc.returncode != 0
     assert wait_gone(pids, 15), [x for x in pids if pid_alive(x)]
+
+
+MAIN_ONCE = """
+import os, sys, time
+import multiprocessing as mp
+import dragon
+
+IMPORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imports")
+with open(IMPORTS, "a") as f:  # once per import of this module, by whom
+    f.write(f"{os.getpid()} {__name__}\\n")
+
+COUNT = 41
+
+def task(x):
+    main = sys.modules["__main__"]
+    return (x + COUNT + 1, main.__name__, getattr(main, "__file__", None), os.getpid())
+
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    with mp.Pool(4) as p:
+        seen, out = set(), []
+        while len(seen) < 4:
+            rows = p.map(task, range(8), chunksize=1)
+            out += rows
+            seen.update(r[3] for r in rows)
+    print("RESULT", sorted({(r[0], r[1], r[2]) for r in out[:8]}))
+"""
+
+
+def test_pool_workers_share_the_main_module(script, tmp_path):
+    """The workers' zygote imports the parent's main script once, as
+    __mp_main__ (docs/runtime.md, "Fast start"): every worker finds it
+    there (tasks defined in it work, their module is the script) instead
+    of importing it again."""
+    s = script(MAIN_ONCE)
+    out = s.run().stdout
+    line = [l for l in out.splitlines() if l.startswith("RESULT")][-1]
+    rows = eval(line[len("RESULT "):])
+    assert {r[0] for r in rows} == {x + 42 for x in range(8)}
+    assert {r[1] for r in rows} == {"__mp_main__"} and {r[2] for r in rows} == {str(s.path)}
+    imports = open(tmp_path / "imports").read().split("\n")
+    names = sorted(l.split()[1] for l in imports if l)
+    # the parent as __main__, the zygote as __mp_main__ once: not once per worker
+    assert names == ["__main__", "__mp_main__"], imports

@@ -274,8 +274,12 @@ class Pool(_mp_pool.Pool):
 
         prep = spawn.get_preparation_data("PoolWorker")
         prep["authkey"] = bytes(prep["authkey"])  # (an AuthenticationString pickles only into spawn children)
+        # The workers' zygote imports the main script once, as each worker
+        # would (docs/runtime.md, "Fast start"): a zygote of this program's.
+        main_path = prep.get("init_main_from_path")
+        env = {"DRAGON_ZYGOTE_MAIN": main_path} if main_path and os.path.isabs(main_path) else None
         self._group.add_process(processes, ProcessTemplate(
-            _worker, args=(prep, self._results, bytes(_dumps((initializer, initargs))), maxtasksperchild)))
+            _worker, args=(prep, self._results, bytes(_dumps((initializer, initargs))), maxtasksperchild), env=env))
         # The workers start on the group's thread: the first ones take tasks
         # while later ones are still starting (a pool of hundreds serves in
         # the time of its first worker's start, not of its last's).

@@ -30,7 +30,7 @@ struct ZygoteOptions {
     std::vector<std::string> base_env;  // the environment a zygote starts with (the members' base)
     bool enabled = true;
     std::chrono::milliseconds reply_timeout{30000};  // a fork answered later than this: the zygote is broken
-    std::size_t max_zygotes = 2;                     // different interpreters or paths served at once
+    std::size_t max_zygotes = 4;                     // kinds served at once (interpreters, paths, main modules)
     unsigned max_failures = 3;                       // zygotes of one kind that died before exec takes over for good
     std::chrono::milliseconds ready_wait{5000};      // how long members wait for a starting zygote (once)
 };
