@@ -327,7 +327,12 @@ void Agent::serve_client(asio::local::stream_protocol::socket sock) {
     conn->on_drained([this] { resume_parked_output(); });
     conn->start([this, id](wire::Frame&& f) { on_client_frame(id, std::move(f)); },
                 [this, id](const Error* e) {
-                    if (e != nullptr) spdlog::warn("client {} dropped: {}", id, e->message());
+                    // A client that went away (killed, or ended while we
+                    // wrote to it: a pool's workers at terminate) is not news.
+                    if (e != nullptr && (e->sys_errno() == EPIPE || e->sys_errno() == ECONNRESET))
+                        spdlog::debug("client {} gone: {}", id, e->message());
+                    else if (e != nullptr)
+                        spdlog::warn("client {} dropped: {}", id, e->message());
                     on_client_closed(id);
                 });
 }

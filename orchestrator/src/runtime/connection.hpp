@@ -86,7 +86,8 @@ private:
             if (ec == asio::error::eof || ec == asio::error::connection_reset) {
                 fail(nullptr);
             } else {
-                Error e(Errc::closed, fmt::format("{}: read: {}", name_, ec.message()));
+                Error e(Errc::closed, fmt::format("{}: read: {}", name_, ec.message()),
+                        ec.category() == asio::system_category() ? ec.value() : 0);
                 fail(&e);
             }
             return;
@@ -120,7 +121,8 @@ private:
                           [self = this->shared_from_this()](const asio::error_code& ec, std::size_t) {
                               self->in_flight_.clear();
                               if (ec) {
-                                  Error e(Errc::closed, fmt::format("{}: write: {}", self->name_, ec.message()));
+                                  Error e(Errc::closed, fmt::format("{}: write: {}", self->name_, ec.message()),
+                                          ec.category() == asio::system_category() ? ec.value() : 0);
                                   self->writing_active_ = false;
                                   self->fail(&e);
                                   return;

@@ -128,6 +128,11 @@ class Popen:
         # (its agent's environment, under this) supplies those.
         env = {k: v for k, v in os.environ.items() if k not in _env_skip and not k.startswith("SLURM")}
         env["DRAGON_MP_PARENT"] = f"{os.getpid()}:{host.boot_id()}"
+        # The main script, which the child would import again as __mp_main__:
+        # imported once by its zygote instead (docs/runtime.md, "Fast start").
+        main_path = prep.get("init_main_from_path")
+        if main_path and os.path.isabs(main_path):
+            env["DRAGON_ZYGOTE_MAIN"] = main_path
         if self._same_host:
             # The child shares this process's resource tracker, as spawn's
             # children do: it opens the tracker's pipe through /proc.
