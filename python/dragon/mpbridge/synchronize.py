@@ -5,10 +5,11 @@ RawValue and RawArray (docs/multiprocessing.md, "Locks, events, barriers").
 Every object is built on ``_core.Sync``: a counting semaphore with holder
 records and optional shared data in one block of a node's pool (C++:
 ``channels/include/dragon/channels/sync.hpp``). Its home is the node of the
-process that made it. The semaphore object stands where the standard
-library's ``_multiprocessing.SemLock`` stands (``acquire``, ``release``,
-``_count``, ``_is_mine``, ``_get_value``, ``kind``, ``maxvalue``), so the
-standard library's own Condition, Event and Barrier algorithms run over it
+process that made it. ``_core.SemLock`` (a plain CPython type over a Sync,
+no pybind11 on its hot path) stands where the standard library's
+``_multiprocessing.SemLock`` stands (``acquire``, ``release``, ``_count``,
+``_is_mine``, ``_get_value``, ``kind``, ``maxvalue``), so the standard
+library's own Condition, Event and Barrier algorithms run over it
 unchanged; only their shared state and pickling are ours.
 
 Any of them pickles as its block's descriptor (pool name, generation,
@@ -55,7 +56,7 @@ def _create(value: int, maximum: int, data_bytes: int = 0):
     return _core.Sync.create(current_runtime(), int(value), int(maximum), int(data_bytes))
 
 
-def _attach(desc, kind: int = SEMAPHORE):
+def _attach(desc):
     pool_name, generation, offset, ident = desc
     try:
         s = _core.Sync.attach(current_runtime(), pool_name, generation, offset, ident)
@@ -63,12 +64,11 @@ def _attach(desc, kind: int = SEMAPHORE):
         raise RuntimeError(
             f"dragon sync object of {pool_name} is not reachable from this node: its home node's pool is on "
             f"another host ({e}); objects of other hosts are not supported yet (docs/multiprocessing.md)") from e
-    s.kind = kind
     return s
 
 
 def _rebuild_semlock(desc, kind):
-    return _attach(desc, kind)
+    return _core.SemLock(_attach(desc), kind)
 
 
 # ---- SemLock-based classes ------------------------------------------------------
@@ -82,9 +82,7 @@ class _DragonSemLock:
     def _dragon_init(self, kind: int, value: int, maximum: int) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        sl = _create(value, maximum)
-        sl.kind = kind
-        self._semlock = sl
+        self._semlock = _core.SemLock(_create(value, maximum), kind)
         self._make_methods()
 
     def __getstate__(self):

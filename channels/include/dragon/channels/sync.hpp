@@ -21,25 +21,41 @@ struct SyncHeader;
 /// the `dragon` multiprocessing context's Lock, Semaphore, Condition, Event,
 /// Barrier, Value and Array (docs/multiprocessing.md).
 ///
-/// State (count, maximum, holder records) is under a robust process-shared
-/// mutex; waiters sleep on a futex word that release() bumps only when
-/// someone sleeps. So an uncontended acquire+release is two mutex
-/// lock/unlocks and no system call.
+/// Fast path: the count is one atomic word of the block. An uncontended
+/// acquire or release is one compare-and-swap on it (plus, for a counting
+/// semaphore, one atomic add on the caller's holder slot): no mutex, no
+/// system call. Waiters sleep on a futex word that release() bumps only when
+/// someone sleeps.
 ///
-/// Holders: acquire() records (pid, start time) of the caller with its count
-/// in a table of kMaxHolders entries; release() takes one count from the
-/// caller's record, or when it holds none (a Lock released by another
-/// process), from the oldest record. reap() gives the counts of holders that
-/// no longer exist and did not call drop_mine() (at their normal exit) back
-/// to the semaphore and wakes waiters; waiters call it
-/// each time a wait slice of `kReapSlice` passes without a wake-up, so a
-/// process killed while holding a Lock or Semaphore counts delays the others
-/// by at most that slice. More than kMaxHolders distinct holders at once:
-/// the extra ones are not recorded (their counts are not given back if they
-/// die).
+/// Two kinds of block, by `maximum`:
+/// - binary (maximum 1: Lock, RLock, BoundedSemaphore(1)): the word is 0 when
+///   free, else the pid of the process that took it (kUnowned when nobody
+///   recorded holds it: made at 0, or its taker exited normally). Taking and
+///   recording the holder are the same CAS, so there is no instant at which
+///   a killed taker holds the lock unrecorded.
+/// - counting (any other maximum): the word is the count; each process that
+///   takes counts claims a holder slot (pid, start time, count) once, under
+///   the block's robust mutex, and from then on adds to and takes from its
+///   slot's count with plain atomics. A release by a process that holds no
+///   count (a signal, or a count handed over) takes one off another slot, so
+///   slots track what is actually held.
+///
+/// Owner death: reap() gives back what dead processes (pid gone or reused,
+/// by its start time) held: a binary word naming one is freed, a slot's
+/// counts are added back (up to the maximum); waiters call it each time a
+/// wait slice of `kReapSlice` passes without a wake-up, so a process killed
+/// while holding a Lock or Semaphore counts delays the others by at most
+/// that slice. drop_mine() (a normal exit) forgets the caller's records
+/// without giving anything back. Limits: a counting block has kMaxHolders
+/// slots; processes beyond them take and give counts unrecorded (theirs are
+/// not given back if they die). A process killed between the count CAS and
+/// its slot update (two adjacent atomics) loses that one count rather than
+/// giving back one it did not hold.
 class SyncBlock {
 public:
     static constexpr int kMaxHolders = 16;
+    /// A binary block's word when taken by nobody recorded.
+    static constexpr std::int32_t kUnowned = -1;
     static constexpr std::int32_t kUnbounded = INT32_MAX;  // SEM_VALUE_MAX
     static constexpr Timeout kReapSlice = std::chrono::milliseconds(100);
 
@@ -60,6 +76,8 @@ public:
     /// Takes one count. Returns true when taken, false when `timeout` passed
     /// first (kTryOnce: not available now). Blocks up to `timeout`.
     Result<bool> acquire(Timeout timeout);
+    /// acquire(kTryOnce) without a deadline or an error path: the fast path.
+    bool try_acquire() noexcept;
     /// Gives one count back; Errc::invalid_argument ("released too many
     /// times") when the count is at its maximum. Never blocks for long.
     Status release();
@@ -73,7 +91,10 @@ public:
     /// without this (killed, crashed, os._exit) has its counts given back.
     Status drop_mine();
 
+    /// The count (a binary block: 1 when free, 0 when taken).
     [[nodiscard]] std::int32_t value() const noexcept;
+    /// Whether this is a binary block (maximum 1, owner in the word).
+    [[nodiscard]] bool binary() const noexcept;
     [[nodiscard]] std::int32_t maximum() const noexcept;
     [[nodiscard]] std::byte* data() const noexcept;
     [[nodiscard]] std::size_t data_size() const noexcept;
@@ -85,8 +106,13 @@ public:
 private:
     SyncBlock(std::shared_ptr<detail::PoolMapping> pool, std::uint64_t offset) noexcept;
     [[nodiscard]] detail::SyncHeader* hdr() const noexcept;
+    /// This process's holder slot of a counting block (claimed on first use,
+    /// cached per handle and process), or -1 when all are taken.
+    int my_slot() noexcept;
     std::shared_ptr<detail::PoolMapping> pool_;
     std::uint64_t offset_ = 0;
+    int slot_ = -1;      // cached my_slot()
+    int slot_pid_ = 0;   // the process that cached it (a forked child claims its own)
 };
 
 /// This process's start time in clock ticks since boot (/proc/self/stat),
