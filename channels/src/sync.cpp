@@ -291,6 +291,38 @@ Status SyncBlock::release() {
     return ok();
 }
 
+Status SyncBlock::store(std::int32_t v) {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "store() on a binary sync block");
+    if (v < 0 || v > h->maximum) return make_error(Errc::invalid_argument, "store({}) outside 0..{}", v, h->maximum);
+    h->word.store(v, std::memory_order_seq_cst);
+    if (v > 0 && h->sleepers.load(std::memory_order_seq_cst) > 0) {
+        h->seq.fetch_add(1, std::memory_order_release);
+        detail::futex_wake(h->seq);
+    }
+    return ok();
+}
+
+Result<bool> SyncBlock::wait_positive(Timeout timeout) {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "wait_positive() on a binary sync block");
+    if (h->word.load(std::memory_order_acquire) > 0) return true;
+    detail::Deadline deadline(timeout);
+    if (deadline.try_once() || deadline.passed()) return false;
+    for (;;) {
+        h->sleepers.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint32_t seq = h->seq.load(std::memory_order_seq_cst);
+        bool set = h->word.load(std::memory_order_seq_cst) > 0;
+        if (!set) {
+            (void)detail::futex_wait(h->seq, seq, deadline);
+            set = h->word.load(std::memory_order_acquire) > 0;
+        }
+        h->sleepers.fetch_sub(1, std::memory_order_relaxed);
+        if (set) return true;
+        if (!deadline.forever() && deadline.passed()) return false;
+    }
+}
+
 Result<int> SyncBlock::reap() {
     auto* h = hdr();
     int given = 0;

@@ -261,6 +261,32 @@ TEST(SyncBlock, LockReleasedByAnotherProcessAndHeldAfterACleanExit) {
     EXPECT_EQ(s->value(), 1);
 }
 
+TEST(SyncBlock, EventStoreWakesEveryWaiterAndTakesNothing) {
+    ScopedPool pool(1 << 20);
+    ASSERT_TRUE(pool.ok());
+    auto s = SyncBlock::create(*pool, 0, SyncBlock::kUnbounded, 0);
+    ASSERT_TRUE(s);
+    EXPECT_FALSE(*s->wait_positive(kTryOnce));
+    EXPECT_FALSE(*s->wait_positive(20ms));  // times out
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 3; ++i)
+        kids.push_back(fork_child([&] {
+            auto r = s->wait_positive(20s);  // sleeps until the parent stores 1
+            return r && *r ? 0 : 1;
+        }));
+    ::usleep(50'000);
+    ASSERT_TRUE(s->store(1));
+    for (pid_t k : kids) EXPECT_EQ(wait_child(k), 0);
+    EXPECT_EQ(s->value(), 1);  // nobody took it
+    EXPECT_TRUE(*s->wait_positive(kTryOnce));
+    ASSERT_TRUE(s->store(0));
+    EXPECT_FALSE(*s->wait_positive(kTryOnce));
+    EXPECT_FALSE(s->store(-1));
+    auto lock = SyncBlock::create(*pool, 1, 1, 0);
+    ASSERT_TRUE(lock);
+    EXPECT_FALSE(lock->store(1));  // not on a binary block
+}
+
 TEST(SyncBlock, StartTimeOfThisProcessIsKnown) {
     EXPECT_NE(process_start_time(static_cast<int>(::getpid())), 0U);
     EXPECT_EQ(process_start_time(-5), 0U);

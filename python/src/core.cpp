@@ -872,6 +872,25 @@ public:
     void set_kind(int k) { kind_ = k; }
 
     int reap() { return value_or_raise(b_.reap()); }
+
+    /// Event: the flag is the count of a block nobody acquires.
+    void event_store(std::int32_t v) { ok_or_raise(b_.store(v)); }
+    bool event_wait(std::optional<double> timeout) {
+        if (b_.value() > 0) return true;
+        Timeout t = to_timeout(timeout);
+        if (t == channels::kTryOnce) return false;
+        auto st = sliced(t, 200ms, [&](Timeout s) -> Status {
+            auto r = b_.wait_positive(s);
+            if (!r) return std::move(r).error();
+            if (!*r) return Error(Errc::timeout, "timed out");
+            return ok();
+        });
+        if (!st) {
+            if (st.error().code() == Errc::timeout || st.error().code() == Errc::would_block) return false;
+            raise(st.error());
+        }
+        return true;
+    }
     std::int32_t value() const { return b_.value(); }
     std::int32_t maximum() const { return b_.maximum(); }
     py::memoryview buffer() {
@@ -1314,6 +1333,9 @@ PYBIND11_MODULE(_core, m) {
         .def("_after_fork", &PySync::after_fork)
         .def_property("kind", &PySync::kind, &PySync::set_kind)
         .def("reap", &PySync::reap)
+        .def("event_set", [](PySync& s) { s.event_store(1); })
+        .def("event_clear", [](PySync& s) { s.event_store(0); })
+        .def("event_wait", &PySync::event_wait, py::arg("timeout") = py::none())
         .def("value", &PySync::value)
         .def("_get_value", &PySync::value)
         .def("_is_zero", [](const PySync& s) { return s.value() == 0; })

@@ -137,10 +137,37 @@ class Condition(_ms.Condition):
         return (self._lock, self._sleeping_count, self._woken_count, self._wait_semaphore)
 
 
-class Event(_ms.Event):
+class Event:
+    """multiprocessing's Event as one flag word in a Dragon block: ``set``
+    stores 1 and wakes every waiter (one FUTEX_WAKE, only when someone
+    sleeps), ``wait`` sleeps on the block's futex word until the flag is
+    up, ``clear`` stores 0. The standard library's Event is a Condition
+    dance of a dozen semaphore operations in which ``set`` waits for every
+    waiter to wake; this one does not wait for anyone."""
+
     def __init__(self, *, ctx=None):
-        self._cond = Condition(Lock())
-        self._flag = Semaphore(0)
+        self._sync = _create(0, SEM_VALUE_MAX)
+
+    def is_set(self) -> bool:
+        return self._sync.value() > 0
+
+    def set(self) -> None:
+        self._sync.event_set()
+
+    def clear(self) -> None:
+        self._sync.event_clear()
+
+    def wait(self, timeout=None) -> bool:
+        return self._sync.event_wait(timeout)
+
+    def __getstate__(self):
+        return self._sync.descriptor
+
+    def __setstate__(self, desc):
+        self._sync = _attach(desc)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} at {id(self):#x} {'set' if self.is_set() else 'unset'}>"
 
 
 class SharedBuffer:

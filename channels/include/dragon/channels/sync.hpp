@@ -81,6 +81,12 @@ public:
     /// Gives one count back; Errc::invalid_argument ("released too many
     /// times") when the count is at its maximum. Never blocks for long.
     Status release();
+    /// Event use (a counting block nobody acquires): sets the count to `v`
+    /// (0..maximum) and, when v > 0, wakes every waiter of wait_positive().
+    Status store(std::int32_t v);
+    /// Event use: waits until the count is above 0, taking nothing. True, or
+    /// false when `timeout` passed first.
+    Result<bool> wait_positive(Timeout timeout);
     /// Gives back the counts of recorded holders that have died; returns how
     /// many counts were given back.
     Result<int> reap();
