@@ -323,6 +323,41 @@ Result<bool> SyncBlock::wait_positive(Timeout timeout) {
     }
 }
 
+Result<std::int32_t> SyncBlock::bump() {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "bump() on a binary sync block");
+    std::int32_t v = h->word.load(std::memory_order_relaxed);
+    std::int32_t next = 0;
+    do {
+        next = v >= h->maximum ? 1 : v + 1;
+    } while (!h->word.compare_exchange_weak(v, next, std::memory_order_seq_cst));
+    if (h->sleepers.load(std::memory_order_seq_cst) > 0) {
+        h->seq.fetch_add(1, std::memory_order_release);
+        detail::futex_wake(h->seq);
+    }
+    return next;
+}
+
+Result<bool> SyncBlock::wait_change(std::int32_t seen, Timeout timeout) {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "wait_change() on a binary sync block");
+    if (h->word.load(std::memory_order_acquire) != seen) return true;
+    detail::Deadline deadline(timeout);
+    if (deadline.try_once() || deadline.passed()) return false;
+    for (;;) {
+        h->sleepers.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint32_t seq = h->seq.load(std::memory_order_seq_cst);
+        bool changed = h->word.load(std::memory_order_seq_cst) != seen;
+        if (!changed) {
+            (void)detail::futex_wait(h->seq, seq, deadline);
+            changed = h->word.load(std::memory_order_acquire) != seen;
+        }
+        h->sleepers.fetch_sub(1, std::memory_order_relaxed);
+        if (changed) return true;
+        if (!deadline.forever() && deadline.passed()) return false;
+    }
+}
+
 Result<int> SyncBlock::reap() {
     auto* h = hdr();
     int given = 0;

@@ -287,6 +287,27 @@ TEST(SyncBlock, EventStoreWakesEveryWaiterAndTakesNothing) {
     EXPECT_FALSE(lock->store(1));  // not on a binary block
 }
 
+TEST(SyncBlock, EpochBumpWakesEveryWaiterOfTheOldEpoch) {
+    ScopedPool pool(1 << 20);
+    ASSERT_TRUE(pool.ok());
+    auto s = SyncBlock::create(*pool, 0, 3, 0);
+    ASSERT_TRUE(s);
+    EXPECT_TRUE(*s->wait_change(5, kTryOnce));  // already another epoch
+    EXPECT_FALSE(*s->wait_change(0, 20ms));     // times out
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 3; ++i)
+        kids.push_back(fork_child([&] {
+            auto r = s->wait_change(0, 20s);  // sleeps until the parent bumps
+            return r && *r ? 0 : 1;
+        }));
+    ::usleep(50'000);
+    EXPECT_EQ(*s->bump(), 1);
+    for (pid_t k : kids) EXPECT_EQ(wait_child(k), 0);
+    EXPECT_EQ(*s->bump(), 2);
+    EXPECT_EQ(*s->bump(), 3);
+    EXPECT_EQ(*s->bump(), 1);  // past the maximum: back to 1, never 0
+}
+
 TEST(SyncBlock, StartTimeOfThisProcessIsKnown) {
     EXPECT_NE(process_start_time(static_cast<int>(::getpid())), 0U);
     EXPECT_EQ(process_start_time(-5), 0U);

@@ -873,6 +873,25 @@ public:
 
     int reap() { return value_or_raise(b_.reap()); }
 
+    /// A Barrier's condition: an epoch word bumped by notify_all.
+    std::int32_t epoch_bump() { return value_or_raise(b_.bump()); }
+    bool epoch_wait(std::int32_t seen, std::optional<double> timeout) {
+        if (b_.value() != seen) return true;
+        Timeout t = to_timeout(timeout);
+        if (t == channels::kTryOnce) return false;
+        auto st = sliced(t, 200ms, [&](Timeout s) -> Status {
+            auto r = b_.wait_change(seen, s);
+            if (!r) return std::move(r).error();
+            if (!*r) return Error(Errc::timeout, "timed out");
+            return ok();
+        });
+        if (!st) {
+            if (st.error().code() == Errc::timeout || st.error().code() == Errc::would_block) return false;
+            raise(st.error());
+        }
+        return true;
+    }
+
     /// Event: the flag is the count of a block nobody acquires.
     void event_store(std::int32_t v) { ok_or_raise(b_.store(v)); }
     bool event_wait(std::optional<double> timeout) {
@@ -1336,6 +1355,8 @@ PYBIND11_MODULE(_core, m) {
         .def("event_set", [](PySync& s) { s.event_store(1); })
         .def("event_clear", [](PySync& s) { s.event_store(0); })
         .def("event_wait", &PySync::event_wait, py::arg("timeout") = py::none())
+        .def("epoch_bump", &PySync::epoch_bump)
+        .def("epoch_wait", &PySync::epoch_wait, py::arg("seen"), py::arg("timeout") = py::none())
         .def("value", &PySync::value)
         .def("_get_value", &PySync::value)
         .def("_is_zero", [](const PySync& s) { return s.value() == 0; })

@@ -25,6 +25,7 @@ import atexit
 import ctypes
 import struct
 import threading
+import time
 from multiprocessing import synchronize as _ms
 from multiprocessing import sharedctypes as _msc
 from multiprocessing import util as _mp_util
@@ -196,15 +197,70 @@ def _attach_buffer(desc):
     return SharedBuffer(0, _block=_attach(desc))
 
 
+class _EpochCondition:
+    """What threading.Barrier asks of its Condition (``with``, ``wait``,
+    ``wait_for``, ``notify_all``), as a Dragon Lock and an epoch word:
+    ``notify_all`` (called with the lock held) bumps the epoch and wakes
+    every sleeper; ``wait`` reads the epoch under the lock, releases it,
+    sleeps until the epoch moved, and takes the lock again. The standard
+    library's Condition makes ``notify_all`` wait for each sleeper to wake
+    in turn, a round trip per party per round."""
+
+    def __init__(self, lock=None, epoch=None):
+        self._lock = lock if lock is not None else Lock()
+        self._epoch = epoch if epoch is not None else _create(0, SEM_VALUE_MAX)
+
+    def __enter__(self):
+        return self._lock.acquire()
+
+    def __exit__(self, *args):
+        self._lock.release()
+
+    def __getstate__(self):
+        return (self._lock, self._epoch.descriptor)
+
+    def __setstate__(self, state):
+        lock, desc = state
+        self.__init__(lock, _attach(desc))
+
+    def wait(self, timeout=None) -> bool:
+        seen = self._epoch.value()
+        self._lock.release()
+        try:
+            return self._epoch.epoch_wait(seen, timeout)
+        finally:
+            self._lock.acquire()
+
+    def wait_for(self, predicate, timeout=None):
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify_all(self) -> None:
+        self._epoch.epoch_bump()
+
+
 class Barrier(_ms.Barrier):
-    """The standard library's Barrier (threading's algorithm over a
-    Condition) with its two shared ints in a Dragon block."""
+    """The standard library's Barrier (threading's algorithm) with its two
+    shared ints in a Dragon block and an epoch condition (above) in place
+    of a Condition."""
 
     def __init__(self, parties, action=None, timeout=None, *, ctx=None):
         if parties <= 0:
             raise ValueError("parties must be > 0")
         wrapper = SharedBuffer(struct.calcsize("i") * 2)
-        self.__setstate__((parties, action, timeout, Condition(), wrapper))
+        self.__setstate__((parties, action, timeout, _EpochCondition(), wrapper))
         self._state = 0
         self._count = 0
 

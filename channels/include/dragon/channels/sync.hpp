@@ -87,6 +87,13 @@ public:
     /// Event use: waits until the count is above 0, taking nothing. True, or
     /// false when `timeout` passed first.
     Result<bool> wait_positive(Timeout timeout);
+    /// Epoch use (a counting block nobody acquires, a Barrier's notify_all):
+    /// adds 1 to the count (from the maximum back to 1) and wakes every
+    /// waiter of wait_change(). Returns the new count.
+    Result<std::int32_t> bump();
+    /// Epoch use: waits until the count is no longer `seen`. True, or false
+    /// when `timeout` passed first.
+    Result<bool> wait_change(std::int32_t seen, Timeout timeout);
     /// Gives back the counts of recorded holders that have died; returns how
     /// many counts were given back.
     Result<int> reap();
