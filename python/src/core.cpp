@@ -803,61 +803,6 @@ public:
         return std::make_shared<PySync>(rt, value_or_raise(std::move(b)), pool->node_id());
     }
 
-    /// _multiprocessing.SemLock's acquire: True, or False when it could not
-    /// within `timeout` (block False: not available now). kind 1 (an RLock)
-    /// counts re-acquisitions by the owning thread. Uncontended: no GIL
-    /// release, no system call.
-    bool acquire(bool block, std::optional<double> timeout) {
-        const unsigned long me = PyThread_get_thread_ident();
-        if (kind_ == 1 && count_ > 0 && last_tid_ == me) {
-            ++count_;
-            return true;
-        }
-        auto r = b_.acquire(channels::kTryOnce);
-        if (!r) raise(r.error());
-        bool got = *r;
-        if (!got && block) {
-            Timeout t = to_timeout(timeout);
-            if (t != channels::kTryOnce) {
-                auto st = sliced(t, 200ms, [&](Timeout s) -> Status {
-                    auto a = b_.acquire(s);
-                    if (!a) return std::move(a).error();
-                    if (!*a) return Error(Errc::timeout, "timed out");
-                    got = true;
-                    return ok();
-                });
-                if (!st && st.error().code() != Errc::timeout && st.error().code() != Errc::would_block)
-                    raise(st.error());
-            }
-        }
-        if (got) {
-            ++count_;
-            last_tid_ = me;
-            if (!registered_) remember();
-        }
-        return got;
-    }
-
-    /// _multiprocessing.SemLock's release: an RLock only by its owner
-    /// (AssertionError), a bounded one ValueError when over-released.
-    void release() {
-        if (kind_ == 1) {
-            if (count_ == 0 || last_tid_ != PyThread_get_thread_ident())
-            {
-                PyErr_SetString(PyExc_AssertionError, "attempt to release recursive lock not owned by thread");
-                throw py::error_already_set();
-            }
-            if (count_ > 1) {
-                --count_;
-                return;
-            }
-        }
-        auto st = b_.release();
-        if (!st && st.error().code() == Errc::invalid_argument)
-            throw py::value_error("semaphore or lock released too many times");
-        ok_or_raise(st);
-        if (count_ > 0) --count_;
-    }
     /// At this process's normal exit: forget its holder records in every
     /// block it took counts of (SyncBlock::drop_mine), so they are not given back.
     static void exit_cleanly() {
@@ -865,11 +810,6 @@ public:
         for (auto& [addr, b] : registry()) (void)b.drop_mine();
         registry().clear();
     }
-    int count() const { return count_; }
-    bool is_mine() const { return count_ > 0 && last_tid_ == PyThread_get_thread_ident(); }
-    void after_fork() { count_ = 0; }
-    int kind() const { return kind_; }
-    void set_kind(int k) { kind_ = k; }
 
     int reap() { return value_or_raise(b_.reap()); }
 
@@ -946,9 +886,6 @@ private:
     bool registered_ = false;
     channels::SyncBlock b_;
     std::uint32_t node_;
-    int kind_ = 0;  // 0: semaphore (Lock, Semaphore), 1: recursive mutex (RLock)
-    int count_ = 0;  // acquisitions held through this handle (SemLock's count)
-    unsigned long last_tid_ = 0;
 };
 
 // ---- SemLock: the hot path of Lock, RLock, Semaphore, BoundedSemaphore --------------
@@ -1340,17 +1277,12 @@ PYBIND11_MODULE(_core, m) {
 
 
     py::class_<PySync, std::shared_ptr<PySync>>(m, "Sync",
-        "A counting semaphore with holder records and shared data in a node's pool (dragon.mpbridge.synchronize).")
+        "A counting semaphore with holder records and shared data in a node's pool (dragon.mpbridge.synchronize); "
+        "its acquire/release hot path is SemLock.")
         .def_static("create", &PySync::create, py::arg("runtime"), py::arg("value"), py::arg("maximum") = 2147483647,
                     py::arg("data_bytes") = 0)
         .def_static("attach", &PySync::attach, py::arg("runtime"), py::arg("pool_name"), py::arg("generation"),
                     py::arg("offset"), py::arg("id"))
-        .def("acquire", &PySync::acquire, py::arg("block") = true, py::arg("timeout") = py::none())
-        .def("release", &PySync::release)
-        .def("_count", &PySync::count)
-        .def("_is_mine", &PySync::is_mine)
-        .def("_after_fork", &PySync::after_fork)
-        .def_property("kind", &PySync::kind, &PySync::set_kind)
         .def("reap", &PySync::reap)
         .def("event_set", [](PySync& s) { s.event_store(1); })
         .def("event_clear", [](PySync& s) { s.event_store(0); })
@@ -1358,12 +1290,7 @@ PYBIND11_MODULE(_core, m) {
         .def("epoch_bump", &PySync::epoch_bump)
         .def("epoch_wait", &PySync::epoch_wait, py::arg("seen"), py::arg("timeout") = py::none())
         .def("value", &PySync::value)
-        .def("_get_value", &PySync::value)
-        .def("_is_zero", [](const PySync& s) { return s.value() == 0; })
         .def("maximum", &PySync::maximum)
-        .def_property_readonly("maxvalue", &PySync::maximum)
-        .def("__enter__", [](PySync& s) { return s.acquire(true, std::nullopt); })
-        .def("__exit__", [](PySync& s, const py::args&) { s.release(); })
         .def("buffer", &PySync::buffer)
         .def("address", &PySync::address)
         .def_property_readonly("descriptor", &PySync::descriptor)

@@ -9,8 +9,10 @@ process that made it. ``_core.SemLock`` (a plain CPython type over a Sync,
 no pybind11 on its hot path) stands where the standard library's
 ``_multiprocessing.SemLock`` stands (``acquire``, ``release``, ``_count``,
 ``_is_mine``, ``_get_value``, ``kind``, ``maxvalue``), so the standard
-library's own Condition, Event and Barrier algorithms run over it
-unchanged; only their shared state and pickling are ours.
+library's own Condition algorithm runs over it unchanged. Event is one
+flag word in a block, and Barrier runs threading's algorithm over a Lock
+and an epoch word (``_EpochCondition``): neither makes the Condition's
+round trip per waiter.
 
 Any of them pickles as its block's descriptor (pool name, generation,
 offset, id), through Process arguments, queues and pipes alike, and
