@@ -172,7 +172,7 @@ Result<SyncBlock> SyncBlock::attach(const Pool& pool, std::uint64_t offset, std:
 
 int SyncBlock::my_slot() noexcept {
     auto me = detail::self();
-    if (slot_pid_ == me.pid) return slot_;
+    if (int c = cache_.get(me.pid); c != -2) return c;
     auto* h = hdr();
     int idx = -1;
     {
@@ -196,8 +196,7 @@ int SyncBlock::my_slot() noexcept {
             e.pid.store(me.pid, std::memory_order_release);
         }
     }
-    slot_ = idx;
-    slot_pid_ = me.pid;
+    cache_.set(idx, me.pid);
     return idx;
 }
 
@@ -208,7 +207,7 @@ bool SyncBlock::try_acquire() noexcept {
         const auto me = detail::self();
         if (!h->word.compare_exchange_strong(free_word, me.pid, std::memory_order_seq_cst)) return false;
         // The pid alone names the holder; the slot adds its start time (pid reuse), once per process.
-        if (slot_pid_ != me.pid) (void)my_slot();
+        if (cache_.get(me.pid) == -2) (void)my_slot();
         return true;
     }
     std::int32_t c = h->word.load(std::memory_order_relaxed);
@@ -265,8 +264,8 @@ Status SyncBlock::release() {
         // Off the caller's slot, or (a signal, a count handed over) off another's.
         detail::Holder* from = nullptr;
         const auto me = detail::self();
-        if (slot_pid_ == me.pid && slot_ >= 0 && detail::take_one(h->holders[slot_].count)) {
-            from = &h->holders[slot_];
+        if (int mine = cache_.get(me.pid); mine >= 0 && detail::take_one(h->holders[mine].count)) {
+            from = &h->holders[mine];
         } else {
             for (auto& e : h->holders) {
                 if (e.pid.load(std::memory_order_relaxed) == 0) continue;
@@ -410,8 +409,7 @@ Status SyncBlock::drop_mine() {
             e.start = 0;
             e.pid.store(0, std::memory_order_release);
         }
-    slot_ = -1;
-    slot_pid_ = 0;
+    cache_.set(-1, 0);
     return ok();
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <memory>
@@ -124,8 +125,30 @@ private:
     int my_slot() noexcept;
     std::shared_ptr<detail::PoolMapping> pool_;
     std::uint64_t offset_ = 0;
-    int slot_ = -1;      // cached my_slot()
-    int slot_pid_ = 0;   // the process that cached it (a forked child claims its own)
+    /// my_slot()'s answer for one process (a forked child claims its own).
+    /// Atomics: threads of a process share a handle, and a waiter runs
+    /// without the GIL. Written slot then pid, read pid then slot.
+    struct SlotCache {
+        std::atomic<int> slot{-1};
+        std::atomic<int> pid{0};
+        SlotCache() = default;
+        SlotCache(const SlotCache& o) noexcept
+            : slot(o.slot.load(std::memory_order_relaxed)), pid(o.pid.load(std::memory_order_relaxed)) {}
+        SlotCache& operator=(const SlotCache& o) noexcept {
+            slot.store(o.slot.load(std::memory_order_relaxed), std::memory_order_relaxed);
+            pid.store(o.pid.load(std::memory_order_relaxed), std::memory_order_relaxed);
+            return *this;
+        }
+        /// The cached slot when cached by `self_pid`, else -2.
+        [[nodiscard]] int get(int self_pid) const noexcept {
+            return pid.load(std::memory_order_acquire) == self_pid ? slot.load(std::memory_order_relaxed) : -2;
+        }
+        void set(int s, int self_pid) noexcept {
+            slot.store(s, std::memory_order_relaxed);
+            pid.store(self_pid, std::memory_order_release);
+        }
+    };
+    SlotCache cache_;
 };
 
 /// This process's start time in clock ticks since boot (/proc/self/stat),
