@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -23,9 +24,9 @@ namespace detail {
 inline constexpr std::uint64_t kSyncMagic = 0x434e5953474e5244ULL;  // "DRGNSYNC"
 
 struct Holder {
-    std::int32_t pid;     // 0: free entry
-    std::int32_t count;
-    std::uint64_t start;  // process start time (pid reuse)
+    std::atomic<std::int32_t> pid;    // 0: free entry; claimed and freed under the lock
+    std::atomic<std::int32_t> count;  // counts held (counting blocks); the owner adds and takes lock-free
+    std::uint64_t start;              // process start time (pid reuse)
 };
 
 struct alignas(kCacheLine) SyncHeader {
@@ -33,12 +34,15 @@ struct alignas(kCacheLine) SyncHeader {
     std::uint64_t id;
     std::uint64_t data_size;
     std::int32_t maximum;  // release() beyond it fails
-    std::int32_t value;    // under lock
-    pthread_mutex_t lock;  // robust, process-shared
-    std::atomic<std::uint32_t> seq;      // futex word: bumped by release() when someone sleeps
-    std::atomic<std::uint32_t> sleepers; // processes between registering and leaving a wait
-    Holder holders[SyncBlock::kMaxHolders];
+    std::int32_t binary;   // 1: maximum 1, the word names the holder
+    pthread_mutex_t lock;  // robust, process-shared: holder slots only
+    // The hot line: what an acquire, a release and a waiter touch.
+    alignas(kCacheLine) std::atomic<std::int32_t> word;  // count, or (binary) 0 free / holder pid / kUnowned
+    std::atomic<std::uint32_t> seq;       // futex word: bumped by release() when someone sleeps
+    std::atomic<std::uint32_t> sleepers;  // waiters between registering and leaving a wait
+    alignas(kCacheLine) Holder holders[SyncBlock::kMaxHolders];
 };
+static_assert(std::atomic<std::int32_t>::is_always_lock_free);
 
 inline constexpr std::size_t kDataOffset = (sizeof(SyncHeader) + kCacheLine - 1) / kCacheLine * kCacheLine;
 
@@ -70,19 +74,31 @@ Self self() noexcept {
     return g_self;
 }
 
-bool alive(const Holder& h) noexcept {
-    if (::kill(h.pid, 0) == -1 && errno == ESRCH) return false;
-    std::uint64_t st = process_start_time(h.pid);
-    // A different start time: the pid was reused by another process.
-    return st == 0 || h.start == 0 || st == h.start;
+// After a process died under the lock: the lock guards only slot claims and
+// frees, each a whole-field store, so there is nothing to mend.
+Status repair(SyncHeader*) noexcept { return ok(); }
+
+// Takes one count off `c` if it has any.
+bool take_one(std::atomic<std::int32_t>& c) noexcept {
+    std::int32_t v = c.load(std::memory_order_relaxed);
+    while (v > 0)
+        if (c.compare_exchange_weak(v, v - 1, std::memory_order_relaxed)) return true;
+    return false;
 }
 
-// After a holder died under the lock: every store below is a whole field, so
-// the state is consistent; only keep the count within its bounds.
-Status repair(SyncHeader* h) noexcept {
-    if (h->value < 0) h->value = 0;
-    if (h->value > h->maximum) h->value = h->maximum;
-    return ok();
+// The start time recorded for `pid` in a slot, 0 when none.
+std::uint64_t recorded_start(const SyncHeader* h, std::int32_t pid) noexcept {
+    for (const auto& e : h->holders)
+        if (e.pid.load(std::memory_order_relaxed) == pid) return e.start;
+    return 0;
+}
+
+bool alive(std::int32_t pid, std::uint64_t start) noexcept {
+    if (pid <= 0) return true;
+    if (::kill(pid, 0) == -1 && errno == ESRCH) return false;
+    std::uint64_t st = process_start_time(pid);
+    // A different start time: the pid was reused by another process.
+    return st == 0 || start == 0 || st == start;
 }
 
 }  // namespace
@@ -132,7 +148,8 @@ Result<SyncBlock> SyncBlock::create(const Pool& pool, std::int32_t value, std::i
     h->id = id;
     h->data_size = data_bytes;
     h->maximum = maximum;
-    h->value = value;
+    h->binary = maximum == 1 ? 1 : 0;
+    h->word.store(h->binary != 0 ? (value == 1 ? 0 : SyncBlock::kUnowned) : value, std::memory_order_relaxed);
     if (Status st = detail::init_robust_mutex(&h->lock); !st) {
         (void)m->free(off);
         return std::move(st).error();
@@ -153,35 +170,73 @@ Result<SyncBlock> SyncBlock::attach(const Pool& pool, std::uint64_t offset, std:
     return SyncBlock(m, offset);
 }
 
-Result<bool> SyncBlock::acquire(Timeout timeout) {
-    auto* h = hdr();
-    detail::Deadline deadline(timeout);
+int SyncBlock::my_slot() noexcept {
     auto me = detail::self();
-    for (;;) {
-        std::uint32_t seq = 0;
-        {
-            auto g = detail::RobustGuard::lock(&h->lock, [&] { return detail::repair(h); });
-            if (!g) return std::move(g).error();
-            if (h->value > 0) {
-                h->value -= 1;
-                detail::Holder* free_entry = nullptr;
-                for (auto& e : h->holders) {
-                    if (e.pid == me.pid && e.start == me.start) {
-                        e.count += 1;
-                        return true;
-                    }
-                    if (e.pid == 0 && free_entry == nullptr) free_entry = &e;
-                }
-                if (free_entry != nullptr) *free_entry = detail::Holder{me.pid, 1, me.start};
-                return true;
+    if (int c = cache_.get(me.pid); c != -2) return c;
+    auto* h = hdr();
+    int idx = -1;
+    {
+        auto g = detail::RobustGuard::lock(&h->lock, [&] { return detail::repair(h); });
+        if (!g) return -1;  // unrecorded, as when the slots are full
+        int free_idx = -1;
+        for (int i = 0; i < kMaxHolders; ++i) {
+            auto& e = h->holders[i];
+            std::int32_t pid = e.pid.load(std::memory_order_relaxed);
+            if (pid == me.pid && e.start == me.start) {
+                idx = i;
+                break;
             }
-            if (deadline.try_once() || deadline.passed()) return false;
-            seq = h->seq.load(std::memory_order_relaxed);
-            h->sleepers.fetch_add(1, std::memory_order_relaxed);
+            if (pid == 0 && free_idx < 0) free_idx = i;
+        }
+        if (idx < 0 && free_idx >= 0) {
+            idx = free_idx;
+            auto& e = h->holders[idx];
+            e.count.store(0, std::memory_order_relaxed);
+            e.start = me.start;
+            e.pid.store(me.pid, std::memory_order_release);
+        }
+    }
+    cache_.set(idx, me.pid);
+    return idx;
+}
+
+bool SyncBlock::try_acquire() noexcept {
+    auto* h = hdr();
+    if (h->binary != 0) {
+        std::int32_t free_word = 0;
+        const auto me = detail::self();
+        if (!h->word.compare_exchange_strong(free_word, me.pid, std::memory_order_seq_cst)) return false;
+        // The pid alone names the holder; the slot adds its start time (pid reuse), once per process.
+        if (cache_.get(me.pid) == -2) (void)my_slot();
+        return true;
+    }
+    std::int32_t c = h->word.load(std::memory_order_relaxed);
+    while (c > 0) {
+        if (h->word.compare_exchange_weak(c, c - 1, std::memory_order_seq_cst)) {
+            if (int s = my_slot(); s >= 0) h->holders[s].count.fetch_add(1, std::memory_order_relaxed);
+            return true;
+        }
+    }
+    return false;
+}
+
+Result<bool> SyncBlock::acquire(Timeout timeout) {
+    if (try_acquire()) return true;
+    detail::Deadline deadline(timeout);
+    if (deadline.try_once() || deadline.passed()) return false;
+    auto* h = hdr();
+    for (;;) {
+        // Registered as a sleeper before the last look: a release after that
+        // look sees the sleeper and bumps seq, so the wait below returns.
+        h->sleepers.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint32_t seq = h->seq.load(std::memory_order_seq_cst);
+        if (try_acquire()) {
+            h->sleepers.fetch_sub(1, std::memory_order_relaxed);
+            return true;
         }
         // One slice, then look again (and for dead holders).
         detail::Deadline slice(kReapSlice);
-        const detail::Deadline& d = (!deadline.forever() && !slice.forever() && deadline.abs() != nullptr &&
+        const detail::Deadline& d = (!deadline.forever() && deadline.abs() != nullptr &&
                                      (deadline.abs()->tv_sec < slice.abs()->tv_sec ||
                                       (deadline.abs()->tv_sec == slice.abs()->tv_sec &&
                                        deadline.abs()->tv_nsec < slice.abs()->tv_nsec)))
@@ -192,40 +247,114 @@ Result<bool> SyncBlock::acquire(Timeout timeout) {
         if (r == detail::WaitResult::timed_out) {
             if (auto n = reap(); !n) return std::move(n).error();
         }
-        if (!deadline.forever() && deadline.passed()) {
-            return acquire(kTryOnce);  // last look: a count given back at the deadline is still taken
-        }
+        // A count given back at the deadline is still taken.
+        if (try_acquire()) return true;
+        if (!deadline.forever() && deadline.passed()) return false;
     }
 }
 
 Status SyncBlock::release() {
     auto* h = hdr();
-    auto me = detail::self();
-    bool wake = false;
-    {
-        auto g = detail::RobustGuard::lock(&h->lock, [&] { return detail::repair(h); });
-        if (!g) return std::move(g).error();
-        if (h->value >= h->maximum)
-            return make_error(Errc::invalid_argument, "semaphore or lock released too many times");
-        h->value += 1;
-        detail::Holder* mine = nullptr;
-        detail::Holder* other = nullptr;
-        for (auto& e : h->holders) {
-            if (e.pid == 0 || e.count <= 0) continue;
-            if (e.pid == me.pid && e.start == me.start) {
-                mine = &e;
-                break;
+    if (h->binary != 0) {
+        std::int32_t w = h->word.load(std::memory_order_relaxed);
+        do {
+            if (w == 0) return make_error(Errc::invalid_argument, "semaphore or lock released too many times");
+        } while (!h->word.compare_exchange_weak(w, 0, std::memory_order_seq_cst));
+    } else {
+        // Off the caller's slot, or (a signal, a count handed over) off another's.
+        detail::Holder* from = nullptr;
+        const auto me = detail::self();
+        if (int mine = cache_.get(me.pid); mine >= 0 && detail::take_one(h->holders[mine].count)) {
+            from = &h->holders[mine];
+        } else {
+            for (auto& e : h->holders) {
+                if (e.pid.load(std::memory_order_relaxed) == 0) continue;
+                if (detail::take_one(e.count)) {
+                    from = &e;
+                    break;
+                }
             }
-            if (other == nullptr) other = &e;
         }
-        if (detail::Holder* e = mine != nullptr ? mine : other; e != nullptr && --e->count == 0) *e = detail::Holder{};
-        if (h->sleepers.load(std::memory_order_relaxed) > 0) {
-            h->seq.fetch_add(1, std::memory_order_release);
-            wake = true;
-        }
+        std::int32_t c = h->word.load(std::memory_order_relaxed);
+        do {
+            if (c >= h->maximum) {
+                if (from != nullptr) from->count.fetch_add(1, std::memory_order_relaxed);
+                return make_error(Errc::invalid_argument, "semaphore or lock released too many times");
+            }
+        } while (!h->word.compare_exchange_weak(c, c + 1, std::memory_order_seq_cst));
     }
-    if (wake) detail::futex_wake(h->seq, 1);
+    if (h->sleepers.load(std::memory_order_seq_cst) > 0) {
+        h->seq.fetch_add(1, std::memory_order_release);
+        detail::futex_wake(h->seq, 1);
+    }
     return ok();
+}
+
+Status SyncBlock::store(std::int32_t v) {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "store() on a binary sync block");
+    if (v < 0 || v > h->maximum) return make_error(Errc::invalid_argument, "store({}) outside 0..{}", v, h->maximum);
+    h->word.store(v, std::memory_order_seq_cst);
+    if (v > 0 && h->sleepers.load(std::memory_order_seq_cst) > 0) {
+        h->seq.fetch_add(1, std::memory_order_release);
+        detail::futex_wake(h->seq);
+    }
+    return ok();
+}
+
+Result<bool> SyncBlock::wait_positive(Timeout timeout) {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "wait_positive() on a binary sync block");
+    if (h->word.load(std::memory_order_acquire) > 0) return true;
+    detail::Deadline deadline(timeout);
+    if (deadline.try_once() || deadline.passed()) return false;
+    for (;;) {
+        h->sleepers.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint32_t seq = h->seq.load(std::memory_order_seq_cst);
+        bool set = h->word.load(std::memory_order_seq_cst) > 0;
+        if (!set) {
+            (void)detail::futex_wait(h->seq, seq, deadline);
+            set = h->word.load(std::memory_order_acquire) > 0;
+        }
+        h->sleepers.fetch_sub(1, std::memory_order_relaxed);
+        if (set) return true;
+        if (!deadline.forever() && deadline.passed()) return false;
+    }
+}
+
+Result<std::int32_t> SyncBlock::bump() {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "bump() on a binary sync block");
+    std::int32_t v = h->word.load(std::memory_order_relaxed);
+    std::int32_t next = 0;
+    do {
+        next = v >= h->maximum ? 1 : v + 1;
+    } while (!h->word.compare_exchange_weak(v, next, std::memory_order_seq_cst));
+    if (h->sleepers.load(std::memory_order_seq_cst) > 0) {
+        h->seq.fetch_add(1, std::memory_order_release);
+        detail::futex_wake(h->seq);
+    }
+    return next;
+}
+
+Result<bool> SyncBlock::wait_change(std::int32_t seen, Timeout timeout) {
+    auto* h = hdr();
+    if (h->binary != 0) return make_error(Errc::invalid_argument, "wait_change() on a binary sync block");
+    if (h->word.load(std::memory_order_acquire) != seen) return true;
+    detail::Deadline deadline(timeout);
+    if (deadline.try_once() || deadline.passed()) return false;
+    for (;;) {
+        h->sleepers.fetch_add(1, std::memory_order_seq_cst);
+        const std::uint32_t seq = h->seq.load(std::memory_order_seq_cst);
+        bool changed = h->word.load(std::memory_order_seq_cst) != seen;
+        if (!changed) {
+            (void)detail::futex_wait(h->seq, seq, deadline);
+            changed = h->word.load(std::memory_order_acquire) != seen;
+        }
+        h->sleepers.fetch_sub(1, std::memory_order_relaxed);
+        if (changed) return true;
+        if (!deadline.forever() && deadline.passed()) return false;
+    }
 }
 
 Result<int> SyncBlock::reap() {
@@ -234,35 +363,63 @@ Result<int> SyncBlock::reap() {
     {
         auto g = detail::RobustGuard::lock(&h->lock, [&] { return detail::repair(h); });
         if (!g) return std::move(g).error();
-        for (auto& e : h->holders) {
-            if (e.pid == 0 || detail::alive(e)) continue;
-            int c = e.count;
-            e = detail::Holder{};
-            if (h->value + c > h->maximum) c = h->maximum - h->value;
-            if (c > 0) {
-                h->value += c;
-                given += c;
-            }
+        if (h->binary != 0) {
+            std::int32_t w = h->word.load(std::memory_order_acquire);
+            if (w > 0 && !detail::alive(w, detail::recorded_start(h, w)) &&
+                h->word.compare_exchange_strong(w, 0, std::memory_order_seq_cst))
+                given = 1;
         }
-        if (given > 0) h->seq.fetch_add(1, std::memory_order_release);
+        for (auto& e : h->holders) {
+            std::int32_t pid = e.pid.load(std::memory_order_relaxed);
+            if (pid == 0 || detail::alive(pid, e.start)) continue;
+            std::int32_t c = e.count.exchange(0, std::memory_order_relaxed);
+            if (h->binary == 0 && c > 0) {
+                std::int32_t v = h->word.load(std::memory_order_relaxed);
+                std::int32_t add = 0;
+                do {
+                    add = std::min(c, h->maximum - v);
+                    if (add <= 0) break;
+                } while (!h->word.compare_exchange_weak(v, v + add, std::memory_order_seq_cst));
+                if (add > 0) given += add;
+            }
+            e.start = 0;
+            e.pid.store(0, std::memory_order_release);
+        }
     }
-    if (given > 0) detail::futex_wake(h->seq, given);
+    if (given > 0) {
+        h->seq.fetch_add(1, std::memory_order_release);
+        detail::futex_wake(h->seq, given);
+    }
     return given;
 }
 
 Status SyncBlock::drop_mine() {
     auto* h = hdr();
     auto me = detail::self();
+    if (h->binary != 0) {
+        // A Lock it still holds stays locked, held by nobody recorded.
+        std::int32_t w = me.pid;
+        (void)h->word.compare_exchange_strong(w, kUnowned, std::memory_order_seq_cst);
+    }
     auto g = detail::RobustGuard::lock(&h->lock, [&] { return detail::repair(h); });
     if (!g) return std::move(g).error();
     for (auto& e : h->holders)
-        if (e.pid == me.pid && e.start == me.start) e = detail::Holder{};
+        if (e.pid.load(std::memory_order_relaxed) == me.pid && e.start == me.start) {
+            e.count.store(0, std::memory_order_relaxed);
+            e.start = 0;
+            e.pid.store(0, std::memory_order_release);
+        }
+    cache_.set(-1, 0);
     return ok();
 }
 
 std::int32_t SyncBlock::value() const noexcept {
-    return __atomic_load_n(&hdr()->value, __ATOMIC_ACQUIRE);
+    const auto* h = hdr();
+    std::int32_t w = h->word.load(std::memory_order_acquire);
+    if (h->binary != 0) return w == 0 ? 1 : 0;
+    return w;
 }
+bool SyncBlock::binary() const noexcept { return hdr()->binary != 0; }
 std::int32_t SyncBlock::maximum() const noexcept { return hdr()->maximum; }
 std::byte* SyncBlock::data() const noexcept { return pool_->at(offset_) + detail::kDataOffset; }
 std::size_t SyncBlock::data_size() const noexcept { return hdr()->data_size; }

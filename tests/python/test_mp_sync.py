@@ -27,6 +27,21 @@ def hold_and_die(lock, sem, ready):
     ready.set()
     time.sleep(600)
 
+def hammer(v, n):
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+def hammer_then_die(v, done, ready):
+    # contends like the others, then is killed holding the lock
+    for i in range(2000):
+        with v.get_lock():
+            v.value += 1
+            done.value += 1
+    v.get_lock().acquire()
+    ready.set()
+    time.sleep(600)
+
 def via_queue(q, res):
     lock, v, arr = q.get()
     with lock:
@@ -100,6 +115,17 @@ if __name__ == "__main__":
     h.kill(); h.join(60)
     # the third count is free; the next one needs the dead holder's two back
     out["after_death"] = [lk.acquire(timeout=30), s3.acquire(timeout=30), s3.acquire(timeout=30), s3.get_value()]
+    # the lock-free fast path under contention, a contender killed holding the lock
+    hv, hdone, hready = mp.Value("q", 0), mp.RawValue("q", 0), mp.Event()
+    ws = [mp.Process(target=hammer, args=(hv, 3000)) for _ in range(3)]
+    victim = mp.Process(target=hammer_then_die, args=(hv, hdone, hready))
+    for w in ws + [victim]:
+        w.start()
+    out["victim_ready"] = hready.wait(60)
+    victim.kill(); victim.join(60)
+    for w in ws:
+        w.join(60)
+    out["contended"] = [[w.exitcode for w in ws], hv.value - hdone.value, hdone.value, hv.get_lock().acquire(timeout=30)]
     # a descriptor of a pool this host does not have (another host's object)
     from dragon.mpbridge.synchronize import _attach
     try:
@@ -121,6 +147,9 @@ def test_sync_objects_on_one_node(script):
     assert out["ready"] is True and out["held"] == [False, 1]
     # the dead holder's lock and its two counts came back
     assert out["after_death"] == [True, True, True, 1]
+    # the workers finished past the killed holder; their count is exact; the lock came back
+    assert out["victim_ready"] is True
+    assert out["contended"] == [[0, 0, 0], 9000, 2000, True]
     assert "/dragon-0123abcd-n9-pool" in out["foreign"] and "another host" in out["foreign"]
     assert not no_residue_of(out["run"])
 

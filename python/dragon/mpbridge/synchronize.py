@@ -5,11 +5,14 @@ RawValue and RawArray (docs/multiprocessing.md, "Locks, events, barriers").
 Every object is built on ``_core.Sync``: a counting semaphore with holder
 records and optional shared data in one block of a node's pool (C++:
 ``channels/include/dragon/channels/sync.hpp``). Its home is the node of the
-process that made it. The semaphore object stands where the standard
-library's ``_multiprocessing.SemLock`` stands (``acquire``, ``release``,
-``_count``, ``_is_mine``, ``_get_value``, ``kind``, ``maxvalue``), so the
-standard library's own Condition, Event and Barrier algorithms run over it
-unchanged; only their shared state and pickling are ours.
+process that made it. ``_core.SemLock`` (a plain CPython type over a Sync,
+no pybind11 on its hot path) stands where the standard library's
+``_multiprocessing.SemLock`` stands (``acquire``, ``release``, ``_count``,
+``_is_mine``, ``_get_value``, ``kind``, ``maxvalue``), so the standard
+library's own Condition algorithm runs over it unchanged. Event is one
+flag word in a block, and Barrier runs threading's algorithm over a Lock
+and an epoch word (``_EpochCondition``): neither makes the Condition's
+round trip per waiter.
 
 Any of them pickles as its block's descriptor (pool name, generation,
 offset, id), through Process arguments, queues and pipes alike, and
@@ -24,6 +27,7 @@ import atexit
 import ctypes
 import struct
 import threading
+import time
 from multiprocessing import synchronize as _ms
 from multiprocessing import sharedctypes as _msc
 from multiprocessing import util as _mp_util
@@ -55,7 +59,7 @@ def _create(value: int, maximum: int, data_bytes: int = 0):
     return _core.Sync.create(current_runtime(), int(value), int(maximum), int(data_bytes))
 
 
-def _attach(desc, kind: int = SEMAPHORE):
+def _attach(desc):
     pool_name, generation, offset, ident = desc
     try:
         s = _core.Sync.attach(current_runtime(), pool_name, generation, offset, ident)
@@ -63,12 +67,11 @@ def _attach(desc, kind: int = SEMAPHORE):
         raise RuntimeError(
             f"dragon sync object of {pool_name} is not reachable from this node: its home node's pool is on "
             f"another host ({e}); objects of other hosts are not supported yet (docs/multiprocessing.md)") from e
-    s.kind = kind
     return s
 
 
 def _rebuild_semlock(desc, kind):
-    return _attach(desc, kind)
+    return _core.SemLock(_attach(desc), kind)
 
 
 # ---- SemLock-based classes ------------------------------------------------------
@@ -82,9 +85,7 @@ class _DragonSemLock:
     def _dragon_init(self, kind: int, value: int, maximum: int) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        sl = _create(value, maximum)
-        sl.kind = kind
-        self._semlock = sl
+        self._semlock = _core.SemLock(_create(value, maximum), kind)
         self._make_methods()
 
     def __getstate__(self):
@@ -139,10 +140,37 @@ class Condition(_ms.Condition):
         return (self._lock, self._sleeping_count, self._woken_count, self._wait_semaphore)
 
 
-class Event(_ms.Event):
+class Event:
+    """multiprocessing's Event as one flag word in a Dragon block: ``set``
+    stores 1 and wakes every waiter (one FUTEX_WAKE, only when someone
+    sleeps), ``wait`` sleeps on the block's futex word until the flag is
+    up, ``clear`` stores 0. The standard library's Event is a Condition
+    dance of a dozen semaphore operations in which ``set`` waits for every
+    waiter to wake; this one does not wait for anyone."""
+
     def __init__(self, *, ctx=None):
-        self._cond = Condition(Lock())
-        self._flag = Semaphore(0)
+        self._sync = _create(0, SEM_VALUE_MAX)
+
+    def is_set(self) -> bool:
+        return self._sync.value() > 0
+
+    def set(self) -> None:
+        self._sync.event_set()
+
+    def clear(self) -> None:
+        self._sync.event_clear()
+
+    def wait(self, timeout=None) -> bool:
+        return self._sync.event_wait(timeout)
+
+    def __getstate__(self):
+        return self._sync.descriptor
+
+    def __setstate__(self, desc):
+        self._sync = _attach(desc)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} at {id(self):#x} {'set' if self.is_set() else 'unset'}>"
 
 
 class SharedBuffer:
@@ -171,15 +199,70 @@ def _attach_buffer(desc):
     return SharedBuffer(0, _block=_attach(desc))
 
 
+class _EpochCondition:
+    """What threading.Barrier asks of its Condition (``with``, ``wait``,
+    ``wait_for``, ``notify_all``), as a Dragon Lock and an epoch word:
+    ``notify_all`` (called with the lock held) bumps the epoch and wakes
+    every sleeper; ``wait`` reads the epoch under the lock, releases it,
+    sleeps until the epoch moved, and takes the lock again. The standard
+    library's Condition makes ``notify_all`` wait for each sleeper to wake
+    in turn, a round trip per party per round."""
+
+    def __init__(self, lock=None, epoch=None):
+        self._lock = lock if lock is not None else Lock()
+        self._epoch = epoch if epoch is not None else _create(0, SEM_VALUE_MAX)
+
+    def __enter__(self):
+        return self._lock.acquire()
+
+    def __exit__(self, *args):
+        self._lock.release()
+
+    def __getstate__(self):
+        return (self._lock, self._epoch.descriptor)
+
+    def __setstate__(self, state):
+        lock, desc = state
+        self.__init__(lock, _attach(desc))
+
+    def wait(self, timeout=None) -> bool:
+        seen = self._epoch.value()
+        self._lock.release()
+        try:
+            return self._epoch.epoch_wait(seen, timeout)
+        finally:
+            self._lock.acquire()
+
+    def wait_for(self, predicate, timeout=None):
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+    def notify_all(self) -> None:
+        self._epoch.epoch_bump()
+
+
 class Barrier(_ms.Barrier):
-    """The standard library's Barrier (threading's algorithm over a
-    Condition) with its two shared ints in a Dragon block."""
+    """The standard library's Barrier (threading's algorithm) with its two
+    shared ints in a Dragon block and an epoch condition (above) in place
+    of a Condition."""
 
     def __init__(self, parties, action=None, timeout=None, *, ctx=None):
         if parties <= 0:
             raise ValueError("parties must be > 0")
         wrapper = SharedBuffer(struct.calcsize("i") * 2)
-        self.__setstate__((parties, action, timeout, Condition(), wrapper))
+        self.__setstate__((parties, action, timeout, _EpochCondition(), wrapper))
         self._state = 0
         self._count = 0
 
