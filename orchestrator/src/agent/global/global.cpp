@@ -248,7 +248,7 @@ void GlobalServices::on_members_started(std::uint32_t from, const msg::MembersSt
         }
         g.members[s.rank].puid = s.puid;
         g.members[s.rank].pid = s.pid;
-        g.runs[s.rank].push_back({s.puid, s.pid, false, {}});
+        g.runs[s.rank].push_back({s.puid, s.pid, false, {}, s.started_ns, 0});
         member_of_[s.puid] = {m.group_id, s.rank};
         g.tracker.started(s.rank, s.puid, s.pid);
     }
@@ -278,6 +278,7 @@ void GlobalServices::on_members_exited(std::uint32_t from, const msg::MembersExi
             if (run.puid == e.puid) {
                 run.exited = true;
                 run.status = e.status;
+                run.ended_ns = e.ended_ns;
             }
         if (g.owner == kFrontEnd) for_front_end.exits.push_back({e.puid, e.pid, e.status});
         if (!e.error.empty()) {  // after the group began to stop, members killed inside PMI are expected
