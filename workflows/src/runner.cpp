@@ -406,11 +406,19 @@ bool Runner::place(std::size_t i, std::vector<std::pair<std::uint32_t, std::uint
 }
 
 void Runner::launch_ready() {
+    auto full = [&] {
+        return !running_.empty() &&
+               std::none_of(nodes_.begin(), nodes_.end(), [](const NodeUse& n) { return n.free() > 0; });
+    };
+    if (ready_.empty() || full()) return;
     // A copy: starting one can end it at once (a refused start), which may
     // requeue it or, with --fail-fast, cancel everything queued.
     const std::vector<std::size_t> candidates(ready_.begin(), ready_.end());
     for (const std::size_t i : candidates) {
         if (stopping_) return;
+        // Every cpu taken and something runs: nothing can start (place()
+        // would say no to each of possibly thousands of ready instances).
+        if (full()) return;
         if (!ready_.contains(i)) continue;
         std::vector<std::pair<std::uint32_t, std::uint32_t>> where;
         if (!place(i, where)) continue;  // a smaller one behind it may fit

@@ -12,7 +12,7 @@
 
 namespace dragon::msg {
 
-inline constexpr std::uint32_t kProtocolVersion = 2;
+inline constexpr std::uint32_t kProtocolVersion = 3;
 
 enum class Type : std::uint16_t {
     // front end <-> agent
