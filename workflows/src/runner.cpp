@@ -256,8 +256,8 @@ Status Runner::prepare() {
         // earlier run's dictionary is gone with it, so such an instance runs again).
         const auto& outs = dag_.instances[i].outputs;
         const bool outputs_there = std::all_of(outs.begin(), outs.end(), [](const std::string& o) {
-            std::error_code ec;
-            return !is_ddict_key(o) && fs::exists(o, ec);
+            std::error_code no_throw;
+            return !is_ddict_key(o) && fs::exists(o, no_throw);
         });
         if (deps_resumed && outputs_there && done_before.contains({dag_.instances[i].id, slots_[i].fingerprint})) {
             slots_[i].state = State::resumed;
@@ -307,7 +307,7 @@ Status Runner::start_ddict() {
     t.env.push_back("PYTHONPATH=" + pp);
     t.stdin_redirect = client::Redirect::pipe();
     t.stdout_redirect = client::Redirect::pipe();
-    t.stderr_redirect = client::Redirect::file(pattern_of((fs::path(dir_) / "logs" / "ddict.err").string()));
+    t.stderr_redirect = client::Redirect::file(pattern_of((fs::path(dir_) / "logs" / "@ddict.err").string()));
     ddict_owner_->add(std::move(t), 1);
     if (auto st = ddict_owner_->start(); !st) return std::move(st).error().context("starting the run's dictionary");
     std::string got;
@@ -323,7 +323,7 @@ Status Runner::start_ddict() {
     }
     if (got.find('\n') == std::string::npos)
         return make_error(Errc::system, "the run's distributed dictionary did not start (see {})",
-                          (fs::path(dir_) / "logs" / "ddict.err").string());
+                          (fs::path(dir_) / "logs" / "@ddict.err").string());
     ddict_handle_ = got.substr(0, got.find('\n'));
     event(fmt::format("ddict  the run's dictionary: {} manager{}", nodes_.size(), nodes_.size() > 1 ? "s" : ""));
     return ok();
@@ -488,7 +488,7 @@ void Runner::start(std::size_t i) {
         where += fmt::format("{}{}", where.empty() ? "" : " ", nodes_[k].id);
         ranks += fmt::format("{}{}", ranks.empty() ? "" : "+", c);
     }
-    sl.spans.push_back({sl.started, 0, sl.attempts, 0, {}, where, ranks});
+    sl.spans.push_back({sl.started, 0, sl.attempts, 0, {}, where, ranks, {}});
     if (s.timeout > 0)
         sl.deadline = Clock::now() + std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout * 1000));
     else

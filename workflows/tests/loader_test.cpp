@@ -179,7 +179,7 @@ TEST(WorkflowDag, DdictKeysAreInferredDependencies) {
     auto d = expand_ok(R"(
 parameters: {n: [1, 2]}
 steps:
-  - {name: gen, type: python, command: m:g, outputs: ["ddict:part-${n}", part.txt]}
+  - {name: gen, type: python, command: m:g, outputs: ["ddict:part-${n}", "part-${n}.txt"]}
   - {name: use, type: python, command: m:u, inputs: ["ddict:part-${n}"]}
   - {name: all, type: python, command: m:a, inputs: [ddict:part-1, ddict:part-2]}
   - {name: file, type: process, command: f, inputs: [ddict:part-1-file]}
@@ -188,7 +188,7 @@ steps:
     EXPECT_EQ(dep_ids(d, "all").size(), 2u);
     EXPECT_TRUE(dep_ids(d, "file").empty());  // a key nobody writes: no dependency (as a file)
     // a key stays as written (not a path), a file becomes absolute
-    EXPECT_EQ(find(d, "gen:n=1")->outputs, (std::vector<std::string>{"ddict:part-1", "/w/part.txt"}));
+    EXPECT_EQ(find(d, "gen:n=1")->outputs, (std::vector<std::string>{"ddict:part-1", "/w/part-1.txt"}));
     EXPECT_TRUE(wfs::is_ddict_key("ddict:x") && !wfs::is_ddict_key("/w/ddict:x"));
 }
 

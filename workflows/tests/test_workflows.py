@@ -678,4 +678,4 @@ def test_no_ddict_without_keys(tmp_path):
     f = write(tmp_path, "steps:\n  - {name: a, type: process, command: sh, args: [-c, 'test -z \"$DRAGON_WORKFLOW_DDICT\"']}\n")
     r = run(["--progress", "plain", str(f)])
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "ddict" not in r.stdout
+    assert "] ddict  " not in r.stdout
