@@ -509,13 +509,19 @@ void Runner::finish(std::size_t i) {
     bool success = done && done->outcome == msg::GroupOutcome::succeeded && !sl.timed_out;
     int code = 0;
     std::string why;
-    if (done && done->outcome != msg::GroupOutcome::succeeded) {
+    auto how = [](std::uint32_t rank, const msg::ExitStatus& st) {
+        return fmt::format("rank {} {}", rank,
+                           st.signal != 0 ? fmt::format("killed by signal {}", st.signal)
+                                          : fmt::format("exited with {}", st.exit_code));
+    };
+    if (done && done->outcome == msg::GroupOutcome::stopped) {
+        // Stopped (a timeout, --fail-fast, Ctrl-C): no rank failed first; say how rank 0 ended.
+        code = done->rank0_status.shell_code();
+        why = "stopped: " + how(0, done->rank0_status);
+        if (code == 0) code = 1;
+    } else if (done && done->outcome != msg::GroupOutcome::succeeded) {
         code = done->fail_status.shell_code();
-        why = !done->fail_error.empty() ? done->fail_error
-                                        : fmt::format("rank {} {}", done->fail_rank,
-                                                      done->fail_status.signal != 0
-                                                          ? fmt::format("killed by signal {}", done->fail_status.signal)
-                                                          : fmt::format("exited with {}", done->fail_status.exit_code));
+        why = !done->fail_error.empty() ? done->fail_error : how(done->fail_rank, done->fail_status);
         if (code == 0) code = 1;
     }
     if (sl.timed_out) {

@@ -596,6 +596,7 @@ def test_ctrl_c_ends_everything(tmp_path):
     assert summary_row(out, "build")[2] == "done", out
     assert summary_row(out, "after")[2] == "cancelled", out
     assert re.search(r"4 instances: 1 done, 0 done earlier, 0 failed, 0 skipped, 1 cancelled, 2 interrupted", out), out
+    assert re.search(r"  spin interrupted: stopped: rank 0 (killed by signal|exited with) ", out), out
     nothing_left(run_id_of(out))
     assert not [pid for pid in pids if alive(pid)]
 
