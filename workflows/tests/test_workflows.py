@@ -680,3 +680,15 @@ def test_no_ddict_without_keys(tmp_path):
     r = run(["--progress", "plain", str(f)])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "] ddict  " not in r.stdout
+
+
+def test_output_to_dev_null(tmp_path):
+    # a step's stdout/stderr may be /dev/null: nothing to empty, no warning per group
+    f = write(tmp_path, """\
+        steps:
+          - {name: quiet, type: process, command: sh, args: [-c, "echo out; echo err >&2"], stdout: /dev/null, stderr: /dev/null}
+        """)
+    r = run([str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cannot empty" not in r.stderr, r.stderr
+    assert not (tmp_path / "flow.dragon" / "logs" / "quiet.out").exists()

@@ -2,6 +2,7 @@
 // every node, the groups' state machines, and routing between owners (the
 // front end, or a client on any node) and the nodes running the members.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -227,6 +228,10 @@ void GlobalServices::truncate_shared_files(const Group& g) {
             if (!name) continue;  // refused before (check_group_io)
             if (!name->starts_with('/') && !p.cwd.empty()) *name = p.cwd + "/" + *name;
             if (!done.insert(*name).second) continue;
+            // Only a regular file has anything to empty: /dev/null (a step's
+            // `stdout: /dev/null`), a fifo or a tty is used as it is.
+            struct stat st {};
+            if (::stat(name->c_str(), &st) == 0 && !S_ISREG(st.st_mode)) continue;
             if (::truncate(name->c_str(), 0) != 0 && errno != ENOENT)
                 spdlog::warn("group {}: cannot empty '{}': {}", g.tracker.id(), *name, ::strerror(errno));
         }
