@@ -72,7 +72,7 @@ struct Fixture : ::testing::Test {
         for (auto& [where, ex] : execs) {
             id = ex.group_id;
             msg::MembersStarted ms{ex.group_id, {}, true};
-            for (const auto& p : ex.members) ms.members.push_back({p.rank, 1000 + p.rank, static_cast<std::int32_t>(2000 + p.rank), 0, {}});
+            for (const auto& p : ex.members) ms.members.push_back({p.rank, 1000 + p.rank, static_cast<std::int32_t>(2000 + p.rank), 0, {}, 0});
             from_node(where.node, ms);
         }
         return id;
@@ -101,7 +101,7 @@ TEST_F(Fixture, AGroupStartsOnItsNodeAndSucceedsWhenEveryMemberExitsZero) {
     EXPECT_TRUE(router.take<msg::GroupStarted>().empty()) << "answered only once the node has started them";
 
     msg::MembersStarted ms{ex.group_id, {}, true};
-    for (std::uint32_t r = 0; r < 3; ++r) ms.members.push_back({r, 100 + r, static_cast<std::int32_t>(200 + r), 0, {}});
+    for (std::uint32_t r = 0; r < 3; ++r) ms.members.push_back({r, 100 + r, static_cast<std::int32_t>(200 + r), 0, {}, 0});
     from_node(0, ms);
     auto started = router.take<msg::GroupStarted>();
     ASSERT_EQ(started.size(), 1U);
@@ -112,7 +112,7 @@ TEST_F(Fixture, AGroupStartsOnItsNodeAndSucceedsWhenEveryMemberExitsZero) {
     EXPECT_EQ(started[0].second.members[2].puid, 102U);
 
     msg::MembersExited me{ex.group_id, {}};
-    for (std::uint32_t r = 0; r < 3; ++r) me.members.push_back({r, 100 + r, static_cast<std::int32_t>(200 + r), {0, 0}, {}});
+    for (std::uint32_t r = 0; r < 3; ++r) me.members.push_back({r, 100 + r, static_cast<std::int32_t>(200 + r), {0, 0}, {}, 0});
     from_node(0, me);
     auto done = router.take<msg::GroupDone>();
     ASSERT_EQ(done.size(), 1U);

@@ -29,7 +29,23 @@ from typing import Any, Optional, Sequence
 
 from dragon._runtime import orchestrate_path
 
-__all__ = ["WorkflowError", "Plan", "RunResult", "Workflow", "load", "run"]
+__all__ = ["WorkflowError", "Plan", "RunResult", "Workflow", "load", "run", "ddict"]
+
+DDICT_ENV = "DRAGON_WORKFLOW_DDICT"
+
+
+def ddict():
+    """In a step of a run whose steps name ``ddict:`` keys: the run's
+    distributed dictionary (``dragon.data.ddict.DDict``), attached from
+    ``DRAGON_WORKFLOW_DDICT``. ``ddict:KEY`` in ``inputs``/``outputs`` is
+    the ``str`` key ``KEY`` of it. Call ``detach()`` when done (the runner
+    destroys it at the end of the run)."""
+    handle = os.environ.get(DDICT_ENV)
+    if not handle:
+        raise RuntimeError(f"{DDICT_ENV} is not set: this is not a step of a workflow whose "
+                           "inputs or outputs name ddict: keys")
+    from dragon.data.ddict import DDict
+    return DDict.attach(handle)
 
 
 class WorkflowError(ValueError):

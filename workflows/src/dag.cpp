@@ -121,8 +121,16 @@ Result<Dag> expand(const Workflow& wf) {
                 in.env.push_back(k + "=" + *r);
             }
             for (const auto& [k, v] : s.env) in.env.push_back(k + "=" + DRAGON_TRY(sub(v, "env." + k)));
-            for (const auto& f : s.inputs) in.inputs.push_back(absolute_in(in.cwd, DRAGON_TRY(sub(f, "inputs"))));
-            for (const auto& f : s.outputs) in.outputs.push_back(absolute_in(in.cwd, DRAGON_TRY(sub(f, "outputs"))));
+            // A file becomes absolute; a `ddict:key` stays as written (the run's dictionary, one name space).
+            auto io = [&](const Text& t, const std::string& field) -> Result<std::string> {
+                auto v = DRAGON_TRY(sub(t, field));
+                if (!is_ddict_key(v)) return absolute_in(in.cwd, v);
+                if (v.size() == kDdictPrefix.size())
+                    return at(wf, t.mark, where + "." + field, "'ddict:' needs a key after it (ddict:KEY)");
+                return v;
+            };
+            for (const auto& f : s.inputs) in.inputs.push_back(DRAGON_TRY(io(f, "inputs")));
+            for (const auto& f : s.outputs) in.outputs.push_back(DRAGON_TRY(io(f, "outputs")));
             in.stdout_path = absolute_in(in.cwd, DRAGON_TRY(sub(s.stdout_path, "stdout")));
             in.stderr_path = absolute_in(in.cwd, DRAGON_TRY(sub(s.stderr_path, "stderr")));
             if (s.type != StepType::python) {

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "dragon/common/group_rules.hpp"
+#include "dragon/orchestrator/ddict.hpp"
 #include "dragon/orchestrator/process_group.hpp"
 
 namespace dragon::workflows {
@@ -24,7 +25,7 @@ using client::Clock;
 
 namespace {
 
-enum class State { waiting, ready, running, done, failed, skipped, cancelled, resumed };
+enum class State { waiting, ready, running, done, failed, skipped, cancelled, resumed, interrupted };
 
 const char* name_of(State s) {
     switch (s) {
@@ -36,9 +37,20 @@ const char* name_of(State s) {
     case State::skipped: return "skipped";
     case State::cancelled: return "cancelled";
     case State::resumed: return "done earlier";
+    case State::interrupted: return "interrupted";
     }
     return "?";
 }
+
+// One rank of one attempt, as its node's agent reported it (start: after
+// fork, end: when reaped), for the trace.
+struct RankSpan {
+    std::uint32_t rank = 0;
+    int pid = 0;
+    std::uint32_t node = 0;
+    double start = 0, end = 0;  // seconds since the run began; end < 0: never reaped
+    int exit_code = 0, signal = 0;
+};
 
 struct Span {
     double start = 0, end = 0;  // seconds since the run began
@@ -47,6 +59,7 @@ struct Span {
     std::string why;
     std::string nodes;  // node ids, blank-separated
     std::string ranks;  // ranks on each, "+"-separated
+    std::vector<RankSpan> rank_spans;  // with --trace: the ranks that started
 };
 
 struct Slot {
@@ -136,6 +149,21 @@ constexpr const char* kPythonShim =
     "    sys.argv = [spec] + args\n"
     "    runpy.run_path(spec, run_name='__main__')\n";
 
+// The owner of the run's distributed dictionary (docs/workflows.md,
+// "Distributed-dictionary keys"): creates it, prints its handle, keeps it
+// until its stdin closes (the runner's end, or the runner's death), then
+// destroys it. Its managers are its own group, so they stop with it.
+constexpr const char* kDdictOwner =
+    "import sys\n"
+    "from dragon.data.ddict import DDict\n"
+    "d = DDict(managers_per_node=1, n_nodes=int(sys.argv[1]), total_mem=int(sys.argv[2]))\n"
+    "try:\n"
+    "    sys.stdout.write(d.serialize() + '\\n')\n"
+    "    sys.stdout.flush()\n"
+    "    sys.stdin.read()\n"
+    "finally:\n"
+    "    d.destroy()\n";
+
 class Runner {
 public:
     Runner(client::Session& s, const Workflow& wf, const Dag& dag, const RunnerOptions& o)
@@ -145,7 +173,12 @@ public:
 
 private:
     double now() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
+    double since_start(std::int64_t wall_ns) const { return static_cast<double>(wall_ns - t0_wall_ns_) / 1e9; }
+    void collect_ranks(std::size_t i);
     Status prepare();
+    Status start_ddict();
+    void stop_ddict();
+    std::string missing_output(std::size_t i);
     void launch_ready();
     bool place(std::size_t i, std::vector<std::pair<std::uint32_t, std::uint32_t>>& out);
     void start(std::size_t i);
@@ -169,12 +202,19 @@ private:
     std::set<std::size_t> ready_;    // by topological index
     std::set<std::size_t> running_;
     Clock::time_point t0_ = Clock::now();
+    std::int64_t t0_wall_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
     std::string dir_;
     std::ofstream state_;
     bool stopping_ = false;
     int drawn_lines_ = 0;
     double last_draw_ = -1;
     std::size_t next_node_ = 0;
+    // The run's distributed dictionary, when a step names a `ddict:` key.
+    std::unique_ptr<client::ProcessGroup> ddict_owner_;
+    std::string ddict_handle_;
+    std::optional<ddict::DDict> ddict_;  // the runner's own client (output checks)
 };
 
 Status Runner::prepare() {
@@ -212,7 +252,14 @@ Status Runner::prepare() {
         // An instance is done earlier only if everything it waits for is too.
         bool deps_resumed = std::all_of(dag_.instances[i].deps.begin(), dag_.instances[i].deps.end(),
                                         [&](std::size_t d) { return slots_[d].state == State::resumed; });
-        if (deps_resumed && done_before.contains({dag_.instances[i].id, slots_[i].fingerprint})) {
+        // ... and its outputs are still there: files that exist (a key of an
+        // earlier run's dictionary is gone with it, so such an instance runs again).
+        const auto& outs = dag_.instances[i].outputs;
+        const bool outputs_there = std::all_of(outs.begin(), outs.end(), [](const std::string& o) {
+            std::error_code no_throw;
+            return !is_ddict_key(o) && fs::exists(o, no_throw);
+        });
+        if (deps_resumed && outputs_there && done_before.contains({dag_.instances[i].id, slots_[i].fingerprint})) {
             slots_[i].state = State::resumed;
             state_ << "done\t" << dag_.instances[i].id << '\t' << slots_[i].fingerprint << '\n';
         }
@@ -233,7 +280,87 @@ Status Runner::prepare() {
     if (!machine) return std::move(machine).error().context("asking the runtime for its nodes");
     for (const auto& m : *machine) nodes_.push_back({m.node_id, std::max<std::uint32_t>(1, m.cpus), 0});
     if (nodes_.empty()) nodes_.push_back({0, 1, 0});
+    return start_ddict();
+}
+
+// A dictionary for the run when an instance that will run names a key.
+Status Runner::start_ddict() {
+    bool used = false;
+    for (std::size_t i = 0; i < dag_.instances.size() && !used; ++i) {
+        if (slots_[i].state == State::resumed) continue;
+        const auto& in = dag_.instances[i];
+        for (const auto* v : {&in.inputs, &in.outputs})
+            used = used || std::any_of(v->begin(), v->end(), [](const std::string& s) { return is_ddict_key(s); });
+    }
+    if (!used) return ok();
+    std::uint64_t mem = 1ULL << 30;  // the managers' heap bound, all together (not reserved)
+    if (const char* m = std::getenv("DRAGON_WORKFLOW_DDICT_MEM"); m != nullptr && *m != '\0')
+        mem = std::strtoull(m, nullptr, 10);
+    client::GroupOptions go;
+    ddict_owner_ = std::make_unique<client::ProcessGroup>(session_, go);
+    client::ProcessTemplate t;
+    t.argv = {opts_.python, "-c", kDdictOwner, std::to_string(nodes_.size()), std::to_string(mem)};
+    t.node = static_cast<std::int32_t>(session_.node_id());
+    std::string pp = opts_.python_path;
+    if (const char* env_pp = std::getenv("PYTHONPATH"); env_pp != nullptr && *env_pp != '\0')
+        pp += (pp.empty() ? "" : ":") + std::string(env_pp);
+    t.env.push_back("PYTHONPATH=" + pp);
+    t.stdin_redirect = client::Redirect::pipe();
+    t.stdout_redirect = client::Redirect::pipe();
+    t.stderr_redirect = client::Redirect::file(pattern_of((fs::path(dir_) / "logs" / "@ddict.err").string()));
+    ddict_owner_->add(std::move(t), 1);
+    if (auto st = ddict_owner_->start(); !st) return std::move(st).error().context("starting the run's dictionary");
+    std::string got;
+    const auto give_up = Clock::now() + std::chrono::seconds(120);
+    while (got.find('\n') == std::string::npos) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
+        if (left.count() <= 0) break;
+        auto r = ddict_owner_->read_output(0, msg::Stream::out, left);
+        if (!r) return std::move(r).error().context("waiting for the run's dictionary");
+        if (r->empty() && ddict_owner_->outcome()) break;  // it ended
+        if (r->empty() && session_.events(ddict_owner_->id()).done) break;
+        got += *r;
+    }
+    if (got.find('\n') == std::string::npos)
+        return make_error(Errc::system, "the run's distributed dictionary did not start (see {})",
+                          (fs::path(dir_) / "logs" / "@ddict.err").string());
+    ddict_handle_ = got.substr(0, got.find('\n'));
+    event(fmt::format("ddict  the run's dictionary: {} manager{}", nodes_.size(), nodes_.size() > 1 ? "s" : ""));
     return ok();
+}
+
+// Destroys the dictionary: the owner's stdin closes, it destroys it and ends.
+void Runner::stop_ddict() {
+    ddict_.reset();
+    if (!ddict_owner_) return;
+    (void)ddict_owner_->write_stdin(0, {}, true);
+    // After Ctrl-C the runtime is stopping (it signals every process, the
+    // managers too, and removes the shared memory itself): do not wait long.
+    auto joined = ddict_owner_->join(g_interrupted ? std::chrono::seconds(1) : std::chrono::seconds(30));
+    if (!joined || !*joined) (void)ddict_owner_->kill();
+    (void)ddict_owner_->close();
+    ddict_owner_.reset();
+}
+
+// After a successful attempt: the first declared output that is not there
+// (a file that does not exist, a key the dictionary does not hold), or "".
+std::string Runner::missing_output(std::size_t i) {
+    for (const auto& o : dag_.instances[i].outputs) {
+        if (!is_ddict_key(o)) {
+            std::error_code ec;
+            if (!fs::exists(o, ec)) return "did not write its output " + o;
+            continue;
+        }
+        if (!ddict_) {
+            auto d = ddict::DDict::attach(ddict_handle_);
+            if (!d) return "cannot check its output " + o + ": " + d.error().message();
+            ddict_.emplace(std::move(*d));
+        }
+        auto has = ddict_->contains(o.substr(kDdictPrefix.size()));
+        if (!has) return "cannot check its output " + o + ": " + has.error().message();
+        if (!*has) return "did not write its output " + o;
+    }
+    return {};
 }
 
 // Chooses nodes for an instance's ranks: all on the node with the most free
@@ -279,11 +406,19 @@ bool Runner::place(std::size_t i, std::vector<std::pair<std::uint32_t, std::uint
 }
 
 void Runner::launch_ready() {
+    auto full = [&] {
+        return !running_.empty() &&
+               std::none_of(nodes_.begin(), nodes_.end(), [](const NodeUse& n) { return n.free() > 0; });
+    };
+    if (ready_.empty() || full()) return;
     // A copy: starting one can end it at once (a refused start), which may
     // requeue it or, with --fail-fast, cancel everything queued.
     const std::vector<std::size_t> candidates(ready_.begin(), ready_.end());
     for (const std::size_t i : candidates) {
         if (stopping_) return;
+        // Every cpu taken and something runs: nothing can start (place()
+        // would say no to each of possibly thousands of ready instances).
+        if (full()) return;
         if (!ready_.contains(i)) continue;
         std::vector<std::pair<std::uint32_t, std::uint32_t>> where;
         if (!place(i, where)) continue;  // a smaller one behind it may fit
@@ -333,6 +468,7 @@ void Runner::start(std::size_t i) {
     t.env.push_back("DRAGON_WORKFLOW_STEP=" + s.name);
     t.env.push_back("DRAGON_WORKFLOW_INSTANCE=" + in.id);
     t.env.push_back("DRAGON_WORKFLOW_ATTEMPT=" + std::to_string(sl.attempts));
+    if (!ddict_handle_.empty()) t.env.push_back("DRAGON_WORKFLOW_DDICT=" + ddict_handle_);
     const std::string base = (fs::path(dir_) / "logs" / file_safe(in.id)).string();
     const std::string out = in.stdout_path.empty() ? base + ".out" : in.stdout_path;
     const std::string err = in.stderr_path.empty() ? base + ".err" : in.stderr_path;
@@ -352,7 +488,7 @@ void Runner::start(std::size_t i) {
         where += fmt::format("{}{}", where.empty() ? "" : " ", nodes_[k].id);
         ranks += fmt::format("{}{}", ranks.empty() ? "" : "+", c);
     }
-    sl.spans.push_back({sl.started, 0, sl.attempts, 0, {}, where, ranks});
+    sl.spans.push_back({sl.started, 0, sl.attempts, 0, {}, where, ranks, {}});
     if (s.timeout > 0)
         sl.deadline = Clock::now() + std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout * 1000));
     else
@@ -373,13 +509,19 @@ void Runner::finish(std::size_t i) {
     bool success = done && done->outcome == msg::GroupOutcome::succeeded && !sl.timed_out;
     int code = 0;
     std::string why;
-    if (done && done->outcome != msg::GroupOutcome::succeeded) {
+    auto how = [](std::uint32_t rank, const msg::ExitStatus& st) {
+        return fmt::format("rank {} {}", rank,
+                           st.signal != 0 ? fmt::format("killed by signal {}", st.signal)
+                                          : fmt::format("exited with {}", st.exit_code));
+    };
+    if (done && done->outcome == msg::GroupOutcome::stopped) {
+        // Stopped (a timeout, --fail-fast, Ctrl-C): no rank failed first; say how rank 0 ended.
+        code = done->rank0_status.shell_code();
+        why = "stopped: " + how(0, done->rank0_status);
+        if (code == 0) code = 1;
+    } else if (done && done->outcome != msg::GroupOutcome::succeeded) {
         code = done->fail_status.shell_code();
-        why = !done->fail_error.empty() ? done->fail_error
-                                        : fmt::format("rank {} {}", done->fail_rank,
-                                                      done->fail_status.signal != 0
-                                                          ? fmt::format("killed by signal {}", done->fail_status.signal)
-                                                          : fmt::format("exited with {}", done->fail_status.exit_code));
+        why = !done->fail_error.empty() ? done->fail_error : how(done->fail_rank, done->fail_status);
         if (code == 0) code = 1;
     }
     if (sl.timed_out) {
@@ -387,9 +529,33 @@ void Runner::finish(std::size_t i) {
         code = 124;  // as timeout(1)
         success = false;
     }
+    collect_ranks(i);
     (void)sl.group->close();
     sl.group.reset();
+    if (success) {
+        if (auto missing = missing_output(i); !missing.empty()) {
+            success = false;
+            code = 1;
+            why = std::move(missing);
+        }
+    }
     end_attempt(i, success, code, why);
+}
+
+// With --trace: every rank's start and end as the agents reported them to
+// node 0 (one round trip, before the group is closed and forgotten).
+void Runner::collect_ranks(std::size_t i) {
+    Slot& sl = slots_[i];
+    if (opts_.trace_path.empty() || !sl.group || sl.spans.empty()) return;
+    auto info = sl.group->info();
+    if (!info) return;  // the trace then has the instance span only
+    for (const auto& p : info->processes)
+        for (const auto& r : p.runs) {
+            if (r.started_ns == 0) continue;
+            sl.spans.back().rank_spans.push_back({p.rank, r.pid, p.node_id, since_start(r.started_ns),
+                                                  r.exited && r.ended_ns != 0 ? since_start(r.ended_ns) : -1.0,
+                                                  r.status.exit_code, r.status.signal});
+        }
 }
 
 void Runner::end_attempt(std::size_t i, bool success, int code, std::string why) {
@@ -417,10 +583,15 @@ void Runner::end_attempt(std::size_t i, bool success, int code, std::string why)
         mark_done(i, State::done);
         return;
     }
-    if (sl.attempts <= s.retries && !stopping_) {
+    if (sl.attempts <= s.retries && !stopping_ && !g_interrupted) {
         event(fmt::format("retry  {}: {} (attempt {}/{} failed)", in.id, why, sl.attempts, s.retries + 1));
         sl.state = State::ready;
         ready_.insert(i);
+        return;
+    }
+    if (g_interrupted) {  // stopped by Ctrl-C (or SIGTERM): not its own failure
+        event(fmt::format("interrupted {}: {}", in.id, why));
+        sl.state = State::interrupted;
         return;
     }
     event(fmt::format("failed {}: {}", in.id, why));
@@ -491,7 +662,8 @@ void Runner::draw(bool final) {
         case State::running: ++k.running; break;
         case State::done:
         case State::resumed: ++k.done, ++all_done; break;
-        case State::failed: ++k.failed; break;
+        case State::failed:
+        case State::interrupted: ++k.failed; break;
         case State::skipped:
         case State::cancelled: ++k.skipped; break;
         }
@@ -531,7 +703,7 @@ void Runner::draw(bool final) {
 
 void Runner::summary() {
     std::string out = fmt::format("\n{:<24} {:>9}  {:<26} {:>9}  {:>4}\n", "STEP", "INSTANCES", "STATE", "TIME", "EXIT");
-    std::size_t n_done = 0, n_failed = 0, n_skipped = 0, n_cancelled = 0, n_resumed = 0;
+    std::size_t n_done = 0, n_failed = 0, n_skipped = 0, n_cancelled = 0, n_resumed = 0, n_interrupted = 0;
     std::vector<std::size_t> failed;
     for (std::size_t k = 0; k < wf_.steps.size(); ++k) {
         std::map<State, std::size_t> count;
@@ -549,7 +721,7 @@ void Runner::summary() {
                 if (first < 0 || sp.start < first) first = sp.start;
                 last = std::max(last, sp.end);
             }
-            if (sl.state == State::failed) {
+            if (sl.state == State::failed || sl.state == State::interrupted) {
                 if (code == 0) code = sl.exit_code;
                 failed.push_back(i);
             }
@@ -566,18 +738,20 @@ void Runner::summary() {
         n_failed += count[State::failed];
         n_skipped += count[State::skipped];
         n_cancelled += count[State::cancelled];
+        n_interrupted += count[State::interrupted];
         n_resumed += count[State::resumed];
         out += fmt::format("{:<24} {:>9}  {:<26} {:>9}  {:>4}\n", wf_.steps[k].name.substr(0, 24), total,
                            state.substr(0, 26), any_ran ? fmt::format("{:.2f}s", last - first) : "-",
                            no_exit ? "-" : std::to_string(code));
     }
     for (auto i : failed)
-        out += fmt::format("  {} failed: {} (stderr: {})\n", dag_.instances[i].id, slots_[i].why,
+        out += fmt::format("  {} {}: {} (stderr: {})\n", dag_.instances[i].id, name_of(slots_[i].state), slots_[i].why,
                            dag_.instances[i].stderr_path.empty()
                                ? (fs::path(dir_) / "logs" / (file_safe(dag_.instances[i].id) + ".err")).string()
                                : dag_.instances[i].stderr_path);
-    out += fmt::format("{} instances: {} done, {} done earlier, {} failed, {} skipped, {} cancelled in {:.2f}s\n",
-                       slots_.size(), n_done, n_resumed, n_failed, n_skipped, n_cancelled, now());
+    out += fmt::format("{} instances: {} done, {} done earlier, {} failed, {} skipped, {} cancelled{} in {:.2f}s\n",
+                       slots_.size(), n_done, n_resumed, n_failed, n_skipped, n_cancelled,
+                       n_interrupted > 0 ? fmt::format(", {} interrupted", n_interrupted) : "", now());
     std::fwrite(out.data(), 1, out.size(), stdout);
     std::fflush(stdout);
 }
@@ -587,7 +761,10 @@ Status Runner::write_trace() {
     std::string out = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
     out += "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":\"" +
            json_escape(wf_.name.empty() ? wf_.file : wf_.name) + "\"}}";
-    // Lanes: a span goes on the first lane free at its start, so none overlap.
+    // Lanes: an attempt takes 1 + (its ranks) consecutive lanes (tids), the
+    // first free ones at its start, so nothing overlaps: its own span on the
+    // first, a span per rank on the next ones (in Perfetto, the rank rows sit
+    // under their instance's row).
     std::vector<std::tuple<double, std::size_t, std::size_t>> spans;  // start, instance, span index
     for (std::size_t i = 0; i < slots_.size(); ++i)
         for (std::size_t k = 0; k < slots_[i].spans.size(); ++k) spans.emplace_back(slots_[i].spans[k].start, i, k);
@@ -595,10 +772,16 @@ Status Runner::write_trace() {
     std::vector<double> lane_end;
     for (auto [start, i, k] : spans) {
         const auto& sp = slots_[i].spans[k];
+        const std::size_t width = 1 + sp.rank_spans.size();
         std::size_t lane = 0;
-        while (lane < lane_end.size() && lane_end[lane] > sp.start) ++lane;
-        if (lane == lane_end.size()) lane_end.push_back(0);
-        lane_end[lane] = sp.end;
+        for (;; ++lane) {
+            bool free = true;
+            for (std::size_t w = 0; w < width && lane + w < lane_end.size(); ++w)
+                if (lane_end[lane + w] > sp.start) free = false;
+            if (free) break;
+        }
+        if (lane_end.size() < lane + width) lane_end.resize(lane + width, 0);
+        for (std::size_t w = 0; w < width; ++w) lane_end[lane + w] = sp.end;
         const auto& in = dag_.instances[i];
         out += fmt::format(
             ",\n{{\"name\":\"{}\",\"cat\":\"{}\",\"ph\":\"X\",\"pid\":1,\"tid\":{},\"ts\":{:.0f},\"dur\":{:.0f},"
@@ -606,6 +789,19 @@ Status Runner::write_trace() {
             json_escape(in.id), json_escape(wf_.steps[in.step].name), lane + 1, sp.start * 1e6,
             std::max(0.0, sp.end - sp.start) * 1e6, json_escape(wf_.steps[in.step].name), to_string(in.type),
             sp.attempt, sp.exit_code, comma_list(sp.nodes, ' '), comma_list(sp.ranks, '+'), json_escape(sp.why));
+        std::vector<RankSpan> ranks = sp.rank_spans;
+        std::sort(ranks.begin(), ranks.end(), [](const auto& a, const auto& b) { return a.rank < b.rank; });
+        for (std::size_t r = 0; r < ranks.size(); ++r) {
+            const auto& rs = ranks[r];
+            const double end = rs.end < 0 ? sp.end : rs.end;  // not reaped (killed with the runtime): the attempt's end
+            out += fmt::format(
+                ",\n{{\"name\":\"{} rank {}\",\"cat\":\"rank\",\"ph\":\"X\",\"pid\":1,\"tid\":{},\"ts\":{:.0f},"
+                "\"dur\":{:.0f},\"args\":{{\"instance\":\"{}\",\"attempt\":{},\"rank\":{},\"pid\":{},\"node\":{},"
+                "\"exit_code\":{},\"signal\":{},\"reaped\":{}}}}}",
+                json_escape(in.id), rs.rank, lane + 2 + r, rs.start * 1e6, std::max(0.0, end - rs.start) * 1e6,
+                json_escape(in.id), sp.attempt, rs.rank, rs.pid, rs.node, rs.exit_code, rs.signal,
+                rs.end < 0 ? "false" : "true");
+        }
     }
     out += "\n]}\n";
     std::ofstream f(opts_.trace_path, std::ios::trunc);
@@ -615,11 +811,13 @@ Status Runner::write_trace() {
 }
 
 Result<int> Runner::run() {
-    DRAGON_CHECK(prepare());
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    event(fmt::format("run    {}: {} instance{} (run {})", wf_.name.empty() ? wf_.file : wf_.name, slots_.size(),
+                      slots_.size() == 1 ? "" : "s", session_.run_id()));
+    DRAGON_CHECK(prepare());
     const auto tick = std::chrono::milliseconds(opts_.progress == Progress::tty ? 200 : 500);
     draw(false);
     for (;;) {
@@ -633,8 +831,15 @@ Result<int> Runner::run() {
         auto deadline = Clock::now() + tick;
         for (auto i : running_)
             if (slots_[i].deadline && !slots_[i].timed_out) deadline = std::min(deadline, *slots_[i].deadline);
-        auto pumped = session_.pump(deadline);
-        if (!pumped) return std::move(pumped).error().context("waiting for the steps");
+        // A group's end may already have been filed while a call (a start, a
+        // close) waited for its reply: then there is nothing to wait for.
+        const bool ended_already = std::any_of(running_.begin(), running_.end(), [&](std::size_t i) {
+            return slots_[i].group && session_.events(slots_[i].group->id()).done.has_value();
+        });
+        if (!ended_already) {
+            auto pumped = session_.pump(deadline);
+            if (!pumped) return std::move(pumped).error().context("waiting for the steps");
+        }
         const auto t = Clock::now();
         std::vector<std::size_t> ended;
         for (auto i : running_) {
@@ -653,6 +858,7 @@ Result<int> Runner::run() {
     draw(true);
     summary();
     if (auto st = write_trace(); !st) std::fprintf(stderr, "dragon-workflow: %s\n", st.error().message().c_str());
+    stop_ddict();
     if (g_interrupted) return 130;
     for (const auto& sl : slots_)
         if (sl.state != State::done && sl.state != State::resumed) return 1;

@@ -175,6 +175,23 @@ steps:
     EXPECT_EQ(find(d, "gen:n=1")->outputs, std::vector<std::string>{"/w/part-1.txt"});
 }
 
+TEST(WorkflowDag, DdictKeysAreInferredDependencies) {
+    auto d = expand_ok(R"(
+parameters: {n: [1, 2]}
+steps:
+  - {name: gen, type: python, command: m:g, outputs: ["ddict:part-${n}", "part-${n}.txt"]}
+  - {name: use, type: python, command: m:u, inputs: ["ddict:part-${n}"]}
+  - {name: all, type: python, command: m:a, inputs: [ddict:part-1, ddict:part-2]}
+  - {name: file, type: process, command: f, inputs: [ddict:part-1-file]}
+)");
+    EXPECT_EQ(dep_ids(d, "use:n=2"), std::vector<std::string>{"gen:n=2"});
+    EXPECT_EQ(dep_ids(d, "all").size(), 2u);
+    EXPECT_TRUE(dep_ids(d, "file").empty());  // a key nobody writes: no dependency (as a file)
+    // a key stays as written (not a path), a file becomes absolute
+    EXPECT_EQ(find(d, "gen:n=1")->outputs, (std::vector<std::string>{"ddict:part-1", "/w/part-1.txt"}));
+    EXPECT_TRUE(wfs::is_ddict_key("ddict:x") && !wfs::is_ddict_key("/w/ddict:x"));
+}
+
 TEST(WorkflowDag, Errors) {
     EXPECT_EQ(expand_err("steps:\n - {name: a, type: process, command: x, depends: [b]}\n"
                          " - {name: b, type: process, command: y, depends: [a]}\n"),
@@ -188,6 +205,11 @@ TEST(WorkflowDag, Errors) {
     EXPECT_EQ(expand_err("steps:\n - {name: a, type: process, command: x, outputs: [f]}\n"
                          " - {name: b, type: process, command: x, outputs: [f]}\n"),
               "t.yaml:3:51: steps[1].outputs: '/w/f' is written by both 'a' and 'b'");
+    EXPECT_EQ(expand_err("steps:\n - {name: a, type: process, command: x, outputs: [ddict:k]}\n"
+                         " - {name: b, type: process, command: x, outputs: [ddict:k]}\n"),
+              "t.yaml:3:51: steps[1].outputs: 'ddict:k' is written by both 'a' and 'b'");
+    EXPECT_EQ(expand_err("steps:\n - {name: a, type: process, command: x, inputs: [\"ddict:\"]}\n"),
+              "t.yaml:2:50: steps[0].inputs: 'ddict:' needs a key after it (ddict:KEY)");
     // A cycle through files only.
     const auto e = expand_err("steps:\n - {name: a, type: process, command: x, inputs: [f2], outputs: [f1]}\n"
                               " - {name: b, type: process, command: x, inputs: [f1], outputs: [f2]}\n");

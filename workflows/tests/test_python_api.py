@@ -37,3 +37,23 @@ def test_workflow_built_in_code_runs(tmp_path):
     assert r.ok, r.output + r.errors
     assert (tmp_path / "total.txt").read_text() == "6"
     assert "4 instances: 4 done" in r.output
+
+
+def test_ddict_outside_a_step_says_why(monkeypatch):
+    monkeypatch.delenv("DRAGON_WORKFLOW_DDICT", raising=False)
+    with pytest.raises(RuntimeError, match="DRAGON_WORKFLOW_DDICT is not set"):
+        workflows.ddict()
+
+
+def test_built_workflow_passes_data_through_the_ddict(tmp_path):
+    (tmp_path / "kv.py").write_text(
+        "from dragon import workflows\n"
+        "def put(k, v):\n    d = workflows.ddict(); d[k] = int(v); d.detach()\n"
+        "def total(out, *ks):\n    d = workflows.ddict(); open(out, 'w').write(str(sum(d[k] for k in ks))); d.detach()\n")
+    wf = workflows.Workflow("kv", parameters={"n": [1, 2, 3]})
+    wf.step("put", "python", "kv:put", args=["k${n}", "${n}"], outputs=["ddict:k${n}"])
+    wf.step("sum", "python", "kv:total", args=["sum.txt", "k1", "k2", "k3"],
+            inputs=["ddict:k1", "ddict:k2", "ddict:k3"], outputs=["sum.txt"])
+    r = wf.run(directory=tmp_path)
+    assert r.ok, r.output + r.errors
+    assert (tmp_path / "sum.txt").read_text() == "6"

@@ -7,8 +7,10 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import textwrap
+import time
 
 import pytest
 
@@ -28,8 +30,44 @@ def write(tmp_path, text, name="flow.yaml"):
     return p
 
 
-def trace_spans(path):
+def trace_events(path):
     return [e for e in json.loads(pathlib.Path(path).read_text())["traceEvents"] if e.get("ph") == "X"]
+
+
+def trace_spans(path):
+    """The instance spans (one per attempt)."""
+    return [e for e in trace_events(path) if e.get("cat") != "rank"]
+
+
+def rank_spans(path):
+    """The rank spans, by (instance, attempt): {rank: event}."""
+    out = {}
+    for e in trace_events(path):
+        if e.get("cat") == "rank":
+            out.setdefault((e["args"]["instance"], e["args"]["attempt"]), {})[e["args"]["rank"]] = e
+    return out
+
+
+def check_ranks_nest(path, instance, nranks, nodes=None):
+    """Every rank of `instance`'s last attempt has a span inside the
+    instance's span, on its own lane right below it, with its pid and node."""
+    inst = [e for e in trace_spans(path) if e["name"] == instance]
+    assert inst, instance
+    top = max(inst, key=lambda e: e["args"]["attempt"])
+    ranks = rank_spans(path)[(instance, top["args"]["attempt"])]
+    assert sorted(ranks) == list(range(nranks))
+    pids = set()
+    for r, e in ranks.items():
+        assert e["name"] == f"{instance} rank {r}"
+        assert e["pid"] == top["pid"] and e["tid"] == top["tid"] + 1 + r
+        # ts/dur are whole microseconds: 1 us of rounding either side
+        assert top["ts"] - 1 <= e["ts"] and e["ts"] + e["dur"] <= top["ts"] + top["dur"] + 1
+        assert e["args"]["reaped"] is True and e["args"]["pid"] > 0
+        pids.add(e["args"]["pid"])
+        if nodes is not None:
+            assert e["args"]["node"] in nodes
+    assert len(pids) == nranks
+    return ranks
 
 
 def order_of(trace):
@@ -50,6 +88,52 @@ def summary_row(stdout, step):
 
 def have(prog):
     return shutil.which(prog) is not None
+
+
+def run_id_of(stdout):
+    m = re.search(r"\] run    .*\(run (\S+)\)", stdout)
+    assert m, stdout
+    return m.group(1)
+
+
+def shm_of(run_id):
+    return [e for e in os.listdir("/dev/shm") if run_id in e]
+
+
+def procs_of_run(run_id):
+    """Pids of live processes whose environment says they belong to the run."""
+    out = []
+    for p in pathlib.Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            env = (p / "environ").read_bytes().split(b"\0")
+            state = (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and f"DRAGON_RUN_ID={run_id}".encode() in env:
+            out.append(int(p.name))
+    return out
+
+
+def alive(pid):
+    try:
+        return (pathlib.Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def nothing_left(run_id, timeout=15.0):
+    """No process of the run alive and nothing of it in /dev/shm (waiting a
+    little: the last processes may still be on their way out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs, shm = procs_of_run(run_id), shm_of(run_id)
+        if not procs and not shm:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} left processes {procs} and /dev/shm entries {shm}")
+        time.sleep(0.1)
 
 
 # ---- the examples -------------------------------------------------------------------------------
@@ -74,6 +158,12 @@ def test_sim_analysis_example(tmp_path, where):
         assert spans["reduce"][0] >= spans[f"analyze:slab={k}"][1]
     assert spans["simulate"][0] >= spans["build"][1]
     assert summary_row(r.stdout, "analyze")[1:3] == ["4", "done"]
+    # a span per rank of the 4-rank MPICH step, inside its instance's span
+    sim = [e for e in trace_spans(tmp_path / "t.json") if e["name"] == "simulate"][0]
+    ranks = check_ranks_nest(tmp_path / "t.json", "simulate", 4, nodes=set(sim["args"]["nodes"]))
+    assert all(e["args"]["exit_code"] == 0 and e["args"]["signal"] == 0 for e in ranks.values())
+    for k in range(4):
+        check_ranks_nest(tmp_path / "t.json", f"analyze:slab={k}", 1)
 
 
 @pytest.mark.parametrize("where", LAUNCHERS)
@@ -97,12 +187,17 @@ def test_sweep_example(tmp_path, where):
 def test_pipeline_example(tmp_path, where):
     d = tmp_path / "pipe"
     shutil.copytree(EXAMPLES / "pipeline", d)
-    r = run([*LAUNCHERS[where], str(d / "flow.yaml")])
+    r = run([*LAUNCHERS[where], "--progress", "plain", str(d / "flow.yaml")])
     assert r.returncode == 0, r.stdout + r.stderr
     totals = dict(line.split() for line in (d / "data" / "totals.txt").read_text().splitlines())
     assert set(totals) == {"alpha", "beta", "gamma", "delta", "epsilon"}
     assert sum(int(v) for v in totals.values()) == 20000
     assert "7 instances: 7 done" in r.stdout
+    # the data went through the run's dictionary, one manager per node, destroyed at the end
+    nodes = 4 if where == "virtual4" else 1
+    assert f"ddict  the run's dictionary: {nodes} manager" in r.stdout
+    assert not (d / "data" / "words.txt").exists() and sorted(p.name for p in (d / "data").iterdir()) == ["totals.txt"]
+    nothing_left(run_id_of(r.stdout))
 
 
 # ---- scheduling, failures, retries, timeouts, resume ----------------------------------------------
@@ -314,6 +409,27 @@ def test_trace_has_a_span_per_instance(tmp_path):
         assert e["args"]["exit_code"] == 0 and e["dur"] >= 0
     t = order_of(spans)
     assert all(t[f"b:i={k}"][0] >= t["a"][1] for k in (1, 2, 3))
+    for name in t:
+        check_ranks_nest(tmp_path / "t.json", name, 1)
+
+
+def test_trace_rank_spans_of_a_failed_rank(tmp_path):
+    # rank 2 of 3 fails: its span says so, the others exited 0; each attempt has its own
+    f = write(tmp_path, """\
+        steps:
+          - name: m
+            type: process
+            command: sh
+            args: [-c, 'test "$DRAGON_RANK" != 2 || exit 7']
+            nprocs: 3
+            retries: 1
+        """)
+    r = run(["--trace", str(tmp_path / "t.json"), str(f)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    by_attempt = rank_spans(tmp_path / "t.json")
+    assert sorted(by_attempt) == [("m", 1), ("m", 2)]
+    ranks = check_ranks_nest(tmp_path / "t.json", "m", 3)
+    assert [ranks[k]["args"]["exit_code"] for k in range(3)] == [0, 0, 7]
 
 
 # ---- bad input: exit 2, nothing started ----------------------------------------------------------
@@ -331,6 +447,11 @@ BAD = {
                     r"flow\.yaml:2:\d+: steps\[0\]\.depends: 'nope' is not a step"),
     "unknown_parameter": ("parameters: {n: [1]}\nsteps:\n  - {name: a, type: process, command: x, args: ['${m}']}\n",
                           r"flow\.yaml:3:\d+: steps\[0\]\.args: unknown parameter '\$\{m\}' \(parameters: n\)"),
+    "ddict_two_writers": ("steps:\n  - {name: a, type: python, command: m:f, outputs: [ddict:k]}\n"
+                          "  - {name: b, type: python, command: m:f, outputs: [ddict:k]}\n",
+                          r"flow\.yaml:3:\d+: steps\[1\]\.outputs: 'ddict:k' is written by both 'a' and 'b'"),
+    "ddict_no_key": ("steps:\n  - {name: a, type: python, command: m:f, inputs: ['ddict:']}\n",
+                     r"flow\.yaml:2:\d+: steps\[0\]\.inputs: 'ddict:' needs a key after it"),
 }
 
 
@@ -405,3 +526,169 @@ def test_live_view_in_tmux(tmp_path):
         assert "5 instances: 5 done" in screen
     finally:
         subprocess.run([*tm, "kill-server"], capture_output=True)
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------------------
+
+SPIN_C = r"""
+#include <mpi.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int rank;
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    char name[64];
+    snprintf(name, sizeof name, "pid-mpi-%d", rank);
+    FILE *f = fopen(name, "w");
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    for (;;) { MPI_Barrier(MPI_COMM_WORLD); sleep(1); }
+    MPI_Finalize();
+    return 0;
+}
+"""
+
+SPIN_PY = """\
+import os, time
+from dragon import workflows
+d = workflows.ddict()
+d["held"] = os.getpid()
+open("pid-py", "w").write(str(os.getpid()))
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not have("mpicc.mpich"), reason="needs MPICH (scripts/install-deps.sh mpi)")
+def test_ctrl_c_ends_everything(tmp_path):
+    """SIGINT to `dragon-orchestrate run flow.yaml` while an MPICH step (2
+    ranks) and a Python step (holding the run's dictionary) run: exit 130,
+    the summary names them interrupted and the rest cancelled, no process of
+    the run is left and nothing of it in /dev/shm."""
+    (tmp_path / "spin.c").write_text(SPIN_C)
+    (tmp_path / "spin_py.py").write_text(SPIN_PY)
+    f = write(tmp_path, """\
+        steps:
+          - {name: build, type: process, command: mpicc.mpich, args: [-o, spin, spin.c], outputs: [spin]}
+          - {name: spin, type: mpi, command: ./spin, nprocs: 2, pmi: simple, inputs: [spin]}
+          - {name: py, type: python, command: spin_py.py, outputs: ["ddict:held"]}
+          - {name: after, type: process, command: "true", depends: [spin, py]}
+        """)
+    p = subprocess.Popen([ORCH, "run", *LAUNCHERS["virtual4"], "--progress", "plain", str(f)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    pid_files = [tmp_path / "pid-mpi-0", tmp_path / "pid-mpi-1", tmp_path / "pid-py"]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(pf.exists() and pf.read_text().strip() for pf in pid_files):
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, "the steps did not start"
+            time.sleep(0.1)
+        pids = [int(pf.read_text()) for pf in pid_files]
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 130, out + err
+    assert summary_row(out, "spin")[2] == "interrupted", out
+    assert summary_row(out, "py")[2] == "interrupted", out
+    assert summary_row(out, "build")[2] == "done", out
+    assert summary_row(out, "after")[2] == "cancelled", out
+    assert re.search(r"4 instances: 1 done, 0 done earlier, 0 failed, 0 skipped, 1 cancelled, 2 interrupted", out), out
+    assert re.search(r"  spin interrupted: stopped: rank 0 (killed by signal|exited with) ", out), out
+    nothing_left(run_id_of(out))
+    assert not [pid for pid in pids if alive(pid)]
+
+
+# ---- distributed-dictionary keys ------------------------------------------------------------------
+
+DD_STAGES = """\
+import sys
+from dragon import workflows
+
+
+def put(key, value):
+    d = workflows.ddict()
+    d[key] = value
+    d.detach()
+
+
+def get_to_file(key, path):
+    d = workflows.ddict()
+    v = d[key]
+    d.detach()
+    open(path, "w").write(str(v))
+
+
+def nothing():
+    return 0
+"""
+
+
+def test_ddict_keys_order_steps_and_missing_outputs_fail(tmp_path):
+    (tmp_path / "dd.py").write_text(DD_STAGES)
+    f = write(tmp_path, """\
+        parameters: {n: [1, 2]}
+        steps:
+          - {name: get, type: python, command: "dd:get_to_file", args: ["k-${n}", "got-${n}.txt"], inputs: ["ddict:k-${n}"]}
+          - {name: put, type: python, command: "dd:put", args: ["k-${n}", "v${n}"], outputs: ["ddict:k-${n}"]}
+          - {name: liar, type: python, command: "dd:nothing", outputs: ["ddict:never"]}
+          - {name: reader, type: python, command: "dd:get_to_file", args: [never, x.txt], inputs: ["ddict:never"]}
+          - {name: nofile, type: process, command: "true", outputs: [never.txt]}
+        """)
+    r = run(["--progress", "plain", str(f)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    # get waited for put (the key is its input): it read the values put wrote
+    assert (tmp_path / "got-1.txt").read_text() == "v1" and (tmp_path / "got-2.txt").read_text() == "v2"
+    assert summary_row(r.stdout, "get")[1:3] == ["2", "done"]
+    # a step that succeeds without writing a declared key or file fails, its readers are skipped
+    assert summary_row(r.stdout, "liar")[2] == "failed"
+    assert "liar failed: did not write its output ddict:never" in r.stdout
+    assert summary_row(r.stdout, "reader")[2] == "skipped"
+    assert summary_row(r.stdout, "nofile")[2] == "failed"
+    assert f"nofile failed: did not write its output {tmp_path / 'never.txt'}" in r.stdout
+    nothing_left(run_id_of(r.stdout))
+
+
+def test_ddict_keys_resume(tmp_path):
+    """--resume: the dictionary lives for one run, so an instance whose
+    outputs are keys runs again (and what reads them); a file output that is
+    gone makes its instance run again too."""
+    (tmp_path / "dd.py").write_text(DD_STAGES)
+    f = write(tmp_path, """\
+        steps:
+          - {name: put, type: python, command: "dd:put", args: [k, v], outputs: ["ddict:k"]}
+          - {name: get, type: python, command: "dd:get_to_file", args: [k, got.txt], inputs: ["ddict:k"], outputs: [got.txt]}
+          - {name: file, type: process, command: touch, args: [f.txt], outputs: [f.txt]}
+          - {name: file2, type: process, command: touch, args: [g.txt], outputs: [g.txt]}
+        """)
+    r = run([str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "g.txt").unlink()
+    r = run(["--resume", str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert summary_row(r.stdout, "put")[2] == "done"
+    assert summary_row(r.stdout, "get")[2] == "done"
+    assert summary_row(r.stdout, "file")[2:4] == ["done", "earlier"]
+    assert summary_row(r.stdout, "file2")[2] == "done"
+    assert (tmp_path / "got.txt").read_text() == "v"
+
+
+def test_no_ddict_without_keys(tmp_path):
+    f = write(tmp_path, "steps:\n  - {name: a, type: process, command: sh, args: [-c, 'test -z \"$DRAGON_WORKFLOW_DDICT\"']}\n")
+    r = run(["--progress", "plain", str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "] ddict  " not in r.stdout
+
+
+def test_output_to_dev_null(tmp_path):
+    # a step's stdout/stderr may be /dev/null: nothing to empty, no warning per group
+    f = write(tmp_path, """\
+        steps:
+          - {name: quiet, type: process, command: sh, args: [-c, "echo out; echo err >&2"], stdout: /dev/null, stderr: /dev/null}
+        """)
+    r = run([str(f)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cannot empty" not in r.stderr, r.stderr
+    assert not (tmp_path / "flow.dragon" / "logs" / "quiet.out").exists()

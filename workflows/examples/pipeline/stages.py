@@ -1,31 +1,35 @@
-"""Python stages passing data through files: generate words, count them per
-chunk in parallel, merge the counts."""
+"""Python stages passing data through the run's distributed dictionary
+(dragon.workflows.ddict()): generate words, count them per chunk in
+parallel, merge the counts into a file."""
 
 import collections
-import json
 import random
 
+from dragon import workflows
 
-def generate(out_file: str, n: str, seed: str) -> None:
+
+def generate(key: str, n: str, seed: str) -> None:
     rng = random.Random(int(seed))
     words = ["alpha", "beta", "gamma", "delta", "epsilon"]
-    with open(out_file, "w") as f:
-        for _ in range(int(n)):
-            f.write(rng.choice(words) + "\n")
+    d = workflows.ddict()
+    d[key] = [rng.choice(words) for _ in range(int(n))]
+    d.detach()
 
 
-def count(in_file: str, chunk: str, chunks: str, out_file: str) -> None:
-    lines = open(in_file).read().split()
+def count(key: str, chunk: str, chunks: str, out_key: str) -> None:
+    d = workflows.ddict()
+    words = d[key]
     k, m = int(chunk), int(chunks)
-    mine = lines[k::m]
-    with open(out_file, "w") as f:
-        json.dump(collections.Counter(mine), f)
+    d[out_key] = dict(collections.Counter(words[k::m]))
+    d.detach()
 
 
-def merge(out_file: str, *parts: str) -> int:
+def merge(out_file: str, *keys: str) -> int:
+    d = workflows.ddict()
     total = collections.Counter()
-    for p in parts:
-        total.update(json.load(open(p)))
+    for k in keys:
+        total.update(d[k])
+    d.detach()
     with open(out_file, "w") as f:
         for word, c in sorted(total.items()):
             f.write(f"{word} {c}\n")

@@ -12,7 +12,7 @@
 
 namespace dragon::msg {
 
-inline constexpr std::uint32_t kProtocolVersion = 2;
+inline constexpr std::uint32_t kProtocolVersion = 3;
 
 enum class Type : std::uint16_t {
     // front end <-> agent
@@ -402,7 +402,12 @@ struct PastRun {
     std::int32_t pid = 0;
     bool exited = false;
     ExitStatus status;  // when exited
-    DRAGON_WIRE_FIELDS(puid, pid, exited, status)
+    // When its node's agent started it and reaped it (CLOCK_REALTIME, ns
+    // since the epoch; 0: unknown, or not yet ended). Clocks of different
+    // hosts agree only as far as they are synchronised.
+    std::int64_t started_ns = 0;
+    std::int64_t ended_ns = 0;
+    DRAGON_WIRE_FIELDS(puid, pid, exited, status, started_ns, ended_ns)
 };
 
 struct MemberStatus {
@@ -599,7 +604,8 @@ struct MemberStarted {
     std::int32_t pid = 0;
     std::int32_t sys_errno = 0;
     std::string error;
-    DRAGON_WIRE_FIELDS(rank, puid, pid, sys_errno, error)
+    std::int64_t started_ns = 0;  // CLOCK_REALTIME when it was started (see PastRun)
+    DRAGON_WIRE_FIELDS(rank, puid, pid, sys_errno, error, started_ns)
 };
 
 /// A node -> node 0: how starting members went (a slice of the batch, or one
@@ -618,7 +624,8 @@ struct MemberExited {
     std::int32_t pid = 0;
     ExitStatus status;
     std::string error;  // set: a failure whatever the status (e.g. it left PMI without finalize)
-    DRAGON_WIRE_FIELDS(rank, puid, pid, status, error)
+    std::int64_t ended_ns = 0;  // CLOCK_REALTIME when it was reaped (see PastRun)
+    DRAGON_WIRE_FIELDS(rank, puid, pid, status, error, ended_ns)
 };
 
 /// A node -> node 0: members that ended, each after all of its output was sent.

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -21,6 +22,13 @@ namespace dragon::agent {
 namespace pg = dragon::procgroup;
 
 namespace {
+// Members' start and end times as reported to node 0 (msg::PastRun): wall
+// clock, so that times from different nodes can be put on one time line.
+std::int64_t wall_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
 // How long to wait for a reaped process's pipes to reach EOF before reporting
 // its exit anyway (a background grandchild may hold them open).
 constexpr auto kOutputGrace = std::chrono::milliseconds(200);
@@ -104,11 +112,11 @@ void Executor::start_some(std::uint64_t group_id) {
          ++n) {
         const std::uint32_t rank = lg.to_start[lg.next_start++];
         if (!lg.placement.contains(rank)) {
-            reply.members.push_back({rank, 0, 0, EINVAL, fmt::format("rank {} is not in the group", rank)});
+            reply.members.push_back({rank, 0, 0, EINVAL, fmt::format("rank {} is not in the group", rank), 0});
             continue;
         }
         if (!lg.first_failure.empty()) {  // the group has failed: start no more
-            reply.members.push_back({rank, 0, 0, 0, lg.first_failure});
+            reply.members.push_back({rank, 0, 0, 0, lg.first_failure, 0});
             continue;
         }
         auto r = spawn_member(lg, rank);
@@ -220,6 +228,7 @@ msg::MemberStarted Executor::spawn_member(LocalGroup& g, std::uint32_t rank) {
     spdlog::debug("started puid {} pid {}: {}", *puid, *pid, fmt::join(spec.argv, " "));
     res.puid = *puid;
     res.pid = *pid;
+    res.started_ns = wall_ns();
     return res;
 }
 
@@ -228,7 +237,7 @@ void Executor::respawn_member(const msg::RespawnMember& m) {
     auto it = groups_.find(m.group_id);
     if (it == groups_.end() || !it->second.placement.contains(m.rank))
         reply.members.push_back(
-            {m.rank, 0, 0, EINVAL, fmt::format("rank {} is not placed on node {}", m.rank, opts_.node_id)});
+            {m.rank, 0, 0, EINVAL, fmt::format("rank {} is not placed on node {}", m.rank, opts_.node_id), 0});
     else
         reply.members.push_back(spawn_member(it->second, m.rank));
     router_.send(0, reply);
@@ -406,6 +415,7 @@ void Executor::reap() {
         if (p == nullptr) continue;
         p->state = msg::ProcState::exited;
         p->status = msg::ExitStatus::from_wait_status(status);
+        p->ended_ns = wall_ns();
         --running_;
         close_stdin(*p);
         spdlog::debug("puid {} pid {} ended: code {} signal {}", p->puid, pid, p->status.exit_code, p->status.signal);
@@ -453,7 +463,7 @@ void Executor::queue_exit_report(Process& p) {
     LocalGroup& lg = it->second;
     const bool clean = p.status.signal == 0 && p.status.exit_code == 0;
     std::string why = lg.pmi ? lg.pmi->rank_exited(p.rank, clean) : std::string();
-    lg.exit_batch.push_back({p.rank, p.puid, p.pid, p.status, std::move(why)});
+    lg.exit_batch.push_back({p.rank, p.puid, p.pid, p.status, std::move(why), p.ended_ns});
     if (!lg.exit_flush_posted) {
         lg.exit_flush_posted = true;  // one members_exited per group per loop turn, however many exits
         router_.post([this, id = lg.id] { flush_exits(id); });

@@ -37,6 +37,7 @@ struct Process {
     std::vector<std::string> argv;
     msg::ProcState state = msg::ProcState::running;
     msg::ExitStatus status;
+    std::int64_t ended_ns = 0;  // CLOCK_REALTIME when reaped (reported with the exit)
     std::unique_ptr<asio::posix::stream_descriptor> out, err;  // read ends while open
     std::unique_ptr<asio::posix::stream_descriptor> in;        // write end while open
     std::deque<std::string> stdin_queue;

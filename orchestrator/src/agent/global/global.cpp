@@ -2,6 +2,7 @@
 // every node, the groups' state machines, and routing between owners (the
 // front end, or a client on any node) and the nodes running the members.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -227,6 +228,10 @@ void GlobalServices::truncate_shared_files(const Group& g) {
             if (!name) continue;  // refused before (check_group_io)
             if (!name->starts_with('/') && !p.cwd.empty()) *name = p.cwd + "/" + *name;
             if (!done.insert(*name).second) continue;
+            // Only a regular file has anything to empty: /dev/null (a step's
+            // `stdout: /dev/null`), a fifo or a tty is used as it is.
+            struct stat st {};
+            if (::stat(name->c_str(), &st) == 0 && !S_ISREG(st.st_mode)) continue;
             if (::truncate(name->c_str(), 0) != 0 && errno != ENOENT)
                 spdlog::warn("group {}: cannot empty '{}': {}", g.tracker.id(), *name, ::strerror(errno));
         }
@@ -248,7 +253,7 @@ void GlobalServices::on_members_started(std::uint32_t from, const msg::MembersSt
         }
         g.members[s.rank].puid = s.puid;
         g.members[s.rank].pid = s.pid;
-        g.runs[s.rank].push_back({s.puid, s.pid, false, {}});
+        g.runs[s.rank].push_back({s.puid, s.pid, false, {}, s.started_ns, 0});
         member_of_[s.puid] = {m.group_id, s.rank};
         g.tracker.started(s.rank, s.puid, s.pid);
     }
@@ -278,6 +283,7 @@ void GlobalServices::on_members_exited(std::uint32_t from, const msg::MembersExi
             if (run.puid == e.puid) {
                 run.exited = true;
                 run.status = e.status;
+                run.ended_ns = e.ended_ns;
             }
         if (g.owner == kFrontEnd) for_front_end.exits.push_back({e.puid, e.pid, e.status});
         if (!e.error.empty()) {  // after the group began to stop, members killed inside PMI are expected

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dragon/common/result.hpp"
@@ -48,8 +49,8 @@ struct Step {
     std::vector<std::pair<std::string, Text>> env;
     Text cwd;
     std::vector<Text> depends;  // step names, instance names or globs over them
-    std::vector<Text> inputs;   // files read; a step writing one of them is a dependency
-    std::vector<Text> outputs;  // files written
+    std::vector<Text> inputs;   // files or `ddict:key`s read; a step writing one of them is a dependency
+    std::vector<Text> outputs;  // files or `ddict:key`s written
     std::uint32_t retries = 0;  // further attempts after a failure
     double timeout = 0;         // seconds per attempt; 0: none
     Text stdout_path;           // empty: <state dir>/<instance>.out
@@ -84,6 +85,11 @@ Result<Workflow> load_string(const std::string& text, const std::string& file, c
 /// Reads `path` and load_string()s it. Errc::not_found / system when unreadable.
 Result<Workflow> load_file(const std::string& path);
 
+/// An `inputs`/`outputs` entry naming a key of the run's distributed
+/// dictionary instead of a file: `ddict:KEY` (KEY a Python `str` key).
+inline constexpr std::string_view kDdictPrefix = "ddict:";
+inline bool is_ddict_key(std::string_view io) noexcept { return io.starts_with(kDdictPrefix); }
+
 /// One runnable instance of a step: parameters substituted, paths absolute.
 struct Instance {
     std::string id;           // "step" or "step:p=v,q=w"
@@ -95,7 +101,7 @@ struct Instance {
     std::vector<std::string> args;
     std::vector<std::string> env;   // NAME=value: the workflow's, then the step's
     std::string cwd;                // absolute
-    std::vector<std::string> inputs, outputs;  // absolute
+    std::vector<std::string> inputs, outputs;  // absolute paths, or `ddict:key` as written
     std::string stdout_path, stderr_path;      // absolute or empty (the runner chooses)
     std::vector<std::size_t> deps;  // instance indices this one waits for
 };
