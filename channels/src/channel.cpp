@@ -34,6 +34,20 @@ std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a;
 
 Error closed_error() { return Error(Errc::closed, "channel handle is detached or destroyed"); }
 
+Error gone_error(std::uint64_t id) {
+    return make_error(Errc::closed, "channel {} was destroyed (by its creator, under this handle)", id);
+}
+
+// Another process's destroy() clears the magic under both locks and then
+// frees the block. A handle checks before it locks and again once it holds
+// the lock: using a channel after its creator destroyed it is a clean
+// `closed` error instead of writes into memory the pool may have handed
+// out again. (The narrow window between a check and the lock remains: the
+// contract is still that a creator destroys only what nobody uses.)
+bool live(const ChannelHeader* h, std::uint64_t id) {
+    return h->magic.load(std::memory_order_acquire) == detail::kChannelMagic && h->id == id;
+}
+
 }  // namespace
 
 // --- Message ----------------------------------------------------------------
@@ -87,7 +101,8 @@ Channel::Channel(std::shared_ptr<detail::PoolMapping> pool, std::uint64_t offset
       offset_(offset),
       h_(reinterpret_cast<ChannelHeader*>(pool_->at(offset))),
       slots_(pool_->at(offset) + h_->slots_offset),
-      spin_(std::make_unique<std::atomic<std::uint32_t>>(kSpinInit)) {}
+      spin_(std::make_unique<std::atomic<std::uint32_t>>(kSpinInit)),
+      id_(h_->id) {}
 
 Channel::Channel(Channel&&) noexcept = default;
 Channel& Channel::operator=(Channel&&) noexcept = default;
@@ -237,10 +252,17 @@ void notify(std::atomic<std::uint32_t>& word) {
 
 Status Channel::destroy() {
     if (h_ == nullptr) return closed_error();
+    if (!live(h_, id_)) return gone_error(id_);
     {
         auto sg = DRAGON_TRY(RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_, Side::send); }));
         auto rg = DRAGON_TRY(RobustGuard::lock(&h_->recv_lock, [this] { return check_ring(h_, Side::recv); }));
         h_->magic.store(0, std::memory_order_release);
+        // Sleepers in other processes wake, see the channel gone and return
+        // `closed` (not wait forever on memory that is no longer a channel).
+        for (auto* word : {&h_->data_seq, &h_->space_seq}) {
+            word->fetch_add(2);
+            detail::futex_wake(*word);
+        }
         for (std::uint64_t i = h_->head.load(); i != h_->tail.load(); ++i) {
             SlotHeader sh;
             std::memcpy(&sh, slot(slots_, h_, i), sizeof sh);
@@ -288,8 +310,10 @@ Status Channel::enqueue(const std::byte* data, std::size_t size, std::uint64_t b
         return limit == 0 || t == h_->head.load() || h_->queued_bytes.load() + n <= limit;
     };
     for (;;) {
+        if (!live(h_, id_)) return gone_error(id_);
         {
             auto g = DRAGON_TRY(RobustGuard::lock(&h_->send_lock, [this] { return check_ring(h_, Side::send); }));
+            if (!live(h_, id_)) return gone_error(id_);
             std::uint64_t t = h_->send_tail;
             if (t - h_->send_cached_head >= cap) h_->send_cached_head = h_->head.load(std::memory_order_acquire);
             if (t - h_->send_cached_head < cap && (!big || budget_allows(size, t))) {
@@ -322,8 +346,10 @@ Status Channel::recv_impl(Timeout timeout, Sink&& sink) {
     for (;;) {
         std::uint64_t block = 0, size = 0;
         bool got = false;
+        if (!live(h_, id_)) return gone_error(id_);
         {
             auto g = DRAGON_TRY(RobustGuard::lock(&h_->recv_lock, [this] { return check_ring(h_, Side::recv); }));
+            if (!live(h_, id_)) return gone_error(id_);
             std::uint64_t hd = h_->recv_head;
             if (hd == h_->recv_cached_tail) h_->recv_cached_tail = h_->tail.load(std::memory_order_acquire);
             if (hd != h_->recv_cached_tail) {

@@ -128,6 +128,51 @@ TEST(Channel, TryOnceTimeoutsAndTooSmallBuffers) {
     EXPECT_EQ(ch->send(bytes_of("x"), kTryOnce).error().code(), Errc::closed);
 }
 
+TEST(Channel, AHandleOfAnotherProcessSeesTheChannelDestroyed) {
+    // The creator destroys while a process sleeps in recv on its own handle:
+    // the sleeper wakes with `closed`, and its later sends and receives are
+    // `closed` too, also once the pool handed the block to a new channel.
+    ScopedPool sp(16 << 20);
+    ASSERT_TRUE(sp.ok());
+    auto ch = Channel::create(*sp, {.capacity = 4, .block_size = 64});
+    ASSERT_TRUE(ch);
+    const std::string hex = ch->descriptor().to_hex();
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    pid_t child = fork_child([&] {
+        auto d = ChannelDescriptor::from_hex(hex);
+        if (!d) return 1;
+        auto c = Channel::attach(*d);
+        if (!c) return 2;
+        (void)!::write(ready[1], "r", 1);
+        std::vector<std::byte> out;
+        auto r = c->recv(out, 20s);  // woken by destroy, not by the timeout
+        if (r || r.error().code() != Errc::closed) return 3;
+        // the parent re-creates a channel in the same block, then says so
+        char go;
+        if (::read(ready[0], &go, 1) != 1) return 4;
+        auto s = c->send(bytes_of("late"), kTryOnce);
+        if (s || s.error().code() != Errc::closed) return 5;
+        r = c->recv(out, kTryOnce);
+        if (r || r.error().code() != Errc::closed) return 6;
+        return 0;
+    });
+    char got;
+    ASSERT_EQ(::read(ready[0], &got, 1), 1);
+    ::usleep(100'000);  // (long enough for the child to be asleep in recv)
+    const std::uint64_t offset = ch->descriptor().channel_offset;
+    ASSERT_TRUE(ch->destroy());
+    ::usleep(100'000);
+    auto again = Channel::create(*sp, {.capacity = 4, .block_size = 64});
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->descriptor().channel_offset, offset);  // (the block the child's handle names)
+    ASSERT_EQ(::write(ready[1], "g", 1), 1);
+    EXPECT_EQ(wait_child(child), 0);
+    EXPECT_EQ(again->queued(), 0U);  // the late send did not land in the new channel
+    ::close(ready[0]);
+    ::close(ready[1]);
+}
+
 TEST(Channel, QueuedLargeBytesAreBounded) {
     ScopedPool sp(16 << 20);
     ASSERT_TRUE(sp.ok());

@@ -25,8 +25,15 @@ multiprocessing.pool) over Dragon's machinery (docs/multiprocessing.md,
   MapResult, IMapIterator objects) and gives the worker its credit back.
 
 ``maxtasksperchild``: the dispatcher gives a worker no more than that many
-tasks; the worker exits after them with ``RETIRE``, which
-the group replaces (exit 0, the end after ``close``, is never restarted).
+tasks; after them the worker says goodbye and waits for the end of its
+inbox, then destroys it and exits with ``RETIRE``, which the group replaces
+(exit 0, the end after ``close``, is never restarted).
+
+A worker's inbox is destroyed by the worker (its creator) only after the
+parent sent its end (``None``), and the parent touches an inbox only under
+that worker's mutex and before it sent the end: no thread of the parent
+ever reads or writes a channel that is gone (a destroyed channel's memory
+is the pool's again, docs/channels.md).
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ FLUSH_AFTER = 0.002  # seconds into a batch after which each result is sent as i
 RETIRE = 75         # a worker's exit after maxtasksperchild tasks: replaced by the group
 HEALTH_PERIOD = 1.0  # seconds without results after which the group is asked who ended
 
-_HELLO, _RESULTS, _RETRY, _BROKEN = 0, 1, 3, 4
+_HELLO, _RESULTS, _RETRY, _BROKEN, _BYE = 0, 1, 3, 4, 5
+_NOTHING = object()  # what _take answers for an empty (or ended) inbox
 
 _live: "weakref.WeakSet[Pool]" = weakref.WeakSet()
 _WAKE = ("wake",)  # on the task queue: tasks to send again are waiting
@@ -118,7 +126,8 @@ def _worker(prep, results: Queue, init: bytes, maxtasks, wrap_exception=True) ->
     completed = 0
     monotonic = time.monotonic
     reraise = _mp_pool._helper_reraises_exception
-    while maxtasks is None or completed < maxtasks:
+    retiring = False
+    while True:
         msg = inbox.get()
         if msg is None:
             break
@@ -154,13 +163,17 @@ def _worker(prep, results: Queue, init: bytes, maxtasks, wrap_exception=True) ->
         _send_results(results, rank, puid, done_keys, outs, True)
         completed += len(calls)
         calls = outs = None
-    if maxtasks is not None and completed >= maxtasks:
-        # (the dispatcher gave it no more than that: it leaves unasked)
-        inbox.destroy()
+        if not retiring and maxtasks is not None and completed >= maxtasks:
+            # (the dispatcher gave it no more than that) Goodbye; the
+            # parent answers with the end of the inbox once it will never
+            # touch the inbox again, and only then is it destroyed.
+            results.put((_BYE, rank, puid, None))
+            retiring = True
+    inbox.destroy()
+    if retiring:
         results.close()
         results.join_thread()
         os._exit(RETIRE)
-    inbox.destroy()
 
 
 def _how_ended(code: int | None) -> str:
@@ -177,10 +190,12 @@ def _how_ended(code: int | None) -> str:
 
 
 class _Worker:
-    __slots__ = ("rank", "puid", "inbox", "credit", "inflight", "left")
+    __slots__ = ("rank", "puid", "inbox", "credit", "inflight", "left", "mutex", "ended")
 
     def __init__(self, rank, puid, inbox, maxtasks):
         self.rank, self.puid, self.inbox = rank, puid, inbox
+        self.mutex = threading.Lock()  # held around every use of the inbox
+        self.ended = False  # its end (None) was sent: the worker may destroy the inbox now
         self.credit = CREDIT
         self.inflight: dict[tuple[int, int], tuple] = {}
         self.left = maxtasks  # tasks it may still be given (None: no limit)
@@ -410,12 +425,59 @@ class Pool(_mp_pool.Pool):
                 w.left -= len(batch)
             for k, task in zip(keys, batch):
                 w.inflight[k] = task
-        try:
-            w.inbox.put((keys, blob))
-        except Exception:
-            # Its inbox is gone: the worker died. Its tasks fail as lost
-            # when the group reports it or the replacement says hello.
-            pass
+        if not self._put(w, (keys, blob)):
+            # Its inbox is gone (the worker died: its tasks fail as lost when
+            # the group reports it or the replacement says hello) or ended.
+            if w.ended:
+                self._unsend(w, keys)
+
+    # ---- a worker's inbox: only under its mutex, never after its end ------------------
+
+    @staticmethod
+    def _put(w: _Worker, msg) -> bool:
+        with w.mutex:
+            if w.ended:
+                return False
+            try:
+                w.inbox.put(msg)
+                return True
+            except Exception:
+                return False
+
+    @staticmethod
+    def _take(w: _Worker):
+        """A message still in w's inbox (the worker has not taken it), or _NOTHING."""
+        with w.mutex:
+            if w.ended:
+                return _NOTHING
+            try:
+                return w.inbox.get(block=False)
+            except Exception:
+                return _NOTHING  # empty, or the channel is unreachable
+
+    @staticmethod
+    def _end(w: _Worker) -> None:
+        """Sends w its end; the parent does not touch w's inbox after this."""
+        with w.mutex:
+            if w.ended:
+                return
+            w.ended = True
+            try:
+                w.inbox.put(None)
+            except Exception:
+                pass  # gone already (the worker died)
+
+    def _unsend(self, w: _Worker, keys) -> None:
+        """Tasks given to w that it will never see go to the dispatcher again."""
+        with self._lock:
+            tasks = [w.inflight.pop(k) for k in keys if k in w.inflight]
+            w.credit += 1
+            if w.left is not None:
+                w.left += len(tasks)
+            self._lock.notify_all()
+        if tasks:
+            self._again.extendleft(reversed(tasks))
+            self._taskqueue.put(_WAKE)
 
     # ---- results and workers ---------------------------------------------------------
 
@@ -487,6 +549,8 @@ class Pool(_mp_pool.Pool):
                 self._break(body)
             elif kind == _HELLO:
                 self._hello(rank, puid, body)
+            elif kind == _BYE:
+                self._bye(rank, puid)
 
     def _on_group_started(self, error) -> None:
         """The group's start ended (on its thread): one that failed breaks
@@ -532,12 +596,19 @@ class Pool(_mp_pool.Pool):
         for task in tasks:
             self._send(w, [task])
 
-    @staticmethod
-    def _end(w: _Worker) -> None:
-        try:
-            w.inbox.put(None)
-        except Exception:
-            pass  # gone already
+    def _bye(self, rank, puid) -> None:
+        """Worker ``rank`` ran its maxtasksperchild tasks (their results came
+        before this, in its order): it gets its end and leaves; the group
+        replaces it."""
+        with self._lock:
+            w = self._workers.get(rank)
+            if w is None or w.puid != puid:
+                return
+            del self._workers[rank]
+            stray = bool(w.inflight)
+        if stray:
+            self._gone(w, "it retired")  # (not expected: tasks it never saw go again)
+        self._end(w)
 
     def _hello(self, rank, puid, inbox) -> None:
         with self._lock:
@@ -561,10 +632,9 @@ class Pool(_mp_pool.Pool):
         with self._lock:
             busy = [v for v in self._workers.values() if v.credit <= 0 and v is not w]
         for v in busy:
-            try:
-                msg = v.inbox.get(block=False)
-            except Exception:
-                continue  # it took it already (or it is gone)
+            msg = self._take(v)
+            if msg is _NOTHING:
+                continue  # it took it already (or it ended)
             if msg is None:
                 continue
             keys = msg[0]
@@ -592,10 +662,9 @@ class Pool(_mp_pool.Pool):
                 self._again.extendleft(reversed(tasks))
                 self._taskqueue.put(_WAKE)
                 return
-            try:
-                w.inbox.put(msg)
-            except Exception:
-                pass  # w died: its tasks fail or go again as any dead worker's
+            if not self._put(w, msg) and w.ended:
+                self._unsend(w, keys)
+            # (a w that died: its tasks fail or go again as any dead worker's)
             return
 
     def _gone(self, w: _Worker, how: str | None) -> None:
@@ -608,9 +677,8 @@ class Pool(_mp_pool.Pool):
                 return
         untaken = []
         while True:
-            try:
-                msg = w.inbox.get(block=False)
-            except Exception:
+            msg = self._take(w)
+            if msg is _NOTHING:
                 break  # empty, or its channel is gone
             if msg is not None:
                 untaken.extend(msg[0])

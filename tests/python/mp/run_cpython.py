@@ -36,7 +36,9 @@ sys.path.insert(0, {here!r})
 import cpython_mp
 loader = unittest.TestLoader()
 if {pattern!r}:
-    loader.testNamePatterns = [{pattern!r}]
+    # as unittest's -k: a pattern without a wildcard matches as a substring
+    pat = {pattern!r}
+    loader.testNamePatterns = [pat if "*" in pat else "*" + pat + "*"]
 suite = cpython_mp.load_tests(loader, None, None)
 class Result(unittest.TextTestResult):
     def __init__(self, *a, **k):

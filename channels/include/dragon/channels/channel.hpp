@@ -141,6 +141,7 @@ private:
     detail::ChannelHeader* h_ = nullptr;
     std::byte* slots_ = nullptr;
     std::unique_ptr<std::atomic<std::uint32_t>> spin_;  // adaptive spin budget (per handle)
+    std::uint64_t id_ = 0;  // the channel's id when this handle attached
 };
 
 /// Poll events.
