@@ -267,6 +267,15 @@ if __name__ == "__main__":
             break
     out["dead"] = errs[:1]
     out["dead_secs_ok"] = time.monotonic() - t0 < 30
+    # the other manager's shard is still served
+    from dragon.data.ddict import wire
+    survivors = []
+    for i in [i for i in range(40) if d._of(wire.key_bytes(i)) == 0]:
+        try:
+            survivors.append([i, d.get(i, "absent")])
+        except DDictManagerDied as e:
+            survivors.append([i, str(e)])
+    out["survivors"] = survivors
     pids = [x["pid"] for x in d._meta["managers"]]
     d.destroy()
     out["pids"] = pids
@@ -298,6 +307,8 @@ def test_checkpoints_and_the_rest_on_one_node(script):
     assert "manager 0 (node 0) is full" in out["full"] and "1048576 bytes" in out["full"]
     assert out["after_full"] == [True, False, 1]
     assert out["dead"] and "manager 1 of DDict" in out["dead"][0] and "not running" in out["dead"][0]
+    # manager 0 outlives manager 1: every key of its shard is still answered
+    assert len(out["survivors"]) >= 5 and all(v == "absent" for _, v in out["survivors"])
     assert out["dead_secs_ok"] is True
     assert wait_gone(out["pids"])
     assert not no_residue_of(out["run"])

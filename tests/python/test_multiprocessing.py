@@ -388,3 +388,92 @@ def test_a_gib_object_and_an_empty_one_through_a_queue_across_nodes(script):
     out = last_json(p.stdout)
     assert out == {"ok": True, "empty": True, "node": 1, "code": 0, "run": out["run"]}
     assert not no_residue_of(out["run"])
+
+
+class _Registered:
+    def __init__(self, v):
+        self.v = v
+
+
+def _reduce_as_tagged(o):
+    return (_Registered, (("tagged", o.v),))
+
+
+def _reduce_as_other(o):
+    return (_Registered, (("other", o.v),))
+
+
+def test_pickles_honour_reducers_registered_at_any_time():
+    # _dumps keeps a merged dispatch table (ForkingPickler's cost per call,
+    # paid once): a reducer registered or replaced after the first pickle
+    # takes effect all the same, as with ForkingPickler.dumps.
+    import copyreg
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    from dragon.infrastructure.connection import _dumps
+
+    assert pickle.loads(_dumps(_Registered(1))).v == 1
+    try:
+        ForkingPickler.register(_Registered, _reduce_as_tagged)
+        assert pickle.loads(_dumps(_Registered(2))).v == ("tagged", 2)
+        ForkingPickler.register(_Registered, _reduce_as_other)  # replaced: same size of table
+        assert pickle.loads(_dumps(_Registered(3))).v == ("other", 3)
+    finally:
+        ForkingPickler._extra_reducers.pop(_Registered, None)
+    assert pickle.loads(_dumps(_Registered(4))).v == 4
+    try:
+        copyreg.pickle(_Registered, _reduce_as_tagged)
+        assert pickle.loads(_dumps(_Registered(5))).v == ("tagged", 5)
+    finally:
+        copyreg.dispatch_table.pop(_Registered, None)
+    assert bytes(_dumps(_Registered(6))) == bytes(ForkingPickler.dumps(_Registered(6), 5))
+
+
+class _PicklesInside:
+    """Its reducer pickles another object while the outer pickle is being made."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __reduce__(self):
+        from dragon.infrastructure.connection import _dumps
+
+        return (_unpickle_inside, (bytes(_dumps(self.inner)),))
+
+
+def _unpickle_inside(blob):
+    import pickle
+
+    return _PicklesInside(pickle.loads(blob))
+
+
+def test_kept_pickler_serves_nested_large_and_threaded_pickles():
+    import pickle
+    import threading
+
+    from dragon.infrastructure import connection as c
+
+    nested = pickle.loads(c._dumps([_PicklesInside({"k": 1}), "after"]))
+    assert nested[0].inner == {"k": 1} and nested[1] == "after"
+    big = b"y" * (c.SMALL_PICKLE + 1)
+    out = c._dumps(big)
+    assert isinstance(out, memoryview) and pickle.loads(out) == big  # its own buffer, not copied
+    assert pickle.loads(c._dumps(("small", 1))) == ("small", 1)  # and the kept one still serves
+    with pytest.raises(Exception):
+        c._dumps(["half", lambda: 1])  # fails halfway: nothing of it stays in the kept buffer
+    assert pickle.loads(c._dumps(("clean", 2))) == ("clean", 2)
+    errors = []
+
+    def many(tag):
+        for i in range(2000):
+            obj = (tag, i, "x" * (i % 50))
+            if pickle.loads(c._dumps(obj)) != obj:
+                errors.append(obj)
+
+    threads = [threading.Thread(target=many, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

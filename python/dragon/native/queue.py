@@ -44,6 +44,8 @@ TASKS = 4096    # unfinished tasks of a joinable queue at once
 MAX_CAPACITY = 1 << 16
 QUEUED_BYTES = 8 << 20  # large-message bytes in an unbounded queue's channel (then the feeder holds them)
 FEED_BATCH = 256  # messages the feeder sends per GIL hand-off
+_LARGE = large.LARGE
+_RECORD = large.RECORD
 
 _Timeout = _core.DragonTimeoutError
 
@@ -83,7 +85,9 @@ class Queue:
         self._joinable = self._tasks is not None
         self._closed = False
         self._buffer: deque = deque()
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # (entered directly on the hot path: Condition's is Python code)
+        self._cond = threading.Condition(self._mutex)
+        self._local = self._ch.is_local
         self._thread: threading.Thread | None = None
         self._sending = False  # the feeder is sending the head of _buffer
         self._joincancelled = False
@@ -125,14 +129,14 @@ class Queue:
                     self._untoken()
                 raise _stdq.Full from None
             return
-        with self._cond:
+        with self._mutex:
             # Straight into this node's channel when nothing put before is
             # still on its way (FIFO): the feeder only takes over while the
             # channel is full, and hands back as soon as it has caught up.
             # Another node's channel: always the feeder, whose sends are
             # pipelined (a try-once send there is a round trip per message).
-            if (not self._buffer and not self._sending and self._ch.is_local
-                    and len(data) <= large.LARGE):  # a large one streams: the feeder's job
+            if (not self._buffer and not self._sending and self._local
+                    and len(data) <= _LARGE):  # a large one streams: the feeder's job
                 try:
                     self._ch.send(data, 0)
                     return
@@ -223,7 +227,17 @@ class Queue:
     def get(self, block: bool = True, timeout: float | None = None):
         """The next object; ``queue.Empty`` if none comes in time (at once
         with ``block=False``)."""
-        self._check_open()
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        if block and timeout is None:  # the common case, straight
+            recv_view = self._ch.recv_view
+            while True:
+                data = memoryview(recv_view(None))
+                if data[:2] != _RECORD:
+                    return _loads(data)
+                data = large.fetch(data)
+                if data is not None:  # (None: its producer died while sending it)
+                    return _loads(data)
         deadline = None if timeout is None or not block else time.monotonic() + max(timeout, 0.0)
         while True:
             left = 0 if not block else (None if deadline is None else max(deadline - time.monotonic(), 0.0))

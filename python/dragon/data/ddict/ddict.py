@@ -141,7 +141,9 @@ class DDict:
                              "at least 1 KiB each is needed")
         name = name or f"ddict-{os.getpid()}-{id(self):x}"
         boot = _core.Channel.create(rt, capacity=max(16, n + 4), block_size=512)
-        pg = ProcessGroup(name=f"DDict {name} managers")
+        # A manager that dies takes its shard with it, not the others': the
+        # group goes on (clients of its keys get DDictManagerDied).
+        pg = ProcessGroup(name=f"DDict {name} managers", ignore_error_on_exit=True)
         try:
             for k in range(n_nodes):
                 pol = Policy(placement=Policy.Placement.HOST_ID, host_id=nodes[k])
@@ -291,6 +293,13 @@ class DDict:
         return self._wait_reply(i, seq, deadline)
 
     def _send_msg(self, i, ch, msg, deadline) -> None:
+        try:
+            self._send_on(i, ch, msg, deadline)
+        except _core.DragonConnectionError as e:
+            # (a manager that ended destroyed its request channel)
+            raise DDictManagerDied(f"{self._manager_name(i)} is not running (its channel: {e})") from None
+
+    def _send_on(self, i, ch, msg, deadline) -> None:
         if len(msg) > large.LARGE:
             large.send(ch, msg, None)
         elif ch.is_local:
