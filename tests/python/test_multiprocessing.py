@@ -429,6 +429,20 @@ def test_pickles_honour_reducers_registered_at_any_time():
         copyreg.dispatch_table.pop(_Registered, None)
     assert bytes(_dumps(_Registered(6))) == bytes(ForkingPickler.dumps(_Registered(6), 5))
 
+    def override(self, obj):  # as dragon.jupyter installs one (functions of a notebook by value)
+        return (_Registered, (("override", obj.v),)) if isinstance(obj, _Registered) else NotImplemented
+
+    had = ForkingPickler.__dict__.get("reducer_override")
+    ForkingPickler.reducer_override = override
+    try:
+        assert pickle.loads(_dumps(_Registered(7))).v == ("override", 7)
+    finally:
+        if had is None:
+            del ForkingPickler.reducer_override
+        else:
+            ForkingPickler.reducer_override = had
+    assert pickle.loads(_dumps(_Registered(8))).v == 8
+
 
 class _PicklesInside:
     """Its reducer pickles another object while the outer pickle is being made."""

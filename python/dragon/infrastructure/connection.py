@@ -62,7 +62,7 @@ _PENDING = object()
 
 
 _pickler = None  # pickle.Pickler with ForkingPickler's dispatch table
-_pickler_from = ({}, {})  # copies of the two tables it was built from
+_pickler_from = ({}, {}, None)  # copies of the two tables it was built from, and the reducer_override
 _reused = None  # (BytesIO, _pickler on it): kept for the next small pickle
 _reused_lock = threading.Lock()
 SMALL_PICKLE = 64 << 10  # up to this, a pickle is returned as bytes and the pickler kept
@@ -86,7 +86,8 @@ def _dumps(obj):
     a pickler and a buffer for every object (~1-2 us, most of a small put).
     Here the merged table is built once, and again whenever either table
     changed (``ForkingPickler.register``, ``copyreg.pickle``; comparing
-    them, a handful of entries each, costs ~0.1 us), and one pickler and
+    them, a handful of entries each, costs ~0.1 us) or ForkingPickler got
+    another ``reducer_override`` (dragon.jupyter's), and one pickler and
     its buffer serve every small pickle (bytes, ~0.3 us). A large one comes
     back as a memoryview of its own buffer, not copied again (the channel
     takes the buffer as it is); a pickle made while the kept pickler is busy
@@ -94,11 +95,16 @@ def _dumps(obj):
     global _pickler, _pickler_from, _reused
     fp = _ForkingPickler
     base, extra = fp._copyreg_dispatch_table, fp._extra_reducers
-    if _pickler is None or base != _pickler_from[0] or extra != _pickler_from[1]:
+    override = getattr(fp, "reducer_override", None)  # (the Jupyter kernel's sets one)
+    if (_pickler is None or base != _pickler_from[0] or extra != _pickler_from[1]
+            or override is not _pickler_from[2]):
         table = base.copy()
         table.update(extra)
-        _pickler = type("_Pickler", (pickle.Pickler,), {"dispatch_table": table})
-        _pickler_from = (base.copy(), extra.copy())
+        attrs = {"dispatch_table": table}
+        if override is not None:
+            attrs["reducer_override"] = override
+        _pickler = type("_Pickler", (pickle.Pickler,), attrs)
+        _pickler_from = (base.copy(), extra.copy(), override)
         _reused = None
     lock = _reused_lock
     if lock.acquire(False):
