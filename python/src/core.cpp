@@ -651,7 +651,11 @@ public:
 
     /// As recv, without the copy into a bytes object: a MessageView (a
     /// read-only buffer). For a receiver that copies it once anyway (unpickling).
-    MessageView recv_view(std::optional<double> timeout) {
+    /// A message of up to kViewFrom bytes comes as bytes: copying that little
+    /// costs less than making and releasing the view (a Queue.get of a small
+    /// object: ~0.5 us less).
+    py::object recv_view(std::optional<double> timeout) {
+        static constexpr std::size_t kViewFrom = 4096;
         usable("recv");
         const auto t = to_timeout(timeout);
         auto m = sliced(t, ref_.is_local() ? Timeout(200ms) : Timeout(1s), [&](Timeout s) -> Result<channels::Message> {
@@ -659,7 +663,12 @@ public:
             if (destroyed_) return gone();
             return ref_.recv_message(s);
         });
-        return MessageView{value_or_raise(std::move(m))};
+        auto msg = value_or_raise(std::move(m));
+        if (msg.size() < kViewFrom) {
+            const auto d = msg.data();
+            return py::bytes(reinterpret_cast<const char*>(d.data()), d.size());
+        }
+        return py::cast(MessageView{std::move(msg)});
     }
 
     /// Waits until every send without a timeout to channels of other nodes

@@ -50,8 +50,7 @@ _RECORD = large.RECORD
 _Timeout = _core.DragonTimeoutError
 
 
-def _loads(data):
-    return pickle.loads(data)
+_loads = pickle.loads
 
 
 class Queue:
@@ -232,7 +231,9 @@ class Queue:
         if block and timeout is None:  # the common case, straight
             recv_view = self._ch.recv_view
             while True:
-                data = memoryview(recv_view(None))
+                data = recv_view(None)  # bytes when small, else a view of the message
+                if type(data) is not bytes:
+                    data = memoryview(data)
                 if data[:2] != _RECORD:
                     return _loads(data)
                 data = large.fetch(data)
