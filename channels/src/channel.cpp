@@ -29,7 +29,7 @@ constexpr std::uint32_t kSpinMax = 4096;
 constexpr std::uint32_t kSpinInit = 512;
 constexpr std::uint32_t kSpinStepMax = 8;
 constexpr auto kShortSleep = std::chrono::microseconds(50);  // a sleep this short: spin longer next time
-constexpr std::uint32_t kYieldAfter = 32;   // pauses (a few microseconds) before yielding between checks  // pauses between checks (a pause is ~10-30 ns)
+constexpr std::uint32_t kYieldAfter = 32;   // spin steps (a few microseconds of pauses) before yielding between checks
 
 std::size_t round_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 

@@ -651,7 +651,7 @@ public:
 
     /// As recv, without the copy into a bytes object: a MessageView (a
     /// read-only buffer). For a receiver that copies it once anyway (unpickling).
-    /// A message of up to kViewFrom bytes comes as bytes: copying that little
+    /// A message under kViewFrom bytes comes as bytes: copying that little
     /// costs less than making and releasing the view (a Queue.get of a small
     /// object: ~0.5 us less).
     py::object recv_view(std::optional<double> timeout) {
