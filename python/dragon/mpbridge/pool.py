@@ -468,7 +468,8 @@ class Pool(_mp_pool.Pool):
                 pass  # gone already (the worker died)
 
     def _unsend(self, w: _Worker, keys) -> None:
-        """Tasks given to w that it will never see go to the dispatcher again."""
+        """Tasks given to w (a message of them, taken back or never
+        delivered) go to the dispatcher again."""
         with self._lock:
             tasks = [w.inflight.pop(k) for k in keys if k in w.inflight]
             w.credit += 1
@@ -653,14 +654,7 @@ class Pool(_mp_pool.Pool):
                     if w.left is not None:
                         w.left -= len(keys)
             if w is None:
-                # (w ended or may not take them: they go through the dispatcher)
-                with self._lock:
-                    tasks = [v.inflight.pop(k) for k in keys if k in v.inflight]
-                    v.credit += 1
-                    if v.left is not None:
-                        v.left += len(tasks)
-                self._again.extendleft(reversed(tasks))
-                self._taskqueue.put(_WAKE)
+                self._unsend(v, keys)  # (w ended or may not take them: they go through the dispatcher)
                 return
             if not self._put(w, msg) and w.ended:
                 self._unsend(w, keys)
