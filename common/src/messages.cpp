@@ -58,6 +58,7 @@ constexpr std::string_view name_of() {
         case Type::lane_opened: return "lane_opened";
         case Type::machine_query: return "machine_query";
         case Type::machine_info: return "machine_info";
+        case Type::chan_count: return "chan_count";
         case Type::remote_send: return "remote_send";
         case Type::remote_recv: return "remote_recv";
         case Type::remote_reply: return "remote_reply";
@@ -68,6 +69,7 @@ constexpr std::string_view name_of() {
         case Type::pmix_dmodex_reply: return "pmix_dmodex_reply";
         case Type::lane_hello: return "lane_hello";
         case Type::lane_welcome: return "lane_welcome";
+        case Type::remote_count: return "remote_count";
     }
     return "unknown";
 }

@@ -103,6 +103,27 @@ TEST_F(GatewayFixture, ServesAnotherNodesSendAndReceiveOnItsChannels) {
     EXPECT_GT(gateway->last_busy().time_since_epoch().count(), 0) << "the loop spins after gateway traffic";
 }
 
+TEST_F(GatewayFixture, CountsTheMessagesOfItsChannelForAnotherNode) {
+    from_head(msg::RemoteCount{20, desc});
+    auto replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].op_id, 20U);
+    EXPECT_EQ(replies[0].code, 0U) << replies[0].message;
+    EXPECT_EQ(replies[0].data, "0");
+    for (const char* m : {"a", "b", "c"})
+        ASSERT_TRUE(channel->send({reinterpret_cast<const std::byte*>(m), 1}, channels::kTryOnce));
+    from_head(msg::RemoteCount{21, desc});
+    replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_EQ(replies[0].data, "3") << "counted, not taken";
+    EXPECT_EQ(channel->queued(), 3U);
+    from_head(msg::RemoteCount{22, "not a descriptor"});
+    replies = head->take<msg::RemoteReply>();
+    ASSERT_EQ(replies.size(), 1U);
+    EXPECT_NE(replies[0].code, 0U) << "a bad descriptor is an error reply, not a crash";
+    EXPECT_FALSE(replies[0].message.empty());
+}
+
 TEST_F(GatewayFixture, AReceiveThatMayWaitWaitsInAWorkerUntilItsTimeout) {
     from_head(msg::RemoteRecv{8, desc, std::chrono::nanoseconds(50ms).count()});
     EXPECT_TRUE(head->take<msg::RemoteReply>().empty()) << "it waits";
@@ -165,6 +186,38 @@ TEST_F(GatewayFixture, AClientsOperationGoesToTheChannelsNodeAndFailsWhenThatNod
     EXPECT_EQ(reply->request_id, 77U);
     EXPECT_EQ(reply->code, static_cast<std::uint16_t>(Errc::closed));
     EXPECT_NE(reply->message.find("node 0 was lost"), std::string::npos) << reply->message;
+}
+
+TEST_F(GatewayFixture, AClientsCountGoesToTheChannelsNodeAndItsAnswerComesBack) {
+    ScopedPool remote(1U << 20, 0);
+    auto rch = channels::Channel::create(*remote);
+    ASSERT_TRUE(rch);
+    asio::local::stream_protocol::socket ours(io), theirs(io);
+    asio::local::connect_pair(ours, theirs);
+    auto conn = std::make_shared<rt::UnixConnection>(std::move(ours), "client 4");
+    conns[4] = conn;
+    conn->start([](wire::Frame&&) {}, [](const Error*) {});
+    ASSERT_TRUE(clients.dispatch(Sender::client, 4,
+                                 wire::Frame{static_cast<std::uint16_t>(msg::Type::chan_count),
+                                             wire::body_of(msg::ChanCount{78, descriptor_of(*rch)})}));
+    auto asks = head->take<msg::RemoteCount>();
+    ASSERT_EQ(asks.size(), 1U) << "straight to the channel's node";
+    ASSERT_TRUE(nodes.dispatch(Sender::head, 0,
+                               wire::Frame{static_cast<std::uint16_t>(msg::Type::remote_reply),
+                                           wire::body_of(msg::RemoteReply{asks[0].op_id, 0, {}, "12"})}));
+    run_for(50ms);
+    wire::FrameDecoder dec;
+    char buf[4096];
+    const auto n = ::recv(theirs.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+    ASSERT_GT(n, 0);
+    dec.feed({buf, static_cast<std::size_t>(n)});
+    auto f = dec.next();
+    ASSERT_TRUE(f && *f);
+    auto reply = msg::decode_as<msg::ChanReply>(**f);
+    ASSERT_TRUE(reply);
+    EXPECT_EQ(reply->request_id, 78U);
+    EXPECT_EQ(reply->code, 0U) << reply->message;
+    EXPECT_EQ(reply->data, "12");
 }
 
 TEST_F(GatewayFixture, ALaneIsServedOnceItSaidHelloAndClosedWhenItSaysAnythingElseFirst) {

@@ -682,12 +682,19 @@ public:
         ok_or_raise(st);
     }
 
-    /// Messages queued now (this node's channels only).
+    /// Messages queued now; another node's channel is asked over the lane
+    /// (this process's sends still on their way to it are not counted).
     std::size_t queued() {
         usable("queued");
         std::shared_lock lk(life_);
         if (destroyed_) raise(gone());
-        return local_or_raise("queued")->queued();
+        if (auto* c = ref_.local_channel()) return c->queued();
+        auto n = [&] {
+            py::gil_scoped_release nogil;
+            return ref_.queued();
+        }();
+        if (!n) raise(std::move(n).error());
+        return *n;
     }
     std::uint32_t capacity() {
         usable("capacity");

@@ -79,6 +79,7 @@ inline constexpr Route kClientRoutes[] = {
     // Its operations on other nodes' channels (the channel gateway).
     {msg::Type::chan_send, {Sender::client}},
     {msg::Type::chan_recv, {Sender::client}},
+    {msg::Type::chan_count, {Sender::client}},
 };
 
 /// A client's group request at node 0's global services (from node 0's own
@@ -103,6 +104,7 @@ inline constexpr Route kNodeRoutes[] = {
     // Channel operations between any two nodes (the channel gateway).
     {msg::Type::remote_send, kAnyNode},
     {msg::Type::remote_recv, kAnyNode},
+    {msg::Type::remote_count, kAnyNode},
     {msg::Type::remote_reply, kAnyNode},
     {msg::Type::remote_cancel, kAnyNode},
     // Between the nodes of a PMI job.
@@ -136,6 +138,7 @@ inline constexpr Route kNodeRoutes[] = {
 inline constexpr Route kLaneRoutes[] = {
     {msg::Type::remote_send, {Sender::lane}},
     {msg::Type::remote_recv, {Sender::lane}},
+    {msg::Type::remote_count, {Sender::lane}},
     {msg::Type::remote_cancel, {Sender::lane}},
 };
 

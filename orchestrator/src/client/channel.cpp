@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 
@@ -457,6 +458,28 @@ Result<channels::Message> Gateway::recv_message(const channels::ChannelDescripto
     return channels::Message::of(std::move(v));
 }
 
+Result<std::size_t> Gateway::queued(const channels::ChannelDescriptor& d) {
+    std::shared_ptr<Conn> lane = lane_for(d.node_id);
+    Conn& c = lane ? *lane : *agent_;
+    std::uint64_t id = 0;
+    {
+        std::lock_guard lk(mu_);
+        id = next_id_++;
+    }
+    const std::string frame = lane ? wire::frame_of(msg::RemoteCount{id, encoded(d)})
+                                   : wire::frame_of(msg::ChanCount{id, encoded(d)});
+    const std::string_view parts[] = {frame};
+    DRAGON_CHECK(post_request(c, parts));
+    auto r = DRAGON_TRY(wait_reply(c, id));
+    std::size_t n = 0;
+    const char* end = r.data.data() + r.data.size();
+    auto [p, ec] = std::from_chars(r.data.data(), end, n);
+    if (ec != std::errc() || p != end || r.data.empty())
+        return make_error(Errc::protocol, "node {} answered the count of channel {} with {:?}", d.node_id, d.channel_id,
+                          r.data);
+    return n;
+}
+
 Result<ChannelRef> ChannelRef::open(std::shared_ptr<Gateway> gateway, const channels::ChannelDescriptor& d) {
     if (!gateway) return make_error(Errc::invalid_argument, "ChannelRef::open: no gateway");
     auto parts = DRAGON_TRY(channels::parse_pool_name(d.pool_name));
@@ -484,6 +507,11 @@ Status ChannelRef::recv(std::vector<std::byte>& out, channels::Timeout timeout) 
 Result<channels::Message> ChannelRef::recv_message(channels::Timeout timeout) {
     if (local_) return local_->recv_message(timeout);
     return gw_->recv_message(d_, timeout);
+}
+
+Result<std::size_t> ChannelRef::queued() {
+    if (local_) return local_->queued();
+    return gw_->queued(d_);
 }
 
 }  // namespace dragon::client

@@ -88,11 +88,9 @@ class SimpleQueue:
         r = self._reader
         if r._pending:
             return False
-        if r._in.is_local:
-            return r._in.queued() == 0  # asked without taking anything off the channel
-        # Another node's: the next message is taken into this process (its
-        # next get() returns it) to learn whether there is one.
-        return not r.poll()
+        # Asked without taking anything off the channel (another node's is
+        # asked of that node, over the lane).
+        return r._in.queued() == 0
 
     def get(self):
         return _loads(self._reader.recv_bytes())

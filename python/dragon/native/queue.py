@@ -19,8 +19,7 @@ the queue is unchanged. Each object is one message (any size: a large one
 sits in its own block of the pool), so many producers and consumers never
 see half an object. A queue pickles as its channel's descriptor: pass it to
 processes on any node. The node that created it holds it; the others reach
-it over their lanes (``qsize``/``empty``/``full`` are answered on that node
-only).
+it over their lanes (``qsize``/``empty``/``full`` there ask the queue's node).
 
 ``joinable=True`` adds ``task_done``/``join``: a second channel holds one
 token per unfinished task (at most ``TASKS`` of them at once).
@@ -266,10 +265,11 @@ class Queue:
     # ---- size ----------------------------------------------------------------------
 
     def size(self) -> int:
-        """Objects in the queue now (and in this process's feeder)."""
-        if not self._ch.is_local:
-            raise NotImplementedError("qsize/empty/full of a queue of another node are not available yet "
-                                      f"(the queue is on node {self._ch.node_id})")
+        """Objects in the queue now (and in this process's feeder). A queue
+        of another node is asked over the lane, once what this process sent
+        to it has arrived."""
+        if not self._local:
+            self._ch.flush(None)
         return self._ch.queued() + len(self._buffer)
 
     def qsize(self) -> int:
@@ -301,9 +301,8 @@ class Queue:
         if not self._joinable:
             raise ValueError("join: not a joinable queue")
         if not self._tasks.is_local:
-            raise NotImplementedError(f"join of a queue of another node (node {self._tasks.node_id}) "
-                                      "is not available yet")
-        pause = 0.0002
+            self._tasks.flush(None)  # (this process's puts counted their tasks)
+        pause = 0.0002  # (another node's queue: each look is a round trip over the lane)
         while self._tasks.queued():
             time.sleep(pause)
             pause = min(pause * 2, 0.02)

@@ -45,6 +45,7 @@ enum class Type : std::uint16_t {
     lane_opened = 45,
     machine_query = 46,
     machine_info = 47,
+    chan_count = 48,
     ok_reply = 62,
     error_reply = 63,
     // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
@@ -72,6 +73,7 @@ enum class Type : std::uint16_t {
     // a process <-> another node's agent, on a lane (docs/channels.md)
     lane_hello = 116,
     lane_welcome = 117,
+    remote_count = 118,
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's
@@ -495,6 +497,16 @@ struct ChanReply {
     DRAGON_WIRE_FIELDS(request_id, code, message, data, block, size)
 };
 
+/// Client -> agent: how many messages a channel on another node holds now
+/// (Queue.qsize/empty/full there). Reply: chan_reply with the count in
+/// `data`, in decimal.
+struct ChanCount {
+    static constexpr Type kType = Type::chan_count;
+    std::uint64_t request_id = 0;
+    std::string descriptor;
+    DRAGON_WIRE_FIELDS(request_id, descriptor)
+};
+
 /// Client -> agent, the first and only frame of a fresh connection: open a
 /// lane, a TCP connection of the client's own to node `node`'s agent for
 /// channel operations (docs/channels.md). The agent connects and
@@ -698,6 +710,15 @@ struct RemoteRecv {
     DRAGON_WIRE_FIELDS(op_id, descriptor, timeout_ns)
 };
 
+/// Node j (or a lane) -> node k: how many messages a channel of node k holds
+/// now. Reply: remote_reply with the count in `data`, in decimal.
+struct RemoteCount {
+    static constexpr Type kType = Type::remote_count;
+    std::uint64_t op_id = 0;
+    std::string descriptor;
+    DRAGON_WIRE_FIELDS(op_id, descriptor)
+};
+
 /// Node k -> node j: the end of a remote_send or remote_recv. A received
 /// message is `data`, or the payload of this payload message.
 struct RemoteReply {
@@ -789,7 +810,7 @@ using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData,
                                RespawnMember, ForgetGroup, ClientRelay, ClientGone, ChanSend, ChanRecv, ChanReply,
                                RemoteSend, RemoteRecv, RemoteReply, RemoteCancel, PmiFence, PmiAbort,
                                PmixDmodexRequest, PmixDmodexReply, LaneOpen, LaneOpened, LaneHello, LaneWelcome,
-                               MachineQuery, MachineInfo>;
+                               MachineQuery, MachineInfo, ChanCount, RemoteCount>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

@@ -76,6 +76,10 @@ public:
     /// As recv, without copying out: a large message stays in the pool block
     /// the agent received it into, which the Message frees when it goes.
     Result<channels::Message> recv_message(const channels::ChannelDescriptor& d, channels::Timeout timeout);
+    /// How many messages the channel (on another node) holds now, asked of
+    /// its node over the lane (or through the agent). Sends of this process
+    /// still on their way are not counted: flush first to count them.
+    Result<std::size_t> queued(const channels::ChannelDescriptor& d);
 
     /// Messages up to this size travel inline on the agent socket; larger ones
     /// in a block of the node's pool (no copy through the socket).
@@ -167,6 +171,8 @@ public:
     /// messages; a small one is held inline): on this node the block it was
     /// sent in, on another node the block the local agent received it into.
     Result<channels::Message> recv_message(channels::Timeout timeout = channels::kForever);
+    /// Messages in the channel now, on any node (Gateway::queued for another node's).
+    Result<std::size_t> queued();
 
 private:
     ChannelRef(std::shared_ptr<Gateway> gw, channels::ChannelDescriptor d, std::optional<channels::Channel> local)

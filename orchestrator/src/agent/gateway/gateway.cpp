@@ -1,9 +1,9 @@
 // The channel gateway: channel operations of local clients on other nodes'
 // channels, and other nodes' operations on this node's channels.
 //
-// Origin (node j): a client's chan_send/chan_recv becomes a remote_send or
-// remote_recv to the channel's node, and its remote_reply becomes the
-// client's chan_reply. Large messages stay in pool blocks at both ends: the
+// Origin (node j): a client's chan_send/chan_recv/chan_count becomes a
+// remote_send, remote_recv or remote_count to the channel's node, and its
+// remote_reply becomes the client's chan_reply. Large messages stay in pool blocks at both ends: the
 // transport writes them from the sender's block and reads them into a block
 // of the receiving node's pool (docs/channels.md).
 //
@@ -100,6 +100,7 @@ void Gateway::bind(Dispatcher<std::uint64_t>& clients, Dispatcher<std::uint32_t>
     // A bad body is answered with a chan_reply, not by closing the client.
     clients.on_frame(msg::Type::chan_send, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
     clients.on_frame(msg::Type::chan_recv, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
+    clients.on_frame(msg::Type::chan_count, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
     // Another node's operations on our channels, from its agent or from one of its processes' lanes.
     auto serve_channel_ops = [this](Dispatcher<std::uint32_t>& d) {
         d.on<msg::RemoteSend>([this](std::uint32_t src, msg::RemoteSend&& m) {
@@ -109,6 +110,10 @@ void Gateway::bind(Dispatcher<std::uint64_t>& clients, Dispatcher<std::uint32_t>
         d.on<msg::RemoteRecv>([this](std::uint32_t src, msg::RemoteRecv&& m) {
             touch();
             serve_remote_recv(src, std::move(m));
+        });
+        d.on<msg::RemoteCount>([this](std::uint32_t src, msg::RemoteCount&& m) {
+            touch();
+            serve_remote_count(src, std::move(m));
         });
         d.on<msg::RemoteCancel>([this](std::uint32_t src, msg::RemoteCancel&& m) { on_remote_cancel(src, m.op_id); });
     };
@@ -133,6 +138,7 @@ void Gateway::on_chan_request(std::uint64_t client, wire::Frame&& f) {
     auto conn = hooks_.client(client);
     if (!conn) return;
     const bool is_send = f.type == static_cast<std::uint16_t>(msg::Type::chan_send);
+    const bool is_count = f.type == static_cast<std::uint16_t>(msg::Type::chan_count);
     std::uint64_t request_id = 0;
     std::uint64_t block = 0;  // ours from the moment the request is read
     auto fail = [&](Errc code, std::string why) {
@@ -141,7 +147,13 @@ void Gateway::on_chan_request(std::uint64_t client, wire::Frame&& f) {
     };
     msg::ChanSend send;
     msg::ChanRecv recv;
-    if (is_send) {
+    if (is_count) {
+        auto m = msg::decode_as<msg::ChanCount>(f);
+        if (!m) return fail(Errc::protocol, m.error().message());
+        request_id = m->request_id;
+        recv.request_id = m->request_id;
+        recv.descriptor = std::move(m->descriptor);
+    } else if (is_send) {
         auto m = msg::decode_as<msg::ChanSend>(f);
         if (!m) return fail(Errc::protocol, m.error().message());
         send = std::move(*m);
@@ -178,6 +190,10 @@ void Gateway::on_chan_request(std::uint64_t client, wire::Frame&& f) {
     // it is carried out even if the client goes away.
     ops_[op] = Op{client, request_id, node, !(is_send && send.timeout_ns < 0)};
     transport::Link& peer = *link;
+    if (is_count) {
+        peer.send(msg::RemoteCount{op, desc_bytes});
+        return;
+    }
     if (!is_send) {
         peer.send(msg::RemoteRecv{op, desc_bytes, recv.timeout_ns});
         return;
@@ -456,6 +472,16 @@ void Gateway::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
                        return ok();
                    },
                    std::move(finish), true, false);
+}
+
+void Gateway::serve_remote_count(std::uint32_t from, msg::RemoteCount&& m) {
+    transport::Link* peer = source_peer(from);
+    if (peer == nullptr) return;
+    auto d = decode_descriptor(m.descriptor);
+    if (!d) return send_remote_reply(from, m.op_id, std::move(d).error());
+    auto ch = channels::Channel::attach(pool_, *d);
+    if (!ch) return send_remote_reply(from, m.op_id, std::move(ch).error());
+    peer->send(msg::RemoteReply{m.op_id, 0, {}, std::to_string(ch->queued())});
 }
 
 void Gateway::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,

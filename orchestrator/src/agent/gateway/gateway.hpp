@@ -154,6 +154,8 @@ private:
     void next_in_queue(const SendKey& key);
     void expire_queued_send(const SendKey& key, std::uint64_t op);
     void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
+    /// Answers how many messages one of our channels holds (remote_reply, data in decimal).
+    void serve_remote_count(std::uint32_t from, msg::RemoteCount&& m);
     /// capped: a receive (counted against kMaxWaiting); carries_on: a send without a timeout.
     void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
                         std::function<Status(channels::Channel&, channels::Timeout)> attempt,
