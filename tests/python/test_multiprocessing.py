@@ -177,6 +177,95 @@ def test_pipes_eof_errors_and_objects(script):
     assert out["too_short"] is True and out["poll_empty"] is False and out["readonly"] is True
 
 
+FILENO = """
+import array, select, selectors, tempfile
+from multiprocessing import reduction
+
+def write_to(conn, data):
+    fd = reduction.recv_handle(conn)
+    os.write(fd, data)
+    os.close(fd)
+    conn.send("written")
+
+def sends_plain(conn):
+    conn.send("not a descriptor")
+
+def is_eventfd(fd):
+    try:
+        return "eventfd" in os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return False
+
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    out = {}
+    a, b = mp.Pipe()
+    fd = a.fileno()
+    out["same_fd"] = a.fileno() == fd and isinstance(fd, int) and is_eventfd(fd)
+    out["quiet"] = select.select([a], [], [], 0.05)[0] == []
+    b.send_bytes(b"x")
+    out["ready"] = select.select([a], [], [], 10)[0] == [a]
+    sel = selectors.DefaultSelector(); sel.register(a, selectors.EVENT_READ)
+    out["selector"] = [k.fileobj for k, _ in sel.select(10)] == [a]
+    out["data"] = a.recv_bytes() == b"x"
+    deadline = time.monotonic() + 10
+    while select.select([fd], [], [], 0)[0] and time.monotonic() < deadline:
+        time.sleep(0.001)  # the watcher makes it quiet again after the recv
+    out["quiet_after_recv"] = select.select([fd], [], [], 0)[0] == []
+    sel.close()
+    # recv_bytes_into counts bytes, as the stdlib's, whatever the item size
+    b.send_bytes(array.array("i", range(4)))
+    buf = array.array("i", [0] * 10)
+    out["into"] = [a.recv_bytes_into(buf, 8), list(buf[:6])]
+    # a descriptor through the connection, to a child
+    path = tempfile.mktemp()
+    p = mp.Process(target=write_to, args=(b, b"through the pipe")); p.start()
+    with open(path, "wb") as f:
+        reduction.send_handle(a, f.fileno(), p.pid)
+    out["child"] = a.recv()
+    p.join(60)
+    with open(path, "rb") as f:
+        out["written"] = f.read().decode()
+    os.unlink(path)
+    q = mp.Process(target=sends_plain, args=(b,)); q.start()
+    try:
+        reduction.recv_handle(a)
+    except RuntimeError as e:
+        out["not_a_handle"] = str(e)
+    q.join(60)
+    # the end: readable, then EOFError; closed: no fileno, its eventfd goes
+    b.close()
+    out["eof_ready"] = select.select([a], [], [], 10)[0] == [a]
+    try:
+        a.recv()
+    except EOFError:
+        out["eof"] = True
+    a.close()
+    try:
+        a.fileno()
+    except OSError:
+        out["closed_fileno"] = True
+    deadline = time.monotonic() + 10
+    while is_eventfd(fd) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out["fd_released"] = not is_eventfd(fd)
+    print(json.dumps(out), flush=True)
+"""
+
+
+def test_fileno_is_a_readiness_descriptor_and_handles_pass_over_connections(script):
+    # fileno() is readable exactly while recv would not block (select,
+    # selectors), and reduction.send_handle/recv_handle pass a descriptor
+    # over a Dragon connection (via the sender's resource sharer).
+    out = last_json(script(PRELUDE, FILENO).run(timeout=180).stdout)
+    assert out["same_fd"] and out["quiet"] and out["ready"] and out["selector"] and out["data"]
+    assert out["quiet_after_recv"] is True
+    assert out["into"] == [16, [0, 0, 0, 1, 2, 3]]
+    assert out["child"] == "written" and out["written"] == "through the pipe"
+    assert "str, not a descriptor" in out["not_a_handle"]
+    assert out["eof_ready"] and out["eof"] and out["closed_fileno"] and out["fd_released"]
+
+
 ACROSS = """
 import numpy as np
 from dragon.native.machine import System, Node, current
@@ -206,6 +295,20 @@ def jq_worker(jq):
         if item is None:
             jq.task_done(); return
         jq.task_done()
+
+def sizes_from_afar(q, sq, jq, bq, res):
+    # q, sq, jq, bq are node 0's: every size is asked of node 0 over the lane
+    r = {"node": current().h_uid, "q": [q.qsize(), q.empty()], "sq": sq.empty(), "bq_full": bq.full()}
+    for i in range(3):
+        q.put(i)
+    r["q_after_puts"] = q.qsize()  # its own puts, arrived
+    for _ in range(2):
+        jq.get(); jq.task_done()
+    jq.join()  # every task done: returns
+    r["jq_joined"] = True
+    sq.put("x")
+    r["sq_after_put"] = sq.empty()
+    res.put(r)
 
 def wait_target(conn, delay):
     time.sleep(delay)
@@ -263,6 +366,18 @@ if __name__ == "__main__":
     out["sq_empty"] = sq.empty()
     sp = mp.Process(target=produce, args=(sq, 9)); sp.start(); sp.join()
     out["sq"] = [sq.get()[1] for _ in range(PER)] == list(range(PER))
+    # qsize/empty/full and JoinableQueue.join asked from another node
+    q, sq, jq, bq, r = mp.Queue(), mp.SimpleQueue(), mp.JoinableQueue(), mp.Queue(3), mp.Queue()
+    for i in range(5): q.put(i)
+    sq.put(1)
+    jq.put("a"); jq.put("b")
+    for i in range(3): bq.put(i)
+    with Policy(placement=Policy.Placement.HOST_ID, host_id=3):
+        far = mp.Process(target=sizes_from_afar, args=(q, sq, jq, bq, r))
+    far.start()
+    out["far"] = r.get(timeout=120)
+    far.join(60)
+    out["q_here"] = q.qsize()
     # wait over pipes of other nodes, a process sentinel and a socket
     import socket
     s1, s2 = socket.socketpair()
@@ -295,6 +410,9 @@ def test_queues_and_pipes_across_four_virtual_nodes(script):
     assert out["numpy"] is True and out["blob"] is True and out["echo_node"] == 2 != out["me"]
     assert out["joinable"] == [0, 0, 0]
     assert out["sq_empty"] is True and out["sq"] is True
+    assert out["far"] == {"node": 3, "q": [5, False], "sq": False, "bq_full": True, "q_after_puts": 8,
+                          "jq_joined": True, "sq_after_put": False}
+    assert out["q_here"] == 8
     assert out["wait_first"] == 0 and out["wait_socket"] is True
     assert len(out["wait_nodes"]) >= 2
     assert not no_residue_of(out["run"])
@@ -403,6 +521,10 @@ def _reduce_as_other(o):
     return (_Registered, (("other", o.v),))
 
 
+class _Bytes(bytes):
+    pass
+
+
 def test_pickles_honour_reducers_registered_at_any_time():
     # _dumps keeps a merged dispatch table (ForkingPickler's cost per call,
     # paid once): a reducer registered or replaced after the first pickle
@@ -442,6 +564,15 @@ def test_pickles_honour_reducers_registered_at_any_time():
         else:
             ForkingPickler.reducer_override = had
     assert pickle.loads(_dumps(_Registered(8))).v == 8
+    # Exact bytes, str, int, float, bool and None skip the pickler above
+    # (pickle.dumps): the same pickle, as no table or override is asked
+    # about them; a subclass is not one of them.
+    ForkingPickler.reducer_override = override
+    try:
+        for o in (b"x" * 64, "s\u00e9", 1 << 70, -3, 2.5, True, None, b"", _Bytes(b"sub")):
+            assert bytes(_dumps(o)) == bytes(ForkingPickler.dumps(o, 5)), o
+    finally:
+        del ForkingPickler.reducer_override
 
 
 class _PicklesInside:

@@ -12,7 +12,10 @@ In that context:
 - ``multiprocessing.connection.wait`` waits on Dragon connections, process
   sentinels and ordinary connections or sockets in one call
   (:mod:`dragon.mpbridge.wait`);
-- ``cpu_count()`` is the cpus of every node of the runtime.
+- ``cpu_count()`` is the cpus of every node of the runtime;
+- ``multiprocessing.reduction.send_handle``/``recv_handle`` pass file
+  descriptors over Dragon connections between processes of one host
+  (:mod:`dragon.mpbridge.handles`).
 
 Everything else (locks, managers, shared memory...) is the standard
 library's, working between processes of one host; docs/multiprocessing.md
@@ -48,6 +51,11 @@ def install() -> None:
     context._concrete_contexts["dragon"] = _context.DragonContext()
     _context.patch_base_context(context.BaseContext)
     _context.patch_process_init()
+    from multiprocessing import reduction  # (imported by context already)
+
+    from dragon.mpbridge import handles
+
+    handles.patch(reduction)
     mp = sys.modules.get("multiprocessing")
     if mp is not None and hasattr(mp, "Pipe"):
         # multiprocessing bound its functions already: bind them again
