@@ -43,6 +43,7 @@ TASKS = 4096    # unfinished tasks of a joinable queue at once
 MAX_CAPACITY = 1 << 16
 QUEUED_BYTES = 8 << 20  # large-message bytes in an unbounded queue's channel (then the feeder holds them)
 FEED_BATCH = 256  # messages the feeder sends per GIL hand-off
+_SIZE_PATIENCE = 1.0  # seconds size() waits for this process's sends to another node to land
 _LARGE = large.LARGE
 _RECORD = large.RECORD
 
@@ -267,10 +268,18 @@ class Queue:
     def size(self) -> int:
         """Objects in the queue now (and in this process's feeder). A queue
         of another node is asked over the lane, once what this process sent
-        to it has arrived."""
-        if not self._local:
-            self._ch.flush(None)
-        return self._ch.queued() + len(self._buffer)
+        to it has arrived: its puts are counted once, either in the feeder
+        or in the channel (unless the channel stays full for a second,
+        which makes the answer approximate, as the standard library's)."""
+        if self._local:
+            return self._ch.queued() + len(self._buffer)
+        with self._cond:  # the feeder starts no batch meanwhile
+            if self._cond.wait_for(lambda: not self._sending, _SIZE_PATIENCE):
+                try:
+                    self._ch.flush(_SIZE_PATIENCE)
+                except _Timeout:
+                    pass
+            return self._ch.queued() + len(self._buffer)
 
     def qsize(self) -> int:
         return self.size()
