@@ -601,9 +601,10 @@ def test_kept_pickler_serves_nested_large_and_threaded_pickles():
 
     nested = pickle.loads(c._dumps([_PicklesInside({"k": 1}), "after"]))
     assert nested[0].inner == {"k": 1} and nested[1] == "after"
-    big = b"y" * (c.SMALL_PICKLE + 1)
+    big = [b"y" * (c.SMALL_PICKLE + 1)]  # (a list: bytes alone go to pickle.dumps)
     out = c._dumps(big)
     assert isinstance(out, memoryview) and pickle.loads(out) == big  # its own buffer, not copied
+    assert pickle.loads(c._dumps(big[0])) == big[0]
     assert pickle.loads(c._dumps(("small", 1))) == ("small", 1)  # and the kept one still serves
     with pytest.raises(Exception):
         c._dumps(["half", lambda: 1])  # fails halfway: nothing of it stays in the kept buffer
