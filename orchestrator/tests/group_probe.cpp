@@ -246,6 +246,43 @@ std::map<std::string, Scenario> scenarios() {
         return 0;
     };
 
+    // close_without_waiting: a running group is closed the waiting way
+    // (refused); ended groups go without waiting, and the calls after them
+    // still get their own replies, not the closes'.
+    s["close_nowait"] = [](Session& ses, int, char**) {
+        ProcessGroup running(ses);
+        running.add(ProcessTemplate::command({"sleep", "30"}), 1);
+        must(running.start(), "start");
+        auto st = running.close_without_waiting();
+        std::printf("nowait_running=%s\n", st ? "ok" : st.error().message().c_str());
+        std::vector<std::unique_ptr<ProcessGroup>> ended;
+        for (int i = 0; i < 20; ++i) {
+            ended.push_back(std::make_unique<ProcessGroup>(ses));
+            ended.back()->add(ProcessTemplate::command({"true"}), 1);
+            must(ended.back()->start(), "start");
+            must(ended.back()->join(), "join");
+        }
+        for (auto& g : ended) must(g->close_without_waiting(), "close_without_waiting");
+        std::printf("nowait_outcome=%s\n", ended.back()->outcome() ? msg::name_of(ended.back()->outcome()->outcome) : "none");
+        auto again = ended.back()->close();
+        std::printf("nowait_twice=%s\n", again ? "ok" : again.error().message().c_str());
+        // Calls right after: each gets its own reply (a proc_table, not one
+        // of the 20 closes' ok_reply, which would not decode as one), and
+        // the agent forgets the closed groups' processes (within 5 s).
+        std::size_t mine = 0;
+        for (int tries = 0; tries < 500; ++tries) {
+            auto procs = must(ses.processes(), "processes");
+            mine = 0;
+            for (const auto& p : procs) mine += p.argv.size() == 1 && p.argv[0] == "true";
+            if (mine == 0) break;
+            std::this_thread::sleep_for(10ms);
+        }
+        std::printf("nowait_procs_true=%zu\n", mine);
+        must(running.kill(), "kill");
+        must(running.close(), "close");
+        return 0;
+    };
+
     // restart=true replaces a failing rank until the restarts run out, keeping every run.
     s["restart"] = [](Session& ses, int, char**) {
         ProcessGroup g(ses, GroupOptions{.restart = true, .max_restarts = 3});

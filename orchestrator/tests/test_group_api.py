@@ -82,6 +82,15 @@ def test_kill_and_close():
     assert "close_twice=close: group 2 is closed" in out
 
 
+def test_close_without_waiting_drops_only_its_own_replies():
+    out = probe("close_nowait")
+    assert "nowait_running=agent: group 2 is still running; join or stop it before closing it" in out
+    assert "nowait_outcome=succeeded" in out
+    assert "nowait_twice=close: group 22 is closed" in out
+    # the calls after them got their own replies; the agent forgot the 20 ended groups
+    assert "nowait_procs_true=0" in out, out
+
+
 def test_restart_keeps_every_run_until_restarts_run_out():
     out = probe("restart")
     o = outcome(out)

@@ -182,6 +182,16 @@ Status ProcessGroup::close() {
     return ok();
 }
 
+Status ProcessGroup::close_without_waiting() {
+    DRAGON_CHECK(require_started("close"));
+    if (closed_ || !session_->events(group_id_).done) return close();
+    DRAGON_CHECK(session_->post_unawaited(msg::GroupClose{group_id_}));
+    closed_ = true;
+    outcome_ = session_->events(group_id_).done;
+    session_->forget_events(group_id_);
+    return ok();
+}
+
 std::vector<Puid> ProcessGroup::puids() const {
     std::vector<Puid> out;
     out.reserve(members_.size());

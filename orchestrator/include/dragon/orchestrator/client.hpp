@@ -76,6 +76,13 @@ public:
     template <class Message>
     Status post(const Message& m);
 
+    /// Sends a request whose reply nobody waits for: that reply (replies
+    /// come in the order of the requests) is dropped when it arrives, an
+    /// error_reply included. For requests that cannot fail in a way the
+    /// caller would act on (closing a group whose end arrived).
+    template <class Request>
+    Status post_unawaited(const Request& req);
+
     /// Reads and files whatever the agent sends until `deadline` (nullopt:
     /// wait for at least one frame). Returns whether any frame arrived.
     Result<bool> pump(std::optional<Clock::time_point> deadline);
@@ -99,6 +106,7 @@ private:
     msg::ClientWelcome welcome_;
     wire::FrameReader reader_;  // reads fd_ (a moved Session keeps the same descriptor)
     std::deque<wire::Frame> replies_;
+    std::uint64_t unawaited_ = 0;  // replies still to come that post_unawaited's requests asked for
     std::map<std::uint64_t, GroupEvents> events_;
     std::map<Puid, std::uint64_t> stdin_unacked_;
 };
@@ -106,6 +114,13 @@ private:
 template <class Message>
 Status Session::post(const Message& m) {
     return send_bytes(wire::frame_of(m));
+}
+
+template <class Request>
+Status Session::post_unawaited(const Request& req) {
+    DRAGON_CHECK(send_bytes(wire::frame_of(req)));
+    ++unawaited_;
+    return ok();
 }
 
 /// Turns an error_reply frame into its Error, or decodes the expected reply.

@@ -142,6 +142,11 @@ public:
     /// Forgets a finished group in the agent (its processes leave the
     /// process table). Errc::would_block while it runs.
     Status close();
+    /// As close(), without waiting for the agent's answer, once the group's
+    /// end has arrived (the agent then cannot refuse); before that, close().
+    /// For callers that end many short groups (the workflow runner): one
+    /// round trip fewer per group.
+    Status close_without_waiting();
 
     // ---- queries ---------------------------------------------------------------
     [[nodiscard]] bool started() const { return group_id_ != 0; }
