@@ -183,6 +183,7 @@ private:
     bool place(std::size_t i, std::vector<std::pair<std::uint32_t, std::uint32_t>>& out);
     void start(std::size_t i);
     void finish(std::size_t i);
+    bool take_start_answers();
     void end_attempt(std::size_t i, bool success, int code, std::string why);
     void mark_done(std::size_t i, State st);
     void skip_dependents(std::size_t i);
@@ -493,7 +494,9 @@ void Runner::start(std::size_t i) {
         sl.deadline = Clock::now() + std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout * 1000));
     else
         sl.deadline.reset();
-    if (auto st = sl.group->start(); !st) {
+    // The request goes now; its answer is taken in the loop (take_start_answers):
+    // meanwhile the runner starts other instances and files their ends.
+    if (auto st = sl.group->start_without_waiting(); !st) {
         event(fmt::format("start  {} failed: {}", in.id, st.error().message()));
         end_attempt(i, false, 127, st.error().message());
         return;
@@ -501,6 +504,23 @@ void Runner::start(std::size_t i) {
     event(fmt::format("start  {}{} on node{} {} ({} rank{})", in.id,
                       sl.attempts > 1 ? fmt::format(" (attempt {}/{})", sl.attempts, s.retries + 1) : "",
                       sl.held.size() > 1 ? "s" : "", where, ranks, s.nprocs > 1 ? "s" : ""));
+}
+
+// The answers of starts that arrived: a refused start ends its attempt.
+// Returns whether one did.
+bool Runner::take_start_answers() {
+    std::vector<std::pair<std::size_t, std::string>> refused;
+    for (auto i : running_) {
+        auto& g = slots_[i].group;
+        if (!g || !g->starting()) continue;
+        auto st = g->started();
+        if (!st) refused.emplace_back(i, st.error().message());
+    }
+    for (auto& [i, why] : refused) {
+        event(fmt::format("start  {} failed: {}", dag_.instances[i].id, why));
+        end_attempt(i, false, 127, why);
+    }
+    return !refused.empty();
 }
 
 void Runner::finish(std::size_t i) {
@@ -530,7 +550,7 @@ void Runner::finish(std::size_t i) {
         success = false;
     }
     collect_ranks(i);
-    (void)sl.group->close();
+    (void)sl.group->close_without_waiting();  // (its end arrived: one round trip fewer per instance)
     sl.group.reset();
     if (success) {
         if (auto missing = missing_output(i); !missing.empty()) {
@@ -565,11 +585,12 @@ void Runner::end_attempt(std::size_t i, bool success, int code, std::string why)
     running_.erase(i);
     for (auto [k, c] : sl.held) nodes_[k].used -= c;
     sl.held.clear();
+    if (sl.group && sl.group->starting()) (void)sl.group->wait_started();
+    if (sl.group && sl.group->id() == 0) sl.group.reset();  // (its start was refused: nothing runs)
     if (sl.group) {
-        // An ended group (the common case) is closed without a kill and
-        // without waiting for the agent's answer: two round trips fewer per
-        // instance. One still running (a failed start, a cancel) is killed
-        // and closed as before.
+        // (finish() closed an ended one already.) An ended group is closed
+        // without a kill and without waiting for the agent's answer; one
+        // still running is killed and closed as before.
         if (!session_.events(sl.group->id()).done) {
             (void)sl.group->kill();
             (void)sl.group->close();
@@ -640,8 +661,11 @@ void Runner::cancel_all(const std::string& why) {
             slots_[i].why = why;
         }
     ready_.clear();
-    for (auto i : running_)
-        if (slots_[i].group) (void)slots_[i].group->request_stop(std::chrono::seconds(2));
+    for (auto i : running_) {
+        auto& g = slots_[i].group;
+        if (g && g->starting()) (void)g->wait_started();
+        if (g && g->id() != 0) (void)g->request_stop(std::chrono::seconds(2));
+    }
 }
 
 void Runner::event(const std::string& line) {
@@ -831,6 +855,7 @@ Result<int> Runner::run() {
     for (;;) {
         if (g_interrupted && !stopping_) cancel_all("interrupted");
         launch_ready();
+        if (take_start_answers()) continue;  // (a refused start may be retried at once)
         draw(false);
         if (running_.empty()) {
             if (ready_.empty() || stopping_) break;
@@ -842,16 +867,20 @@ Result<int> Runner::run() {
         // A group's end may already have been filed while a call (a start, a
         // close) waited for its reply: then there is nothing to wait for.
         const bool ended_already = std::any_of(running_.begin(), running_.end(), [&](std::size_t i) {
-            return slots_[i].group && session_.events(slots_[i].group->id()).done.has_value();
+            const auto& g = slots_[i].group;
+            return g && (g->starting() ? session_.group_started_arrived(g->start_request())
+                                       : session_.events(g->id()).done.has_value());
         });
         if (!ended_already) {
             auto pumped = session_.pump(deadline);
             if (!pumped) return std::move(pumped).error().context("waiting for the steps");
         }
+        if (take_start_answers()) continue;
         const auto t = Clock::now();
         std::vector<std::size_t> ended;
         for (auto i : running_) {
             auto& sl = slots_[i];
+            if (sl.group->starting()) continue;  // (its answer has not come: it cannot have ended)
             if (session_.events(sl.group->id()).done) {
                 ended.push_back(i);
             } else if (sl.deadline && !sl.timed_out && t >= *sl.deadline) {

@@ -49,14 +49,34 @@ Status Session::file_frame(wire::Frame&& f) {
             n = n > m.consumed ? n - m.consumed : 0;
             return ok();
         }
+        case msg::Type::group_started: {
+            auto m = DRAGON_TRY(msg::decode_as<msg::GroupStarted>(f));
+            const std::uint64_t id = m.request_id;
+            started_.insert_or_assign(id, std::move(m));
+            return ok();
+        }
         default:
-            if (unawaited_ > 0) {  // the oldest outstanding request is one nobody waits for
+            if (unawaited_ > 0) {  // call() sends nothing while these are due: it is theirs
                 --unawaited_;
                 return ok();
             }
             replies_.push_back(std::move(f));
             return ok();
     }
+}
+
+Result<std::uint64_t> Session::post_group_start(msg::GroupStart req) {
+    req.request_id = next_start_++;
+    DRAGON_CHECK(send_bytes(wire::frame_of(req)));
+    return req.request_id;
+}
+
+std::optional<msg::GroupStarted> Session::take_group_started(std::uint64_t request_id) {
+    auto it = started_.find(request_id);
+    if (it == started_.end()) return std::nullopt;
+    msg::GroupStarted m = std::move(it->second);
+    started_.erase(it);
+    return m;
 }
 
 std::uint64_t Session::stdin_unacked(Puid puid) const {

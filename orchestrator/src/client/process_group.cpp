@@ -44,11 +44,13 @@ ProcessGroup::ProcessGroup(ProcessGroup&& o) noexcept
       warnings_(std::move(o.warnings_)),
       closed_(o.closed_),
       outcome_(std::move(o.outcome_)),
-      next_request_(o.next_request_) {
+            start_request_(o.start_request_) {
     o.group_id_ = 0;
+    o.start_request_ = 0;
 }
 
 ProcessGroup::~ProcessGroup() {
+    if (start_request_ != 0) (void)wait_started();  // (its id is needed to stop it)
     if (group_id_ == 0 || closed_) return;
     if (!outcome()) {
         // SIGKILL, and a bounded wait: a destructor must not hang. A group
@@ -107,24 +109,48 @@ Status ProcessGroup::require_started(const char* what) const {
 }
 
 Status ProcessGroup::start() {
+    DRAGON_CHECK(start_without_waiting());
+    return wait_started();
+}
+
+Status ProcessGroup::start_without_waiting() {
     if (group_id_ != 0) return make_error(Errc::invalid_argument, "group {} is already started", group_id_);
+    if (start_request_ != 0) return Error(Errc::invalid_argument, "start: the group is being started already");
     if (entries_.empty()) return Error(Errc::invalid_argument, "start: the group has no processes (add some first)");
     auto s = spec();
     DRAGON_CHECK(msg::check_group_spec(s));  // the runtime's own rules, before a round trip
-    auto r = DRAGON_TRY((session_->call<msg::GroupStarted>(msg::GroupStart{next_request_++, std::move(s), false})));
-    if (!r.error.empty()) return Error(Errc::invalid_argument, r.error);
-    group_id_ = r.group_id;
-    members_ = std::move(r.members);
-    warnings_ = std::move(r.warnings);
+    start_request_ = DRAGON_TRY(session_->post_group_start(msg::GroupStart{0, std::move(s), false}));
     return ok();
+}
+
+Result<bool> ProcessGroup::started() {
+    if (group_id_ != 0) return true;
+    if (start_request_ == 0) return Error(Errc::invalid_argument, "started: the group has not been started");
+    auto r = session_->take_group_started(start_request_);
+    if (!r) return false;
+    start_request_ = 0;
+    if (!r->error.empty()) return Error(Errc::invalid_argument, r->error);
+    group_id_ = r->group_id;
+    members_ = std::move(r->members);
+    warnings_ = std::move(r->warnings);
+    return true;
+}
+
+Status ProcessGroup::wait_started() {
+    for (;;) {
+        if (DRAGON_TRY(started())) return ok();
+        DRAGON_CHECK(session_->pump(std::nullopt));
+    }
 }
 
 Result<std::vector<msg::GroupMember>> ProcessGroup::plan() {
     if (entries_.empty()) return Error(Errc::invalid_argument, "plan: the group has no processes (add some first)");
-    auto r = DRAGON_TRY((session_->call<msg::GroupStarted>(msg::GroupStart{next_request_++, spec(), true})));
-    if (!r.error.empty()) return Error(Errc::invalid_argument, r.error);
-    warnings_ = std::move(r.warnings);
-    return std::move(r.members);
+    const auto id = DRAGON_TRY(session_->post_group_start(msg::GroupStart{0, spec(), true}));
+    std::optional<msg::GroupStarted> r;
+    while (!(r = session_->take_group_started(id))) DRAGON_CHECK(session_->pump(std::nullopt));
+    if (!r->error.empty()) return Error(Errc::invalid_argument, r->error);
+    warnings_ = std::move(r->warnings);
+    return std::move(r->members);
 }
 
 const std::optional<msg::GroupDone>& ProcessGroup::outcome() const {

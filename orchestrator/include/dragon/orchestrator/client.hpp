@@ -76,12 +76,25 @@ public:
     template <class Message>
     Status post(const Message& m);
 
-    /// Sends a request whose reply nobody waits for: that reply (replies
-    /// come in the order of the requests) is dropped when it arrives, an
-    /// error_reply included. For requests that cannot fail in a way the
-    /// caller would act on (closing a group whose end arrived).
+    /// Sends a request whose reply nobody waits for: that reply is dropped
+    /// when it arrives, an error_reply included. For requests that cannot
+    /// fail in a way the caller would act on (closing a group whose end
+    /// arrived). Replies other than group_started come in the order of
+    /// their requests only per route (node 0's global services answer
+    /// after a relay, this agent at once), so call() first takes every
+    /// unawaited reply still to come.
     template <class Request>
     Status post_unawaited(const Request& req);
+
+    /// Sends a group_start under a request id unique in this session and
+    /// returns the id at once. Its group_started (the agent sends it once
+    /// every member started, after replies to later requests, possibly)
+    /// is filed by pump() under that id: take_group_started() hands it over.
+    Result<std::uint64_t> post_group_start(msg::GroupStart req);
+    std::optional<msg::GroupStarted> take_group_started(std::uint64_t request_id);
+    [[nodiscard]] bool group_started_arrived(std::uint64_t request_id) const {
+        return started_.contains(request_id);
+    }
 
     /// Reads and files whatever the agent sends until `deadline` (nullopt:
     /// wait for at least one frame). Returns whether any frame arrived.
@@ -106,7 +119,9 @@ private:
     msg::ClientWelcome welcome_;
     wire::FrameReader reader_;  // reads fd_ (a moved Session keeps the same descriptor)
     std::deque<wire::Frame> replies_;
-    std::uint64_t unawaited_ = 0;  // replies still to come that post_unawaited's requests asked for
+    std::uint64_t unawaited_ = 0;  // replies still to come that nobody waits for (post_unawaited)
+    std::map<std::uint64_t, msg::GroupStarted> started_;  // group_started by request id, not yet taken
+    std::uint64_t next_start_ = 1;
     std::map<std::uint64_t, GroupEvents> events_;
     std::map<Puid, std::uint64_t> stdin_unacked_;
 };
@@ -136,6 +151,7 @@ Result<Reply> expect_reply(const wire::Frame& f) {
 
 template <class Reply, class Request>
 Result<Reply> Session::call(const Request& req) {
+    while (unawaited_ > 0) DRAGON_CHECK(pump(std::nullopt));  // (see post_unawaited)
     DRAGON_CHECK(send_bytes(wire::frame_of(req)));
     while (replies_.empty()) DRAGON_CHECK(pump(std::nullopt));
     wire::Frame f = std::move(replies_.front());

@@ -116,6 +116,18 @@ public:
     /// A member that cannot exec is not an error here: the group fails and
     /// join() reports it.
     Status start();
+    /// start() in two halves, for a caller that starts many groups and
+    /// does other work meanwhile (the workflow runner): the request goes
+    /// now; started() says whether its answer has arrived (filed by the
+    /// session's pump(): false until then; the start's error once it came
+    /// back refused); wait_started() pumps until it has.
+    Status start_without_waiting();
+    Result<bool> started();
+    Status wait_started();
+    /// Whether a start_without_waiting() still waits for its answer.
+    [[nodiscard]] bool starting() const { return start_request_ != 0; }
+    /// The session's request id of that start (Session::group_started_arrived).
+    [[nodiscard]] std::uint64_t start_request() const { return start_request_; }
 
     /// Only the placement the group would get; starts nothing.
     Result<std::vector<msg::GroupMember>> plan();
@@ -185,7 +197,7 @@ private:
     std::vector<std::string> warnings_;
     bool closed_ = false;
     std::optional<msg::GroupDone> outcome_;  // once closed (the session forgets its events)
-    std::uint64_t next_request_ = 1;
+    std::uint64_t start_request_ = 0;  // the session's request id of a start not yet answered
 };
 
 }  // namespace dragon::client
