@@ -398,6 +398,16 @@ class Pool(_mp_pool.Pool):
                 self._send(w, batch)
                 batch = None
             self._npending = len(pending)
+            if not pending:
+                # A worker that said hello while this round was being shared
+                # out found tasks pending and left them to it; the round may
+                # then have queued a second batch behind a long task of
+                # another worker: such a worker, idle, takes it now.
+                with self._lock:
+                    idle = [w for w in self._workers.values()
+                            if w.credit == CREDIT and not w.ended and w.left != 0]
+                for w in idle:
+                    self._steal_for(w)
 
     def _send(self, w: _Worker, batch: list) -> None:
         try:
