@@ -56,8 +56,11 @@ BLOCK = 112
 _Timeout = _core.DragonTimeoutError
 
 # A receiver blocked on the channel looks up every SLICE seconds whether a
-# poll() in another thread took its message (see Connection._ready).
+# poll() in another thread took its message (see Connection._ready); every
+# WATCHED_SLICE seconds on an end whose fileno() watcher runs, which wakes
+# with every message and may take one just as a recv starts waiting.
 SLICE = 0.1
+WATCHED_SLICE = 0.002
 _PENDING = object()
 
 
@@ -231,6 +234,7 @@ class Connection:
         self._lock = threading.Lock()  # guards _pending, _eof, _receiving
         self._receiving = 0  # threads blocked in the channel's recv for this end
         self._watch = None  # the _Readiness behind fileno(), once asked for
+        self._slice = SLICE  # (WATCHED_SLICE once it is)
         if outbox is not None and _counted:
             self._closer = _Closer(outbox)
             _live_closers.add(self._closer)
@@ -279,6 +283,7 @@ class Connection:
             with self._lock:
                 w = self._watch
                 if w is None:
+                    self._slice = WATCHED_SLICE
                     w = self._watch = _Readiness(self)
         return w.fd
 
@@ -382,7 +387,7 @@ class Connection:
             if timeout is None:
                 # The common case first: a plain payload within one slice.
                 try:
-                    data = self._in.recv(SLICE)
+                    data = self._in.recv(self._slice)
                 except _Timeout:
                     data = self._take_from_channel(None) if not self._pending else _PENDING
                 else:
@@ -406,16 +411,17 @@ class Connection:
     def _take_from_channel(self, timeout: float | None):
         """The next payload from the channel, None at the timeout, or
         _PENDING if another thread's poll() put one into ``_pending``
-        meanwhile (a rare race: looked for every SLICE seconds)."""
+        meanwhile (a rare race: looked for every ``_slice`` seconds)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        step = self._slice
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                data = self._in.recv(SLICE if left is None else min(left, SLICE))
+                data = self._in.recv(step if left is None else min(left, step))
             except _Timeout:
                 if self._pending:
                     return _PENDING
-                if left is not None and left <= SLICE:
+                if left is not None and left <= step:
                     return None
                 continue
             if data[:1] != b"\xff":  # a payload as sent (pickles begin with 80): the common case
