@@ -63,6 +63,28 @@ struct GatewayFixture : ::testing::Test {
         auto st = nodes.dispatch(Sender::head, 0, wire::Frame{static_cast<std::uint16_t>(M::kType), wire::body_of(m)});
         ASSERT_TRUE(st) << st.error().message();
     }
+    /// A local client `id` of the agent: returns the client's end of its socket.
+    asio::local::stream_protocol::socket client(std::uint64_t id) {
+        asio::local::stream_protocol::socket ours(io), theirs(io);
+        asio::local::connect_pair(ours, theirs);
+        auto conn = std::make_shared<rt::UnixConnection>(std::move(ours), "client " + std::to_string(id));
+        conns[id] = conn;
+        conn->start([](wire::Frame&&) {}, [](const Error*) {});
+        return theirs;
+    }
+    /// The first chan_reply the client finds on its end of the socket.
+    static std::optional<msg::ChanReply> reply_on(asio::local::stream_protocol::socket& theirs) {
+        wire::FrameDecoder dec;
+        char buf[4096];
+        const auto n = ::recv(theirs.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n <= 0) return std::nullopt;
+        dec.feed({buf, static_cast<std::size_t>(n)});
+        auto f = dec.next();
+        if (!f || !*f) return std::nullopt;
+        auto r = msg::decode_as<msg::ChanReply>(**f);
+        if (!r) return std::nullopt;
+        return std::move(*r);
+    }
     /// Runs the loop for about `d` (a worker's result is posted from its thread).
     void run_for(std::chrono::milliseconds d) {
         const auto end = std::chrono::steady_clock::now() + d;
@@ -162,11 +184,7 @@ TEST_F(GatewayFixture, AClientsOperationGoesToTheChannelsNodeAndFailsWhenThatNod
     ScopedPool remote(1U << 20, 0);
     auto rch = channels::Channel::create(*remote);
     ASSERT_TRUE(rch);
-    asio::local::stream_protocol::socket ours(io), theirs(io);
-    asio::local::connect_pair(ours, theirs);
-    auto conn = std::make_shared<rt::UnixConnection>(std::move(ours), "client 3");
-    conns[3] = conn;
-    conn->start([](wire::Frame&&) {}, [](const Error*) {});
+    auto theirs = client(3);
     ASSERT_TRUE(clients.dispatch(Sender::client, 3,
                                  wire::Frame{static_cast<std::uint16_t>(msg::Type::chan_recv),
                                              wire::body_of(msg::ChanRecv{77, descriptor_of(*rch), -1})}));
@@ -174,14 +192,7 @@ TEST_F(GatewayFixture, AClientsOperationGoesToTheChannelsNodeAndFailsWhenThatNod
     ASSERT_EQ(recvs.size(), 1U) << "straight to the channel's node";
     gateway->link_down(0, "connection reset");
     run_for(100ms);
-    wire::FrameDecoder dec;
-    char buf[4096];
-    const auto n = ::recv(theirs.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
-    ASSERT_GT(n, 0);
-    dec.feed({buf, static_cast<std::size_t>(n)});
-    auto f = dec.next();
-    ASSERT_TRUE(f && *f);
-    auto reply = msg::decode_as<msg::ChanReply>(**f);
+    auto reply = reply_on(theirs);
     ASSERT_TRUE(reply);
     EXPECT_EQ(reply->request_id, 77U);
     EXPECT_EQ(reply->code, static_cast<std::uint16_t>(Errc::closed));
@@ -192,11 +203,7 @@ TEST_F(GatewayFixture, AClientsCountGoesToTheChannelsNodeAndItsAnswerComesBack) 
     ScopedPool remote(1U << 20, 0);
     auto rch = channels::Channel::create(*remote);
     ASSERT_TRUE(rch);
-    asio::local::stream_protocol::socket ours(io), theirs(io);
-    asio::local::connect_pair(ours, theirs);
-    auto conn = std::make_shared<rt::UnixConnection>(std::move(ours), "client 4");
-    conns[4] = conn;
-    conn->start([](wire::Frame&&) {}, [](const Error*) {});
+    auto theirs = client(4);
     ASSERT_TRUE(clients.dispatch(Sender::client, 4,
                                  wire::Frame{static_cast<std::uint16_t>(msg::Type::chan_count),
                                              wire::body_of(msg::ChanCount{78, descriptor_of(*rch)})}));
@@ -206,14 +213,7 @@ TEST_F(GatewayFixture, AClientsCountGoesToTheChannelsNodeAndItsAnswerComesBack) 
                                wire::Frame{static_cast<std::uint16_t>(msg::Type::remote_reply),
                                            wire::body_of(msg::RemoteReply{asks[0].op_id, 0, {}, "12"})}));
     run_for(50ms);
-    wire::FrameDecoder dec;
-    char buf[4096];
-    const auto n = ::recv(theirs.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
-    ASSERT_GT(n, 0);
-    dec.feed({buf, static_cast<std::size_t>(n)});
-    auto f = dec.next();
-    ASSERT_TRUE(f && *f);
-    auto reply = msg::decode_as<msg::ChanReply>(**f);
+    auto reply = reply_on(theirs);
     ASSERT_TRUE(reply);
     EXPECT_EQ(reply->request_id, 78U);
     EXPECT_EQ(reply->code, 0U) << reply->message;
