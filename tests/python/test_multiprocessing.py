@@ -623,3 +623,30 @@ def test_kept_pickler_serves_nested_large_and_threaded_pickles():
     for t in threads:
         t.join()
     assert errors == []
+
+
+FORK_BOMB = """
+import sys
+import dragon
+import multiprocessing
+
+def foo():
+    print("123")
+
+# CPython's mp_fork_bomb.py with `import dragon` added: no __main__ guard, so
+# the child, running this module as __mp_main__, must fail, not start another.
+multiprocessing.set_start_method(sys.argv[1] if len(sys.argv) > 1 else "dragon")
+p = multiprocessing.Process(target=foo)
+p.start()
+p.join()
+sys.exit(p.exitcode)
+"""
+
+
+def test_no_fork_bomb_without_a_main_guard(script):
+    # CPython's TestNoForkBomb, which skips.txt lists for dragon (its fresh
+    # `python -I` never imports dragon): the same check with the import.
+    p = script(FORK_BOMB).run("dragon", check=False, timeout=120)
+    assert p.returncode != 0
+    assert p.stdout == ""
+    assert "RuntimeError" in p.stderr
