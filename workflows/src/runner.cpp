@@ -3,18 +3,22 @@
 // through its state table.
 #include "runner.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
 
 #include "dragon/common/group_rules.hpp"
+#include "dragon/common/sys.hpp"
 #include "dragon/orchestrator/ddict.hpp"
 #include "dragon/orchestrator/process_group.hpp"
 
@@ -75,6 +79,16 @@ struct Slot {
     std::string why;
     std::vector<Span> spans;
     std::string fingerprint;
+    // The default logs (no stdout/stderr path in the step): the ranks' output
+    // comes to the runner (owner pipes), which creates a log with its first
+    // byte. A quiet instance leaves no file, and a run of thousands of small
+    // steps creates no thousands of empty ones (file creation was most of
+    // the agent's work per step on ext4).
+    struct Log {
+        std::string path;  // empty: the step names its own file (the agent writes it)
+        int fd = -1;
+    };
+    Log logs[2];  // stdout, stderr
 };
 
 struct NodeUse {
@@ -183,6 +197,8 @@ private:
     bool place(std::size_t i, std::vector<std::pair<std::uint32_t, std::uint32_t>>& out);
     void start(std::size_t i);
     void finish(std::size_t i);
+    void drain_output(std::size_t i);
+    void close_logs(std::size_t i);
     bool take_start_answers();
     void end_attempt(std::size_t i, bool success, int code, std::string why);
     void mark_done(std::size_t i, State st);
@@ -471,13 +487,24 @@ void Runner::start(std::size_t i) {
     t.env.push_back("DRAGON_WORKFLOW_ATTEMPT=" + std::to_string(sl.attempts));
     if (!ddict_handle_.empty()) t.env.push_back("DRAGON_WORKFLOW_DDICT=" + ddict_handle_);
     const std::string base = (fs::path(dir_) / "logs" / file_safe(in.id)).string();
-    const std::string out = in.stdout_path.empty() ? base + ".out" : in.stdout_path;
-    const std::string err = in.stderr_path.empty() ? base + ".err" : in.stderr_path;
-    std::error_code ec;
-    fs::create_directories(fs::path(out).parent_path(), ec);
-    fs::create_directories(fs::path(err).parent_path(), ec);
-    t.stdout_redirect = client::Redirect::file(pattern_of(out));
-    t.stderr_redirect = client::Redirect::file(pattern_of(err));
+    const std::string* named[2] = {&in.stdout_path, &in.stderr_path};
+    const char* suffix[2] = {".out", ".err"};
+    client::Redirect* redirect[2] = {&t.stdout_redirect, &t.stderr_redirect};
+    for (int k = 0; k < 2; ++k) {
+        auto& log = sl.logs[k];
+        log.fd = -1;
+        if (named[k]->empty()) {
+            // Created by the first byte; an earlier attempt's (or run's) goes now.
+            log.path = base + suffix[k];
+            ::unlink(log.path.c_str());
+            *redirect[k] = client::Redirect::pipe();
+        } else {
+            log.path.clear();
+            std::error_code ec;
+            fs::create_directories(fs::path(*named[k]).parent_path(), ec);
+            *redirect[k] = client::Redirect::file(pattern_of(*named[k]));
+        }
+    }
 
     sl.group = std::make_unique<client::ProcessGroup>(session_, go);
     std::string where, ranks;
@@ -523,8 +550,48 @@ bool Runner::take_start_answers() {
     return !refused.empty();
 }
 
+// The output of instance i's ranks that arrived, appended to its default
+// logs (created by their first byte).
+void Runner::drain_output(std::size_t i) {
+    Slot& sl = slots_[i];
+    if (!sl.group || sl.group->starting() || sl.group->id() == 0) return;
+    auto& ev = session_.events(sl.group->id());
+    for (auto& [key, data] : ev.output) {
+        if (data.empty()) continue;
+        auto& log = sl.logs[key.second == msg::Stream::err ? 1 : 0];
+        if (log.path.empty()) {  // (not expected: only default logs are piped)
+            data.clear();
+            continue;
+        }
+        if (log.fd < 0) {
+            std::error_code ec;
+            fs::create_directories(fs::path(log.path).parent_path(), ec);
+            log.fd = ::open(log.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            if (log.fd < 0) {
+                std::fprintf(stderr, "dragon-workflow: cannot write %s: %s (its output is lost)\n", log.path.c_str(),
+                             std::strerror(errno));
+                log.path.clear();
+                data.clear();
+                continue;
+            }
+        }
+        if (auto st = sys::write_all(log.fd, data.data(), data.size()); !st)
+            std::fprintf(stderr, "dragon-workflow: writing %s: %s\n", log.path.c_str(), st.error().message().c_str());
+        data.clear();
+    }
+}
+
+void Runner::close_logs(std::size_t i) {
+    for (auto& log : slots_[i].logs) {
+        if (log.fd >= 0) ::close(log.fd);
+        log.fd = -1;
+    }
+}
+
 void Runner::finish(std::size_t i) {
     Slot& sl = slots_[i];
+    drain_output(i);  // (the group's output all came before its end)
+    close_logs(i);
     const auto& done = sl.group->outcome();
     bool success = done && done->outcome == msg::GroupOutcome::succeeded && !sl.timed_out;
     int code = 0;
@@ -588,17 +655,20 @@ void Runner::end_attempt(std::size_t i, bool success, int code, std::string why)
     if (sl.group && sl.group->starting()) (void)sl.group->wait_started();
     if (sl.group && sl.group->id() == 0) sl.group.reset();  // (its start was refused: nothing runs)
     if (sl.group) {
-        // (finish() closed an ended one already.) An ended group is closed
-        // without a kill and without waiting for the agent's answer; one
-        // still running is killed and closed as before.
+        // (finish() closed an ended one already.) One still running is
+        // killed (its output kept) and closed; an ended one is closed
+        // without waiting for the agent's answer.
         if (!session_.events(sl.group->id()).done) {
             (void)sl.group->kill();
+            drain_output(i);
             (void)sl.group->close();
         } else {
+            drain_output(i);
             (void)sl.group->close_without_waiting();
         }
         sl.group.reset();
     }
+    close_logs(i);
     sl.spans.back().end = now();
     sl.spans.back().exit_code = code;
     sl.spans.back().why = why;
@@ -776,11 +846,16 @@ void Runner::summary() {
                            state.substr(0, 26), any_ran ? fmt::format("{:.2f}s", last - first) : "-",
                            no_exit ? "-" : std::to_string(code));
     }
-    for (auto i : failed)
+    for (auto i : failed) {
+        std::string err = dag_.instances[i].stderr_path;
+        if (err.empty()) {  // a default log exists only if something was written
+            err = (fs::path(dir_) / "logs" / (file_safe(dag_.instances[i].id) + ".err")).string();
+            std::error_code ec;
+            if (!fs::exists(err, ec)) err = "none written";
+        }
         out += fmt::format("  {} {}: {} (stderr: {})\n", dag_.instances[i].id, name_of(slots_[i].state), slots_[i].why,
-                           dag_.instances[i].stderr_path.empty()
-                               ? (fs::path(dir_) / "logs" / (file_safe(dag_.instances[i].id) + ".err")).string()
-                               : dag_.instances[i].stderr_path);
+                           err);
+    }
     out += fmt::format("{} instances: {} done, {} done earlier, {} failed, {} skipped, {} cancelled{} in {:.2f}s\n",
                        slots_.size(), n_done, n_resumed, n_failed, n_skipped, n_cancelled,
                        n_interrupted > 0 ? fmt::format(", {} interrupted", n_interrupted) : "", now());
@@ -881,6 +956,7 @@ Result<int> Runner::run() {
         for (auto i : running_) {
             auto& sl = slots_[i];
             if (sl.group->starting()) continue;  // (its answer has not come: it cannot have ended)
+            drain_output(i);
             if (session_.events(sl.group->id()).done) {
                 ended.push_back(i);
             } else if (sl.deadline && !sl.timed_out && t >= *sl.deadline) {

@@ -252,6 +252,34 @@ def test_retries_until_success(tmp_path):
     assert r.stdout.count("retry  flaky") == 2
 
 
+def test_default_logs_exist_only_when_written_and_hold_the_last_attempt(tmp_path):
+    # The default logs are created by their first byte: a quiet instance
+    # leaves none; a retried one's log is its last attempt's; ranks share it;
+    # a failure with no stderr says so.
+    f = write(tmp_path, """\
+        steps:
+          - {name: quiet, type: process, command: "true"}
+          - {name: errs, type: process, command: sh, args: [-c, "echo to-err >&2"]}
+          - {name: ranks, type: process, command: sh, args: [-c, 'echo "rank $DRAGON_RANK"'], nprocs: 2}
+          - name: flaky
+            type: process
+            command: sh
+            args: [-c, 'echo "attempt $DRAGON_WORKFLOW_ATTEMPT"; test $DRAGON_WORKFLOW_ATTEMPT -ge 2']
+            retries: 1
+          - {name: silentfail, type: process, command: sh, args: [-c, "exit 3"]}
+        """)
+    logs = tmp_path / "flow.dragon" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "quiet.out").write_text("from an earlier run\n")
+    r = run([str(f)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert not (logs / "quiet.out").exists() and not (logs / "quiet.err").exists()
+    assert not (logs / "errs.out").exists() and (logs / "errs.err").read_text() == "to-err\n"
+    assert sorted((logs / "ranks.out").read_text().splitlines()) == ["rank 0", "rank 1"]
+    assert (logs / "flaky.out").read_text() == "attempt 2\n"
+    assert "silentfail failed: rank 0 exited with 3 (stderr: none written)" in r.stdout, r.stdout
+
+
 def test_retries_exhausted(tmp_path):
     f = write(tmp_path, """\
         steps:
