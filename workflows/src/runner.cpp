@@ -540,7 +540,7 @@ bool Runner::take_start_answers() {
     for (auto i : running_) {
         auto& g = slots_[i].group;
         if (!g || !g->starting()) continue;
-        auto st = g->started();
+        auto st = g->take_start_answer();
         if (!st) refused.emplace_back(i, st.error().message());
     }
     for (auto& [i, why] : refused) {

@@ -44,7 +44,7 @@ ProcessGroup::ProcessGroup(ProcessGroup&& o) noexcept
       warnings_(std::move(o.warnings_)),
       closed_(o.closed_),
       outcome_(std::move(o.outcome_)),
-            start_request_(o.start_request_) {
+      start_request_(o.start_request_) {
     o.group_id_ = 0;
     o.start_request_ = 0;
 }
@@ -123,7 +123,7 @@ Status ProcessGroup::start_without_waiting() {
     return ok();
 }
 
-Result<bool> ProcessGroup::started() {
+Result<bool> ProcessGroup::take_start_answer() {
     if (group_id_ != 0) return true;
     if (start_request_ == 0) return Error(Errc::invalid_argument, "started: the group has not been started");
     auto r = session_->take_group_started(start_request_);
@@ -138,7 +138,7 @@ Result<bool> ProcessGroup::started() {
 
 Status ProcessGroup::wait_started() {
     for (;;) {
-        if (DRAGON_TRY(started())) return ok();
+        if (DRAGON_TRY(take_start_answer())) return ok();
         DRAGON_CHECK(session_->pump(std::nullopt));
     }
 }

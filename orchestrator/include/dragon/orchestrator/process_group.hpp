@@ -118,11 +118,11 @@ public:
     Status start();
     /// start() in two halves, for a caller that starts many groups and
     /// does other work meanwhile (the workflow runner): the request goes
-    /// now; started() says whether its answer has arrived (filed by the
-    /// session's pump(): false until then; the start's error once it came
-    /// back refused); wait_started() pumps until it has.
+    /// now; take_start_answer() takes its answer once the session's pump()
+    /// has filed it (false until then, the start's error if it was
+    /// refused); wait_started() pumps until it has.
     Status start_without_waiting();
-    Result<bool> started();
+    Result<bool> take_start_answer();
     Status wait_started();
     /// Whether a start_without_waiting() still waits for its answer.
     [[nodiscard]] bool starting() const { return start_request_ != 0; }
