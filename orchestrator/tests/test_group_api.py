@@ -194,8 +194,11 @@ def test_ten_groups_of_500_leave_no_fds_memory_or_zombies_in_the_agent():
     after = [dict(kv.split("=") for kv in l.split()[2:]) for l in lines[1:]]
     assert len(after) == 10
     for a in after:
-        assert a["fds"] == before["fds"], out
+        # (not equal: a descriptor the agent held for a moment, its zygote's
+        # start or a pidfd being reaped, may be in "before" and gone later)
+        assert int(a["fds"]) <= int(before["fds"]), out
         assert a["zombies"] == "0" and a["table"] == "1", out
+    assert int(after[-1]["fds"]) <= int(after[0]["fds"]), f"the agent's descriptors grew over the groups:\n{out}"
     # The first group sizes the agent's tables; later ones must not add to them.
     growth = int(after[-1]["anon_kib"]) - int(after[1]["anon_kib"])
     assert growth < 512, f"agent private memory grew {growth} KiB over 8 groups of {n}:\n{out}"
