@@ -421,6 +421,8 @@ class Connection:
             except _Timeout:
                 if self._pending:
                     return _PENDING
+                if self._eof:  # (another thread took the last writer's end)
+                    raise EOFError
                 if left is not None and left <= step:
                     return None
                 continue
@@ -434,13 +436,17 @@ class Connection:
         """A message that begins with ff: a control record is applied (None;
         EOFError at the end), an escaped payload unescaped, a large one fetched."""
         if data[:2] == _CTL:
-            if data == _OPEN:
-                self._writers += 1
-            elif data == _CLOSE:
-                self._writers -= 1
-                if self._writers <= 0:
-                    self._eof = True
-                    raise EOFError
+            # Under the lock: two threads may apply records of one end (a
+            # poll() or the fileno() watcher beside a recv), and a count
+            # updated by both at once could lose one (no EOF, ever).
+            with self._lock:
+                if data == _OPEN:
+                    self._writers += 1
+                elif data == _CLOSE:
+                    self._writers -= 1
+                    if self._writers <= 0:
+                        self._eof = True
+                        raise EOFError
             return None
         if data[:2] == _ESC:
             return data[2:]
