@@ -3,9 +3,9 @@
 //
 // Origin (node j): a client's chan_send/chan_recv/chan_count becomes a
 // remote_send, remote_recv or remote_count to the channel's node, and its
-// remote_reply becomes the client's chan_reply. Large messages stay in pool blocks at both ends: the
-// transport writes them from the sender's block and reads them into a block
-// of the receiving node's pool (docs/channels.md).
+// remote_reply becomes the client's chan_reply. Large messages stay in pool
+// blocks at both ends: the transport writes them from the sender's block
+// and reads them into a block of the receiving node's pool (docs/channels.md).
 //
 // Serving (node k): the loop tries the operation once; if the channel is
 // full (send) or empty (recv) and the caller allows waiting, a worker thread
