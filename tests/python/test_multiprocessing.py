@@ -312,6 +312,17 @@ def sizes_from_afar(q, sq, jq, bq, res):
     r["sq_after_put"] = sq.empty()
     res.put(r)
 
+def dup_over_free_fds(conn):
+    # CPython's test_large_fd_transfer: fileno(), then dup2 onto every free
+    # number below 256. Whatever descriptor reaching the (node 0) channel
+    # takes must be open by then, not opened by the watcher in between.
+    for i in range(256):
+        try:
+            os.fstat(i)
+        except OSError:
+            os.dup2(conn.fileno(), i)
+    conn.send(current().h_uid)
+
 def wait_target(conn, delay):
     time.sleep(delay)
     conn.send(("done", current().h_uid))
@@ -380,6 +391,14 @@ if __name__ == "__main__":
     out["far"] = r.get(timeout=120)
     far.join(60)
     out["q_here"] = q.qsize()
+    # fileno() of a channel on another node, then dup2 over free numbers
+    pairs = [mp.Pipe() for _ in range(12)]
+    with Policy(placement=Policy.Placement.HOST_ID, host_id=1):
+        ds = [mp.Process(target=dup_over_free_fds, args=(b,)) for a, b in pairs]
+    for d in ds: d.start()
+    out["dup_nodes"] = sorted({a.recv() for a, b in pairs if a.poll(60)})
+    for d in ds: d.join(60)
+    out["dup_codes"] = [d.exitcode for d in ds]
     # wait over pipes of other nodes, a process sentinel and a socket
     import socket
     s1, s2 = socket.socketpair()
@@ -415,6 +434,7 @@ def test_queues_and_pipes_across_four_virtual_nodes(script):
     assert out["far"] == {"node": 3, "q": [5, False], "sq": False, "bq_full": True, "q_after_puts": 8,
                           "jq_joined": True, "sq_after_put": False}
     assert out["q_here"] == 8
+    assert out["dup_nodes"] == [1] and out["dup_codes"] == [0] * 12, out
     assert out["wait_first"] == 0 and out["wait_socket"] is True
     assert len(out["wait_nodes"]) >= 2
     assert not no_residue_of(out["run"])

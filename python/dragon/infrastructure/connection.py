@@ -282,9 +282,12 @@ class Connection:
         if w is None:
             with self._lock:
                 w = self._watch
-                if w is None:
+                made = w is None
+                if made:
                     self._slice = WATCHED_SLICE
                     w = self._watch = _Readiness(self)
+            if made:
+                w.start(self)
         return w.fd
 
     def close(self) -> None:
@@ -584,15 +587,33 @@ class _Readiness:
         self.kick = threading.Event()
         self._conn = weakref.ref(conn)
         self._stopped = False
-        threading.Thread(target=self._run, name="dragon-connection-fileno", daemon=True).start()
+
+    def start(self, conn: "Connection") -> None:
+        """The first look happens here, in the thread that asked for the
+        descriptor, and only then does the watcher start. That look opens
+        whatever descriptors reaching the channel takes (the gateway's
+        socket, a lane to another node): opened by the watcher, they would
+        race the caller's own ``dup2`` onto free numbers (EBUSY), which
+        CPython's ``test_large_fd_transfer`` does right after ``fileno()``."""
+        shown = self._look(conn)
+        if shown:
+            os.eventfd_write(self.fd, 1)
+        threading.Thread(target=self._run, args=(shown,), name="dragon-connection-fileno",
+                         daemon=True).start()
+
+    @staticmethod
+    def _look(conn: "Connection") -> bool:
+        try:
+            return conn._in is not None and conn._ready(0)
+        except Exception:
+            return True  # (the channel is gone: recv raises at once)
 
     def stop(self) -> None:
         self._stopped = True
         self.kick.set()
 
-    def _run(self) -> None:
-        fd, kick = self.fd, self.kick
-        shown = False  # the eventfd is readable
+    def _run(self, shown: bool) -> None:
+        fd, kick = self.fd, self.kick  # shown: the eventfd is readable
         pause = 0.00005
         try:
             while not self._stopped:
@@ -600,10 +621,7 @@ class _Readiness:
                 if conn is None or conn._closed:
                     return
                 inbox = conn._in
-                try:
-                    ready = inbox is not None and conn._ready(0)
-                except Exception:
-                    ready = True  # (the channel is gone: recv raises at once)
+                ready = self._look(conn)
                 if ready != shown:
                     if ready:
                         os.eventfd_write(fd, 1)
