@@ -419,6 +419,15 @@ std::int32_t SyncBlock::value() const noexcept {
     if (h->binary != 0) return w == 0 ? 1 : 0;
     return w;
 }
+std::int32_t SyncBlock::held_by_me() const noexcept {
+    const auto* h = hdr();
+    const auto me = detail::self();
+    if (h->binary != 0) return h->word.load(std::memory_order_acquire) == me.pid ? 1 : 0;
+    for (const auto& e : h->holders)
+        if (e.pid.load(std::memory_order_acquire) == me.pid && e.start == me.start)
+            return e.count.load(std::memory_order_relaxed);
+    return 0;
+}
 bool SyncBlock::binary() const noexcept { return hdr()->binary != 0; }
 std::int32_t SyncBlock::maximum() const noexcept { return hdr()->maximum; }
 std::byte* SyncBlock::data() const noexcept { return pool_->at(offset_) + detail::kDataOffset; }

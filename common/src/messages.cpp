@@ -59,6 +59,7 @@ constexpr std::string_view name_of() {
         case Type::machine_query: return "machine_query";
         case Type::machine_info: return "machine_info";
         case Type::chan_count: return "chan_count";
+        case Type::chan_sync: return "chan_sync";
         case Type::remote_send: return "remote_send";
         case Type::remote_recv: return "remote_recv";
         case Type::remote_reply: return "remote_reply";
@@ -70,6 +71,7 @@ constexpr std::string_view name_of() {
         case Type::lane_hello: return "lane_hello";
         case Type::lane_welcome: return "lane_welcome";
         case Type::remote_count: return "remote_count";
+        case Type::remote_sync: return "remote_sync";
     }
     return "unknown";
 }

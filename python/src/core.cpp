@@ -799,6 +799,13 @@ public:
                                           std::uint64_t generation, std::uint64_t offset, std::uint64_t id) {
         auto gw = rt->gateway();
         const channels::Pool* pool = nullptr;
+        static const bool through_home = [] {
+            const char* v = std::getenv("DRAGON_SYNC_THROUGH_HOME");
+            return v != nullptr && std::string_view(v) == "1";
+        }();
+        if (through_home && pool_name != gw->pool().name())
+            raise(make_error(Errc::not_found, "{} is another node's pool, reached through its home node "
+                                              "(DRAGON_SYNC_THROUGH_HOME=1)", pool_name));
         if (pool_name == gw->pool().name()) {
             pool = &gw->pool();
         } else {
@@ -902,6 +909,147 @@ private:
     bool registered_ = false;
     channels::SyncBlock b_;
     std::uint32_t node_;
+};
+
+/// A sync block whose home node's pool this process cannot map (another
+/// host): every operation is done by the home's agent, asked over the lane
+/// to it (docs/multiprocessing.md, "Across hosts"). The same methods as Sync
+/// where they make sense, plus read/write of the data area.
+class PyRemoteSync {
+public:
+    static std::shared_ptr<PyRemoteSync> attach(const std::shared_ptr<Runtime>& rt, const std::string& pool_name,
+                                                std::uint64_t generation, std::uint64_t offset, std::uint64_t id) {
+        auto parts = channels::parse_pool_name(pool_name);
+        if (!parts) raise(parts.error());
+        auto s = std::make_shared<PyRemoteSync>();
+        s->rt_ = rt;
+        s->gw_ = rt->gateway();
+        s->pool_ = pool_name;
+        s->generation_ = generation;
+        s->offset_ = offset;
+        s->id_ = id;
+        s->node_ = parts->node_id;
+        const std::string info = s->op(msg::SyncOp::info);
+        unsigned long long maximum = 0;
+        unsigned long long size = 0;
+        if (std::sscanf(info.c_str(), "%llu %llu", &maximum, &size) != 2)
+            raise(make_error(Errc::protocol, "node {} described sync object {:#x} as {:?}", s->node_, id, info));
+        s->maximum_ = static_cast<std::int32_t>(maximum);
+        s->data_size_ = size;
+        return s;
+    }
+
+    /// One operation, GIL released; its reply's data.
+    std::string op(msg::SyncOp what, std::int64_t arg = 0, std::uint64_t length = 0, Timeout timeout = channels::kTryOnce,
+                   std::string data = {}) {
+        auto r = [&] {
+            py::gil_scoped_release nogil;
+            return sync_op(what, arg, length, timeout, std::move(data));
+        }();
+        if (!r) raise(r.error());
+        return std::move(*r);
+    }
+
+    /// A blocking operation (acquire, an Event's wait, an epoch's wait): one
+    /// request per slice of at most 1 s, so Ctrl-C is seen between them.
+    bool wait(msg::SyncOp what, std::int64_t arg, std::optional<double> timeout) {
+        const Timeout t = to_timeout(timeout);
+        auto r = sliced(t, 1s, [&](Timeout s) -> Status {
+            auto a = sync_op(what, arg, 0, s, {});
+            if (!a) return std::move(a).error();
+            if (*a != "1") return Error(Errc::timeout, "timed out");
+            return ok();
+        });
+        if (r) return true;
+        if (r.error().code() == Errc::timeout || r.error().code() == Errc::would_block) return false;
+        raise(r.error());
+    }
+
+    bool acquire(std::optional<double> timeout) {
+        const bool got = wait(msg::SyncOp::acquire, 0, timeout);
+        if (got) remember(gw_, pool_);
+        return got;
+    }
+    /// invalid_argument (released too many times) raises ValueError as the standard library's.
+    void release() {
+        auto r = [&] {
+            py::gil_scoped_release nogil;
+            return sync_op(msg::SyncOp::release, 0, 0, channels::kTryOnce, {});
+        }();
+        if (!r && r.error().code() == Errc::invalid_argument)
+            throw py::value_error("semaphore or lock released too many times");
+        if (!r) raise(r.error());
+    }
+    std::int32_t value() { return static_cast<std::int32_t>(std::stol(op(msg::SyncOp::value))); }
+    void store(std::int32_t v) { (void)op(msg::SyncOp::store, v); }
+    std::int32_t bump() { return static_cast<std::int32_t>(std::stol(op(msg::SyncOp::bump))); }
+    py::bytes read(std::uint64_t offset, std::uint64_t length) {
+        return py::bytes(op(msg::SyncOp::read, static_cast<std::int64_t>(offset), length));
+    }
+    void write(std::uint64_t offset, const py::bytes& data) {
+        (void)op(msg::SyncOp::write, static_cast<std::int64_t>(offset), 0, channels::kTryOnce, std::string(data));
+    }
+    std::int32_t maximum() const { return maximum_; }
+    std::uint64_t data_size() const { return data_size_; }
+    std::uint32_t node_id() const { return node_; }
+    py::tuple descriptor() const { return py::make_tuple(pool_, generation_, offset_, id_); }
+
+    /// At a normal exit: every home this process took counts of forgets them
+    /// (they were used, not lost), as SyncBlock::drop_mine does at home.
+    static void exit_cleanly() {
+        std::map<std::string, std::weak_ptr<client::Gateway>> homes;
+        {
+            std::lock_guard lk(homes_mu());
+            homes.swap(homes_());
+        }
+        for (auto& [pool, weak] : homes) {
+            auto gw = weak.lock();
+            if (!gw) continue;
+            msg::ChanSync req;
+            req.pool_name = pool;
+            req.op = static_cast<std::uint8_t>(msg::SyncOp::forget);
+            req.timeout_ns = 0;
+            (void)gw->sync(std::move(req));
+        }
+    }
+
+private:
+    Result<std::string> sync_op(msg::SyncOp what, std::int64_t arg, std::uint64_t length, Timeout timeout,
+                                std::string data) {
+        msg::ChanSync req;
+        req.pool_name = pool_;
+        req.generation = generation_;
+        req.offset = offset_;
+        req.id = id_;
+        req.op = static_cast<std::uint8_t>(what);
+        req.arg = arg;
+        req.length = length;
+        req.timeout_ns = timeout == channels::kForever ? -1 : std::chrono::nanoseconds(timeout).count();
+        req.data = std::move(data);
+        return gw_->sync(std::move(req));  // (the caller released the GIL)
+    }
+    static void remember(const std::shared_ptr<client::Gateway>& gw, const std::string& pool) {
+        std::lock_guard lk(homes_mu());
+        homes_().try_emplace(pool, gw);
+    }
+    static std::mutex& homes_mu() {
+        static auto* mu = new std::mutex;
+        return *mu;
+    }
+    static std::map<std::string, std::weak_ptr<client::Gateway>>& homes_() {
+        static auto* h = new std::map<std::string, std::weak_ptr<client::Gateway>>;
+        return *h;
+    }
+
+    std::shared_ptr<Runtime> rt_;
+    std::shared_ptr<client::Gateway> gw_;
+    std::string pool_;
+    std::uint64_t generation_ = 0;
+    std::uint64_t offset_ = 0;
+    std::uint64_t id_ = 0;
+    std::uint32_t node_ = 0;
+    std::int32_t maximum_ = 0;
+    std::uint64_t data_size_ = 0;
 };
 
 // ---- SemLock: the hot path of Lock, RLock, Semaphore, BoundedSemaphore --------------
@@ -1314,7 +1462,31 @@ PYBIND11_MODULE(_core, m) {
     g_semlock_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&g_semlock_spec));
     if (g_semlock_type == nullptr) throw py::error_already_set();
     m.attr("SemLock") = py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(g_semlock_type));
-    m.def("sync_exit", &PySync::exit_cleanly,
+    py::class_<PyRemoteSync, std::shared_ptr<PyRemoteSync>>(m, "RemoteSync",
+        "A sync block of another host's node, operated on by its home agent over the lane (dragon.mpbridge.synchronize).")
+        .def_static("attach", &PyRemoteSync::attach, py::arg("runtime"), py::arg("pool_name"), py::arg("generation"),
+                    py::arg("offset"), py::arg("id"))
+        .def("acquire", &PyRemoteSync::acquire, py::arg("timeout") = py::none())
+        .def("release", &PyRemoteSync::release)
+        .def("event_set", [](PyRemoteSync& s) { s.store(1); })
+        .def("event_clear", [](PyRemoteSync& s) { s.store(0); })
+        .def("event_wait", [](PyRemoteSync& s, std::optional<double> t) { return s.wait(dragon::msg::SyncOp::wait_positive, 0, t); },
+             py::arg("timeout") = py::none())
+        .def("epoch_bump", &PyRemoteSync::bump)
+        .def("epoch_wait", [](PyRemoteSync& s, std::int32_t seen, std::optional<double> t) {
+                 return s.wait(dragon::msg::SyncOp::wait_change, seen, t);
+             }, py::arg("seen"), py::arg("timeout") = py::none())
+        .def("value", &PyRemoteSync::value)
+        .def("maximum", &PyRemoteSync::maximum)
+        .def("read", &PyRemoteSync::read, py::arg("offset"), py::arg("length"))
+        .def("write", &PyRemoteSync::write, py::arg("offset"), py::arg("data"))
+        .def_property_readonly("data_size", &PyRemoteSync::data_size)
+        .def_property_readonly("descriptor", &PyRemoteSync::descriptor)
+        .def_property_readonly("node_id", &PyRemoteSync::node_id);
+    m.def("sync_exit", [] {
+              PySync::exit_cleanly();
+              PyRemoteSync::exit_cleanly();
+          },
           "At a normal exit: this process's Lock/Semaphore holder records are dropped, not given back.");
 
     m.def("poll", &poll, py::arg("items"), py::arg("timeout") = py::none(),

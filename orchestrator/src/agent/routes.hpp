@@ -80,6 +80,7 @@ inline constexpr Route kClientRoutes[] = {
     {msg::Type::chan_send, {Sender::client}},
     {msg::Type::chan_recv, {Sender::client}},
     {msg::Type::chan_count, {Sender::client}},
+    {msg::Type::chan_sync, {Sender::client}},
 };
 
 /// A client's group request at node 0's global services (from node 0's own
@@ -105,6 +106,7 @@ inline constexpr Route kNodeRoutes[] = {
     {msg::Type::remote_send, kAnyNode},
     {msg::Type::remote_recv, kAnyNode},
     {msg::Type::remote_count, kAnyNode},
+    {msg::Type::remote_sync, kAnyNode},
     {msg::Type::remote_reply, kAnyNode},
     {msg::Type::remote_cancel, kAnyNode},
     // Between the nodes of a PMI job.
@@ -139,6 +141,7 @@ inline constexpr Route kLaneRoutes[] = {
     {msg::Type::remote_send, {Sender::lane}},
     {msg::Type::remote_recv, {Sender::lane}},
     {msg::Type::remote_count, {Sender::lane}},
+    {msg::Type::remote_sync, {Sender::lane}},
     {msg::Type::remote_cancel, {Sender::lane}},
 };
 

@@ -480,6 +480,29 @@ Result<std::size_t> Gateway::queued(const channels::ChannelDescriptor& d) {
     return n;
 }
 
+Result<std::string> Gateway::sync(msg::ChanSync request) {
+    auto parts = DRAGON_TRY(channels::parse_pool_name(request.pool_name));
+    if (parts.run_id != run_id())
+        return make_error(Errc::invalid_argument, "sync object of {} belongs to run {}, not this run ({})",
+                          request.pool_name, parts.run_id, run_id());
+    std::shared_ptr<Conn> lane = lane_for(parts.node_id);
+    Conn& c = lane ? *lane : *agent_;
+    {
+        std::lock_guard lk(mu_);
+        request.request_id = next_id_++;
+    }
+    const std::uint64_t id = request.request_id;
+    const std::string frame =
+        lane ? wire::frame_of(msg::RemoteSync{id, std::move(request.pool_name), request.generation, request.offset,
+                                              request.id, request.op, request.arg, request.length, request.timeout_ns,
+                                              std::move(request.data)})
+             : wire::frame_of(request);
+    const std::string_view parts_out[] = {frame};
+    DRAGON_CHECK(post_request(c, parts_out));
+    auto r = DRAGON_TRY(wait_reply(c, id));
+    return std::move(r.data);
+}
+
 Result<ChannelRef> ChannelRef::open(std::shared_ptr<Gateway> gateway, const channels::ChannelDescriptor& d) {
     if (!gateway) return make_error(Errc::invalid_argument, "ChannelRef::open: no gateway");
     auto parts = DRAGON_TRY(channels::parse_pool_name(d.pool_name));

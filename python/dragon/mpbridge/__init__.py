@@ -59,7 +59,7 @@ def install() -> None:
     mp = sys.modules.get("multiprocessing")
     if mp is not None and hasattr(mp, "Pipe"):
         # multiprocessing bound its functions already: bind them again
-        for name in _context.PATCHED:
+        for name in _context.PATCHED + _context.SYNC:
             setattr(mp, name, getattr(context._default_context, name))
     if "multiprocessing.spawn" in sys.modules:
         _patch_preparation_data()

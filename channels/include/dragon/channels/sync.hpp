@@ -107,6 +107,11 @@ public:
 
     /// The count (a binary block: 1 when free, 0 when taken).
     [[nodiscard]] std::int32_t value() const noexcept;
+    /// What this process holds: a binary block, 1 when its word names this
+    /// process; a counting block, its slot's count (0 without a slot). What
+    /// a home agent gives back for another host's process that went is
+    /// capped by it (docs/multiprocessing.md, "Across hosts").
+    [[nodiscard]] std::int32_t held_by_me() const noexcept;
     /// Whether this is a binary block (maximum 1, owner in the word).
     [[nodiscard]] bool binary() const noexcept;
     [[nodiscard]] std::int32_t maximum() const noexcept;

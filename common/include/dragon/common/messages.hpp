@@ -46,6 +46,7 @@ enum class Type : std::uint16_t {
     machine_query = 46,
     machine_info = 47,
     chan_count = 48,
+    chan_sync = 49,
     ok_reply = 62,
     error_reply = 63,
     // 64-79: reserved for the inter-node transport (dragon/transport/handshake.hpp)
@@ -74,6 +75,7 @@ enum class Type : std::uint16_t {
     lane_hello = 116,
     lane_welcome = 117,
     remote_count = 118,
+    remote_sync = 119,
 };
 
 /// Where a process's stdin comes from: nothing (/dev/null), the front end's
@@ -507,6 +509,41 @@ struct ChanCount {
     DRAGON_WIRE_FIELDS(request_id, descriptor)
 };
 
+/// An operation on a Lock/Semaphore/Event/Barrier/Value block (a
+/// channels::SyncBlock) done by its home node for a process that cannot map
+/// the home's pool (another host; docs/multiprocessing.md, "Across hosts").
+enum class SyncOp : std::uint8_t {
+    info = 1,           // reply "<maximum> <data bytes>": the block exists (attach)
+    acquire = 2,        // one count, waiting up to timeout_ns; reply "1" taken, "0" timed out
+    release = 3,        // one count back; invalid_argument when released too many times
+    value = 4,          // reply the count in decimal
+    store = 5,          // Event: the count := arg, waking waiters when > 0
+    wait_positive = 6,  // Event: until the count > 0 (up to timeout_ns); reply "1" / "0"
+    bump = 7,           // Barrier's epoch: count + 1, waking waiters; reply the new count
+    wait_change = 8,    // Barrier's epoch: until the count != arg (up to timeout_ns); reply "1" / "0"
+    read = 9,           // reply `length` bytes of the data area from offset arg
+    write = 10,         // `data` into the data area at offset arg
+    forget = 11,        // the caller exits normally: what it holds is not given back when it goes
+};
+
+/// Client -> agent: an operation on a block whose home is another node,
+/// which the agent forwards as remote_sync (a process with a lane to that
+/// node sends remote_sync itself). Reply: chan_reply, the result in `data`.
+struct ChanSync {
+    static constexpr Type kType = Type::chan_sync;
+    std::uint64_t request_id = 0;
+    std::string pool_name;  // names the home node (pool names carry it)
+    std::uint64_t generation = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t id = 0;
+    std::uint8_t op = 0;  // SyncOp
+    std::int64_t arg = 0;
+    std::uint64_t length = 0;
+    std::int64_t timeout_ns = -1;
+    std::string data;
+    DRAGON_WIRE_FIELDS(request_id, pool_name, generation, offset, id, op, arg, length, timeout_ns, data)
+};
+
 /// Client -> agent, the first and only frame of a fresh connection: open a
 /// lane, a TCP connection of the client's own to node `node`'s agent for
 /// channel operations (docs/channels.md). The agent connects and
@@ -719,6 +756,23 @@ struct RemoteCount {
     DRAGON_WIRE_FIELDS(op_id, descriptor)
 };
 
+/// Node j (or a lane) -> the block's home node k: a SyncOp on one of node
+/// k's sync blocks (fields as in chan_sync). Reply: remote_reply.
+struct RemoteSync {
+    static constexpr Type kType = Type::remote_sync;
+    std::uint64_t op_id = 0;
+    std::string pool_name;
+    std::uint64_t generation = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t id = 0;
+    std::uint8_t op = 0;
+    std::int64_t arg = 0;
+    std::uint64_t length = 0;
+    std::int64_t timeout_ns = -1;
+    std::string data;
+    DRAGON_WIRE_FIELDS(op_id, pool_name, generation, offset, id, op, arg, length, timeout_ns, data)
+};
+
 /// Node k -> node j: the end of a remote_send or remote_recv. A received
 /// message is `data`, or the payload of this payload message.
 struct RemoteReply {
@@ -810,7 +864,7 @@ using AllMessages = std::tuple<AgentHello, AgentCheckin, HeadAddress, StdinData,
                                RespawnMember, ForgetGroup, ClientRelay, ClientGone, ChanSend, ChanRecv, ChanReply,
                                RemoteSend, RemoteRecv, RemoteReply, RemoteCancel, PmiFence, PmiAbort,
                                PmixDmodexRequest, PmixDmodexReply, LaneOpen, LaneOpened, LaneHello, LaneWelcome,
-                               MachineQuery, MachineInfo, ChanCount, RemoteCount>;
+                               MachineQuery, MachineInfo, ChanCount, RemoteCount, ChanSync, RemoteSync>;
 
 /// Decodes a frame's body as M, checking the type number first.
 template <class M>

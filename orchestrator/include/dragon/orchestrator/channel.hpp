@@ -81,6 +81,13 @@ public:
     /// still on their way are not counted: flush first to count them.
     Result<std::size_t> queued(const channels::ChannelDescriptor& d);
 
+    /// An operation on a sync block (Lock, Semaphore, Event, Barrier, Value)
+    /// whose home is another node, done by that node's agent (msg::SyncOp):
+    /// asked over the lane to it, or through the local agent. Returns the
+    /// reply's data; `request.request_id` is set here. A blocking operation
+    /// waits at the home up to `request.timeout_ns`, this call until its reply.
+    Result<std::string> sync(msg::ChanSync request);
+
     /// Messages up to this size travel inline on the agent socket; larger ones
     /// in a block of the node's pool (no copy through the socket).
     static constexpr std::size_t kInlineMax = 32U << 10;

@@ -101,6 +101,7 @@ void Gateway::bind(Dispatcher<std::uint64_t>& clients, Dispatcher<std::uint32_t>
     clients.on_frame(msg::Type::chan_send, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
     clients.on_frame(msg::Type::chan_recv, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
     clients.on_frame(msg::Type::chan_count, [this](std::uint64_t id, wire::Frame&& f) { on_chan_request(id, std::move(f)); });
+    clients.on_frame(msg::Type::chan_sync, [this](std::uint64_t id, wire::Frame&& f) { on_chan_sync(id, std::move(f)); });
     // Another node's operations on our channels, from its agent or from one of its processes' lanes.
     auto serve_channel_ops = [this](Dispatcher<std::uint32_t>& d) {
         d.on<msg::RemoteSend>([this](std::uint32_t src, msg::RemoteSend&& m) {
@@ -114,6 +115,10 @@ void Gateway::bind(Dispatcher<std::uint64_t>& clients, Dispatcher<std::uint32_t>
         d.on<msg::RemoteCount>([this](std::uint32_t src, msg::RemoteCount&& m) {
             touch();
             serve_remote_count(src, std::move(m));
+        });
+        d.on<msg::RemoteSync>([this](std::uint32_t src, msg::RemoteSync&& m) {
+            touch();
+            serve_remote_sync(src, std::move(m));
         });
         d.on<msg::RemoteCancel>([this](std::uint32_t src, msg::RemoteCancel&& m) { on_remote_cancel(src, m.op_id); });
     };
@@ -304,6 +309,8 @@ void Gateway::drop_source(std::uint32_t from, bool keep_sends) {
         });
     }
     std::erase_if(send_queues_, [](const auto& kv) { return !kv.second.waiting && kv.second.queue.empty(); });
+    // What its processes took of our sync objects and still hold comes back.
+    give_back_holds(from);
 }
 
 transport::Link* Gateway::source_peer(std::uint32_t from) {
@@ -413,9 +420,10 @@ void Gateway::attempt_remote_send(SendKey key, msg::RemoteSend&& m, std::uint64_
     };
     const auto left = deadline == Clock::time_point::max() ? channels::kForever
                                                            : channels::Timeout(deadline - now);
-    wait_in_worker(from, m.op_id, std::move(*ch), left,
-                   [block, size, data = std::move(m.data)](channels::Channel& c, channels::Timeout t) {
-                       return block != 0 ? c.send_block(block, size, t) : c.send(as_bytes(data), t);
+    auto c = std::make_shared<channels::Channel>(std::move(*ch));
+    wait_in_worker(from, m.op_id, left,
+                   [c, block, size, data = std::move(m.data)](channels::Timeout t) {
+                       return block != 0 ? c->send_block(block, size, t) : c->send(as_bytes(data), t);
                    },
                    std::move(finish), false, m.timeout_ns < 0);
 }
@@ -464,9 +472,10 @@ void Gateway::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
         if (!r) return send_remote_reply(from, op, std::move(r));
         send_remote_message(from, op, std::move(*message));
     };
-    wait_in_worker(from, m.op_id, std::move(*ch), to_timeout(m.timeout_ns),
-                   [message](channels::Channel& c, channels::Timeout t) -> Status {
-                       auto r = c.recv_message(t);
+    auto c = std::make_shared<channels::Channel>(std::move(*ch));
+    wait_in_worker(from, m.op_id, to_timeout(m.timeout_ns),
+                   [c, message](channels::Timeout t) -> Status {
+                       auto r = c->recv_message(t);
                        if (!r) return std::move(r).error();
                        *message = std::move(*r);
                        return ok();
@@ -484,15 +493,15 @@ void Gateway::serve_remote_count(std::uint32_t from, msg::RemoteCount&& m) {
     peer->send(msg::RemoteReply{m.op_id, 0, {}, std::to_string(ch->queued())});
 }
 
-void Gateway::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
-                           std::function<Status(channels::Channel&, channels::Timeout)> attempt,
+void Gateway::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Timeout timeout,
+                           std::function<Status(channels::Timeout)> attempt,
                            std::function<void(Status)> finish, bool capped, bool carries_on) {
     const std::pair<std::uint32_t, std::uint64_t> key{from, op};
     // Receives are capped; sends are not: at most one per (node, channel)
     // waits (the rest queue behind it), and one that returned to its
     // sender must not be dropped.
     if ((capped && waiting_.size() >= kMaxWaiting) || waiting_.contains(key)) {
-        Error e = make_error(Errc::no_space, "node {}: {} channel operations are already waiting here", self_,
+        Error e = make_error(Errc::no_space, "node {}: {} operations are already waiting here", self_,
                              waiting_.size());
         asio::post(io_, [finish = std::move(finish), e = std::move(e)]() mutable { finish(std::move(e)); });
         return;
@@ -504,7 +513,7 @@ void Gateway::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Cha
     w.cancel = cancel;
     w.carries_on = carries_on;
     w.finish = std::move(finish);
-    w.thread = std::thread([this, key, cancel, deadline, ch = std::move(ch), attempt = std::move(attempt)]() mutable {
+    w.thread = std::thread([this, key, cancel, deadline, attempt = std::move(attempt)]() mutable {
         Status st = ok();
         for (;;) {
             if (cancel->load()) {
@@ -516,7 +525,7 @@ void Gateway::wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Cha
             const auto slice = deadline == std::chrono::steady_clock::time_point::max()
                                    ? channels::Timeout(kWaitSlice)
                                    : std::clamp(channels::Timeout(left), channels::Timeout(0), channels::Timeout(kWaitSlice));
-            st = attempt(ch, slice);
+            st = attempt(slice);
             if (st) break;
             const Errc e = st.error().code();
             if (e != Errc::timeout && e != Errc::would_block) break;  // a real failure

@@ -156,10 +156,23 @@ private:
     void serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m);
     /// Answers how many messages one of our channels holds (remote_reply, data in decimal).
     void serve_remote_count(std::uint32_t from, msg::RemoteCount&& m);
-    /// capped: a receive (counted against kMaxWaiting); carries_on: a send without a timeout.
-    void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Channel ch, channels::Timeout timeout,
-                        std::function<Status(channels::Channel&, channels::Timeout)> attempt,
+    /// Runs `attempt` in slices of kWaitSlice until it succeeds, fails for
+    /// real, the timeout passes or the source goes; then `finish` on the loop.
+    /// capped: counted against kMaxWaiting (all but sends); carries_on: a send without a timeout.
+    void wait_in_worker(std::uint32_t from, std::uint64_t op, channels::Timeout timeout,
+                        std::function<Status(channels::Timeout)> attempt,
                         std::function<void(Status)> finish, bool capped, bool carries_on);
+    // ---- sync objects whose home is this node (gateway_sync.cpp) ----
+    /// A local client's chan_sync on another node's block: forwarded as remote_sync.
+    void on_chan_sync(std::uint64_t client, wire::Frame&& f);
+    /// Another node's (or a lane's) operation on one of our sync blocks.
+    void serve_remote_sync(std::uint32_t from, msg::RemoteSync&& m);
+    /// A source took a count (or a binary block) of ours / gave one back.
+    void note_taken(std::uint32_t from, std::pair<std::uint64_t, std::uint64_t> key, bool binary);
+    void note_given(std::uint32_t from, std::pair<std::uint64_t, std::uint64_t> key, bool binary);
+    /// A source is gone without saying it exits normally (a killed process's
+    /// lane, a lost node): what it holds of our sync objects is released.
+    void give_back_holds(std::uint32_t from);
     void end_waiting(std::pair<std::uint32_t, std::uint64_t> key, Status st);
     void on_remote_cancel(std::uint32_t from, std::uint64_t op);
     /// Where replies to a source (a node, or a lane) go; null once it is gone.
@@ -200,6 +213,10 @@ private:
     std::map<std::uint32_t, LaneIn> lanes_in_;  // by source id: other nodes' processes using lanes to us
     std::uint32_t next_lane_source_ = kFirstLaneSource;
     std::map<int, LanesOut> lanes_out_;
+    // What other nodes' processes hold of our sync blocks (by (offset, id)):
+    // a binary block's taker, and each source's counts of counting blocks.
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::uint32_t> sync_binary_;
+    std::map<std::uint32_t, std::map<std::pair<std::uint64_t, std::uint64_t>, int>> sync_counts_;
 };
 
 }  // namespace dragon::agent
