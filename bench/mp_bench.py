@@ -17,6 +17,10 @@ library's fork, forkserver and spawn, interleaved in one run (issue 19).
      to a waiting child's wake-up (half an Event ping-pong, us); (5c)
      Barrier rounds/s with 8 and (5d) 32 parties (this process one of
      them); (5e) Value increments/s under its lock by 8 processes.
+     (5f) A process of node 1 of a 2-node virtual cluster takes and
+     releases node 0's Lock, us per pair: as from another host (through
+     node 0's agent, DRAGON_SYNC_THROUGH_HOME=1), as from the same host
+     (the pool mapped), and the floor, two TCP round trips over loopback.
 
 The dragon cases run in an embedded runtime started once before the rounds
 (its start is bench/startup.py's business); (4) runs in a child interpreter
@@ -77,6 +81,27 @@ def tcp_sink(port, total):
         got += n
     s.sendall(b"k")
     s.close()
+
+
+def tcp_pong(port, n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(n):
+        s.sendall(s.recv(1))
+    s.close()
+
+
+def lock_pairs(lock, n, q):
+    from dragon.native.machine import current
+
+    for _ in range(200):  # warm: the lane opens, the home's block is learnt
+        lock.acquire()
+        lock.release()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    q.put((current().h_uid, (time.perf_counter() - t0) / n * 1e6))
 
 
 # ---- cases ---------------------------------------------------------------------
@@ -262,6 +287,69 @@ def inner_remote(n, size) -> None:
     print(f"GBPS {(n - 1) * size / dt / 1e9:.4f}", flush=True)
 
 
+def remote_lock_case(n, through_home):
+    """(5f) in a child interpreter with a 2-node runtime."""
+    import subprocess
+
+    def run():
+        env = dict(os.environ)
+        env["DRAGON_EMBEDDED_ARGS"] = "--launcher virtual --nodes 2 --split-cpus"
+        env["DRAGON_SYNC_THROUGH_HOME"] = "1" if through_home else "0"
+        for k in ("DRAGON_AGENT_SOCKET", "DRAGON_PUID"):
+            env.pop(k, None)
+        p = subprocess.run([sys.executable, __file__, "--inner", "remote-lock", "--n", str(n)],
+                           env=env, capture_output=True, text=True, timeout=300)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("US ")]
+        if p.returncode != 0 or not lines:
+            raise RuntimeError(f"remote lock run failed ({p.returncode}): {p.stderr.strip()[-300:]}")
+        return float(lines[-1].split()[1])
+    return run
+
+
+def inner_remote_lock(n) -> None:
+    import multiprocessing as mp
+
+    import dragon  # noqa: F401
+    from dragon.infrastructure.policy import Policy
+
+    ctx = mp.get_context("dragon")
+    lock, q = ctx.Lock(), ctx.Queue()
+    with Policy(placement=Policy.Placement.HOST_ID, host_id=1):
+        p = ctx.Process(target=lock_pairs, args=(lock, n, q))
+    p.start()
+    node, us = q.get()
+    p.join()
+    assert node == 1, node
+    print(f"US {us:.3f}", flush=True)
+
+
+def tcp_rtt_case(n):
+    """Two 1-byte TCP round trips over loopback (a remote acquire and a release), us."""
+    import multiprocessing as mp
+
+    def run():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        p = mp.get_context("fork").Process(target=tcp_pong, args=(srv.getsockname()[1], 2 * n + 200))
+        p.start()
+        c, _ = srv.accept()
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(200):
+            c.sendall(b"x")
+            c.recv(1)
+        t0 = time.perf_counter()
+        for _ in range(2 * n):
+            c.sendall(b"x")
+            c.recv(1)
+        dt = time.perf_counter() - t0
+        c.close()
+        srv.close()
+        p.join()
+        return dt / n * 1e6
+    return run
+
+
 def tcp_case(total_mib):
     import multiprocessing as mp
 
@@ -308,6 +396,9 @@ def main() -> int:
     if a.inner == "remote":
         inner_remote(a.n, a.size)
         return 0
+    if a.inner == "remote-lock":
+        inner_remote_lock(a.n)
+        return 0
     import multiprocessing as mp
 
     from interleave import rounds, table
@@ -350,6 +441,12 @@ def main() -> int:
     section("(5e) Value increments under its lock, 8 processes", "incr/s",
             {m: value_case(ctxs[m], 8, 2000 if a.quick else 20000) for m in two}, "fork", "start method")
     dragon.stop_runtime()
+    pairs = 500 if a.quick else 5000
+    section("(5f) node 0's Lock acquire+release from node 1 of 2 virtual nodes (--split-cpus)", "us",
+            {"floor: 2 TCP round trips over loopback, 1 B": tcp_rtt_case(pairs),
+             "dragon, as from another host (through node 0's agent)": remote_lock_case(pairs, True),
+             "dragon, same host (node 0's pool mapped)": remote_lock_case(pairs, False)},
+            "floor: 2 TCP round trips over loopback, 1 B", "case")
     section("(4) Queue across 2 virtual nodes (--split-cpus), 1 MiB numpy arrays, against raw TCP", "GB/s",
             {"raw TCP over loopback, 1 MiB writes": tcp_case(big_n),
              "dragon Queue, producer on node 1": remote_queue_case(big_n, 1 << 20)},

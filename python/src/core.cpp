@@ -921,22 +921,22 @@ public:
                                                 std::uint64_t generation, std::uint64_t offset, std::uint64_t id) {
         auto parts = channels::parse_pool_name(pool_name);
         if (!parts) raise(parts.error());
+        auto gw = rt->gateway();
+        if (parts->run_id != gw->run_id())
+            raise(make_error(Errc::invalid_argument, "sync object of {} belongs to run {}, not this run ({})", pool_name,
+                             parts->run_id, gw->run_id()));
+        if (parts->node_id == gw->node_id())
+            raise(make_error(Errc::not_found, "sync object of {}: this node's pool is {} (a stale object)", pool_name,
+                             gw->pool().name()));
         auto s = std::make_shared<PyRemoteSync>();
         s->rt_ = rt;
-        s->gw_ = rt->gateway();
+        s->gw_ = std::move(gw);
         s->pool_ = pool_name;
         s->generation_ = generation;
         s->offset_ = offset;
         s->id_ = id;
         s->node_ = parts->node_id;
-        const std::string info = s->op(msg::SyncOp::info);
-        unsigned long long maximum = 0;
-        unsigned long long size = 0;
-        if (std::sscanf(info.c_str(), "%llu %llu", &maximum, &size) != 2)
-            raise(make_error(Errc::protocol, "node {} described sync object {:#x} as {:?}", s->node_, id, info));
-        s->maximum_ = static_cast<std::int32_t>(maximum);
-        s->data_size_ = size;
-        return s;
+        return s;  // nothing asked yet: unpickling one costs no round trip (nor a lane)
     }
 
     /// One operation, GIL released; its reply's data.
@@ -989,8 +989,14 @@ public:
     void write(std::uint64_t offset, const py::bytes& data) {
         (void)op(msg::SyncOp::write, static_cast<std::int64_t>(offset), 0, channels::kTryOnce, std::string(data));
     }
-    std::int32_t maximum() const { return maximum_; }
-    std::uint64_t data_size() const { return data_size_; }
+    std::int32_t maximum() {
+        learn();
+        return maximum_;
+    }
+    std::uint64_t data_size() {
+        learn();
+        return data_size_;
+    }
     std::uint32_t node_id() const { return node_; }
     py::tuple descriptor() const { return py::make_tuple(pool_, generation_, offset_, id_); }
 
@@ -1014,6 +1020,19 @@ public:
     }
 
 private:
+    /// The block's maximum and data size, asked of the home once.
+    void learn() {
+        if (data_size_ != kUnknown) return;
+        const std::string info = op(msg::SyncOp::info);
+        unsigned long long maximum = 0;
+        unsigned long long size = 0;
+        if (std::sscanf(info.c_str(), "%llu %llu", &maximum, &size) != 2)
+            raise(make_error(Errc::protocol, "node {} described sync object {:#x} as {:?}", node_, id_, info));
+        maximum_ = static_cast<std::int32_t>(maximum);
+        data_size_ = size;
+    }
+    static constexpr std::uint64_t kUnknown = ~std::uint64_t{0};
+
     Result<std::string> sync_op(msg::SyncOp what, std::int64_t arg, std::uint64_t length, Timeout timeout,
                                 std::string data) {
         msg::ChanSync req;
@@ -1049,7 +1068,7 @@ private:
     std::uint64_t id_ = 0;
     std::uint32_t node_ = 0;
     std::int32_t maximum_ = 0;
-    std::uint64_t data_size_ = 0;
+    std::uint64_t data_size_ = kUnknown;
 };
 
 // ---- SemLock: the hot path of Lock, RLock, Semaphore, BoundedSemaphore --------------

@@ -4,10 +4,14 @@ killed while holding a Lock and Semaphore counts, a timeout on every
 blocking call, and processes spread over a 4-node virtual cluster (system).
 CPython's own tests of these objects run in test_cpython_multiprocessing.py."""
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import no_residue_of
+from conftest import ORCH, PY, env_for_scripts, no_residue_of, pid_alive
 
 PRELUDE = """
 import ctypes, json, os, signal, sys, time, threading
@@ -126,7 +130,7 @@ if __name__ == "__main__":
     for w in ws:
         w.join(60)
     out["contended"] = [[w.exitcode for w in ws], hv.value - hdone.value, hdone.value, hv.get_lock().acquire(timeout=30)]
-    # a descriptor of a pool this host does not have (another host's object)
+    # a descriptor of a pool this host does not have, of another run
     from dragon.mpbridge.synchronize import _attach
     try:
         _attach(("/dragon-0123abcd-n9-pool", 1, 4096, 1)); out["foreign"] = None
@@ -150,7 +154,7 @@ def test_sync_objects_on_one_node(script):
     # the workers finished past the killed holder; their count is exact; the lock came back
     assert out["victim_ready"] is True
     assert out["contended"] == [[0, 0, 0], 9000, 2000, True]
-    assert "/dragon-0123abcd-n9-pool" in out["foreign"] and "another host" in out["foreign"]
+    assert "/dragon-0123abcd-n9-pool" in out["foreign"] and "belongs to run 0123abcd" in out["foreign"]
     assert not no_residue_of(out["run"])
 
 
@@ -224,3 +228,238 @@ def test_sync_objects_across_four_virtual_nodes(script):
     assert all(v >= 5 for _, _, v in out["wait_for"])
     assert len({n for n, _, _ in out["wait_for"]}) >= 2  # waiters on more than one node
     assert not no_residue_of(out["run"])
+
+
+THROUGH_HOME = """
+from dragon.infrastructure.policy import Policy
+
+class Pt(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_double)]
+
+def on(node):
+    return Policy(placement=Policy.Placement.HOST_ID, host_id=node)
+
+def count(v, n):
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
+def kinds(lock, rlock, sem, bsem, ev, arr, raw, s, pt, q):
+    r = {"node": current().h_uid, "semlock": type(lock._semlock).__name__}
+    r["lock_timeout"] = lock.acquire(timeout=0.3)  # the parent holds it
+    rlock.acquire(); rlock.acquire()
+    r["rlock"] = [rlock._semlock._count(), rlock._semlock._is_mine()]
+    rlock.release(); rlock.release()
+    try:
+        rlock.release()
+    except AssertionError:
+        r["rlock_not_owned"] = True
+    r["sem"] = [sem.get_value(), sem.acquire(timeout=0.2), sem.get_value()]
+    try:
+        bsem.release()
+    except ValueError:
+        r["bounded"] = True
+    t0 = time.monotonic()
+    r["ev_wait"] = [ev.wait(0.2), time.monotonic() - t0 >= 0.19]
+    arr[1] = 5.5; arr[-1] = 9; arr[2:4] = [7, 8]
+    r["arr"] = [arr[:], len(arr), arr[-1]]
+    raw[0] = 11
+    s.value = b"far away"
+    r["s"] = [s.value.decode(), len(s.raw)]
+    pt.x = 3
+    r["pt"] = [pt.x, pt.y]
+    q.put(r)
+
+def hold_and_die(lock, sem, ready):
+    lock.acquire(); sem.acquire()
+    ready.set()
+    time.sleep(600)
+
+def take_and_exit(sem):
+    sem.acquire()  # a signal, used: not given back at a normal exit
+
+def rounds(b, arr, lock, n, bad):
+    for r in range(n):
+        with lock:
+            arr[r] += 1
+        b.wait(timeout=120)
+        if arr[r] != b.parties:
+            bad.value += 1
+
+def waiter(c, v, res):
+    with c:
+        res.put(c.wait_for(lambda: v.value >= 3, timeout=120))
+
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    out = {"me": current().h_uid}
+    # a counter from both nodes (node 1's processes through node 0's agent)
+    v = mp.Value("q", 0)
+    with on(1):
+        far = [mp.Process(target=count, args=(v, 500)) for _ in range(4)]
+    near = [mp.Process(target=count, args=(v, 500)) for _ in range(2)]
+    for p in far + near: p.start()
+    for p in far + near: p.join(300)
+    out["counter"] = [v.value, [p.exitcode for p in far + near], sorted({p._popen.node for p in far + near})]
+    # every kind, from node 1
+    lock, rlock, sem, bsem, ev = mp.Lock(), mp.RLock(), mp.Semaphore(2), mp.BoundedSemaphore(1), mp.Event()
+    arr, raw, s, pt, q = mp.Array("d", 5), mp.RawArray("i", 3), mp.Array("c", 16), mp.Value(Pt), mp.Queue()
+    pt.y = 2.5
+    lock.acquire()
+    with on(1):
+        k = mp.Process(target=kinds, args=(lock, rlock, sem, bsem, ev, arr, raw, s, pt, q))
+    k.start()
+    out["kinds"] = q.get(timeout=120)
+    k.join(60)
+    lock.release()
+    out["kinds_here"] = [list(arr), list(raw), s.value.decode(), pt.x, sem.get_value()]
+    # a holder on node 1 killed: its lock and count come back
+    lock, sem, ready = mp.Lock(), mp.Semaphore(1), mp.Event()
+    with on(1):
+        h = mp.Process(target=hold_and_die, args=(lock, sem, ready))
+    h.start()
+    out["ready"] = ready.wait(60)
+    out["held"] = [lock.acquire(False), sem.get_value()]
+    h.kill(); h.join(60)
+    t0 = time.monotonic()
+    out["after_death"] = [lock.acquire(timeout=30), sem.acquire(timeout=30), round(time.monotonic() - t0, 1)]
+    # a count taken on node 1 by a process that exits normally stays taken
+    sem2 = mp.Semaphore(1)
+    with on(1):
+        t = mp.Process(target=take_and_exit, args=(sem2,))
+    t.start(); t.join(60)
+    time.sleep(0.5)
+    out["used_signal"] = [t.exitcode, sem2.get_value()]
+    # a barrier and a condition over both nodes
+    R = 10
+    b, barr, block, bad = mp.Barrier(4), mp.Array("i", R, lock=False), mp.Lock(), mp.Value("i", 0)
+    with on(1):
+        ps = [mp.Process(target=rounds, args=(b, barr, block, R, bad)) for _ in range(2)]
+    ps += [mp.Process(target=rounds, args=(b, barr, block, R, bad)) for _ in range(2)]
+    for p in ps: p.start()
+    for p in ps: p.join(300)
+    out["barrier"] = [list(barr), bad.value, [p.exitcode for p in ps], b.broken]
+    c, cv, res = mp.Condition(), mp.Value("i", 0), mp.Queue()
+    with on(1):
+        w = mp.Process(target=waiter, args=(c, cv, res))
+    w.start()
+    for _ in range(3):
+        time.sleep(0.1)
+        with c:
+            cv.value += 1
+            c.notify_all()
+    out["wait_for"] = res.get(timeout=120)
+    w.join(60)
+    out["run"] = dragon.current_runtime().run_id
+    print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.system
+def test_sync_objects_through_their_home_node_as_from_another_host(script):
+    # DRAGON_SYNC_THROUGH_HOME=1: node 1's processes reach node 0's objects
+    # through node 0's agent, as a process of another host must.
+    p = script(PRELUDE, THROUGH_HOME).run(under=["--launcher", "virtual", "--nodes", "2"], timeout=900,
+                                          env={"DRAGON_SYNC_THROUGH_HOME": "1"})
+    out = last_json(p.stdout)
+    assert out["me"] == 0
+    assert out["counter"] == [3000, [0] * 6, [0, 1]]
+    k = out["kinds"]
+    assert k["node"] == 1 and k["semlock"] == "_RemoteSemLock", k
+    assert k["lock_timeout"] is False and k["rlock"] == [2, True] and k["rlock_not_owned"] is True
+    assert k["sem"] == [2, True, 1] and k["bounded"] is True and k["ev_wait"] == [False, True]
+    assert k["arr"] == [[0.0, 5.5, 7.0, 8.0, 9.0], 5, 9.0]
+    assert k["s"] == ["far away", 16]
+    assert k["pt"] == [3, 2.5]
+    assert out["kinds_here"] == [[0.0, 5.5, 7.0, 8.0, 9.0], [11, 0, 0], "far away", 3, 1]
+    assert out["ready"] is True and out["held"] == [False, 0]
+    assert out["after_death"][:2] == [True, True], out["after_death"]
+    assert out["used_signal"] == [0, 0]
+    arr, bad, codes, broken = out["barrier"]
+    assert arr == [4] * 10 and bad == 0 and codes == [0] * 4 and broken is False
+    assert out["wait_for"] is True
+    assert not no_residue_of(out["run"])
+
+
+LOST_HOME = """
+from dragon.infrastructure.policy import Policy
+
+def home(q):
+    lock = mp.Lock()  # node 1's
+    lock.acquire()
+    q.put(lock)
+    time.sleep(600)
+
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    q = mp.Queue()
+    with Policy(placement=Policy.Placement.HOST_ID, host_id=1):
+        h = mp.Process(target=home, args=(q,))
+    h.start()
+    lock = q.get(timeout=60)
+    print("waiting", flush=True)
+    t0 = time.monotonic()
+    try:
+        out = {"acquired": lock.acquire(timeout=120)}
+    except Exception as e:
+        out = {"mro": [c.__name__ for c in type(e).__mro__], "msg": str(e)}
+    out["seconds"] = round(time.monotonic() - t0, 1)
+    try:
+        lock.release()
+    except Exception as e:
+        out["later"] = type(e).__name__
+    print(json.dumps(out), flush=True)
+    os._exit(0)
+"""
+
+
+def children_of(pid):
+    out = []
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat") as f:
+                    if int(f.read().split(")")[-1].split()[1]) == pid:
+                        out.append(int(e))
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    return out
+
+
+def agent_of_node(fe_pid, node):
+    """Node `node`'s agent among the front end's children (it holds that node's lock file)."""
+    for pid in children_of(fe_pid):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith(f"-n{node}-lock"):
+                    return pid
+        except (FileNotFoundError, PermissionError):
+            continue
+    return None
+
+
+@pytest.mark.system
+def test_a_waiter_on_a_lost_home_node_gets_a_connection_error_naming_it(script):
+    s = script(PRELUDE, LOST_HOME)
+    fe = subprocess.Popen([ORCH, "run", "--launcher", "virtual", "--nodes", "2", "--", PY, str(s.path)], cwd=s.cwd,
+                          env=env_for_scripts({"DRAGON_SYNC_THROUGH_HOME": "1"}), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+    victim = None
+    try:
+        line = fe.stdout.readline()
+        assert line == "waiting\n", line + fe.stderr.read()
+        time.sleep(0.5)  # node 0's process waits at node 1 now
+        victim = agent_of_node(fe.pid, 1)
+        assert victim
+        os.kill(victim, signal.SIGKILL)
+        out_text, err = fe.communicate(timeout=120)
+        out = last_json(out_text)
+        assert "ConnectionError" in out.get("mro", []), (out, err)
+        assert "node 1" in out["msg"] or "lane" in out["msg"], out
+        assert out["later"] == "DragonConnectionError", out  # and so does the next operation
+    finally:
+        if fe.poll() is None:
+            os.killpg(fe.pid, signal.SIGKILL)
+            fe.wait()
+        if victim and pid_alive(victim):
+            os.kill(victim, signal.SIGKILL)

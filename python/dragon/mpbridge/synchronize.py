@@ -98,11 +98,15 @@ class _RemoteSemLock:
     release are done by the block's home agent (an acquire waits there, in
     requests of at most 1 s, so Ctrl-C is seen between them)."""
 
-    __slots__ = ("sync", "kind", "maxvalue", "_held", "_tid")
+    __slots__ = ("sync", "kind", "_held", "_tid")
 
     def __init__(self, sync, kind: int):
-        self.sync, self.kind, self.maxvalue = sync, kind, sync.maximum()
+        self.sync, self.kind = sync, kind
         self._held, self._tid = 0, 0
+
+    @property
+    def maxvalue(self):
+        return self.sync.maximum()
 
     @property
     def descriptor(self):
@@ -265,7 +269,7 @@ class SharedBuffer:
                 raise ValueError(f"shared buffer size must be >= 0 (got {size})")
             _block = _create(0, 0, size)  # its semaphore is unused
         self._block = _block
-        self._size = _block.data_size if _is_remote(_block) else len(_block.buffer())
+        self._size = None if _is_remote(_block) else len(_block.buffer())  # (another host's: asked when needed)
 
     def create_memoryview(self):
         """A memoryview of the block; of another host's block, a stand-in
@@ -278,7 +282,8 @@ class SharedBuffer:
         return (_attach_buffer, (self._block.descriptor,))
 
     def __repr__(self) -> str:
-        return f"<dragon SharedBuffer {self._size} bytes on node {self._block.node_id}>"
+        size = self._block.data_size if self._size is None else self._size
+        return f"<dragon SharedBuffer {size} bytes on node {self._block.node_id}>"
 
 
 def _attach_buffer(desc):
@@ -290,15 +295,18 @@ class _RemoteMemory:
     (and ``cast``) as a memoryview's, each item read or written by the home
     agent. Barrier's two shared ints live in one."""
 
-    __slots__ = ("_block", "_fmt", "_item", "_n")
+    __slots__ = ("_block", "_fmt", "_item")
 
     def __init__(self, block, fmt: str = "B"):
         self._block, self._fmt = block, fmt
         self._item = struct.calcsize(fmt)
-        self._n = block.data_size // self._item
 
     def cast(self, fmt: str) -> "_RemoteMemory":
         return _RemoteMemory(self._block, fmt)
+
+    @property
+    def _n(self) -> int:
+        return self._block.data_size // self._item
 
     def __len__(self) -> int:
         return self._n
