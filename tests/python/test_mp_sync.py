@@ -1,8 +1,11 @@
 """Locks, semaphores, conditions, events, barriers, Value and Array of the
 dragon start method (mpbridge/synchronize.py): one node (embedded), a holder
 killed while holding a Lock and Semaphore counts, a timeout on every
-blocking call, and processes spread over a 4-node virtual cluster (system).
-CPython's own tests of these objects run in test_cpython_multiprocessing.py."""
+blocking call, processes spread over a 4-node virtual cluster (system), and
+node 1 reaching node 0's objects through node 0's agent as another host
+would (DRAGON_SYNC_THROUGH_HOME=1), including a holder killed there and a
+home node lost under a waiter. CPython's own tests of these objects run
+under mp/run_cpython.py (the dragon-2hosts configuration among others)."""
 import json
 import os
 import signal
@@ -156,6 +159,26 @@ def test_sync_objects_on_one_node(script):
     assert out["contended"] == [[0, 0, 0], 9000, 2000, True]
     assert "/dragon-0123abcd-n9-pool" in out["foreign"] and "belongs to run 0123abcd" in out["foreign"]
     assert not no_residue_of(out["run"])
+
+
+FIRST = """
+import json
+import multiprocessing as mp  # before dragon: its module functions are bound already
+import dragon
+
+if __name__ == "__main__":
+    mp.set_start_method("dragon")
+    made = {n: getattr(mp, n)() for n in ("Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition", "Event",
+                                          "Queue", "SimpleQueue")}
+    made.update(Barrier=mp.Barrier(2), Pipe=mp.Pipe()[0], Value=mp.Value("i", 1).get_lock(),
+                Array=mp.Array("i", 2).get_lock(), RawValue=mp.RawValue("i", 1)._wrapper)
+    print(json.dumps({n: type(o).__module__ for n, o in made.items()}), flush=True)
+"""
+
+
+def test_the_module_functions_make_dragon_objects_when_multiprocessing_was_imported_first(script):
+    out = last_json(script(FIRST).run(timeout=120).stdout)
+    assert len(out) == 13 and all(m.startswith("dragon.") for m in out.values()), out
 
 
 ACROSS = """

@@ -1,7 +1,7 @@
 """multiprocessing with the dragon start method: Process, Pipe, Queues and
 connection.wait, on one node (embedded) and with their ends on different
 nodes of a 4-node virtual cluster (system). CPython's own tests run in
-test_cpython_multiprocessing.py."""
+mp/run_cpython.py."""
 import json
 
 import pytest
