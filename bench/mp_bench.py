@@ -17,10 +17,13 @@ library's fork, forkserver and spawn, interleaved in one run (issue 19).
      to a waiting child's wake-up (half an Event ping-pong, us); (5c)
      Barrier rounds/s with 8 and (5d) 32 parties (this process one of
      them); (5e) Value increments/s under its lock by 8 processes.
-     (5f) A process of node 1 of a 2-node virtual cluster takes and
-     releases node 0's Lock, us per pair: as from another host (through
-     node 0's agent, DRAGON_SYNC_THROUGH_HOME=1), as from the same host
-     (the pool mapped), and the floor, two TCP round trips over loopback.
+     (5b-5e) also across a 2-node virtual cluster (--split-cpus, a runtime
+     of its own in a child interpreter): node 1's processes reach node 0's
+     objects through node 0's agent, as another host's must
+     (DRAGON_SYNC_THROUGH_HOME=1), or map node 0's pool, as the same
+     host's do. (5f) A process of node 1 takes and releases node 0's Lock,
+     us per pair, those two ways, against the floor of two TCP round trips
+     over loopback.
 
 The dragon cases run in an embedded runtime started once before the rounds
 (its start is bench/startup.py's business); (4) runs in a child interpreter
@@ -287,8 +290,11 @@ def inner_remote(n, size) -> None:
     print(f"GBPS {(n - 1) * size / dt / 1e9:.4f}", flush=True)
 
 
-def remote_lock_case(n, through_home):
-    """(5f) in a child interpreter with a 2-node runtime."""
+def across_case(case, n, through_home, parties=0):
+    """(5b-5f) across 2 virtual nodes, in a child interpreter with its own
+    2-node runtime: node 1's processes reach node 0's objects through node
+    0's agent (as another host's must, DRAGON_SYNC_THROUGH_HOME=1) or by
+    mapping node 0's pool (the same host)."""
     import subprocess
 
     def run():
@@ -297,30 +303,39 @@ def remote_lock_case(n, through_home):
         env["DRAGON_SYNC_THROUGH_HOME"] = "1" if through_home else "0"
         for k in ("DRAGON_AGENT_SOCKET", "DRAGON_PUID"):
             env.pop(k, None)
-        p = subprocess.run([sys.executable, __file__, "--inner", "remote-lock", "--n", str(n)],
-                           env=env, capture_output=True, text=True, timeout=300)
-        lines = [l for l in p.stdout.splitlines() if l.startswith("US ")]
+        p = subprocess.run([sys.executable, __file__, "--inner", "across", "--case", case, "--n", str(n),
+                            "--parties", str(parties)], env=env, capture_output=True, text=True, timeout=600)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("VALUE ")]
         if p.returncode != 0 or not lines:
-            raise RuntimeError(f"remote lock run failed ({p.returncode}): {p.stderr.strip()[-300:]}")
+            raise RuntimeError(f"{case} across 2 nodes failed ({p.returncode}): {p.stderr.strip()[-300:]}")
         return float(lines[-1].split()[1])
     return run
 
 
-def inner_remote_lock(n) -> None:
+def inner_across(case, n, parties) -> None:
     import multiprocessing as mp
 
     import dragon  # noqa: F401
     from dragon.infrastructure.policy import Policy
 
     ctx = mp.get_context("dragon")
-    lock, q = ctx.Lock(), ctx.Queue()
-    with Policy(placement=Policy.Placement.HOST_ID, host_id=1):
-        p = ctx.Process(target=lock_pairs, args=(lock, n, q))
-    p.start()
-    node, us = q.get()
-    p.join()
-    assert node == 1, node
-    print(f"US {us:.3f}", flush=True)
+    on_node_1 = Policy(placement=Policy.Placement.HOST_ID, host_id=1)
+    if case == "lock":
+        lock, q = ctx.Lock(), ctx.Queue()
+        with on_node_1:
+            p = ctx.Process(target=lock_pairs, args=(lock, n, q))
+        p.start()
+        node, value = q.get()
+        p.join()
+        assert node == 1, node
+    elif case == "event":  # the waiter on node 1
+        with on_node_1:
+            value = event_case(ctx, n)()
+    elif case == "barrier":  # parties placed over both nodes
+        value = barrier_case(ctx, parties, n)()
+    else:  # value: incrementers over both nodes
+        value = value_case(ctx, parties, n)()
+    print(f"VALUE {value:.3f}", flush=True)
 
 
 def tcp_rtt_case(n):
@@ -386,6 +401,8 @@ def main() -> int:
     ap.add_argument("--inner")
     ap.add_argument("--n", type=int)
     ap.add_argument("--size", type=int)
+    ap.add_argument("--case")
+    ap.add_argument("--parties", type=int, default=0)
     a = ap.parse_args()
     pypath = os.path.join(os.path.abspath(a.build), "python")
     if not os.path.exists(os.path.join(pypath, "dragon")):
@@ -396,8 +413,8 @@ def main() -> int:
     if a.inner == "remote":
         inner_remote(a.n, a.size)
         return 0
-    if a.inner == "remote-lock":
-        inner_remote_lock(a.n)
+    if a.inner == "across":
+        inner_across(a.case, a.n, a.parties)
         return 0
     import multiprocessing as mp
 
@@ -433,19 +450,29 @@ def main() -> int:
     two = ("dragon", "fork")
     section("(5a) uncontended Lock acquire+release", "ns",
             {m: lock_case(ctxs[m], 20000 if a.quick else 1000000) for m in two}, "fork", "start method")
+    far = "dragon, 2 nodes, node 1 through node 0's agent"  # as another host's processes
+    near = "dragon, 2 nodes, node 0's pool mapped"  # as the same host's
+    events = 100 if a.quick else 1000
     section("(5b) Event.set to a waiting process's wake-up", "us",
-            {m: event_case(ctxs[m], 100 if a.quick else 1000) for m in two}, "fork", "start method")
+            {**{m: event_case(ctxs[m], events) for m in two},
+             far: across_case("event", events, True), near: across_case("event", events, False)},
+            "fork", "start method")
     for lab, parties in (("5c", 8), ("5d", 32)):
+        n = 50 if a.quick else 300
         section(f"({lab}) Barrier of {parties} parties, rounds", "rounds/s",
-                {m: barrier_case(ctxs[m], parties, 50 if a.quick else 300) for m in two}, "fork", "start method")
+                {**{m: barrier_case(ctxs[m], parties, n) for m in two},
+                 far: across_case("barrier", n // 5, True, parties), near: across_case("barrier", n, False, parties)},
+                "fork", "start method")
     section("(5e) Value increments under its lock, 8 processes", "incr/s",
-            {m: value_case(ctxs[m], 8, 2000 if a.quick else 20000) for m in two}, "fork", "start method")
+            {**{m: value_case(ctxs[m], 8, 2000 if a.quick else 20000) for m in two},
+             far: across_case("value", 200 if a.quick else 2000, True, 8),
+             near: across_case("value", 2000 if a.quick else 20000, False, 8)},
+            "fork", "start method")
     dragon.stop_runtime()
     pairs = 500 if a.quick else 5000
     section("(5f) node 0's Lock acquire+release from node 1 of 2 virtual nodes (--split-cpus)", "us",
             {"floor: 2 TCP round trips over loopback, 1 B": tcp_rtt_case(pairs),
-             "dragon, as from another host (through node 0's agent)": remote_lock_case(pairs, True),
-             "dragon, same host (node 0's pool mapped)": remote_lock_case(pairs, False)},
+             far: across_case("lock", pairs, True), near: across_case("lock", pairs, False)},
             "floor: 2 TCP round trips over loopback, 1 B", "case")
     section("(4) Queue across 2 virtual nodes (--split-cpus), 1 MiB numpy arrays, against raw TCP", "GB/s",
             {"raw TCP over loopback, 1 MiB writes": tcp_case(big_n),

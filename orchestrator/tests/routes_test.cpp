@@ -94,9 +94,9 @@ TEST(Routes, ClientRelayMeansARequestAtNodeZeroAndAReplyElsewhere) {
     EXPECT_FALSE(allowed(nodes, Type::client_relay, Sender::node, false)) << "replies come from node 0 only";
 }
 
-TEST(Routes, LanesCarryChannelOperationsOnly) {
+TEST(Routes, LanesCarryChannelAndSyncOperationsOnly) {
     const auto lanes = span_of(kLaneRoutes);
-    for (Type t : {Type::remote_send, Type::remote_recv, Type::remote_count, Type::remote_cancel})
+    for (Type t : {Type::remote_send, Type::remote_recv, Type::remote_count, Type::remote_cancel, Type::remote_sync})
         for (bool head : {false, true}) EXPECT_TRUE(allowed(lanes, t, Sender::lane, head));
     for (Type t : {Type::remote_reply, Type::exec_members, Type::shutdown, Type::node_hello, Type::client_relay})
         EXPECT_EQ(find_route(lanes, static_cast<std::uint16_t>(t), false), nullptr);
@@ -176,10 +176,11 @@ TEST(Dispatcher, BindingWithoutARouteOrTwiceIsAProgrammingError) {
 
 TEST(Dispatcher, ListsTheRoutesOfItsRoleWithoutAHandler) {
     Dispatcher<std::uint32_t> d(span_of(kLaneRoutes), false);
-    EXPECT_EQ(d.unhandled().size(), 4U);
+    EXPECT_EQ(d.unhandled().size(), 5U);
     d.on<msg::RemoteSend>([](std::uint32_t, msg::RemoteSend&&) {});
     d.on<msg::RemoteRecv>([](std::uint32_t, msg::RemoteRecv&&) {});
     d.on<msg::RemoteCount>([](std::uint32_t, msg::RemoteCount&&) {});
+    d.on<msg::RemoteSync>([](std::uint32_t, msg::RemoteSync&&) {});
     ASSERT_EQ(d.unhandled().size(), 1U);
     EXPECT_EQ(d.unhandled()[0], Type::remote_cancel);
     EXPECT_TRUE(d.allows(static_cast<std::uint16_t>(Type::remote_send), Sender::lane));

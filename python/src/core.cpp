@@ -1503,6 +1503,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("descriptor", &PyRemoteSync::descriptor)
         .def_property_readonly("node_id", &PyRemoteSync::node_id);
     m.def("sync_exit", [] {
+              py::gil_scoped_release nogil;  // (a round trip to each home of another host)
               PySync::exit_cleanly();
               PyRemoteSync::exit_cleanly();
           },
