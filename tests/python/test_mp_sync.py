@@ -181,13 +181,8 @@ def test_the_module_functions_make_dragon_objects_when_multiprocessing_was_impor
     assert len(out) == 13 and all(m.startswith("dragon.") for m in out.values()), out
 
 
-ACROSS = """
-def count(v, n, nodes):
-    nodes.put(current().h_uid)
-    for _ in range(n):
-        with v.get_lock():
-            v.value += 1
-
+# A barrier's rounds, each checked: every party counted itself in before any left.
+ROUNDS = """
 def rounds(b, arr, lock, n, bad):
     for r in range(n):
         with lock:
@@ -195,6 +190,15 @@ def rounds(b, arr, lock, n, bad):
         b.wait(timeout=120)
         if arr[r] != b.parties:
             bad.value += 1
+"""
+
+ACROSS = ROUNDS + """
+def count(v, n, nodes):
+    nodes.put(current().h_uid)
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+
 
 def waiter(c, v, target, res):
     with c:
@@ -253,7 +257,7 @@ def test_sync_objects_across_four_virtual_nodes(script):
     assert not no_residue_of(out["run"])
 
 
-THROUGH_HOME = """
+THROUGH_HOME = ROUNDS + """
 from dragon.infrastructure.policy import Policy
 
 class Pt(ctypes.Structure):
@@ -301,13 +305,6 @@ def hold_and_die(lock, sem, ready):
 def take_and_exit(sem):
     sem.acquire()  # a signal, used: not given back at a normal exit
 
-def rounds(b, arr, lock, n, bad):
-    for r in range(n):
-        with lock:
-            arr[r] += 1
-        b.wait(timeout=120)
-        if arr[r] != b.parties:
-            bad.value += 1
 
 def waiter(c, v, res):
     with c:
