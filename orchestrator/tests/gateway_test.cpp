@@ -267,6 +267,7 @@ TEST_F(SyncFixture, DoesAnotherHostsOperationsOnItsBlocks) {
     EXPECT_EQ(sync(*data, msg::SyncOp::read, 13, 4).code, kBad) << "past the end";
     EXPECT_EQ(sync(*data, msg::SyncOp::read, -1, 1).code, kBad);
     EXPECT_EQ(sync(*data, msg::SyncOp::write, 15, 0, 0, "ab").code, kBad);
+    EXPECT_EQ(sync(*data, msg::SyncOp::read, 0, msg::kSyncMaxBytes + 1).code, kBad) << "more than one piece";
     EXPECT_EQ(sync(*data, static_cast<msg::SyncOp>(99)).code, static_cast<std::uint16_t>(Errc::protocol));
     from_head(msg::RemoteSync{7, data->pool_name(), data->pool_generation(), data->offset(), data->id() + 1, 4, 0, 0, 0, {}});
     auto stale = head->take<msg::RemoteReply>();

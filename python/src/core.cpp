@@ -983,11 +983,27 @@ public:
     std::int32_t value() { return static_cast<std::int32_t>(std::stol(op(msg::SyncOp::value))); }
     void store(std::int32_t v) { (void)op(msg::SyncOp::store, v); }
     std::int32_t bump() { return static_cast<std::int32_t>(std::stol(op(msg::SyncOp::bump))); }
+    /// In pieces of at most msg::kSyncMaxBytes (one frame each).
     py::bytes read(std::uint64_t offset, std::uint64_t length) {
-        return py::bytes(op(msg::SyncOp::read, static_cast<std::int64_t>(offset), length));
+        std::string out;
+        out.reserve(length);
+        std::uint64_t done = 0;
+        do {
+            const std::uint64_t n = std::min<std::uint64_t>(length - done, msg::kSyncMaxBytes);
+            out += op(msg::SyncOp::read, static_cast<std::int64_t>(offset + done), n);
+            done += n;
+        } while (done < length);
+        return py::bytes(out);
     }
     void write(std::uint64_t offset, const py::bytes& data) {
-        (void)op(msg::SyncOp::write, static_cast<std::int64_t>(offset), 0, channels::kTryOnce, std::string(data));
+        const std::string_view all(data);
+        std::uint64_t done = 0;
+        do {
+            const std::uint64_t n = std::min<std::uint64_t>(all.size() - done, msg::kSyncMaxBytes);
+            (void)op(msg::SyncOp::write, static_cast<std::int64_t>(offset + done), 0, channels::kTryOnce,
+                     std::string(all.substr(done, n)));
+            done += n;
+        } while (done < all.size());
     }
     std::int32_t maximum() {
         learn();

@@ -271,7 +271,7 @@ def count(v, n):
         with v.get_lock():
             v.value += 1
 
-def kinds(lock, rlock, sem, bsem, ev, arr, raw, s, pt, q):
+def kinds(lock, rlock, sem, bsem, ev, arr, raw, s, pt, big, q):
     r = {"node": current().h_uid, "semlock": type(lock._semlock).__name__}
     r["lock_timeout"] = lock.acquire(timeout=0.3)  # the parent holds it
     rlock.acquire(); rlock.acquire()
@@ -295,6 +295,8 @@ def kinds(lock, rlock, sem, bsem, ev, arr, raw, s, pt, q):
     r["s"] = [s.value.decode(), len(s.raw)]
     pt.x = 3
     r["pt"] = [pt.x, pt.y]
+    big.raw = b"xy" * (3 << 19)  # 3 MiB: written, then read, in 1 MiB pieces
+    r["big"] = [len(big[:]), big[-1].decode(), big[1 << 20:(1 << 20) + 4].decode()]
     q.put(r)
 
 def hold_and_die(lock, sem, ready):
@@ -324,15 +326,16 @@ if __name__ == "__main__":
     # every kind, from node 1
     lock, rlock, sem, bsem, ev = mp.Lock(), mp.RLock(), mp.Semaphore(2), mp.BoundedSemaphore(1), mp.Event()
     arr, raw, s, pt, q = mp.Array("d", 5), mp.RawArray("i", 3), mp.Array("c", 16), mp.Value(Pt), mp.Queue()
+    big = mp.RawArray("c", 3 << 20)
     pt.y = 2.5
     lock.acquire()
     with on(1):
-        k = mp.Process(target=kinds, args=(lock, rlock, sem, bsem, ev, arr, raw, s, pt, q))
+        k = mp.Process(target=kinds, args=(lock, rlock, sem, bsem, ev, arr, raw, s, pt, big, q))
     k.start()
     out["kinds"] = q.get(timeout=120)
     k.join(60)
     lock.release()
-    out["kinds_here"] = [list(arr), list(raw), s.value.decode(), pt.x, sem.get_value()]
+    out["kinds_here"] = [list(arr), list(raw), s.value.decode(), pt.x, sem.get_value(), big.raw == b"xy" * (3 << 19)]
     # a holder on node 1 killed: its lock and count come back
     lock, sem, ready = mp.Lock(), mp.Semaphore(1), mp.Event()
     with on(1):
@@ -391,7 +394,8 @@ def test_sync_objects_through_their_home_node_as_from_another_host(script):
     assert k["arr"] == [[0.0, 5.5, 7.0, 8.0, 9.0], 5, 9.0]
     assert k["s"] == ["far away", 16]
     assert k["pt"] == [3, 2.5]
-    assert out["kinds_here"] == [[0.0, 5.5, 7.0, 8.0, 9.0], [11, 0, 0], "far away", 3, 1]
+    assert k["big"] == [3 << 20, "y", "xyxy"]
+    assert out["kinds_here"] == [[0.0, 5.5, 7.0, 8.0, 9.0], [11, 0, 0], "far away", 3, 1, True]
     assert out["ready"] is True and out["held"] == [False, 0]
     assert out["after_death"][:2] == [True, True], out["after_death"]
     assert out["used_signal"] == [0, 0]

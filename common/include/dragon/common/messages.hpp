@@ -526,6 +526,10 @@ enum class SyncOp : std::uint8_t {
     forget = 11,        // the caller exits normally: what it holds is not given back when it goes
 };
 
+/// The most bytes one read or write of a sync block's data carries (larger
+/// ones are done in pieces, far below the frame limit).
+inline constexpr std::uint64_t kSyncMaxBytes = 1U << 20;
+
 /// Client -> agent: an operation on a block whose home is another node,
 /// which the agent forwards as remote_sync (a process with a lane to that
 /// node sends remote_sync itself). Reply: chan_reply, the result in `data`.

@@ -91,6 +91,9 @@ void Gateway::serve_remote_sync(std::uint32_t from, msg::RemoteSync&& m) {
     const SyncKey key{m.offset, m.id};
     const bool binary = b->binary();
     auto data_range = [&]() -> Status {
+        if (m.length > msg::kSyncMaxBytes)
+            return make_error(Errc::invalid_argument, "{} bytes in one operation: at most {}", m.length,
+                              msg::kSyncMaxBytes);
         if (m.arg < 0 || static_cast<std::uint64_t>(m.arg) > b->data_size() ||
             m.length > b->data_size() - static_cast<std::uint64_t>(m.arg))
             return make_error(Errc::invalid_argument, "bytes {}..{} are outside the object's {} bytes of data", m.arg,
