@@ -63,9 +63,6 @@ void watch_like_a_link(int fd, std::uint32_t heartbeat_timeout_ms) {
     (void)::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
 }
 
-channels::Timeout to_timeout(std::int64_t ns) {
-    return ns < 0 ? channels::kForever : channels::Timeout(ns);
-}
 
 std::span<const std::byte> as_bytes(const std::string& s) {
     return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
@@ -473,7 +470,7 @@ void Gateway::serve_remote_recv(std::uint32_t from, msg::RemoteRecv&& m) {
         send_remote_message(from, op, std::move(*message));
     };
     auto c = std::make_shared<channels::Channel>(std::move(*ch));
-    wait_in_worker(from, m.op_id, to_timeout(m.timeout_ns),
+    wait_in_worker(from, m.op_id, wire_timeout(m.timeout_ns),
                    [c, message](channels::Timeout t) -> Status {
                        auto r = c->recv_message(t);
                        if (!r) return std::move(r).error();

@@ -39,6 +39,8 @@ namespace dragon::agent {
 /// numbered from here; below are node ids.
 inline constexpr std::uint32_t kFirstLaneSource = 0x80000000U;
 inline constexpr bool is_lane_source(std::uint32_t from) { return from >= kFirstLaneSource; }
+/// A request's timeout_ns as a wait: negative for ever, 0 once.
+inline channels::Timeout wire_timeout(std::int64_t ns) { return ns < 0 ? channels::kForever : channels::Timeout(ns); }
 
 struct GatewayOptions {
     const transport::RunSecret* secret = nullptr;  // the run's (lanes are authenticated with it); several nodes only

@@ -25,8 +25,6 @@ namespace {
 
 using SyncKey = std::pair<std::uint64_t, std::uint64_t>;  // (offset, id) in this node's pool
 
-channels::Timeout to_timeout(std::int64_t ns) { return ns < 0 ? channels::kForever : channels::Timeout(ns); }
-
 bool known(std::uint8_t op) { return op >= 1 && op <= static_cast<std::uint8_t>(msg::SyncOp::forget); }
 
 }  // namespace
@@ -145,7 +143,7 @@ void Gateway::serve_remote_sync(std::uint32_t from, msg::RemoteSync&& m) {
         if (!*r) return make_error(Errc::timeout, "timed out");
         return ok();
     };
-    auto finish = [this, from, op_id, key, binary, what, blk](Status st) {
+    auto finish = [this, from, op_id, key, binary, what, blk, reply](Status st) {
         if (st) {
             if (what == msg::SyncOp::acquire) {
                 if (source_peer(from) == nullptr) {
@@ -154,19 +152,15 @@ void Gateway::serve_remote_sync(std::uint32_t from, msg::RemoteSync&& m) {
                 }
                 note_taken(from, key, binary);
             }
-            if (transport::Link* peer = source_peer(from)) peer->send(msg::RemoteReply{op_id, 0, {}, "1"});
-            return;
+            return reply("1");
         }
-        if (st.error().code() == Errc::timeout || st.error().code() == Errc::would_block) {
-            if (transport::Link* peer = source_peer(from)) peer->send(msg::RemoteReply{op_id, 0, {}, "0"});
-            return;
-        }
+        if (st.error().code() == Errc::timeout || st.error().code() == Errc::would_block) return reply("0");
         send_remote_reply(from, op_id, std::move(st));
     };
     Status once = attempt(channels::kTryOnce);
     if (once || m.timeout_ns == 0 || (once.error().code() != Errc::timeout && once.error().code() != Errc::would_block))
         return finish(std::move(once));
-    wait_in_worker(from, op_id, to_timeout(m.timeout_ns), std::move(attempt), std::move(finish), true, false);
+    wait_in_worker(from, op_id, wire_timeout(m.timeout_ns), std::move(attempt), std::move(finish), true, false);
 }
 
 void Gateway::note_taken(std::uint32_t from, SyncKey key, bool binary) {
