@@ -228,3 +228,95 @@ def test_multiprocessing_with_the_dragon_start_method_in_an_allocation(slurm_env
     assert {g[2] for g in out["got"]} == {"n1", "n2"}  # ... which are Slurm's nodes
     assert out["cpus"] >= 2
     assert not dead_entries(shm_entries())
+
+
+DDICT_SCRIPT = r'''
+import json, os, subprocess, sys
+import dragon
+import multiprocessing as mp
+from dragon.data.ddict import DDict
+from dragon.native.process import Popen, ProcessTemplate
+from dragon.native.process_group import ProcessGroup
+from dragon.infrastructure.policy import Policy
+
+def client(ser, me, rounds):
+    # node 0's client writes first (its own group), then node 1's reads it all
+    d = DDict.attach(ser)
+    for i in range(rounds):
+        d[("own", me, i)] = (me, i, dragon.current_runtime().node_id)
+    seen = [d[("own", 0, i)] for i in range(rounds)] if me == 1 else []
+    d[("done", me)] = {"node": dragon.current_runtime().node_id, "slurm": os.environ.get("SLURMD_NODENAME", ""),
+                       "local": d.local_managers, "seen": len(seen)}
+    d.detach()
+
+def mp_child(d, k):
+    d[("mp", k)] = os.environ.get("SLURMD_NODENAME", "")
+
+if __name__ == "__main__":
+    exe = sys.argv[1]
+    out = {}
+    d = DDict(1, 2, 256 << 20, timeout=120)
+    ser = d.serialize()
+    mgr = d._meta["managers"]
+    out["manager_nodes"] = [m["node"] for m in mgr]
+    out["manager_slurm"] = [dict(l.split("=", 1) for l in open(f"/proc/{m['pid']}/environ").read().split("\0")
+                                 if "=" in l).get("SLURMD_NODENAME", "") for m in mgr]
+    rounds = 200
+    out["codes"] = []
+    for me in range(2):
+        with ProcessGroup() as pg:
+            pg.add_process(1, ProcessTemplate(client, args=(ser, me, rounds),
+                                              policy=Policy(placement=Policy.Placement.HOST_ID, host_id=me)))
+            pg.start(); pg.join(120)
+            out["codes"] += [c for _, c in pg.exit_status]
+    out["done"] = [d[("done", me)] for me in range(2)]
+    out["own"] = all(d[("own", me, i)][:2] == (me, i) for me in range(2) for i in range(rounds))
+    out["keys_per_manager"] = [s["keys"] for s in d.stats]
+    mp.set_start_method("dragon")
+    ps = [mp.Process(target=mp_child, args=(d, k)) for k in range(4)]
+    for p in ps: p.start()
+    for p in ps: p.join(60)
+    out["mp"] = [[p.exitcode for p in ps], sorted(d[("mp", k)] for k in range(4))]
+    # a C++ client on node 1 (the example squares "input" into "result")
+    d["input"] = b"9"
+    d["py_big"] = b"p" * (5 << 20)
+    with ProcessGroup() as pg:
+        pg.add_process(1, ProcessTemplate(exe, args=(ser,), stdout=Popen.PIPE,
+                                          policy=Policy(placement=Policy.Placement.HOST_ID, host_id=1)))
+        pg.start(); pg.join(120)
+        out["cpp_code"] = pg.exit_status[0][1]
+    out["result"] = d["result"].decode()
+    out["len"] = len(d)
+    out["pids"] = [m["pid"] for m in mgr]
+    d.destroy()
+    out["run"] = dragon.current_runtime().run_id
+    print(json.dumps(out), flush=True)
+'''
+
+
+def test_a_distributed_dictionary_over_the_nodes_of_an_allocation(slurm_env, tmp_path):
+    """DDict managers on both nodes of a real allocation, Python clients
+    (ProcessGroup members, multiprocessing children) and the C++ client
+    reading and writing each other's keys across nodes; nothing left after."""
+    import json
+
+    exe = BIN / "dragon-ddict-example"
+    assert exe.exists(), f"{exe} is not built"
+    script = tmp_path / "ddict_script.py"
+    script.write_text(DDICT_SCRIPT)
+    env = dict(slurm_env)
+    env["PYTHONPATH"] = str(BUILD / "python")
+    r = salloc(env, ["run", "--", "/usr/bin/python3", str(script), str(exe)], nodes=2, timeout=300)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    out = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert out["manager_nodes"] == [0, 1]
+    assert out["manager_slurm"] == ["n1", "n2"]  # one manager on each of Slurm's nodes
+    assert out["codes"] == [0, 0]
+    assert [(x["node"], x["slurm"], x["local"]) for x in out["done"]] == [(0, "n1", [0]), (1, "n2", [1])]
+    assert out["done"][1]["seen"] == 200  # node 1's client read every key node 0's client wrote
+    assert out["own"] is True
+    assert all(k > 0 for k in out["keys_per_manager"])  # both shards hold keys
+    assert out["mp"][0] == [0] * 4 and set(out["mp"][1]) <= {"n1", "n2"}
+    assert out["cpp_code"] == 0 and out["result"] == "81 (squared by C++ on node 1)"
+    assert all(wait_gone(pid) for pid in out["pids"])
+    assert not dead_entries(shm_entries())
