@@ -49,10 +49,18 @@ Result<std::string> make_pool_name(std::string_view run_id, std::uint32_t node_i
     return "/" + names::shm_name(run, node_id, "pool");
 }
 
+Result<std::string> make_pool_name(std::string_view run_id, std::uint32_t node_id, std::string_view tag) {
+    auto run = DRAGON_TRY(RunId::parse(run_id));
+    auto name = "/" + names::shm_name(run, node_id, fmt::format("pool.{}", tag));
+    if (tag.empty() || !names::parse_shm_name(std::string_view(name).substr(1)))
+        return make_error(Errc::invalid_argument, "pool tag '{}' is not 1 or more of [a-z0-9_.]", tag);
+    return name;
+}
+
 Result<PoolNameParts> parse_pool_name(std::string_view name) {
     auto parts = name.starts_with('/') ? names::parse_shm_name(name.substr(1)) : std::nullopt;
-    if (!parts || parts->what != "pool")
-        return make_error(Errc::invalid_argument, "pool name '{}' is not /dragon-<runid>-n<nodeid>-pool", name);
+    if (!parts || (parts->what != "pool" && !(parts->what.starts_with("pool.") && parts->what.size() > 5)))
+        return make_error(Errc::invalid_argument, "pool name '{}' is not /dragon-<runid>-n<nodeid>-pool[.<tag>]", name);
     return PoolNameParts{std::move(parts->run_id), parts->node};
 }
 

@@ -27,6 +27,17 @@ TEST(PoolName, MakeAndParse) {
     EXPECT_EQ(p->run_id, "0123abcd");
     EXPECT_EQ(p->node_id, 7U);
     EXPECT_TRUE(make_pool_name(std::string(32, 'f'), 4294967295U));
+    auto tagged = make_pool_name("0123abcd", 2, "ddict7.m0");
+    ASSERT_TRUE(tagged);
+    EXPECT_EQ(*tagged, "/dragon-0123abcd-n2-pool.ddict7.m0");
+    auto tp = parse_pool_name(*tagged);
+    ASSERT_TRUE(tp);
+    EXPECT_EQ(tp->node_id, 2U);
+    EXPECT_FALSE(make_pool_name("0123abcd", 2, ""));
+    EXPECT_FALSE(make_pool_name("0123abcd", 2, "Up"));
+    EXPECT_FALSE(make_pool_name("0123abcd", 2, "a-b"));
+    EXPECT_FALSE(parse_pool_name("/dragon-0123abcd-n2-pool."));
+    EXPECT_FALSE(parse_pool_name("/dragon-0123abcd-n2-poolx"));
 }
 
 TEST(PoolName, RejectsBadNames) {

@@ -19,7 +19,7 @@ using Timeout = std::chrono::nanoseconds;
 inline constexpr Timeout kTryOnce{0};
 inline constexpr Timeout kForever = Timeout::max();
 
-/// The parts of a pool name `/dragon-<runid>-n<nodeid>-pool`.
+/// The parts of a pool name `/dragon-<runid>-n<nodeid>-pool[.<tag>]`.
 struct PoolNameParts {
     std::string run_id;  // 1-32 chars of [0-9a-f]
     std::uint32_t node_id = 0;
@@ -28,6 +28,10 @@ struct PoolNameParts {
 /// Builds `/dragon-<runid>-n<nodeid>-pool`; Errc::invalid_argument if run_id is
 /// not 1-32 chars of [0-9a-f].
 Result<std::string> make_pool_name(std::string_view run_id, std::uint32_t node_id);
+/// Builds `/dragon-<runid>-n<nodeid>-pool.<tag>`: a pool of its own beside the
+/// node's (a distributed dictionary's mirror), removed with the node's segments.
+/// `tag` is 1 or more of [a-z0-9_.].
+Result<std::string> make_pool_name(std::string_view run_id, std::uint32_t node_id, std::string_view tag);
 
 /// Parses and validates a pool name; Errc::invalid_argument on any deviation.
 Result<PoolNameParts> parse_pool_name(std::string_view name);
