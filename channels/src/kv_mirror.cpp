@@ -1,5 +1,7 @@
 #include "dragon/channels/kv_mirror.hpp"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <bit>
 #include <cstring>
@@ -44,6 +46,10 @@ struct KvMirror::Header {
     std::atomic<std::uint32_t> used;       // buckets not empty (entries and removed ones)
     std::atomic<std::uint32_t> live;       // entries
     std::uint32_t pad2;
+    // Held by the writer's thread for its whole life: a robust mutex, so the
+    // kernel marks it (FUTEX_OWNER_DIED, the owner's tid cleared) when that
+    // thread ends however it ends, and a reader sees a dead writer in one load.
+    pthread_mutex_t alive;
     Bucket buckets[1];  // nbuckets of them
 };
 
@@ -77,6 +83,16 @@ Result<KvMirror> KvMirror::create(Pool pool, std::uint32_t buckets) {
     std::memset(static_cast<void*>(h), 0, bytes);
     h->nbuckets = n;
     h->checkpoint.store(-1);
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    const int rc = pthread_mutex_init(&h->alive, &a);
+    pthread_mutexattr_destroy(&a);
+    if (rc != 0 || pthread_mutex_lock(&h->alive) != 0) {
+        (void)pool.free(off);
+        return make_error(Errc::system, "mirror: cannot set up its writer's liveness lock");
+    }
     h->magic = kMagic;
     std::atomic_thread_fence(std::memory_order_seq_cst);
     return KvMirror(std::move(pool), off);
@@ -216,8 +232,17 @@ void KvMirror::destroy() {
 
 std::uint32_t KvMirror::size() const noexcept { return hdr()->live.load(std::memory_order_relaxed); }
 
+bool KvMirror::writer_alive() const noexcept {
+    // glibc's robust mutex word: the owner's tid, FUTEX_WAITERS, FUTEX_OWNER_DIED.
+    constexpr int kOwnerDied = 0x40000000, kTidMask = 0x3fffffff;
+    auto* h = hdr();
+    const int word = __atomic_load_n(&h->alive.__data.__lock, __ATOMIC_ACQUIRE);
+    return (word & kTidMask) != 0 && (word & kOwnerDied) == 0;
+}
+
 MirrorLookup KvMirror::lookup(std::span<const std::byte> key, std::int64_t checkpoint, std::string& out) const {
     const Header* h = hdr();
+    if (!writer_alive()) return MirrorLookup::unknown;  // (the writer answers, or says it is dead)
     const std::uint64_t epoch = h->epoch.load();
     if ((epoch & 1) != 0 || h->checkpoint.load() != checkpoint || checkpoint < 0) return MirrorLookup::unknown;
     const bool complete = h->complete.load() != 0;

@@ -171,5 +171,37 @@ TEST(KvMirror, ReadersInOtherProcessesNeverSeeATornValue) {
     EXPECT_EQ((*p).stats().free_bytes, (*p).stats().heap_bytes);
 }
 
+TEST(KvMirror, AWriterThatDiedMakesItsMirrorAnswerUnknown) {
+    ScopedPool p(4 << 20);
+    ASSERT_TRUE(p.ok());
+    SharedArray<std::uint64_t> offset(1);
+    // The writer is a child: it makes the mirror, fills it, says where, then dies (SIGKILL).
+    pid_t w = fork_child([&] {
+        auto pa = Pool::attach(p.name());
+        if (!pa) return test::report_child_error(pa.error());
+        auto m = KvMirror::create(std::move(*pa), 64);
+        if (!m) return test::report_child_error(m.error());
+        m->reset(0, true);
+        if (!m->put(bytes_of("k"), bytes_of("v"))) return 2;
+        __atomic_store_n(&offset[0], m->offset(), __ATOMIC_RELEASE);
+        ::pause();
+        return 0;
+    });
+    while (__atomic_load_n(&offset[0], __ATOMIC_ACQUIRE) == 0) ::usleep(1000);
+    auto pa = Pool::attach(p.name());
+    ASSERT_TRUE(pa);
+    auto m = KvMirror::attach(std::move(*pa), offset[0]);
+    ASSERT_TRUE(m);
+    std::string out;
+    EXPECT_TRUE(m->writer_alive());
+    EXPECT_EQ(m->lookup(bytes_of("k"), 0, out), MirrorLookup::hit);
+    EXPECT_EQ(m->lookup(bytes_of("x"), 0, out), MirrorLookup::absent);
+    ::kill(w, SIGKILL);
+    EXPECT_EQ(wait_child(w), 128 + SIGKILL);
+    EXPECT_FALSE(m->writer_alive());
+    EXPECT_EQ(m->lookup(bytes_of("k"), 0, out), MirrorLookup::unknown);
+    EXPECT_EQ(m->lookup(bytes_of("x"), 0, out), MirrorLookup::unknown);
+}
+
 }  // namespace
 }  // namespace dragon::channels

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dragon/channels/channel.hpp"
+#include "dragon/channels/kv_mirror.hpp"
 #include "dragon/channels/sync.hpp"
 #include "dragon/common/config.hpp"
 #include "dragon/common/group_rules.hpp"
@@ -1363,6 +1364,75 @@ PyType_Slot g_semlock_slots[] = {
 PyType_Spec g_semlock_spec = {"dragon._core.SemLock", sizeof(SemLockObject), 0, Py_TPFLAGS_DEFAULT,
                               g_semlock_slots};
 
+// ---- a distributed dictionary manager's read mirror (docs/ddict.md) ---------------------
+
+std::span<const std::byte> bytes_span(const py::bytes& b) {
+    char* data = nullptr;
+    Py_ssize_t n = 0;
+    if (PyBytes_AsStringAndSize(b.ptr(), &data, &n) != 0) throw py::error_already_set();
+    return {reinterpret_cast<const std::byte*>(data), static_cast<std::size_t>(n)};
+}
+
+/// A KvMirror and the pool it lives in: made by a manager (the writer, which
+/// unlinks the pool at destroy), attached by the clients of its node.
+class PyMirror {
+public:
+    PyMirror(channels::KvMirror m, std::string pool_name, bool owner)
+        : m_(std::move(m)), pool_name_(std::move(pool_name)), owner_(owner) {}
+
+    static std::shared_ptr<PyMirror> create(const std::string& run_id, std::uint32_t node, const std::string& tag,
+                                            std::size_t size, std::uint32_t buckets) {
+        auto name = value_or_raise(channels::make_pool_name(run_id, node, tag));
+        auto pool = value_or_raise(channels::Pool::create_unreserved(name, size));
+        auto m = channels::KvMirror::create(std::move(pool), buckets);
+        if (!m) {
+            (void)channels::Pool::unlink(name);
+            raise(m.error());
+        }
+        return std::make_shared<PyMirror>(std::move(*m), name, true);
+    }
+    static std::shared_ptr<PyMirror> attach(const std::string& pool_name, std::uint64_t offset) {
+        auto pool = value_or_raise(channels::Pool::attach(pool_name));
+        return std::make_shared<PyMirror>(value_or_raise(channels::KvMirror::attach(std::move(pool), offset)),
+                                          pool_name, false);
+    }
+    bool put(const py::bytes& key, const py::bytes& value) { return static_cast<bool>(m_.put(bytes_span(key), bytes_span(value))); }
+    void remove(const py::bytes& key) { m_.remove(bytes_span(key)); }
+    void reset(std::int64_t checkpoint, bool complete) { m_.reset(checkpoint, complete); }
+    void set_complete(bool complete) { m_.set_complete(complete); }
+    /// bytes (a hit), False (no such key at that checkpoint) or None (ask the manager).
+    py::object lookup(const py::bytes& key, std::int64_t checkpoint) {
+        thread_local std::string out;
+        switch (m_.lookup(bytes_span(key), checkpoint, out)) {
+        case channels::MirrorLookup::hit: {
+            PyObject* b = PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size()));
+            if (b == nullptr) throw py::error_already_set();
+            if (out.capacity() > (1U << 16)) std::string().swap(out);  // (a big value's buffer is not kept)
+            return py::reinterpret_steal<py::object>(b);
+        }
+        case channels::MirrorLookup::absent: return py::bool_(false);
+        case channels::MirrorLookup::unknown: break;
+        }
+        return py::none();
+    }
+    std::uint32_t size() const { return m_.size(); }
+    /// The writer's end: the table freed and the pool's name removed (mappings stay valid).
+    void destroy() {
+        if (!owner_ || destroyed_) return;
+        destroyed_ = true;
+        m_.destroy();
+        (void)channels::Pool::unlink(pool_name_);
+    }
+    const std::string& pool_name() const { return pool_name_; }
+    std::uint64_t offset() const { return m_.offset(); }
+
+private:
+    channels::KvMirror m_;
+    std::string pool_name_;
+    bool owner_ = false;
+    bool destroyed_ = false;
+};
+
 }  // namespace
 }  // namespace dragon::python
 
@@ -1525,6 +1595,21 @@ PYBIND11_MODULE(_core, m) {
           },
           "At a normal exit: this process's Lock/Semaphore holder records are dropped, not given back.");
 
+    py::class_<PyMirror, std::shared_ptr<PyMirror>>(m, "Mirror",
+        "A distributed dictionary manager's read mirror: a key-value table in a pool of its own that the manager "
+        "writes and the clients of its node read without a message (docs/ddict.md).")
+        .def_static("create", &PyMirror::create, py::arg("run_id"), py::arg("node"), py::arg("tag"), py::arg("size"),
+                    py::arg("buckets"))
+        .def_static("attach", &PyMirror::attach, py::arg("pool_name"), py::arg("offset"))
+        .def("put", &PyMirror::put, py::arg("key"), py::arg("value"))
+        .def("remove", &PyMirror::remove, py::arg("key"))
+        .def("reset", &PyMirror::reset, py::arg("checkpoint"), py::arg("complete"))
+        .def("set_complete", &PyMirror::set_complete, py::arg("complete"))
+        .def("lookup", &PyMirror::lookup, py::arg("key"), py::arg("checkpoint"))
+        .def("destroy", &PyMirror::destroy)
+        .def_property_readonly("size", &PyMirror::size)
+        .def_property_readonly("pool_name", &PyMirror::pool_name)
+        .def_property_readonly("offset", &PyMirror::offset);
     m.def("poll", &poll, py::arg("items"), py::arg("timeout") = py::none(),
           "Waits until one of this node's channels is ready: [(channel, events)] -> [revents] (all 0 on timeout).");
     m.def(

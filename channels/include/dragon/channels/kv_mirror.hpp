@@ -27,7 +27,8 @@ enum class MirrorLookup : std::uint8_t {
 /// that was being replaced or freed under it. The table mirrors one
 /// checkpoint of the writer's data; `complete` says whether every key of
 /// that checkpoint is in it (then a miss is an answer; else a miss is
-/// `unknown`).
+/// `unknown`). The table is made by its writer's thread, which must
+/// outlive every change it makes.
 class KvMirror {
 public:
     /// Entries larger than this (key + value) are not mirrored.
@@ -66,6 +67,11 @@ public:
     // ---- readers --------------------------------------------------------------------
     /// key's value at `checkpoint` into `out`.
     [[nodiscard]] MirrorLookup lookup(std::span<const std::byte> key, std::int64_t checkpoint, std::string& out) const;
+
+    /// Whether the thread that created the table lives (a dead writer's
+    /// mirror answers `unknown`: its clients then learn from the writer's
+    /// absence, as they would without a mirror).
+    [[nodiscard]] bool writer_alive() const noexcept;
 
     /// Entries held (not counting removed ones).
     [[nodiscard]] std::uint32_t size() const noexcept;
