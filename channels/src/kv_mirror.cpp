@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <bit>
+#include <utility>
 #include <cstring>
 
 namespace dragon::channels {
@@ -63,9 +64,26 @@ std::uint64_t mirror_hash(std::span<const std::byte> key) noexcept {
 }
 
 KvMirror::KvMirror(Pool pool, std::uint64_t offset) noexcept : pool_(std::move(pool)), offset_(offset) {}
-KvMirror::KvMirror(KvMirror&&) noexcept = default;
-KvMirror& KvMirror::operator=(KvMirror&&) noexcept = default;
-KvMirror::~KvMirror() = default;
+KvMirror::KvMirror(KvMirror&& o) noexcept
+    : pool_(std::move(o.pool_)), offset_(std::exchange(o.offset_, 0)), writer_(std::exchange(o.writer_, false)) {}
+KvMirror& KvMirror::operator=(KvMirror&& o) noexcept {
+    if (this != &o) {
+        let_go();
+        pool_ = std::move(o.pool_);
+        offset_ = std::exchange(o.offset_, 0);
+        writer_ = std::exchange(o.writer_, false);
+    }
+    return *this;
+}
+KvMirror::~KvMirror() { let_go(); }
+
+void KvMirror::let_go() noexcept {
+    // A robust mutex a thread holds is on that thread's robust list, which
+    // glibc walks on every later robust lock and unlock: it must come off
+    // before its memory is freed or unmapped.
+    if (writer_ && offset_ != 0) (void)pthread_mutex_unlock(&hdr()->alive);
+    writer_ = false;
+}
 
 KvMirror::Header* KvMirror::hdr() const noexcept { return reinterpret_cast<Header*>(pool_.at(offset_)); }
 
@@ -95,7 +113,9 @@ Result<KvMirror> KvMirror::create(Pool pool, std::uint32_t buckets) {
     }
     h->magic = kMagic;
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    return KvMirror(std::move(pool), off);
+    KvMirror m(std::move(pool), off);
+    m.writer_ = true;
+    return m;
 }
 
 Result<KvMirror> KvMirror::attach(Pool pool, std::uint64_t offset) {
@@ -225,6 +245,7 @@ void KvMirror::set_complete(bool complete) noexcept { hdr()->complete.store(comp
 void KvMirror::destroy() {
     if (offset_ == 0) return;
     reset(-1, false);
+    let_go();  // (readers from here on: the writer is gone)
     hdr()->magic = 0;
     (void)pool_.free(offset_);
     offset_ = 0;

@@ -130,6 +130,89 @@ if __name__ == "__main__":
 """
 
 
+MIRROR = """
+def reader(ser, q, back):
+    # Told a key's value right after its put returned, a reader on the
+    # manager's node must read that value or a later one (the mirror changes
+    # before the reply), never an earlier one.
+    d = DDict.attach(ser)
+    stale = 0
+    while True:
+        item = q.get()
+        if item is None:
+            break
+        k, v = item
+        a, b = d[k], d.get(k)   # that value or a later one (the writer goes on)
+        if not (a >= v and b >= a and k in d and d.get(("never", k), "dflt") == "dflt"):
+            stale += 1
+    back.put(stale)
+    d.detach()
+
+if __name__ == "__main__":
+    import multiprocessing as mp
+    mp.set_start_method("dragon")
+    out = {}
+    d = DDict(2, 1, 64 << 20)
+    for k in range(50):
+        d[("k", k)] = {"v": k}
+    d["bytes"] = b"\\x00raw"
+    out["mirrors"] = [m["mirror"] is not None for m in d._meta["managers"]]
+    before = [s["ops"] for s in d.stats]
+    hits = [d[("k", k)] == {"v": k} for k in range(50)]
+    misses = [d.get(("nope", k), "dflt") == "dflt" and ("nope", k) not in d for k in range(20)]
+    try:
+        d["nope"]; out["keyerror"] = None
+    except KeyError:
+        out["keyerror"] = True
+    out["reads"] = [all(hits), all(misses), d["bytes"] == b"\\x00raw"]
+    after = [s["ops"] for s in d.stats]
+    out["manager_ops_for_reads"] = [a - b - 1 for a, b in zip(after, before)]   # (- the stats call itself)
+    # a value too large for the mirror, and a removed key: asked, and right
+    d["large"] = b"L" * (2 << 20)
+    del d[("k", 3)]
+    out["large"] = [d["large"] == b"L" * (2 << 20), ("k", 3) in d, d.get(("k", 3), "gone")]
+    # ordering across processes
+    q, back = mp.Queue(), mp.Queue()
+    ps = [mp.Process(target=reader, args=(d.serialize(), q, back)) for _ in range(2)]
+    for p in ps: p.start()
+    for i in range(300):
+        k = ("o", i % 7)
+        d[k] = i
+        q.put((k, i))
+    for p in ps: q.put(None)
+    out["stale"] = [back.get(timeout=60) for p in ps]
+    for p in ps: p.join(60)
+    out["codes"] = [p.exitcode for p in ps]
+    # a new checkpoint: a client there asks until the mirror shows it
+    c1 = DDict.attach(d.serialize()); c1.checkpoint()
+    c1[("k", 1)] = "at 1"
+    try:
+        d[("k", 1)]; old = None
+    except DDictCheckpointSync:
+        old = "sync"   # (its manager keeps checkpoint 1 only now)
+    out["chkpt"] = [c1[("k", 1)], old, c1.get(("k", 2), "not carried")]
+    c1.detach()
+    names = [m["mirror"][0] for m in d._meta["managers"]]
+    d.destroy()
+    out["mirror_files_left"] = [os.path.exists("/dev/shm" + n) for n in names]
+    out["run"] = dragon.current_runtime().run_id
+    print(json.dumps(out), flush=True)
+"""
+
+
+def test_reads_on_the_managers_node_come_from_its_mirror(script):
+    p = script(PRELUDE, MIRROR).run(timeout=300)
+    out = last_json(p.stdout)
+    assert out["mirrors"] == [True, True]
+    assert out["reads"] == [True, True, True] and out["keyerror"] is True
+    assert out["manager_ops_for_reads"] == [0, 0]   # 50 hits, 20 misses, 20 `in`: no request
+    assert out["large"] == [True, False, "gone"]
+    assert out["chkpt"] == ["at 1", "sync", "not carried"]
+    assert out["stale"] == [0, 0] and out["codes"] == [0, 0]
+    assert out["mirror_files_left"] == [False, False]
+    assert not no_residue_of(out["run"])
+
+
 def test_mapping_on_one_node(script):
     p = script(PRELUDE, MAPPING).run(timeout=300)
     out = last_json(p.stdout)

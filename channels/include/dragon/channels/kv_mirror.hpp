@@ -27,8 +27,8 @@ enum class MirrorLookup : std::uint8_t {
 /// that was being replaced or freed under it. The table mirrors one
 /// checkpoint of the writer's data; `complete` says whether every key of
 /// that checkpoint is in it (then a miss is an answer; else a miss is
-/// `unknown`). The table is made by its writer's thread, which must
-/// outlive every change it makes.
+/// `unknown`). The writer's thread makes it and must also destroy it (or let
+/// the object go): that thread holds a robust lock in it meanwhile.
 class KvMirror {
 public:
     /// Entries larger than this (key + value) are not mirrored.
@@ -81,9 +81,11 @@ private:
     KvMirror(Pool pool, std::uint64_t offset) noexcept;
     Header* hdr() const noexcept;
     void free_entry(std::uint64_t e);
+    void let_go() noexcept;
 
     Pool pool_;
     std::uint64_t offset_ = 0;
+    bool writer_ = false;  // made by this object: its thread holds the liveness lock
 };
 
 /// The hash the mirror uses (FNV-1a, 64 bits): the same in every process.

@@ -34,6 +34,8 @@ DEFAULT_MEM = 1 << 30
 _Timeout = _core.DragonTimeoutError
 _poll = _core.poll
 _WAIT = os.environ.get("DRAGON_DDICT_WAIT", "poll")   # "recv": wait in a blocking recv instead
+_MIRROR = os.environ.get("DRAGON_DDICT_MIRROR", "1") != "0"   # "0": every read asks its manager
+_getpid = os.getpid
 
 
 class DDictError(DragonError):
@@ -218,6 +220,7 @@ class DDict:
         self._boot = host.boot_id()
         self._my_node = None
         self._poll_item = None
+        self._mirrors: dict = {}   # manager index -> its read mirror (_core.Mirror), or None: ask it
 
     def _ensure(self) -> None:
         if self._pid != os.getpid():
@@ -236,6 +239,26 @@ class DDict:
     def _manager_name(self, i: int) -> str:
         m = self._meta["managers"][i]
         return f"manager {i} of DDict {self._meta['name']} (node {m['node']}, pid {m['pid']}, puid {m['puid']})"
+
+    def _mirror(self, i: int):
+        """Manager i's read mirror when it is on this node (of this host), else None."""
+        try:
+            return self._mirrors[i]
+        except KeyError:
+            pass
+        except AttributeError:
+            return None
+        with self._lock:
+            self._ensure()
+        mr = None
+        m = self._meta["managers"][i]
+        if _MIRROR and m.get("mirror") and m["node"] == self._my_node and m["boot"] == self._boot:
+            try:
+                mr = _core.Mirror.attach(m["mirror"][0], int(m["mirror"][1]))
+            except _core.DragonError:
+                mr = None   # (gone already: the manager answers, or says it ended)
+        self._mirrors[i] = mr
+        return mr
 
     def _alive(self, i: int) -> bool:
         m = self._meta["managers"][i]
@@ -410,15 +433,31 @@ class DDict:
 
     def __getitem__(self, key):
         kb = wire.key_bytes(key)
-        status, payload = self._call(self._of(kb), wire.GET, 0, kb)
+        i = self._of(kb)
+        if self._pid == _getpid():
+            mr = self._mirror(i)
+            if mr is not None:
+                v = mr.lookup(kb, self._chkpt)
+                if v is not None:
+                    if v is False:
+                        raise DDictKeyError(key)
+                    return wire.value_object(v)
+        status, payload = self._call(i, wire.GET, 0, kb)
         if status == wire.NOT_FOUND:
             raise DDictKeyError(key)
         return wire.value_object(payload)
 
     def get(self, key, default=None):
         kb = wire.key_bytes(key)
+        i = self._of(kb)
+        if self._pid == _getpid():
+            mr = self._mirror(i)
+            if mr is not None:
+                v = mr.lookup(kb, self._chkpt)
+                if v is not None:
+                    return default if v is False else wire.value_object(v)
         # a get with a default never waits for the key (flag PERSIST on a get: "do not wait")
-        status, payload = self._call(self._of(kb), wire.GET, wire.PERSIST, kb)
+        status, payload = self._call(i, wire.GET, wire.PERSIST, kb)
         if status == wire.NOT_FOUND:
             return default
         return wire.value_object(payload)
@@ -442,7 +481,14 @@ class DDict:
 
     def __contains__(self, key) -> bool:
         kb = wire.key_bytes(key)
-        status, _ = self._call(self._of(kb), wire.CONTAINS, 0, kb)
+        i = self._of(kb)
+        if self._pid == _getpid():
+            mr = self._mirror(i)
+            if mr is not None:
+                v = mr.lookup(kb, self._chkpt)
+                if v is not None:
+                    return v is not False
+        status, _ = self._call(i, wire.CONTAINS, 0, kb)
         return status == wire.OK
 
     def __len__(self) -> int:

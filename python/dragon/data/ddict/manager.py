@@ -19,6 +19,10 @@ from dragon.data.ddict import wire
 from dragon.infrastructure import host, large
 
 REQUEST_CAPACITY = 512
+# The read mirror (docs/ddict.md): at most this many bytes of a manager's
+# shard in a pool of its own that the clients of its node read without a
+# message; 0 turns it off.
+MIRROR_BYTES = int(os.environ.get("DRAGON_DDICT_MIRROR_BYTES", str(256 << 20)))
 REQUEST_BLOCK = 1536   # a 1 KiB value and its header fit inline in a slot
 _MISSING = object()
 _GONE = None           # a tombstone: the key was removed at this checkpoint
@@ -178,6 +182,69 @@ class Manager:
         self.clients: dict[int, _core.Channel] = {}
         self.next_client = 1
         self.running = True
+        self.mirror = self._make_mirror(capacity)
+        self.unmirrored: set = set()   # keys visible at the mirrored checkpoint that it does not hold
+        self.mirrored = 0              # the checkpoint the mirror shows
+        if self.mirror is not None:
+            self.mirror.reset(0, not wait_for_keys)
+
+    # ---- the read mirror ------------------------------------------------------------
+
+    def _make_mirror(self, capacity: int):
+        size = min(MIRROR_BYTES, max(capacity, 1 << 20))
+        if size <= 0:
+            return None
+        try:
+            return _core.Mirror.create(self.rt.run_id, self.rt.node_id, f"ddict{os.getpid()}", size,
+                                       max(1024, size // 2048))
+        except _core.DragonError as e:   # (no room in /dev/shm: every read asks the manager)
+            print(f"ddict manager {self.index}: no read mirror: {e}", file=sys.stderr)
+            return None
+
+    def _complete(self) -> bool:
+        return not self.unmirrored and not self.shard.wait_for_keys
+
+    def mirror_key(self, kb: bytes) -> None:
+        """After kb changed at any checkpoint: the mirror shows its value at
+        the newest one (a new newest checkpoint: the whole mirror is rebuilt)."""
+        mr = self.mirror
+        if mr is None:
+            return
+        s = self.shard
+        newest = max(s.versions)
+        if newest != self.mirrored:
+            self.mirror_all()
+            return
+        v = s.lookup(kb, newest)
+        was = bool(self.unmirrored)
+        if v is None:
+            mr.remove(kb)
+            self.unmirrored.discard(kb)
+        elif isinstance(v, wire.Chunks) or not mr.put(kb, v):
+            mr.remove(kb)
+            self.unmirrored.add(kb)
+            mr.set_complete(False)
+            return
+        else:
+            self.unmirrored.discard(kb)
+        if was and self._complete():
+            mr.set_complete(True)
+
+    def mirror_all(self) -> None:
+        """The mirror rebuilt for the newest checkpoint (after a new one, a clear, a retire)."""
+        mr = self.mirror
+        if mr is None:
+            return
+        s = self.shard
+        newest = max(s.versions)
+        mr.reset(newest, False)   # (readers meanwhile: hits are right, a miss asks the manager)
+        self.unmirrored = set()
+        for kb, v in s.visible(newest).items():
+            if isinstance(v, wire.Chunks) or not mr.put(kb, v):
+                mr.remove(kb)
+                self.unmirrored.add(kb)
+        self.mirrored = newest
+        mr.set_complete(self._complete())
 
     # ---- replies --------------------------------------------------------------------
 
@@ -334,6 +401,7 @@ class Manager:
                 return
             status, text, retired = s.put(kb, vb, c, bool(flags & wire.PERSIST))
             if status == wire.OK:
+                self.mirror_key(kb)   # (before the reply: a reader after it sees the new value)
                 if flags & wire.BROADCAST:
                     s.bkeys.add(kb)
                 else:
@@ -358,6 +426,8 @@ class Manager:
                 self.reply(client, seq, wire.RETIRED, err.encode())
                 return
             v = s.remove(kb, c)
+            if v is not None:
+                self.mirror_key(kb)
             if v is None:
                 self.reply(client, seq, wire.NOT_FOUND)
             elif op == wire.POP:
@@ -396,6 +466,7 @@ class Manager:
                 self.reply(client, seq, wire.ERROR, f"the dictionary is frozen (manager {self.index})".encode())
                 return
             s.clear(c)
+            self.mirror_all()
             self.reply(client, seq, wire.OK)
         elif op == wire.CONNECT:
             desc = bytes(m[off + klen:]).decode()
@@ -435,6 +506,9 @@ class Manager:
             self.reply(client, seq, wire.ERROR, f"unknown op {op}".encode())
 
     def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.destroy()   # (clients' lookups from here on: unknown, so they ask, and learn it ended)
+            self.mirror = None
         for ch in self.clients.values():
             try:
                 ch.flush(5.0) if not ch.is_local else None
@@ -453,7 +527,8 @@ def serve(index: int, n: int, node: int, capacity: int, wss: int, wait_for_keys:
     creator's bootstrap channel, answer until destroyed (or stopped)."""
     m = Manager(index, n, node, capacity, wss, wait_for_keys, name)
     rec = {"index": index, "desc": m.ch.descriptor, "pid": os.getpid(),
-           "puid": int(os.environ.get("DRAGON_PUID") or 0), "node": m.rt.node_id, "boot": host.boot_id()}
+           "puid": int(os.environ.get("DRAGON_PUID") or 0), "node": m.rt.node_id, "boot": host.boot_id(),
+           "mirror": [m.mirror.pool_name, m.mirror.offset] if m.mirror is not None else None}
     boot = _core.Channel.attach(m.rt, boot_desc)
     boot.send(pickle.dumps(rec), None)
     if not boot.is_local:
