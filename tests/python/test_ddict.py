@@ -340,6 +340,15 @@ if __name__ == "__main__":
     d["k"] = 1
     m = d._meta["managers"][1]
     os.kill(m["pid"], signal.SIGKILL)
+    # (until it has ended, reads on its node may still come from its read mirror)
+    t_end = time.monotonic() + 10
+    while time.monotonic() < t_end:
+        try:
+            if open(f"/proc/{m['pid']}/stat").read().split(")")[-1].split()[0] == "Z":
+                break
+        except OSError:
+            break
+        time.sleep(0.005)
     errs = []
     t0 = time.monotonic()
     for i in range(40):

@@ -246,8 +246,6 @@ class DDict:
             return self._mirrors[i]
         except KeyError:
             pass
-        except AttributeError:
-            return None
         with self._lock:
             self._ensure()
         mr = None
@@ -259,6 +257,14 @@ class DDict:
                 mr = None   # (gone already: the manager answers, or says it ended)
         self._mirrors[i] = mr
         return mr
+
+    def _from_mirror(self, i: int, kb: bytes):
+        """Manager i's read mirror's answer for kb at this client's
+        checkpoint: tagged value bytes, False (no such key) or None (ask it)."""
+        if self._pid != _getpid():
+            return None   # (a forked child: its first request resets the client)
+        mr = self._mirror(i)
+        return None if mr is None else mr.lookup(kb, self._chkpt)
 
     def _alive(self, i: int) -> bool:
         m = self._meta["managers"][i]
@@ -434,14 +440,11 @@ class DDict:
     def __getitem__(self, key):
         kb = wire.key_bytes(key)
         i = self._of(kb)
-        if self._pid == _getpid():
-            mr = self._mirror(i)
-            if mr is not None:
-                v = mr.lookup(kb, self._chkpt)
-                if v is not None:
-                    if v is False:
-                        raise DDictKeyError(key)
-                    return wire.value_object(v)
+        v = self._from_mirror(i, kb)
+        if v is not None:
+            if v is False:
+                raise DDictKeyError(key)
+            return wire.value_object(v)
         status, payload = self._call(i, wire.GET, 0, kb)
         if status == wire.NOT_FOUND:
             raise DDictKeyError(key)
@@ -450,12 +453,9 @@ class DDict:
     def get(self, key, default=None):
         kb = wire.key_bytes(key)
         i = self._of(kb)
-        if self._pid == _getpid():
-            mr = self._mirror(i)
-            if mr is not None:
-                v = mr.lookup(kb, self._chkpt)
-                if v is not None:
-                    return default if v is False else wire.value_object(v)
+        v = self._from_mirror(i, kb)
+        if v is not None:
+            return default if v is False else wire.value_object(v)
         # a get with a default never waits for the key (flag PERSIST on a get: "do not wait")
         status, payload = self._call(i, wire.GET, wire.PERSIST, kb)
         if status == wire.NOT_FOUND:
@@ -482,12 +482,9 @@ class DDict:
     def __contains__(self, key) -> bool:
         kb = wire.key_bytes(key)
         i = self._of(kb)
-        if self._pid == _getpid():
-            mr = self._mirror(i)
-            if mr is not None:
-                v = mr.lookup(kb, self._chkpt)
-                if v is not None:
-                    return v is not False
+        v = self._from_mirror(i, kb)
+        if v is not None:
+            return v is not False
         status, _ = self._call(i, wire.CONTAINS, 0, kb)
         return status == wire.OK
 
