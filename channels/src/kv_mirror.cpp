@@ -2,9 +2,11 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <utility>
+#include <cstddef>
 #include <cstring>
 
 namespace dragon::channels {
