@@ -62,7 +62,7 @@ std::uint64_t mirror_hash(std::span<const std::byte> key) noexcept {
         h ^= static_cast<std::uint8_t>(b);
         h *= 0x100000001b3ULL;
     }
-    return h < 2 ? h + 2 : h;  // (never a marker value: hashes are compared, not offsets, but keep them apart)
+    return h < 2 ? h + 2 : h;  // (0 is the hash an emptied bucket is left with)
 }
 
 KvMirror::KvMirror(Pool pool, std::uint64_t offset) noexcept : pool_(std::move(pool)), offset_(offset) {}
