@@ -229,9 +229,18 @@ if __name__ == "__main__":
     t0 = time.monotonic()
     with mp.Pool(n) as p:
         res = p.map(sq, range(100000))
-        nodes = sorted(set(x for _, x in p.map(where, range(4 * n), chunksize=1)))
+        placed = sorted(set(w.node for w in p._pool))
+        # Tasks run on every node once the workers there are up: the map
+        # above may be done by node 0's workers alone while the others still
+        # start (1024 of them on 2 cpus), so map until each node answered.
+        seen = set()
+        for _ in range(10):
+            seen |= set(x for _, x in p.map(where_slowly, range(4 * n), chunksize=1))
+            if len(seen) == 4:
+                break
+        nodes = sorted(seen)
         pids = [w.pid for w in p._pool]
-    print(json.dumps({"ok": res == [x * x for x in range(100000)], "nodes": nodes, "pids": pids,
+    print(json.dumps({"ok": res == [x * x for x in range(100000)], "placed": placed, "nodes": nodes, "pids": pids,
                       "run": dragon.current_runtime().run_id}), flush=True)
 """
 
@@ -241,6 +250,7 @@ def test_pool_1024_workers_over_4_nodes(script):
     p = script(PRELUDE, SCALE).run("1024", under=["--launcher", "virtual", "--nodes", "4"], timeout=900)
     out = _last_json(p.stdout)
     assert out["ok"]
+    assert out["placed"] == [0, 1, 2, 3]
     assert out["nodes"] == ["0", "1", "2", "3"]
     assert len(set(out["pids"])) == 1024
     assert wait_gone(out["pids"], 30)
