@@ -195,6 +195,10 @@ if __name__ == "__main__":
     names = [m["mirror"][0] for m in d._meta["managers"]]
     d.destroy()
     out["mirror_files_left"] = [os.path.exists("/dev/shm" + n) for n in names]
+    try:   # no read is answered from a mirror once destroy() returned
+        d[("k", 5)]; out["after_destroy"] = None
+    except DDictManagerDied:
+        out["after_destroy"] = "died"
     out["run"] = dragon.current_runtime().run_id
     print(json.dumps(out), flush=True)
 """
@@ -209,7 +213,7 @@ def test_reads_on_the_managers_node_come_from_its_mirror(script):
     assert out["large"] == [True, False, "gone"]
     assert out["chkpt"] == ["at 1", "sync", "not carried"]
     assert out["stale"] == [0, 0] and out["codes"] == [0, 0]
-    assert out["mirror_files_left"] == [False, False]
+    assert out["mirror_files_left"] == [False, False] and out["after_destroy"] == "died"
     assert not no_residue_of(out["run"])
 
 

@@ -275,7 +275,11 @@ class DDict:
     def _channel(self, i: int) -> _core.Channel:
         ch = self._mch.get(i)
         if ch is None:
-            ch = _core.Channel.attach(self._rt, self._meta["managers"][i]["desc"])
+            try:
+                ch = _core.Channel.attach(self._rt, self._meta["managers"][i]["desc"])
+            except (_core.DragonValueError, _core.DragonNotFoundError) as e:
+                # (its request channel is gone: the manager ended, or the dictionary was destroyed)
+                raise DDictManagerDied(f"{self._manager_name(i)} is not running (its channel: {e})") from None
             self._mch[i] = ch
             cid = 0
             self._cid[i] = 0

@@ -496,6 +496,9 @@ class Manager:
             s.frozen = bytes(m[off + klen:]) in (b"\x01", b"b\x01")  # a tagged or a bare byte
             self.reply(client, seq, wire.OK)
         elif op == wire.DESTROY:
+            if self.mirror is not None:   # (first: no read is answered from it once destroy() returned)
+                self.mirror.destroy()
+                self.mirror = None
             for ws in s.waiters.values():
                 for w in ws:
                     self.reply(w[0], w[1], wire.ERROR, f"manager {self.index} was destroyed".encode())
