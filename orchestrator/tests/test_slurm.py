@@ -231,7 +231,7 @@ def test_multiprocessing_with_the_dragon_start_method_in_an_allocation(slurm_env
 
 
 DDICT_SCRIPT = r'''
-import json, os, subprocess, sys
+import json, os, sys
 import dragon
 import multiprocessing as mp
 from dragon.data.ddict import DDict
