@@ -120,23 +120,20 @@ def _serve(sock: socket.socket, agent: int):
     member only, its request. The loop is dragon._zfork's, in C, where it
     can clone members (the zygote then writes next to nothing between
     forks: a page it writes after a fork is one its members no longer
-    share); else this one, with the double fork."""
-    if _zserve is not None:
+    share); else (or with DRAGON_ZYGOTE_FORK_TWICE=1, which the tests set
+    to cover it) this one, with the double fork."""
+    if _zserve is not None and os.environ.get("DRAGON_ZYGOTE_FORK_TWICE") != "1":
         sys.stdout.flush()
         sys.stderr.flush()
+        ident = b"\0".join(k.encode() + b"=" for k in _IDENTITY)
         try:
-            member, body, fds = _zserve(sock.fileno())
+            out = _zserve(sock.fileno(), agent, *_ROOM_AT, ident)
         except OSError as e:
             sys.stderr.write(f"dragon zygote: one-fork start unavailable ({e}); forking twice\n")
         else:
-            if member:
-                try:
-                    req = _parse(body, fds)
-                except _Bad as e:  # (checked before the fork: not expected)
-                    os.write(2, f"dragon: the fast-started process {os.getpid()} could not start: {e}\n".encode())
-                    os._exit(127)
-                return _become(sock, agent, req, -1)
-            member = _answer(sock, agent, body, fds)  # a request the kernel would not clone
+            if out[0]:
+                return _adopt(sock, out)
+            member = _answer(sock, agent, out[1], out[2])  # a request the kernel would not clone
             if member is not None:
                 return member
     while True:
@@ -185,8 +182,35 @@ def _answer(sock: socket.socket, agent: int, body: bytes, fds: list):
 try:
     from dragon._zfork import die_with_parent as _die_with_parent
     from dragon._zfork import serve as _zserve
+    from dragon._zfork import unblock_signals as _unblock_signals
 except ImportError:
-    _zserve = _die_with_parent = None
+    _zserve = _die_with_parent = _unblock_signals = None
+
+
+def _adopt(sock: socket.socket, state: tuple) -> dict:
+    """In a member the C loop cloned and set up (process group, stdio,
+    directory, cpus, environment, parent; its descriptors but stdio
+    closed): the rest, which needs Python's objects: the signal handlers,
+    os.environ's dict, then the signals unblocked. Returns its request
+    (its argv)."""
+    _, argv, sets, unsets = state
+    import signal
+
+    try:
+        for sig, want in _SIGNALS_TO_RESET:
+            signal.signal(sig, want)
+        # (os.environ's own dict: libc's environment is set already)
+        data = os.environ._data
+        for k, v in sets:
+            data[k] = v
+        for k in unsets:
+            data.pop(k, None)
+        _unblock_signals()
+    except KeyboardInterrupt:
+        # Stopped (SIGINT) as it started: it ends as that signal ends a process.
+        _end_by_sigint()
+    sock.detach()  # (closed already)
+    return {"argv": argv}
 
 
 def _fork_twice(sock: socket.socket, agent: int, req: dict):
@@ -272,7 +296,8 @@ def _write_quietly(fd: int, text: str) -> None:
 
 
 def _become(sock: socket.socket, agent: int, req: dict, report: int):
-    """In the member: takes the request's process group, signals, stdio,
+    """In a member of the double fork (a cloned one is set up in C, by
+    dragon._zfork's setup_member, the same steps): takes the request's process group, signals, stdio,
     directory, binding and environment, then waits to be the agent's child
     and to die with it. On a failure it says why on its stderr and exits
     127 (the zygote has answered already)."""
@@ -441,8 +466,9 @@ def _publish_environ(changed: list) -> None:
         if len(blob) + len(kv) + 1 > room:
             break
         blob += kv + b"\0"
-    ctypes.memmove(at, bytes(blob), len(blob))
-    ctypes.memset(at + len(blob), 0, room - len(blob))
+    # (the rest: cleared by the zygote, but for the variable's name)
+    blob += b"\0" * max(1, len(_ROOM) + 1 - len(blob))
+    ctypes.memmove(at, bytes(blob), min(room, len(blob)))
 
 
 # DRAGON_ZYGOTE_MAIN's module (a Pool's parent's main script), imported once
@@ -523,6 +549,15 @@ def main() -> None:
     global _SIGNALS_TO_RESET, _ROOM_AT
     _SIGNALS_TO_RESET = _fresh_signals()
     _ROOM_AT = _env_room()
+    if _ROOM_AT[1] > 0:
+        # Cleared once here, where every member shares it: a member then
+        # writes (and copies) only the pages its own variables take.
+        import ctypes
+
+        # (but for the variable's name: libc's entry stays a variable, which
+        # each member unsets)
+        name = len(_ROOM)
+        ctypes.memset(_ROOM_AT[0] + name, 0, _ROOM_AT[1] - name)
     sock = socket.socket(fileno=fd)
     _send(sock, f"ready {os.getpid()}")
     req = _serve(sock, agent)

@@ -19,6 +19,15 @@
  * process's only thread, which holds no lock while it is here. The member
  * runs Python's after-fork work (PyOS_AfterFork_Child, os.register_at_fork
  * hooks) as an os.fork child does.
+ *
+ * A cloned member then sets itself up here, in C, before any of its Python
+ * runs (setup_member): process group, stdio, directory, cpus, environment,
+ * parent. The same steps in Python (_zygote._become, still the double
+ * fork's) ran code and touched objects the zygote shares, and each page
+ * they wrote was copied into the member: with setenv's mallocs from the
+ * zygote's heap, about 300 kB of a Pool worker's private memory. Python
+ * only does what needs its objects: the signal handlers, os.environ's
+ * dict, the signal mask.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,6 +43,7 @@
 #include <string.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -269,6 +279,205 @@ static void check_request(const char* body, size_t n, int nfds, char* why, size_
     }
 }
 
+
+/* ---- a cloned member's set-up, before its Python runs ----------------------------- */
+
+/* "NAME=" prefixes of the variables that go first in the published
+ * environment (_zygote._IDENTITY), NUL-separated; set by serve(). */
+static char identity[512];
+static size_t identity_len;
+
+static int is_identity(const char* kv, size_t len) {
+    for (size_t at = 0; at < identity_len;) {
+        size_t n = strlen(identity + at);
+        if (n > 0 && n <= len && memcmp(kv, identity + at, n) == 0) return 1;
+        at += n + 1;
+    }
+    return 0;
+}
+
+/* The request's fields (its shape was checked before the clone). */
+struct request {
+    const char* cwd;
+    const char* cpus;
+    const char* mask;
+    long argc;
+    const char* argv; /* argc NUL-terminated strings */
+    const char* env;  /* the rest: "K=V" to set, "K" to unset */
+    const char* end;
+};
+
+static void split_request(const char* body, size_t n, struct request* r) {
+    const char* p = body + strlen(body) + 1; /* "spawn" */
+    r->cwd = p;
+    p += strlen(p) + 1;
+    r->cpus = p;
+    p += strlen(p) + 1;
+    r->mask = p;
+    p += strlen(p) + 1;
+    r->argc = strtol(p, NULL, 10);
+    p += strlen(p) + 1;
+    r->argv = p;
+    for (long i = 0; i < r->argc; ++i) p += strlen(p) + 1;
+    r->env = p;
+    r->end = body + n;
+}
+
+/* Writes the member's own variables over the room the agent left in the
+ * zygote's initial environment block (see _zygote._publish_environ, the
+ * double fork's version): identity first, then the rest but the target.
+ * The zygote cleared the room at its start: only the pages written here
+ * become the member's own. */
+static void publish_environ(const struct request* r, char* room_at, size_t room) {
+    if (room_at == NULL || room == 0) return;
+    size_t used = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+        for (const char* kv = r->env; kv < r->end; kv += strlen(kv) + 1) {
+            const char* eq = strchr(kv, '=');
+            size_t len = strlen(kv);
+            if (eq == NULL || eq == kv) continue;
+            if (is_identity(kv, len) != (pass == 0)) continue;
+            if (pass == 1 && strncmp(kv, "DRAGON_PY_TARGET", 16) == 0) continue;
+            if (used + len + 1 > room) {
+                pass = 2;
+                break;
+            }
+            memcpy(room_at + used, kv, len + 1);
+            used += len + 1;
+        }
+    }
+    /* The rest was cleared once by the zygote, but for the variable's name. */
+    size_t name = sizeof "DRAGON_ZYGOTE_ENV_ROOM=" - 1;
+    memset(room_at + used, 0, (used < name ? name + 1 : used + 1) - used);
+}
+
+static int same_name(const char* a, const char* b) { /* "K=..." or "K" against "K=..." */
+    while (*a != '\0' && *a != '=' && *a == *b) ++a, ++b;
+    return (*a == '\0' || *a == '=') && *b == '=';
+}
+
+/* libc's environment with the request's changes, in a new array whose
+ * strings are the request's own (the body stays for the member's life):
+ * setenv would malloc each string and the array from the zygote's heap,
+ * writing (and so copying) a page of it per chunk it carves. */
+static int set_environ(const struct request* r) {
+    extern char** environ;
+    size_t have = 0, adds = 0, bytes = 0;
+    while (environ != NULL && environ[have] != NULL) ++have;
+    for (const char* kv = r->env; kv < r->end; kv += strlen(kv) + 1) ++adds;
+    bytes = (have + adds + 1) * sizeof(char*);
+    char** env = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (env == MAP_FAILED) return errno;
+    size_t n = 0;
+    for (size_t i = 0; i < have; ++i) env[n++] = environ[i];
+    for (char* kv = (char*)r->env; kv < r->end; kv += strlen(kv) + 1) {
+        const char* eq = strchr(kv, '=');
+        if (kv[0] == '\0' || eq == kv) continue;
+        size_t at = 0;
+        while (at < n && !same_name(kv, env[at])) ++at;
+        if (eq == NULL) { /* unset */
+            if (at < n) env[at] = env[--n];
+        } else if (at < n) {
+            env[at] = kv;
+        } else {
+            env[n++] = kv;
+        }
+    }
+    env[n] = NULL;
+    environ = env;
+    return 0;
+}
+
+static int close_from_3(void) {
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) == 0) return 0;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > (1L << 20)) max = 1L << 20;
+    for (long fd = 3; fd < max; ++fd) (void)close((int)fd);
+    return 0;
+}
+
+/* The member's process group, stdio, directory, cpus, environment and
+ * parent, as _zygote._become sets them; 0, or an errno with *step set.
+ * Signals stay blocked (Python unblocks them once its handlers are set). */
+static int setup_member(char* body, size_t n, const int* fds, pid_t agent, char* room_at, size_t room,
+                        const char** step) {
+    struct request r;
+    split_request(body, n, &r);
+    *step = "setpgid";
+    if (setpgid(0, 0) != 0) return errno;
+    *step = "stdio";
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) return errno;
+    for (int target = 0, next = 0; target < 3; ++target) {
+        int fd = r.mask[target] == '1' ? fds[next++] : null;
+        if (dup2(fd, target) < 0) return errno;
+    }
+    *step = "chdir";
+    if (r.cwd[0] != '\0' && chdir(r.cwd) != 0) return errno;
+    *step = "affinity";
+    if (r.cpus[0] != '\0') {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (const char* c = r.cpus; *c != '\0';) {
+            char* after;
+            long cpu = strtol(c, &after, 10);
+            if (cpu >= 0 && cpu < CPU_SETSIZE) CPU_SET((int)cpu, &set);
+            c = *after == ',' ? after + 1 : after + (*after != '\0');
+        }
+        if (sched_setaffinity(0, sizeof set, &set) != 0) return errno;
+    }
+    *step = "environment";
+    int bad = set_environ(&r);
+    if (bad != 0) return bad;
+    publish_environ(&r, room_at, room);
+    /* Run only as the agent's child (it is, by CLONE_PARENT), and die with it. */
+    *step = "parent";
+    if (getppid() != agent) return ESRCH;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return errno;
+    if (getppid() != agent) return ESRCH;
+    *step = "descriptors";
+    return close_from_3();
+}
+
+/* (True, argv, [(K, V) set], [K unset]): what the member's Python needs of
+ * its request (argv, os.environ's changes). */
+static PyObject* member_state(const char* body, size_t n) {
+    struct request r;
+    split_request(body, n, &r);
+    PyObject* argv = PyList_New(0);
+    PyObject* sets = PyList_New(0);
+    PyObject* unsets = PyList_New(0);
+    if (argv == NULL || sets == NULL || unsets == NULL) goto fail;
+    const char* p = r.argv;
+    for (long i = 0; i < r.argc; ++i, p += strlen(p) + 1) {
+        PyObject* a = PyUnicode_DecodeFSDefault(p);
+        if (a == NULL || PyList_Append(argv, a) != 0) {
+            Py_XDECREF(a);
+            goto fail;
+        }
+        Py_DECREF(a);
+    }
+    for (const char* kv = r.env; kv < r.end; kv += strlen(kv) + 1) {
+        const char* eq = strchr(kv, '=');
+        if (kv[0] == '\0' || eq == kv) continue;
+        PyObject* item = eq == NULL ? PyBytes_FromString(kv)
+                                    : Py_BuildValue("(y#y)", kv, (Py_ssize_t)(eq - kv), eq + 1);
+        if (item == NULL || PyList_Append(eq == NULL ? unsets : sets, item) != 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    return Py_BuildValue("(ONNN)", Py_True, argv, sets, unsets);
+fail:
+    Py_XDECREF(argv);
+    Py_XDECREF(sets);
+    Py_XDECREF(unsets);
+    return NULL;
+}
+
 static PyObject* member_result(int is_member, const char* body, size_t n, const int* fds, int nfds) {
     PyObject* list = PyList_New(nfds);
     if (list == NULL) return NULL;
@@ -276,14 +485,27 @@ static PyObject* member_result(int is_member, const char* body, size_t n, const 
     return Py_BuildValue("(Oy#N)", is_member ? Py_True : Py_False, body, (Py_ssize_t)n, list);
 }
 
-/* serve(sock) -> (True, body, fds) in a member; (False, body, fds) in the
+/* serve(sock, agent, room_at, room_len, identity) -> (True, argv, sets,
+ * unsets) in a member, set up (setup_member); (False, body, fds) in the
  * zygote for a request the kernel refused to clone (the caller forks it
  * otherwise and serves on in Python). Never returns in the zygote otherwise:
- * end of file on the socket is exit 0, a broken one exit 1. */
-static PyObject* serve(PyObject* self, PyObject* arg) {
+ * end of file on the socket is exit 0, a broken one exit 1. A member whose
+ * set-up fails says why on its stderr and exits 127, as _become's. */
+static PyObject* serve(PyObject* self, PyObject* args) {
     (void)self;
-    int sock = (int)PyLong_AsLong(arg);
-    if (sock == -1 && PyErr_Occurred()) return NULL;
+    int sock;
+    long agent;
+    unsigned long long room_at;
+    Py_ssize_t room_len, ident_len;
+    const char* ident;
+    if (!PyArg_ParseTuple(args, "ilKny#", &sock, &agent, &room_at, &room_len, &ident, &ident_len)) return NULL;
+    if (ident_len < 0 || (size_t)ident_len >= sizeof identity) {
+        PyErr_SetString(PyExc_ValueError, "identity: too long");
+        return NULL;
+    }
+    memcpy(identity, ident, (size_t)ident_len);
+    identity[ident_len] = '\0';
+    identity_len = (size_t)ident_len;
     struct forker f;
     const char* no = forker_init(&f);
     if (no != NULL) return refuse(no);
@@ -338,9 +560,16 @@ static PyObject* serve(PyObject* self, PyObject* arg) {
         int err = errno;
         if (pid == 0) {
             PyOS_AfterFork_Child();
-            PyObject* out = member_result(1, body, n, fds, nfds);
-            free(body);
-            return out;
+            const char* step = "";
+            int bad = setup_member(body, n, fds, (pid_t)agent, (char*)(uintptr_t)room_at,
+                                   room_len > 0 ? (size_t)room_len : 0, &step);
+            if (bad != 0) {
+                dprintf(2, "dragon: the fast-started process %d could not start (%s): %s [errno %d]\n", (int)getpid(),
+                        step, strerror(bad), bad);
+                _exit(127);
+            }
+            /* (body stays: libc's environment points into it) */
+            return member_state(body, n);
         }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (pid < 0 && (err == ENOSYS || err == EINVAL || err == EPERM)) {
@@ -366,11 +595,29 @@ static PyObject* die_with_parent(PyObject* self, PyObject* arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject* unblock_signals(PyObject* self, PyObject* unused) {
+    (void)self;
+    (void)unused;
+    sigset_t none;
+    sigemptyset(&none);
+    int e = pthread_sigmask(SIG_SETMASK, &none, NULL);
+    if (e != 0) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    /* A signal that came while blocked is pending in Python now: run its
+     * handler (a SIGINT's KeyboardInterrupt) here, as pthread_sigmask does. */
+    if (PyErr_CheckSignals() != 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
-    {"serve", serve, METH_O,
-     "serve(sock) -> (member, body, fds): the zygote's loop over the agent's spawn requests; returns in each "
-     "member (True), or in the zygote for a request it could not clone (False). OSError(ENOTSUP) when this "
-     "process cannot clone members (not single-threaded, no tid address)."},
+    {"serve", serve, METH_VARARGS,
+     "serve(sock, agent, room_at, room_len, identity) -> (True, argv, sets, unsets) in each member, set up; "
+     "(False, body, fds) in the zygote for a request it could not clone. The zygote's loop over the agent's "
+     "spawn requests. OSError(ENOTSUP) when this process cannot clone members (not single-threaded, no tid "
+     "address)."},
+    {"unblock_signals", unblock_signals, METH_NOARGS, "unblock_signals(): an empty signal mask."},
     {"die_with_parent", die_with_parent, METH_O,
      "die_with_parent(sig): PR_SET_PDEATHSIG (the signal this process gets when its parent ends)."},
     {NULL, NULL, 0, NULL},

@@ -34,7 +34,14 @@ def facts(tag):
             "sigterm": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
             # what another process reading /proc sees (host.is_process, the DDict client)
             "proc_environ_puid": f"DRAGON_PUID={os.environ.get('DRAGON_PUID')}".encode()
-                                 in open(f"/proc/{os.getpid()}/environ", "rb").read().split(b"\\0")}
+                                 in open(f"/proc/{os.getpid()}/environ", "rb").read().split(b"\\0"),
+            # every entry a variable (the room the zygote left is not garbage)
+            "proc_environ_bad": [repr(e[:40]) for e in open(f"/proc/{os.getpid()}/environ", "rb").read()
+                                 .rstrip(b"\\0").split(b"\\0") if b"=" not in e],
+            # libc's environment, which a program it runs gets
+            "exec_env": sorted(e.decode(errors="replace") for e in
+                               __import__("subprocess").run(["/usr/bin/env", "-0"], capture_output=True).stdout
+                               .split(b"\\0") if e)}
 
 def probe(q, tag):
     q.put(facts(tag))
@@ -130,9 +137,12 @@ def _live_with_env(marker: bytes):
     return out
 
 
-def test_forked_members_are_runtime_processes(script):
+@pytest.mark.parametrize("start", ["clone", "fork-twice"])
+def test_forked_members_are_runtime_processes(script, start):
+    # clone: the zygote's C loop clones and sets up each member; fork-twice:
+    # the Python loop's double fork, where clone(CLONE_PARENT) is refused
     s = script(PRELUDE, ONE_NODE)
-    p = s.run(timeout=600)
+    p = s.run(timeout=600, env={"DRAGON_ZYGOTE_FORK_TWICE": "1" if start == "fork-twice" else "0"})
     lines = _json_lines(p.stdout)
     out = lines[-1]
     batch = out["batch"]
@@ -143,6 +153,12 @@ def test_forked_members_are_runtime_processes(script):
     assert len({f["puid"] for f in batch}) == len(batch) and all(f["puid"] for f in batch)
     assert all(f["cwd"] == str(s.cwd / "sub") and f["mark"] == "m1" for f in batch), batch
     assert all(f["pgrp"] and f["sigint"] and f["sigterm"] and f["proc_environ_puid"] for f in batch), batch
+    for f in batch:
+        assert f["proc_environ_bad"] == [], f["proc_environ_bad"]
+        exec_env = dict(e.partition("=")[::2] for e in f["exec_env"])
+        assert all("=" in e for e in f["exec_env"]), f["exec_env"]
+        assert exec_env.get("MARK") == "m1" and exec_env.get("DRAGON_PUID") == f["puid"], exec_env
+        assert not [k for k in exec_env if k.startswith(("DRAGON_ZYGOTE_ENV", "DRAGON_ZYGOTE_FD", "DRAGON_ZYGOTE_AGENT", "DRAGON_PY_TARGET"))], exec_env.keys()
     for f in batch:  # output forwarding
         assert f"stdout of {f['tag']} pid {f['pid']}" in p.stdout
     assert out["codes"] == {"exit3": 3, "raise": 1, "sigkill": -signal.SIGKILL, "terminate": -signal.SIGTERM}
