@@ -537,6 +537,7 @@ def main() -> None:
         _COMPILED[_BOOT] = compile(_BOOT, "<string>", "exec")
     except ImportError:
         pass
+    _warm()
     import gc
 
     # What the imports made stays out of the collector's way: members do not
@@ -568,6 +569,46 @@ def main() -> None:
         _end_by_sigint()
     del req, sock
     _run(code, namespace)
+
+
+def _warm() -> None:
+    """Runs here, many times, the Python every member runs first, so that
+    the interpreter has specialised it before the members share it: 3.11
+    counts calls and executions in a function's code object and rewrites
+    its bytecode as it specialises, and in a member each such write copies
+    a page of the zygote's. What a member then does for itself is what it
+    must (its variables, its objects), not this."""
+    import builtins
+
+    if not hasattr(builtins, "exit"):  # (what the runner gives a target under python3 -S)
+        import _sitebuiltins
+
+        builtins.exit = _sitebuiltins.Quitter("exit", "Ctrl-D (i.e. EOF)")
+        builtins.quit = _sitebuiltins.Quitter("quit", "Ctrl-D (i.e. EOF)")
+    env = os.environ
+    for i in range(64):
+        env["DRAGON_ZYGOTE_WARM"] = str(i)
+        int(env.get("DRAGON_ZYGOTE_WARM", "0"))
+        env.pop("DRAGON_ZYGOTE_WARM")
+        env.pop("DRAGON_ZYGOTE_WARM", None)
+    try:
+        import _pickle
+        import types
+
+        from dragon._runner import main as function
+        from dragon.infrastructure.connection import _dumps
+
+        mp_process = sys.modules.get("multiprocessing.process")
+        # a target and its arguments (by reference, as a member's come), and
+        # the object a member's _reset_python_state makes
+        sample = (function, ({"key": [1, 2.5, "text", b"bytes", None, True]}, (3, -4)), {"kw": 1})
+        for _ in range(64):
+            _pickle.loads(_dumps(sample))
+            types.ModuleType("__main__")
+            if mp_process is not None:
+                type(mp_process._current_process)()
+    except Exception:  # (an optimisation only)
+        pass
 
 
 def _status(code) -> int:
