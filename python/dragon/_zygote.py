@@ -297,9 +297,9 @@ def _write_quietly(fd: int, text: str) -> None:
 
 def _become(sock: socket.socket, agent: int, req: dict, report: int):
     """In a member of the double fork (a cloned one is set up in C, by
-    dragon._zfork's setup_member, the same steps): takes the request's process group, signals, stdio,
-    directory, binding and environment, then waits to be the agent's child
-    and to die with it. On a failure it says why on its stderr and exits
+    dragon._zfork's setup_member, the same steps): takes the request's
+    process group, signals, stdio, directory, binding and environment, then
+    waits to be the agent's child and to die with it. On a failure it says why on its stderr and exits
     127 (the zygote has answered already)."""
     import signal
     import time

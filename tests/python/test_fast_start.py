@@ -158,7 +158,8 @@ def test_forked_members_are_runtime_processes(script, start):
         exec_env = dict(e.partition("=")[::2] for e in f["exec_env"])
         assert all("=" in e for e in f["exec_env"]), f["exec_env"]
         assert exec_env.get("MARK") == "m1" and exec_env.get("DRAGON_PUID") == f["puid"], exec_env
-        assert not [k for k in exec_env if k.startswith(("DRAGON_ZYGOTE_ENV", "DRAGON_ZYGOTE_FD", "DRAGON_ZYGOTE_AGENT", "DRAGON_PY_TARGET"))], exec_env.keys()
+        zygotes_own = ("DRAGON_ZYGOTE_ENV", "DRAGON_ZYGOTE_FD", "DRAGON_ZYGOTE_AGENT", "DRAGON_PY_TARGET")
+        assert not [k for k in exec_env if k.startswith(zygotes_own)], exec_env.keys()
     for f in batch:  # output forwarding
         assert f"stdout of {f['tag']} pid {f['pid']}" in p.stdout
     assert out["codes"] == {"exit3": 3, "raise": 1, "sigkill": -signal.SIGKILL, "terminate": -signal.SIGTERM}
