@@ -401,10 +401,9 @@ static int close_from_3(void) {
 /* The member's process group, stdio, directory, cpus, environment and
  * parent, as _zygote._become sets them; 0, or an errno with *step set.
  * Signals stay blocked (Python unblocks them once its handlers are set). */
-static int setup_member(char* body, size_t n, const int* fds, pid_t agent, char* room_at, size_t room,
+static int setup_member(const struct request* req, const int* fds, pid_t agent, char* room_at, size_t room,
                         const char** step) {
-    struct request r;
-    split_request(body, n, &r);
+    const struct request r = *req;
     *step = "setpgid";
     if (setpgid(0, 0) != 0) return errno;
     *step = "stdio";
@@ -443,9 +442,8 @@ static int setup_member(char* body, size_t n, const int* fds, pid_t agent, char*
 
 /* (True, argv, [(K, V) set], [K unset]): what the member's Python needs of
  * its request (argv, os.environ's changes). */
-static PyObject* member_state(const char* body, size_t n) {
-    struct request r;
-    split_request(body, n, &r);
+static PyObject* member_state(const struct request* req) {
+    const struct request r = *req;
     PyObject* argv = PyList_New(0);
     PyObject* sets = PyList_New(0);
     PyObject* unsets = PyList_New(0);
@@ -478,11 +476,12 @@ fail:
     return NULL;
 }
 
-static PyObject* member_result(int is_member, const char* body, size_t n, const int* fds, int nfds) {
+/* (False, body, fds): a request the kernel would not clone, for Python to fork. */
+static PyObject* refused_result(const char* body, size_t n, const int* fds, int nfds) {
     PyObject* list = PyList_New(nfds);
     if (list == NULL) return NULL;
     for (int i = 0; i < nfds; ++i) PyList_SET_ITEM(list, i, PyLong_FromLong(fds[i]));
-    return Py_BuildValue("(Oy#N)", is_member ? Py_True : Py_False, body, (Py_ssize_t)n, list);
+    return Py_BuildValue("(Oy#N)", Py_False, body, (Py_ssize_t)n, list);
 }
 
 /* serve(sock, agent, room_at, room_len, identity) -> (True, argv, sets,
@@ -561,7 +560,9 @@ static PyObject* serve(PyObject* self, PyObject* args) {
         if (pid == 0) {
             PyOS_AfterFork_Child();
             const char* step = "";
-            int bad = setup_member(body, n, fds, (pid_t)agent, (char*)(uintptr_t)room_at,
+            struct request req;
+            split_request(body, n, &req);
+            int bad = setup_member(&req, fds, (pid_t)agent, (char*)(uintptr_t)room_at,
                                    room_len > 0 ? (size_t)room_len : 0, &step);
             if (bad != 0) {
                 dprintf(2, "dragon: the fast-started process %d could not start (%s): %s [errno %d]\n", (int)getpid(),
@@ -569,13 +570,13 @@ static PyObject* serve(PyObject* self, PyObject* args) {
                 _exit(127);
             }
             /* (body stays: libc's environment points into it) */
-            return member_state(body, n);
+            return member_state(&req);
         }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (pid < 0 && (err == ENOSYS || err == EINVAL || err == EPERM)) {
             dprintf(2, "dragon zygote: one-fork start refused (clone(CLONE_PARENT): %s); forking twice from now on\n",
                     strerror(err));
-            PyObject* out = member_result(0, body, n, fds, nfds);
+            PyObject* out = refused_result(body, n, fds, nfds);
             free(body);
             return out;
         }

@@ -108,6 +108,9 @@ if __name__ == "__main__":
         pg.add_process(2, ProcessTemplate(member, args=("pg",)))
         pg.start(); pg.join(60)
     out["zygotes"] = run_zygotes()
+    # which start path they serve with (DRAGON_ZYGOTE_FORK_TWICE reached them)
+    out["fork_twice"] = [b"DRAGON_ZYGOTE_FORK_TWICE=1" in open(f"/proc/{z}/environ", "rb").read().split(b"\\0")
+                         for z in out["zygotes"]]
     # a zygote killed: members go on (the next one starts a new zygote)
     for z in out["zygotes"]:
         os.kill(z, signal.SIGKILL)
@@ -174,6 +177,7 @@ def test_forked_members_are_runtime_processes(script, start):
     # two kinds: the multiprocessing children's (which holds the script as
     # __mp_main__) and the ProcessGroup members' (a fresh __main__)
     assert len(out["zygotes"]) == 2
+    assert out["fork_twice"] == [start == "fork-twice"] * 2, out["fork_twice"]
     # the next member runs: exec'd if the agent meets the dead zygote's
     # hang-up first, else forked by a new zygote it waits for
     assert out["after_kill"]["tag"] == "after-kill"
